@@ -1,0 +1,57 @@
+// prunus/io.h — errors, memory-mapped reads and crash-safe writes.
+// Part of prunus_runtime: no libtorch.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace prunus {
+
+const char* version();
+
+// Bad input from the user: a file that is corrupt or missing, a recipe that is
+// impossible, an out-of-range option. The CLI prints what() as one line and exits 2.
+// The message always names the thing at fault first ("path: problem").
+class InputError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Throws InputError("<subject>: <problem>").
+[[noreturn]] void fail(std::string_view subject, std::string_view problem);
+
+// A read-only memory map of a whole file. Empty files map to size 0.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  MappedFile(MappedFile&& other) noexcept;
+
+  const std::uint8_t* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  const std::uint8_t* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+// Writes a file so that `path` is always either its old content or the complete new
+// content: a temp file in the same directory, fsync, rename, fsync the directory.
+// `write` receives a sink that appends bytes; if it throws, the temp file is removed
+// and the old file is untouched.
+using ByteSink = std::function<void(const void* data, std::size_t size)>;
+void atomic_write(const std::string& path, const std::function<void(const ByteSink&)>& write);
+void atomic_write(const std::string& path, std::string_view content);
+
+// Reads a whole (small) file into a string; InputError if it cannot.
+std::string read_text_file(const std::string& path);
+
+}  // namespace prunus

@@ -1,0 +1,45 @@
+// prunus/models.h — the model zoo (torch::nn) and model files.
+//
+// A model file is safetensors: every parameter and buffer under its torch name, and
+// __metadata__ {"prunus.arch": <name>, "prunus.format": "1", ...}, so a saved model reloads
+// without flags.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+namespace prunus {
+
+// Every Prunus model: a torch::nn::Module with a forward and its architecture name.
+class Net : public torch::nn::Module {
+ public:
+  explicit Net(std::string arch) : arch_(std::move(arch)) {}
+  virtual torch::Tensor forward(torch::Tensor x) = 0;  // [N,1,28,28] → logits [N,10]
+  const std::string& arch() const { return arch_; }
+
+ private:
+  std::string arch_;
+};
+
+// "lenet300" (LeNet-300-100), "lenet5", "resnet" (a small residual CNN with BatchNorm).
+std::shared_ptr<Net> make_model(const std::string& arch);
+
+// The weights a sparsifier prunes: every Linear/Conv weight (dim ≥ 2), in module order.
+std::vector<std::pair<std::string, torch::Tensor>> prunable_weights(Net& net);
+
+// Writes parameters and buffers atomically; `extra` is added to __metadata__.
+void save_model(const std::string& path, Net& net, const std::map<std::string, std::string>& extra = {});
+// Reads and validates a model file: architecture known, every tensor present with the
+// right shape and dtype, no extra tensors, all values finite. InputError naming the file.
+std::shared_ptr<Net> load_model(const std::string& path);
+
+// Copies tensors (parameters and buffers) from `src` into `dst` (same arch).
+void copy_state(Net& dst, Net& src);
+
+}  // namespace prunus

@@ -1,0 +1,130 @@
+// prunus/recipe.h — the plain description of a job: what to train, how to prune it,
+// how to recover. Parsed from YAML recipes or filled from CLI flags; validated before
+// anything is written to disk. No libtorch here: the CLI includes only this header.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace prunus {
+
+struct DataConfig {
+  std::string dir;              // empty: Debian's /usr/share/datasets/fashion-mnist
+  std::int64_t train_limit = 0; // use only the first N training samples (0: all)
+  std::int64_t test_limit = 0;
+};
+
+struct TrainConfig {
+  int epochs = 0;
+  int batch_size = 128;
+  std::string optimizer = "sgd";    // sgd (with momentum) | adam
+  double lr = 0.05;
+  double momentum = 0.9;
+  double weight_decay = 0.0;
+  std::string lr_schedule = "cosine";  // cosine | step | constant
+  int step_epochs = 10;              // step schedule: multiply by gamma every step_epochs
+  double gamma = 0.1;
+  double label_smoothing = 0.0;
+  bool augment = false;              // random ±2 px shifts and horizontal flips
+};
+
+// When masks change. oneshot: prune to the target at `begin`. gradual: Zhu & Gupta's
+// cubic ramp s_t = s_f + (s_i - s_f)·(1 - (t - t0)/(t1 - t0))³ from step t0 to t1,
+// recomputed every `frequency` steps.
+struct ScheduleConfig {
+  std::string kind = "gradual";
+  double initial_sparsity = 0.0;
+  // Given in epochs of the fine-tuning stage (fractions allowed); converted to steps.
+  double begin_epoch = 0.0;
+  double end_epoch = 0.0;
+  std::int64_t frequency = 100;      // steps between mask updates
+};
+
+struct PruneConfig {
+  double sparsity = 0.9;
+  std::string criterion = "magnitude";   // see sparsify.h registries
+  std::string pattern = "unstructured";
+  std::string scope = "global";          // global | layer
+  ScheduleConfig schedule;
+};
+
+struct Recipe {
+  std::string name = "builtin:lenet300-fmnist-gradual90";
+  std::string model = "lenet300";
+  std::uint64_t seed = 0;
+  int threads = 0;                   // 0: libtorch's default
+  DataConfig data;
+  TrainConfig train;                 // dense training (epochs 0: skip, needs `input`)
+  PruneConfig prune;
+  TrainConfig finetune;              // pruning happens during this stage
+  std::string input;                 // start from this model file instead of training
+  std::string out_dir = "out";
+};
+
+// The built-in default recipe: the main job of `./run.sh`.
+Recipe default_recipe();
+// Parses a YAML recipe; unknown keys and impossible values are InputErrors naming the file.
+Recipe load_recipe(const std::string& path);
+// Checks ranges and names (sparsity in [0,1), known model/criterion/...); InputError.
+void validate(const Recipe& r, const std::string& where);
+void validate(const TrainConfig& t, const std::string& where);
+void validate(const PruneConfig& p, const std::string& where);
+
+// Options every job shares.
+struct JobOptions {
+  bool progress = true;     // progress bar with ETA (a line per epoch when not a TTY)
+  bool resume = false;      // continue from the checkpoint of an interrupted run
+};
+
+// ------------------------------------------------------------------ jobs (pipeline.cpp)
+// Each returns a process exit code (0 ok, 130 interrupted with a checkpoint written).
+
+// The whole recipe: train dense → prune while fine-tuning → evaluate → write
+// dense.safetensors, sparse.safetensors, report.json to out_dir and print a summary.
+int run_recipe(const Recipe& r, const JobOptions& opt);
+
+struct TrainJob {
+  std::string model;        // architecture name
+  std::string out;          // model file to write
+  std::uint64_t seed = 0;
+  int threads = 0;
+  DataConfig data;
+  TrainConfig train;
+};
+int train_job(const TrainJob& job, const JobOptions& opt);
+
+struct PruneJob {
+  std::string input, out;
+  std::uint64_t seed = 0;
+  int threads = 0;
+  PruneConfig prune;        // schedule.kind oneshot: no data needed
+  DataConfig data;
+  TrainConfig finetune;     // used when the schedule is gradual
+};
+int prune_job(const PruneJob& job, const JobOptions& opt);
+
+// Fine-tunes a (sparse) model with its zeros held as masks.
+struct FinetuneJob {
+  std::string input, out;
+  std::uint64_t seed = 0;
+  int threads = 0;
+  DataConfig data;
+  TrainConfig train;
+};
+int finetune_job(const FinetuneJob& job, const JobOptions& opt);
+
+struct EvalResult {
+  double accuracy = 0;
+  double loss = 0;
+  std::int64_t samples = 0;
+};
+EvalResult eval_job(const std::string& model_path, const DataConfig& data, int threads);
+
+std::vector<std::string> model_names();
+std::vector<std::string> criterion_names();
+std::vector<std::string> pattern_names();
+std::vector<std::string> scope_names();
+std::vector<std::string> schedule_names();
+
+}  // namespace prunus

@@ -1,0 +1,68 @@
+// prunus/train.h — the training loop (libtorch): seeded, resumable, sparsity-aware.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "prunus/data.h"
+#include "prunus/models.h"
+#include "prunus/recipe.h"
+#include "prunus/sparsify.h"
+
+namespace prunus {
+
+struct EpochRecord {
+  int epoch = 0;            // 1-based
+  std::int64_t step = 0;    // global step at the end of the epoch
+  double lr = 0;
+  double train_loss = 0;
+  double train_accuracy = 0;
+  double test_accuracy = -1;  // -1: not evaluated
+  double sparsity = 0;        // of the pruned parameters (0 without a sparsifier)
+  double target = 0;          // the schedule's target at the end of the epoch
+  double seconds = 0;
+};
+
+// Where an interrupted run leaves its state, and whether to continue from it. The
+// checkpoint is one safetensors file (model, masks, optimiser state, progress), written
+// atomically when SIGINT/SIGTERM arrives; a finished stage removes it.
+struct CheckpointOptions {
+  std::string path;          // empty: no checkpointing
+  bool resume = false;
+  std::string stage;         // a run resumes only the stage that wrote the checkpoint
+};
+
+struct TrainResult {
+  bool interrupted = false;
+  std::vector<EpochRecord> history;
+  double seconds = 0;
+};
+
+class Trainer {
+ public:
+  Trainer(Net& net, TrainConfig cfg, std::uint64_t seed, Sparsifier* sparsifier = nullptr);
+  // Trains cfg.epochs over `train`, evaluating on `test` after each epoch when given.
+  TrainResult fit(const data::Dataset& train, const data::Dataset* test, const CheckpointOptions& ckpt,
+                  bool progress);
+  double lr_at(std::int64_t step, std::int64_t steps_per_epoch) const;
+
+ private:
+  Net& net_;
+  TrainConfig cfg_;
+  std::uint64_t seed_;
+  Sparsifier* sparsifier_;
+};
+
+struct Evaluation {
+  double accuracy = 0;
+  double loss = 0;
+  std::int64_t samples = 0;
+};
+Evaluation evaluate(Net& net, const data::Dataset& d, std::int64_t batch = 1000);
+
+// Reads which stage an existing checkpoint belongs to ("" if there is none).
+std::string checkpoint_stage(const std::string& path);
+
+}  // namespace prunus

@@ -1,0 +1,110 @@
+#include <set>
+
+#include <fmt/format.h>
+
+#include "prunus/io.h"
+#include "prunus/models.h"
+#include "util/tensor_io.h"
+
+namespace prunus {
+namespace st = safetensors;
+
+safetensors::DType to_safetensors_dtype(torch::ScalarType t) {
+  switch (t) {
+    case torch::kFloat32: return st::DType::F32;
+    case torch::kFloat64: return st::DType::F64;
+    case torch::kFloat16: return st::DType::F16;
+    case torch::kBFloat16: return st::DType::BF16;
+    case torch::kInt64: return st::DType::I64;
+    case torch::kInt32: return st::DType::I32;
+    case torch::kInt16: return st::DType::I16;
+    case torch::kInt8: return st::DType::I8;
+    case torch::kUInt8: return st::DType::U8;
+    case torch::kBool: return st::DType::BOOL;
+    default: throw std::invalid_argument(fmt::format("no safetensors dtype for {}", c10::toString(t)));
+  }
+}
+
+torch::Tensor to_tensor(const st::TensorView& v) {
+  torch::ScalarType t;
+  switch (v.dtype) {
+    case st::DType::F32: t = torch::kFloat32; break;
+    case st::DType::F64: t = torch::kFloat64; break;
+    case st::DType::F16: t = torch::kFloat16; break;
+    case st::DType::BF16: t = torch::kBFloat16; break;
+    case st::DType::I64: t = torch::kInt64; break;
+    case st::DType::I32: t = torch::kInt32; break;
+    case st::DType::I16: t = torch::kInt16; break;
+    case st::DType::I8: t = torch::kInt8; break;
+    case st::DType::U8: t = torch::kUInt8; break;
+    case st::DType::BOOL: t = torch::kBool; break;
+    default: fail(v.name, fmt::format("dtype {} is not supported here", st::dtype_name(v.dtype)));
+  }
+  auto out = torch::empty(v.shape, torch::TensorOptions().dtype(t));
+  if (v.nbytes) std::memcpy(out.data_ptr(), v.data, v.nbytes);
+  return out;
+}
+
+void write_tensors(const std::string& path, const NamedTensors& tensors,
+                   const std::map<std::string, std::string>& metadata) {
+  std::vector<torch::Tensor> keep;  // contiguous copies must outlive the write
+  std::vector<st::TensorToWrite> out;
+  for (const auto& [name, t] : tensors) {
+    keep.push_back(t.detach().to(torch::kCPU).contiguous());
+    const auto& c = keep.back();
+    out.push_back({name, to_safetensors_dtype(c.scalar_type()), c.sizes().vec(), c.data_ptr()});
+  }
+  st::write(path, out, metadata);
+}
+
+namespace {
+NamedTensors state_of(Net& net) {
+  NamedTensors s;
+  for (const auto& p : net.named_parameters()) s.emplace_back(p.key(), p.value());
+  for (const auto& b : net.named_buffers()) s.emplace_back(b.key(), b.value());
+  return s;
+}
+}  // namespace
+
+void save_model(const std::string& path, Net& net, const std::map<std::string, std::string>& extra) {
+  auto meta = extra;
+  meta["prunus.arch"] = net.arch();
+  meta["prunus.format"] = "1";
+  meta["prunus.version"] = version();
+  write_tensors(path, state_of(net), meta);
+}
+
+std::shared_ptr<Net> load_model(const std::string& path) {
+  st::File f = st::File::open(path);
+  auto it = f.metadata().find("prunus.arch");
+  if (it == f.metadata().end())
+    fail(path, "not a Prunus model: __metadata__ has no 'prunus.arch' (which architecture?)");
+  std::shared_ptr<Net> net;
+  try {
+    net = make_model(it->second);
+  } catch (const InputError& e) {
+    fail(path, e.what());
+  }
+  torch::NoGradGuard ng;
+  std::set<std::string> expected;
+  for (auto& [name, dst] : state_of(*net)) {
+    expected.insert(name);
+    const st::TensorView* v = f.find(name);
+    if (!v) fail(path, fmt::format("missing tensor '{}' for architecture {}", name, net->arch()));
+    if (v->shape != dst.sizes().vec())
+      fail(path, fmt::format("tensor '{}' has shape [{}], architecture {} needs [{}]", name,
+                             fmt::join(v->shape, ","), net->arch(), fmt::join(dst.sizes(), ",")));
+    torch::Tensor src = to_tensor(*v);
+    if (src.is_floating_point() && !torch::isfinite(src).all().item<bool>())
+      fail(path, fmt::format("tensor '{}' contains NaN or Inf", name));
+    if (src.scalar_type() != dst.scalar_type())
+      fail(path, fmt::format("tensor '{}' has dtype {}, expected {}", name, st::dtype_name(v->dtype),
+                             st::dtype_name(to_safetensors_dtype(dst.scalar_type()))));
+    dst.copy_(src);
+  }
+  for (const auto& t : f.tensors())
+    if (!expected.count(t.name)) fail(path, fmt::format("unexpected tensor '{}' for architecture {}", t.name, net->arch()));
+  return net;
+}
+
+}  // namespace prunus

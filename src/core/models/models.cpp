@@ -1,0 +1,129 @@
+// The model zoo. Layer names are the torch names that appear in model files.
+#include <fmt/format.h>
+
+#include "prunus/io.h"
+#include "prunus/models.h"
+#include "prunus/recipe.h"
+
+namespace prunus {
+namespace nn = torch::nn;
+namespace F = torch::nn::functional;
+
+namespace {
+
+// LeNet-300-100 (LeCun et al. 1998; the network of Han et al. 2015's pruning results).
+class LeNet300 : public Net {
+ public:
+  LeNet300() : Net("lenet300") {
+    fc1 = register_module("fc1", nn::Linear(784, 300));
+    fc2 = register_module("fc2", nn::Linear(300, 100));
+    fc3 = register_module("fc3", nn::Linear(100, 10));
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    x = x.flatten(1);
+    x = torch::relu(fc1(x));
+    x = torch::relu(fc2(x));
+    return fc3(x);
+  }
+  nn::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
+};
+
+// LeNet-5 with ReLU and max pooling (conv 6@5×5 pad 2, conv 16@5×5, fc 120-84-10).
+class LeNet5 : public Net {
+ public:
+  LeNet5() : Net("lenet5") {
+    conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(1, 6, 5).padding(2)));
+    conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(6, 16, 5)));
+    fc1 = register_module("fc1", nn::Linear(16 * 5 * 5, 120));
+    fc2 = register_module("fc2", nn::Linear(120, 84));
+    fc3 = register_module("fc3", nn::Linear(84, 10));
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    x = F::max_pool2d(torch::relu(conv1(x)), F::MaxPool2dFuncOptions(2));
+    x = F::max_pool2d(torch::relu(conv2(x)), F::MaxPool2dFuncOptions(2));
+    x = x.flatten(1);
+    x = torch::relu(fc1(x));
+    x = torch::relu(fc2(x));
+    return fc3(x);
+  }
+  nn::Conv2d conv1{nullptr}, conv2{nullptr};
+  nn::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
+};
+
+// Basic residual block: conv-bn-relu-conv-bn + shortcut (1×1 conv-bn when shape changes).
+class BasicBlockImpl : public nn::Module {
+ public:
+  BasicBlockImpl(int64_t in, int64_t out, int64_t stride) {
+    conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(false)));
+    bn1 = register_module("bn1", nn::BatchNorm2d(out));
+    conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(out, out, 3).padding(1).bias(false)));
+    bn2 = register_module("bn2", nn::BatchNorm2d(out));
+    if (stride != 1 || in != out) {
+      down_conv = register_module("down_conv", nn::Conv2d(nn::Conv2dOptions(in, out, 1).stride(stride).bias(false)));
+      down_bn = register_module("down_bn", nn::BatchNorm2d(out));
+    }
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    auto y = torch::relu(bn1(conv1(x)));
+    y = bn2(conv2(y));
+    auto skip = down_conv ? down_bn(down_conv(x)) : x;
+    return torch::relu(y + skip);
+  }
+  nn::Conv2d conv1{nullptr}, conv2{nullptr}, down_conv{nullptr};
+  nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, down_bn{nullptr};
+};
+TORCH_MODULE(BasicBlock);
+
+// A small ResNet for 28×28 inputs: stem 16 ch, stages of 16/32/64 channels.
+class ResNetSmall : public Net {
+ public:
+  ResNetSmall() : Net("resnet") {
+    stem = register_module("stem", nn::Conv2d(nn::Conv2dOptions(1, 16, 3).padding(1).bias(false)));
+    stem_bn = register_module("stem_bn", nn::BatchNorm2d(16));
+    layer1 = register_module("layer1", BasicBlock(16, 16, 1));
+    layer2 = register_module("layer2", BasicBlock(16, 32, 2));
+    layer3 = register_module("layer3", BasicBlock(32, 64, 2));
+    fc = register_module("fc", nn::Linear(64, 10));
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    x = torch::relu(stem_bn(stem(x)));
+    x = layer3(layer2(layer1(x)));
+    x = x.mean({2, 3});
+    return fc(x);
+  }
+  nn::Conv2d stem{nullptr};
+  nn::BatchNorm2d stem_bn{nullptr};
+  BasicBlock layer1{nullptr}, layer2{nullptr}, layer3{nullptr};
+  nn::Linear fc{nullptr};
+};
+
+}  // namespace
+
+std::vector<std::string> model_names() { return {"lenet300", "lenet5", "resnet"}; }
+
+std::shared_ptr<Net> make_model(const std::string& arch) {
+  if (arch == "lenet300") return std::make_shared<LeNet300>();
+  if (arch == "lenet5") return std::make_shared<LeNet5>();
+  if (arch == "resnet") return std::make_shared<ResNetSmall>();
+  fail("model '" + arch + "'", fmt::format("unknown architecture (known: {})", fmt::join(model_names(), ", ")));
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> prunable_weights(Net& net) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& item : net.named_modules("", /*include_self=*/false)) {
+    const auto& m = item.value();
+    if (auto* lin = m->as<nn::Linear>()) out.emplace_back(item.key() + ".weight", lin->weight);
+    else if (auto* conv = m->as<nn::Conv2d>()) out.emplace_back(item.key() + ".weight", conv->weight);
+  }
+  return out;
+}
+
+void copy_state(Net& dst, Net& src) {
+  torch::NoGradGuard ng;
+  auto sp = src.named_parameters(), dp = dst.named_parameters();
+  for (const auto& p : sp) dp[p.key()].copy_(p.value());
+  auto sb = src.named_buffers(), db = dst.named_buffers();
+  for (const auto& b : sb) db[b.key()].copy_(b.value());
+}
+
+}  // namespace prunus

@@ -1,0 +1,299 @@
+// The jobs behind the CLI verbs: each validates its inputs before writing anything.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "prunus/data.h"
+#include "prunus/io.h"
+#include "prunus/models.h"
+#include "prunus/recipe.h"
+#include "prunus/report.h"
+#include "prunus/sparsify.h"
+#include "prunus/train.h"
+#include "util/interrupt.h"
+
+namespace prunus {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr int kInterrupted = 130;
+
+class Stopwatch {
+ public:
+  double seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+void setup(std::uint64_t seed, int threads) {
+  if (threads > 0) torch::set_num_threads(threads);
+  torch::manual_seed(seed);
+  install_interrupt_handler();
+}
+
+// Fails before any work if `out` cannot be written: its directory must exist.
+void check_output(const std::string& out) {
+  if (out.empty()) fail("--out", "an output file is required");
+  auto dir = fs::path(out).parent_path();
+  if (!dir.empty() && !fs::is_directory(dir)) fail(out, "output directory does not exist");
+  if (fs::is_directory(out)) fail(out, "is a directory, expected a file path");
+}
+
+std::string checkpoint_for(const std::string& out) { return out + ".ckpt"; }
+
+std::vector<report::LayerRow> layer_rows(Net& net) {
+  std::vector<report::LayerRow> rows;
+  for (const auto& [name, w] : prunable_weights(net)) {
+    auto s = measure(name, w);
+    rows.push_back(report::make_row(name, s.shape, s.nnz));
+  }
+  return rows;
+}
+
+std::vector<PrunedParam> pruned_params(Net& net) {
+  std::vector<PrunedParam> out;
+  for (auto& [name, w] : prunable_weights(net)) out.push_back({name, w});
+  return out;
+}
+
+json history_json(const std::vector<EpochRecord>& h) {
+  json a = json::array();
+  for (const auto& r : h)
+    a.push_back({{"epoch", r.epoch}, {"step", r.step}, {"lr", r.lr}, {"train_loss", r.train_loss},
+                 {"train_accuracy", r.train_accuracy}, {"test_accuracy", r.test_accuracy},
+                 {"sparsity", r.sparsity}, {"target", r.target}, {"seconds", r.seconds}});
+  return a;
+}
+
+std::string pct(double x) { return fmt::format("{:.2f}%", 100.0 * x); }
+
+}  // namespace
+
+int run_recipe(const Recipe& r, const JobOptions& opt) {
+  Stopwatch total;
+  validate(r, r.name);
+  data::check_available(r.data);
+  if (!r.input.empty() && !fs::exists(r.input)) fail(r.input, "input model not found");
+  fs::create_directories(r.out_dir);
+  const std::string out = r.out_dir;
+  const std::string dense_path = (fs::path(out) / "dense.safetensors").string();
+  const std::string sparse_path = (fs::path(out) / "sparse.safetensors").string();
+  const std::string ckpt = (fs::path(out) / "checkpoint.safetensors").string();
+  setup(r.seed, r.threads);
+  std::string resume_stage = opt.resume ? checkpoint_stage(ckpt) : "";
+  if (opt.resume && resume_stage.empty()) std::fprintf(stderr, "--resume: no checkpoint in %s, starting afresh\n", out.c_str());
+  if (!opt.resume && fs::exists(ckpt))
+    std::fprintf(stderr, "note: %s is from an interrupted run; starting afresh (pass --resume to continue it)\n",
+                 ckpt.c_str());
+
+  json stages = json::object();
+  Stopwatch sw;
+  auto train = data::load_split(r.data, "train");
+  auto test = data::load_split(r.data, "test");
+  stages["load_data"] = {{"seconds", sw.seconds()}};
+  std::fprintf(stderr, "data: %lld training, %lld test samples\n", static_cast<long long>(train.size()),
+               static_cast<long long>(test.size()));
+
+  // Stage 1: the dense model.
+  sw = Stopwatch();
+  std::shared_ptr<Net> dense;
+  std::vector<EpochRecord> dense_history;
+  std::string dense_source;
+  if (!r.input.empty()) {
+    dense = load_model(r.input);
+    dense_source = r.input;
+  } else if (resume_stage == "finetune") {
+    dense = load_model(dense_path);
+    dense_source = dense_path + " (resumed)";
+  } else {
+    dense = make_model(r.model);
+    Trainer trainer(*dense, r.train, r.seed);
+    auto res = trainer.fit(train, &test, {ckpt, resume_stage == "train", "train"}, opt.progress);
+    if (res.interrupted) return kInterrupted;
+    dense_history = res.history;
+    save_model(dense_path, *dense, {{"prunus.recipe", r.name}});
+    dense_source = "trained";
+  }
+  const double dense_seconds = sw.seconds();
+  const auto dense_eval = evaluate(*dense, test);
+  stages["train"] = {{"seconds", dense_seconds}, {"source", dense_source}, {"history", history_json(dense_history)}};
+
+  // Stage 2: prune while fine-tuning (or one-shot when there is no fine-tuning).
+  sw = Stopwatch();
+  auto sparse = make_model(dense->arch());
+  copy_state(*sparse, *dense);
+  const std::int64_t steps_per_epoch = (train.size() + r.finetune.batch_size - 1) / r.finetune.batch_size;
+  auto sp = Sparsifier::from_config(pruned_params(*sparse), r.prune, steps_per_epoch);
+  std::vector<EpochRecord> ft_history;
+  if (r.finetune.epochs == 0) {
+    sp->prune_to(r.prune.sparsity);
+  } else {
+    Trainer trainer(*sparse, r.finetune, r.seed + 1, sp.get());
+    auto res = trainer.fit(train, &test, {ckpt, resume_stage == "finetune", "finetune"}, opt.progress);
+    if (res.interrupted) return kInterrupted;
+    ft_history = res.history;
+  }
+  if (sp->current_target() != r.prune.sparsity) sp->prune_to(r.prune.sparsity);
+  sp->squash();
+  stages["prune_finetune"] = {{"seconds", sw.seconds()}, {"history", history_json(ft_history)}};
+
+  sw = Stopwatch();
+  const auto sparse_eval = evaluate(*sparse, test);
+  stages["evaluate"] = {{"seconds", sw.seconds()}};
+  sw = Stopwatch();
+  save_model(sparse_path, *sparse,
+             {{"prunus.recipe", r.name}, {"prunus.sparsity", fmt::format("{}", r.prune.sparsity)},
+              {"prunus.scope", r.prune.scope}, {"prunus.criterion", r.prune.criterion},
+              {"prunus.pattern", r.prune.pattern}});
+
+  const auto dense_rows = layer_rows(*dense);
+  const auto rows = layer_rows(*sparse);
+  const auto tot = report::totals(rows);
+  const auto dense_tot = report::totals(dense_rows);
+  json layers = json::array();
+  for (const auto& row : rows) layers.push_back(report::to_json(row));
+  json rep = {
+      {"prunus_version", version()},
+      {"recipe", r.name},
+      {"model", dense->arch()},
+      {"seed", r.seed},
+      {"threads", torch::get_num_threads()},
+      {"data", {{"dir", r.data.dir.empty() ? data::kDefaultFashionMnistDir : r.data.dir},
+                {"train_samples", train.size()}, {"test_samples", test.size()}}},
+      {"prune", {{"target_sparsity", r.prune.sparsity}, {"criterion", r.prune.criterion},
+                 {"pattern", r.prune.pattern}, {"scope", r.prune.scope}, {"schedule", r.prune.schedule.kind}}},
+      {"dense", {{"test_accuracy", dense_eval.accuracy}, {"test_loss", dense_eval.loss}, {"file", dense_path}}},
+      {"sparse", {{"test_accuracy", sparse_eval.accuracy}, {"test_loss", sparse_eval.loss}, {"file", sparse_path}}},
+      {"accuracy_drop_points", 100.0 * (dense_eval.accuracy - sparse_eval.accuracy)},
+      {"total_sparsity", tot.sparsity()},
+      {"total_params_pruned", tot.numel},
+      {"total_nnz", tot.nnz},
+      {"bytes_dense", dense_tot.dense_bytes},
+      {"bytes_sparse_encoded", tot.encoded_bytes},
+      {"compression_ratio", tot.encoded_bytes ? double(dense_tot.dense_bytes) / double(tot.encoded_bytes) : 0.0},
+      {"layers", layers},
+      {"stages", stages},
+  };
+  stages["write"] = {{"seconds", sw.seconds()}};
+  rep["stages"]["write"] = stages["write"];
+  rep["total_seconds"] = total.seconds();
+  atomic_write((fs::path(out) / "report.json").string(), rep.dump(2) + "\n");
+
+  std::vector<std::vector<std::string>> table{{"layer", "shape", "nnz", "sparsity", "dense", "encoded", "format"}};
+  for (const auto& row : rows)
+    table.push_back({row.name, fmt::format("{}", fmt::join(row.shape, "x")), std::to_string(row.nnz), pct(row.sparsity),
+                     report::human_bytes(row.dense_bytes), report::human_bytes(row.encoded_bytes), row.encoding});
+  table.push_back({"total", "", std::to_string(tot.nnz), pct(tot.sparsity()), report::human_bytes(dense_tot.dense_bytes),
+                   report::human_bytes(tot.encoded_bytes), ""});
+  std::printf("\n%s\n", report::text_table(table).c_str());
+  std::printf("%s", report::text_table({{"model", "test accuracy", "sparsity", "weights"},
+                                        {"dense", pct(dense_eval.accuracy), pct(0.0),
+                                         report::human_bytes(dense_tot.dense_bytes)},
+                                        {"sparse", pct(sparse_eval.accuracy), pct(tot.sparsity()),
+                                         report::human_bytes(tot.encoded_bytes)}})
+                        .c_str());
+  std::printf("\naccuracy drop %.2f points; wall time %.1f s; wrote %s, %s, %s\n",
+              100.0 * (dense_eval.accuracy - sparse_eval.accuracy), total.seconds(), dense_path.c_str(),
+              sparse_path.c_str(), (fs::path(out) / "report.json").c_str());
+  return 0;
+}
+
+int train_job(const TrainJob& job, const JobOptions& opt) {
+  validate(job.train, "train options");
+  if (job.train.epochs < 1) fail("--epochs", "must be at least 1");
+  make_model(job.model);  // unknown architecture: fail before anything else
+  check_output(job.out);
+  data::check_available(job.data);
+  setup(job.seed, job.threads);
+  auto train = data::load_split(job.data, "train");
+  auto test = data::load_split(job.data, "test");
+  auto net = make_model(job.model);
+  Trainer trainer(*net, job.train, job.seed);
+  auto res = trainer.fit(train, &test, {checkpoint_for(job.out), opt.resume, "train"}, opt.progress);
+  if (res.interrupted) return kInterrupted;
+  save_model(job.out, *net);
+  std::printf("%s: test accuracy %s (%.1f s)\n", job.out.c_str(), pct(evaluate(*net, test).accuracy).c_str(),
+              res.seconds);
+  return 0;
+}
+
+int prune_job(const PruneJob& job, const JobOptions& opt) {
+  validate(job.prune, "prune options");
+  const bool gradual = job.prune.schedule.kind == "gradual";
+  if (gradual) {
+    validate(job.finetune, "fine-tune options");
+    if (job.finetune.epochs < 1) fail("--epochs", "a gradual schedule needs at least one fine-tuning epoch");
+    if (job.prune.schedule.end_epoch > job.finetune.epochs)
+      fail("--end-epoch", fmt::format("{} is after the last fine-tuning epoch ({})", job.prune.schedule.end_epoch,
+                                      job.finetune.epochs));
+  }
+  check_output(job.out);
+  setup(job.seed, job.threads);
+  auto net = load_model(job.input);
+  std::int64_t steps_per_epoch = 1;
+  data::Dataset train, test;
+  if (gradual) {
+    data::check_available(job.data);
+    train = data::load_split(job.data, "train");
+    test = data::load_split(job.data, "test");
+    steps_per_epoch = (train.size() + job.finetune.batch_size - 1) / job.finetune.batch_size;
+  }
+  auto sp = Sparsifier::from_config(pruned_params(*net), job.prune, steps_per_epoch);
+  if (gradual) {
+    Trainer trainer(*net, job.finetune, job.seed, sp.get());
+    auto res = trainer.fit(train, &test, {checkpoint_for(job.out), opt.resume, "prune"}, opt.progress);
+    if (res.interrupted) return kInterrupted;
+  }
+  if (sp->current_target() != job.prune.sparsity) sp->prune_to(job.prune.sparsity);
+  sp->squash();
+  save_model(job.out, *net,
+             {{"prunus.sparsity", fmt::format("{}", job.prune.sparsity)}, {"prunus.scope", job.prune.scope},
+              {"prunus.criterion", job.prune.criterion}, {"prunus.pattern", job.prune.pattern}});
+  std::vector<std::vector<std::string>> table{{"layer", "shape", "nnz", "sparsity"}};
+  for (const auto& row : layer_rows(*net))
+    table.push_back({row.name, fmt::format("{}", fmt::join(row.shape, "x")), std::to_string(row.nnz), pct(row.sparsity)});
+  std::printf("%s", report::text_table(table).c_str());
+  if (gradual) std::printf("%s: test accuracy %s\n", job.out.c_str(), pct(evaluate(*net, test).accuracy).c_str());
+  else std::printf("wrote %s\n", job.out.c_str());
+  return 0;
+}
+
+int finetune_job(const FinetuneJob& job, const JobOptions& opt) {
+  validate(job.train, "fine-tune options");
+  if (job.train.epochs < 1) fail("--epochs", "must be at least 1");
+  check_output(job.out);
+  data::check_available(job.data);
+  setup(job.seed, job.threads);
+  auto net = load_model(job.input);
+  auto train = data::load_split(job.data, "train");
+  auto test = data::load_split(job.data, "test");
+  // The model's zeros become masks held through training.
+  Sparsifier sp(pruned_params(*net), make_criterion("magnitude"), make_pattern("unstructured"), make_scope("layer"),
+                make_oneshot_schedule(0.0, -1));
+  sp.masks_from_zeros();
+  Trainer trainer(*net, job.train, job.seed, &sp);
+  auto res = trainer.fit(train, &test, {checkpoint_for(job.out), opt.resume, "finetune"}, opt.progress);
+  if (res.interrupted) return kInterrupted;
+  save_model(job.out, *net);
+  std::printf("%s: test accuracy %s\n", job.out.c_str(), pct(evaluate(*net, test).accuracy).c_str());
+  return 0;
+}
+
+EvalResult eval_job(const std::string& model_path, const DataConfig& data, int threads) {
+  if (threads > 0) torch::set_num_threads(threads);
+  auto net = load_model(model_path);
+  data::check_available(data);
+  auto test = data::load_split(data, "test");
+  auto e = evaluate(*net, test);
+  return {e.accuracy, e.loss, e.samples};
+}
+
+}  // namespace prunus

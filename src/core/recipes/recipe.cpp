@@ -1,0 +1,181 @@
+// YAML recipes: every key known, every value checked, before any work starts.
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include "prunus/io.h"
+#include "prunus/recipe.h"
+
+namespace prunus {
+
+Recipe default_recipe() {
+  Recipe r;
+  r.train.epochs = 30;
+  r.train.optimizer = "sgd";
+  r.train.lr = 0.05;
+  r.train.momentum = 0.9;
+  r.train.weight_decay = 5e-4;
+  r.train.lr_schedule = "cosine";
+  r.train.batch_size = 128;
+  r.prune.sparsity = 0.9;
+  r.prune.scope = "global";
+  r.prune.schedule.kind = "gradual";
+  r.prune.schedule.begin_epoch = 0;
+  r.prune.schedule.end_epoch = 10;
+  r.prune.schedule.frequency = 100;
+  r.finetune = r.train;
+  r.finetune.epochs = 20;
+  r.finetune.lr = 0.02;
+  return r;
+}
+
+namespace {
+
+template <typename T>
+bool contains(const std::vector<T>& v, const T& x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+struct Reader {
+  std::string file;
+
+  void known_keys(const YAML::Node& n, const std::string& where, const std::set<std::string>& keys) {
+    if (!n.IsMap()) fail(file, fmt::format("'{}' must be a mapping", where.empty() ? "recipe" : where));
+    for (const auto& kv : n) {
+      auto k = kv.first.as<std::string>();
+      if (!keys.count(k))
+        fail(file, fmt::format("line {}: unknown key '{}{}'", kv.first.Mark().line + 1,
+                               where.empty() ? "" : where + ".", k));
+    }
+  }
+  template <typename T>
+  void get(const YAML::Node& n, const char* key, T& out, const std::string& where) {
+    if (!n[key]) return;
+    try {
+      out = n[key].as<T>();
+    } catch (const YAML::Exception&) {
+      fail(file, fmt::format("line {}: '{}{}' has the wrong type", n[key].Mark().line + 1,
+                             where.empty() ? "" : where + ".", key));
+    }
+  }
+  void train(const YAML::Node& n, TrainConfig& t, const std::string& where) {
+    known_keys(n, where, {"epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "lr_schedule",
+                          "step_epochs", "gamma", "label_smoothing", "augment"});
+    get(n, "epochs", t.epochs, where);
+    get(n, "batch_size", t.batch_size, where);
+    get(n, "optimizer", t.optimizer, where);
+    get(n, "lr", t.lr, where);
+    get(n, "momentum", t.momentum, where);
+    get(n, "weight_decay", t.weight_decay, where);
+    get(n, "lr_schedule", t.lr_schedule, where);
+    get(n, "step_epochs", t.step_epochs, where);
+    get(n, "gamma", t.gamma, where);
+    get(n, "label_smoothing", t.label_smoothing, where);
+    get(n, "augment", t.augment, where);
+  }
+};
+
+}  // namespace
+
+Recipe load_recipe(const std::string& path) {
+  const std::string text = read_text_file(path);
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    fail(path, fmt::format("line {}: invalid YAML ({})", e.mark.line + 1, e.msg));
+  }
+  Reader rd{path};
+  Recipe r = default_recipe();
+  if (!root || root.IsNull()) fail(path, "recipe is empty");
+  rd.known_keys(root, "", {"name", "model", "seed", "threads", "data", "train", "prune", "finetune", "input", "out"});
+  r.name = path;
+  rd.get(root, "name", r.name, "");
+  rd.get(root, "model", r.model, "");
+  rd.get(root, "seed", r.seed, "");
+  rd.get(root, "threads", r.threads, "");
+  rd.get(root, "input", r.input, "");
+  rd.get(root, "out", r.out_dir, "");
+  if (auto d = root["data"]) {
+    rd.known_keys(d, "data", {"dir", "train_limit", "test_limit"});
+    rd.get(d, "dir", r.data.dir, "data");
+    rd.get(d, "train_limit", r.data.train_limit, "data");
+    rd.get(d, "test_limit", r.data.test_limit, "data");
+  }
+  if (auto t = root["train"]) rd.train(t, r.train, "train");
+  if (auto t = root["finetune"]) rd.train(t, r.finetune, "finetune");
+  if (auto p = root["prune"]) {
+    rd.known_keys(p, "prune", {"sparsity", "criterion", "pattern", "scope", "schedule"});
+    rd.get(p, "sparsity", r.prune.sparsity, "prune");
+    rd.get(p, "criterion", r.prune.criterion, "prune");
+    rd.get(p, "pattern", r.prune.pattern, "prune");
+    rd.get(p, "scope", r.prune.scope, "prune");
+    if (auto s = p["schedule"]) {
+      rd.known_keys(s, "prune.schedule", {"kind", "initial_sparsity", "begin_epoch", "end_epoch", "frequency"});
+      rd.get(s, "kind", r.prune.schedule.kind, "prune.schedule");
+      rd.get(s, "initial_sparsity", r.prune.schedule.initial_sparsity, "prune.schedule");
+      rd.get(s, "begin_epoch", r.prune.schedule.begin_epoch, "prune.schedule");
+      rd.get(s, "end_epoch", r.prune.schedule.end_epoch, "prune.schedule");
+      rd.get(s, "frequency", r.prune.schedule.frequency, "prune.schedule");
+    }
+  }
+  validate(r, path);
+  return r;
+}
+
+void validate(const TrainConfig& t, const std::string& where) {
+  if (t.epochs < 0) fail(where, "epochs must be >= 0");
+  if (t.batch_size < 1) fail(where, "batch_size must be >= 1");
+  if (t.optimizer != "sgd" && t.optimizer != "adam")
+    fail(where, fmt::format("optimizer '{}' is unknown (known: sgd, adam)", t.optimizer));
+  if (!(t.lr > 0) || !std::isfinite(t.lr)) fail(where, "lr must be a positive number");
+  if (!(t.momentum >= 0 && t.momentum < 1)) fail(where, "momentum must be in [0, 1)");
+  if (!(t.weight_decay >= 0)) fail(where, "weight_decay must be >= 0");
+  if (t.lr_schedule != "cosine" && t.lr_schedule != "step" && t.lr_schedule != "constant")
+    fail(where, fmt::format("lr_schedule '{}' is unknown (known: cosine, step, constant)", t.lr_schedule));
+  if (t.step_epochs < 1) fail(where, "step_epochs must be >= 1");
+  if (!(t.label_smoothing >= 0 && t.label_smoothing < 1)) fail(where, "label_smoothing must be in [0, 1)");
+}
+
+void validate(const PruneConfig& p, const std::string& where) {
+  if (!(p.sparsity >= 0 && p.sparsity < 1))
+    fail(where, fmt::format("sparsity {} is outside [0, 1)", p.sparsity));
+  if (!contains(criterion_names(), p.criterion) && p.criterion != "l1")
+    fail(where, fmt::format("criterion '{}' is unknown (known: {})", p.criterion, fmt::join(criterion_names(), ", ")));
+  if (!contains(pattern_names(), p.pattern))
+    fail(where, fmt::format("pattern '{}' is unknown (known: {})", p.pattern, fmt::join(pattern_names(), ", ")));
+  if (!contains(scope_names(), p.scope))
+    fail(where, fmt::format("scope '{}' is unknown (known: {})", p.scope, fmt::join(scope_names(), ", ")));
+  const auto& s = p.schedule;
+  if (!contains(schedule_names(), s.kind))
+    fail(where, fmt::format("schedule '{}' is unknown (known: {})", s.kind, fmt::join(schedule_names(), ", ")));
+  if (!(s.initial_sparsity >= 0 && s.initial_sparsity <= p.sparsity))
+    fail(where, "schedule initial_sparsity must be in [0, sparsity]");
+  if (s.begin_epoch < 0) fail(where, "schedule begin_epoch must be >= 0");
+  if (s.kind == "gradual" && !(s.end_epoch > s.begin_epoch))
+    fail(where, fmt::format("gradual schedule end_epoch {} must be after begin_epoch {}", s.end_epoch, s.begin_epoch));
+  if (s.frequency < 1) fail(where, "schedule frequency must be >= 1 step");
+}
+
+void validate(const Recipe& r, const std::string& where) {
+  if (!contains(model_names(), r.model))
+    fail(where, fmt::format("model '{}' is unknown (known: {})", r.model, fmt::join(model_names(), ", ")));
+  if (r.threads < 0) fail(where, "threads must be >= 0");
+  if (r.data.train_limit < 0 || r.data.test_limit < 0) fail(where, "data limits must be >= 0");
+  if (r.out_dir.empty()) fail(where, "out must name a directory");
+  validate(r.train, where + " (train)");
+  validate(r.finetune, where + " (finetune)");
+  validate(r.prune, where + " (prune)");
+  if (r.train.epochs == 0 && r.input.empty()) fail(where, "train.epochs is 0 and no input model is given");
+  if (r.prune.schedule.kind == "gradual" && r.finetune.epochs > 0 &&
+      r.prune.schedule.end_epoch > r.finetune.epochs)
+    fail(where, fmt::format("the gradual schedule ends at epoch {} but fine-tuning has only {} epochs",
+                            r.prune.schedule.end_epoch, r.finetune.epochs));
+  if (r.prune.schedule.kind == "gradual" && r.finetune.epochs == 0)
+    fail(where, "a gradual schedule needs finetune.epochs > 0");
+}
+
+}  // namespace prunus

@@ -1,0 +1,286 @@
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "prunus/io.h"
+#include "prunus/train.h"
+#include "util/interrupt.h"
+#include "util/progress.h"
+#include "util/tensor_io.h"
+
+namespace prunus {
+namespace F = torch::nn::functional;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(Net& net, const TrainConfig& c) {
+  if (c.optimizer == "sgd")
+    return std::make_unique<torch::optim::SGD>(
+        net.parameters(), torch::optim::SGDOptions(c.lr).momentum(c.momentum).weight_decay(c.weight_decay));
+  if (c.optimizer == "adam")
+    return std::make_unique<torch::optim::Adam>(net.parameters(),
+                                                torch::optim::AdamOptions(c.lr).weight_decay(c.weight_decay));
+  fail("optimizer '" + c.optimizer + "'", "unknown (known: sgd, adam)");
+}
+
+json to_json(const EpochRecord& r) {
+  return {{"epoch", r.epoch},          {"step", r.step},
+          {"lr", r.lr},                {"train_loss", r.train_loss},
+          {"train_accuracy", r.train_accuracy}, {"test_accuracy", r.test_accuracy},
+          {"sparsity", r.sparsity},    {"target", r.target},
+          {"seconds", r.seconds}};
+}
+
+EpochRecord from_json(const json& j) {
+  EpochRecord r;
+  r.epoch = j.at("epoch");
+  r.step = j.at("step");
+  r.lr = j.at("lr");
+  r.train_loss = j.at("train_loss");
+  r.train_accuracy = j.at("train_accuracy");
+  r.test_accuracy = j.at("test_accuracy");
+  r.sparsity = j.at("sparsity");
+  r.target = j.at("target");
+  r.seconds = j.at("seconds");
+  return r;
+}
+
+struct Position {
+  std::int64_t epoch = 0, step_in_epoch = 0, global_step = 0;
+  double seconds = 0;
+  double target = 0;
+};
+
+double pruned_sparsity(const Sparsifier* sp) {
+  if (!sp) return 0.0;
+  std::int64_t n = 0, nnz = 0;
+  for (const auto& s : sp->stats()) {
+    n += s.numel;
+    nnz += s.nnz;
+  }
+  return n ? 1.0 - double(nnz) / double(n) : 0.0;
+}
+
+void save_checkpoint(const CheckpointOptions& ck, Net& net, torch::optim::Optimizer& opt, const Sparsifier* sp,
+                     const Position& pos, const std::vector<EpochRecord>& history) {
+  NamedTensors t;
+  for (const auto& p : net.named_parameters()) t.emplace_back("model." + p.key(), p.value());
+  for (const auto& b : net.named_buffers()) t.emplace_back("model." + b.key(), b.value());
+  if (sp)
+    for (std::size_t i = 0; i < sp->masks().size(); ++i) t.emplace_back("mask." + sp->params()[i].name, sp->masks()[i]);
+  std::ostringstream os;
+  torch::serialize::OutputArchive archive;
+  opt.save(archive);
+  archive.save_to(os);
+  const std::string blob = os.str();
+  t.emplace_back("optimizer", torch::from_blob(const_cast<char*>(blob.data()), {static_cast<std::int64_t>(blob.size())},
+                                               torch::kUInt8));
+  json h = json::array();
+  for (const auto& r : history) h.push_back(to_json(r));
+  json state = {{"stage", ck.stage},           {"arch", net.arch()},
+                {"epoch", pos.epoch},          {"step_in_epoch", pos.step_in_epoch},
+                {"global_step", pos.global_step}, {"seconds", pos.seconds},
+                {"target", pos.target},        {"history", h}};
+  write_tensors(ck.path, t, {{"prunus.checkpoint", state.dump()}});
+}
+
+void load_checkpoint(const CheckpointOptions& ck, Net& net, torch::optim::Optimizer& opt, Sparsifier* sp, Position& pos,
+                     std::vector<EpochRecord>& history) {
+  auto f = safetensors::File::open(ck.path);
+  auto it = f.metadata().find("prunus.checkpoint");
+  if (it == f.metadata().end()) fail(ck.path, "not a Prunus checkpoint");
+  json state;
+  try {
+    state = json::parse(it->second);
+    if (state.at("stage") != ck.stage)
+      fail(ck.path, fmt::format("checkpoint is from stage '{}', this run resumes '{}'",
+                                state.at("stage").get<std::string>(), ck.stage));
+    if (state.at("arch") != net.arch())
+      fail(ck.path, fmt::format("checkpoint holds a {} model, not {}", state.at("arch").get<std::string>(), net.arch()));
+    pos.epoch = state.at("epoch");
+    pos.step_in_epoch = state.at("step_in_epoch");
+    pos.global_step = state.at("global_step");
+    pos.seconds = state.at("seconds");
+    pos.target = state.at("target");
+    for (const auto& r : state.at("history")) history.push_back(from_json(r));
+  } catch (const json::exception& e) {
+    fail(ck.path, std::string("corrupt checkpoint state: ") + e.what());
+  }
+  torch::NoGradGuard ng;
+  auto load = [&](const std::string& name, torch::Tensor dst) {
+    auto v = to_tensor(f.at(name));
+    if (v.sizes() != dst.sizes()) fail(ck.path, fmt::format("checkpoint tensor '{}' has the wrong shape", name));
+    dst.copy_(v);
+  };
+  for (const auto& p : net.named_parameters()) load("model." + p.key(), p.value());
+  for (const auto& b : net.named_buffers()) load("model." + b.key(), b.value());
+  if (sp) {
+    std::vector<torch::Tensor> masks;
+    for (const auto& p : sp->params()) {
+      auto m = torch::empty_like(p.weight);
+      load("mask." + p.name, m);
+      masks.push_back(m);
+    }
+    sp->set_masks(std::move(masks));
+  }
+  const auto& blob = f.at("optimizer");
+  std::istringstream is(std::string(reinterpret_cast<const char*>(blob.data), blob.nbytes));
+  torch::serialize::InputArchive archive;
+  archive.load_from(is);
+  opt.load(archive);
+}
+
+}  // namespace
+
+std::string checkpoint_stage(const std::string& path) {
+  if (path.empty() || !fs::exists(path)) return "";
+  auto f = safetensors::File::open(path);
+  auto it = f.metadata().find("prunus.checkpoint");
+  if (it == f.metadata().end()) fail(path, "not a Prunus checkpoint");
+  try {
+    return json::parse(it->second).at("stage").get<std::string>();
+  } catch (const json::exception& e) {
+    fail(path, std::string("corrupt checkpoint state: ") + e.what());
+  }
+}
+
+Trainer::Trainer(Net& net, TrainConfig cfg, std::uint64_t seed, Sparsifier* sparsifier)
+    : net_(net), cfg_(std::move(cfg)), seed_(seed), sparsifier_(sparsifier) {}
+
+double Trainer::lr_at(std::int64_t step, std::int64_t steps_per_epoch) const {
+  const double total = double(cfg_.epochs) * double(steps_per_epoch);
+  if (cfg_.lr_schedule == "cosine") return cfg_.lr * 0.5 * (1.0 + std::cos(M_PI * double(step) / total));
+  if (cfg_.lr_schedule == "step")
+    return cfg_.lr * std::pow(cfg_.gamma, double(step / (std::int64_t(cfg_.step_epochs) * steps_per_epoch)));
+  return cfg_.lr;
+}
+
+TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, const CheckpointOptions& ck,
+                         bool progress) {
+  TrainResult result;
+  auto opt = make_optimizer(net_, cfg_);
+  const std::int64_t n = train.size();
+  const std::int64_t bs = cfg_.batch_size;
+  const std::int64_t steps_per_epoch = (n + bs - 1) / bs;
+  const std::int64_t total_steps = steps_per_epoch * cfg_.epochs;
+  Position pos;
+  if (ck.resume && !ck.path.empty() && fs::exists(ck.path)) {
+    load_checkpoint(ck, net_, *opt, sparsifier_, pos, result.history);
+    if (sparsifier_) sparsifier_->apply_masks();
+    std::fprintf(stderr, "resuming %s from %s at epoch %lld, step %lld\n", ck.stage.c_str(), ck.path.c_str(),
+                 static_cast<long long>(pos.epoch + 1), static_cast<long long>(pos.step_in_epoch));
+  }
+  const auto t_start = std::chrono::steady_clock::now();
+  const double seconds_before = pos.seconds;
+  auto elapsed = [&] {
+    return seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  };
+  const std::int64_t first_step = pos.global_step;
+  for (; pos.epoch < cfg_.epochs; ++pos.epoch) {
+    net_.train();
+    const auto order = data::epoch_order(n, seed_, pos.epoch);
+    Progress bar(fmt::format("{} {}/{}", ck.stage, pos.epoch + 1, cfg_.epochs), steps_per_epoch, progress);
+    double loss_sum = 0;
+    std::int64_t correct = 0, seen = 0;
+    const auto epoch_start = std::chrono::steady_clock::now();
+    double lr = cfg_.lr;
+    for (; pos.step_in_epoch < steps_per_epoch; ++pos.step_in_epoch, ++pos.global_step) {
+      if (interrupt_requested()) {
+        pos.seconds = elapsed();
+        if (!ck.path.empty()) {
+          save_checkpoint(ck, net_, *opt, sparsifier_, pos, result.history);
+          std::fprintf(stderr, "\ninterrupted: checkpoint written to %s (continue with --resume)\n", ck.path.c_str());
+        } else {
+          std::fprintf(stderr, "\ninterrupted\n");
+        }
+        result.interrupted = true;
+        result.seconds = pos.seconds;
+        return result;
+      }
+      if (sparsifier_ && sparsifier_->step(pos.global_step)) pos.target = sparsifier_->current_target();
+      const std::int64_t begin = pos.step_in_epoch * bs;
+      const auto idx = order.narrow(0, begin, std::min(bs, n - begin));
+      auto x = train.images.index_select(0, idx);
+      auto y = train.labels.index_select(0, idx);
+      if (cfg_.augment) {
+        auto gen = at::detail::createCPUGenerator(seed_ * 7919ull + static_cast<std::uint64_t>(pos.global_step) + 1);
+        x = data::augment(x, gen);
+      }
+      lr = lr_at(pos.global_step, steps_per_epoch);
+      for (auto& g : opt->param_groups()) g.options().set_lr(lr);
+      opt->zero_grad();
+      auto logits = net_.forward(x);
+      auto loss = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().label_smoothing(cfg_.label_smoothing));
+      loss.backward();
+      if (sparsifier_) sparsifier_->mask_gradients();
+      opt->step();
+      if (sparsifier_) sparsifier_->apply_masks();
+      const double l = loss.item<double>();
+      if (!std::isfinite(l))
+        fail("training", fmt::format("loss became {} at step {} (learning rate {} too high?)", l, pos.global_step, lr));
+      loss_sum += l * double(idx.size(0));
+      correct += (logits.argmax(1) == y).sum().item<std::int64_t>();
+      seen += idx.size(0);
+      if (progress) {
+        const double done = double(pos.global_step + 1 - first_step);
+        const double eta = (elapsed() - seconds_before) / done * double(total_steps - pos.global_step - 1);
+        bar.update(pos.step_in_epoch + 1, fmt::format("loss {:.4f} acc {:.2f}% | run ETA {}", loss_sum / double(seen),
+                                                      100.0 * double(correct) / double(seen),
+                                                      Progress::format_duration(eta)));
+      }
+    }
+    pos.step_in_epoch = 0;
+    EpochRecord r;
+    r.epoch = static_cast<int>(pos.epoch + 1);
+    r.step = pos.global_step;
+    r.lr = lr;
+    r.train_loss = seen ? loss_sum / double(seen) : 0;
+    r.train_accuracy = seen ? double(correct) / double(seen) : 0;
+    r.sparsity = pruned_sparsity(sparsifier_);
+    r.target = pos.target;
+    if (test) r.test_accuracy = evaluate(net_, *test).accuracy;
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
+    result.history.push_back(r);
+    const double done = double(pos.global_step - first_step);
+    const double eta = done > 0 ? (elapsed() - seconds_before) / done * double(total_steps - pos.global_step) : 0;
+    std::string line = fmt::format("{} epoch {}/{}: loss {:.4f} train {:.2f}%", ck.stage, r.epoch, cfg_.epochs,
+                                   r.train_loss, 100 * r.train_accuracy);
+    if (test) line += fmt::format(" test {:.2f}%", 100 * r.test_accuracy);
+    if (sparsifier_) line += fmt::format(" sparsity {:.2f}%", 100 * r.sparsity);
+    line += fmt::format(" lr {:.4g} ({}, ETA {})", lr, Progress::format_duration(r.seconds),
+                        Progress::format_duration(eta));
+    bar.finish(line);
+  }
+  if (!ck.path.empty() && fs::exists(ck.path)) fs::remove(ck.path);
+  result.seconds = elapsed();
+  return result;
+}
+
+Evaluation evaluate(Net& net, const data::Dataset& d, std::int64_t batch) {
+  torch::NoGradGuard ng;
+  const bool was_training = net.is_training();
+  net.eval();
+  Evaluation e;
+  double loss = 0;
+  std::int64_t correct = 0;
+  for (std::int64_t i = 0; i < d.size(); i += batch) {
+    const std::int64_t b = std::min(batch, d.size() - i);
+    auto logits = net.forward(d.images.narrow(0, i, b));
+    auto y = d.labels.narrow(0, i, b);
+    loss += F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().reduction(torch::kSum)).item<double>();
+    correct += (logits.argmax(1) == y).sum().item<std::int64_t>();
+  }
+  e.samples = d.size();
+  e.accuracy = e.samples ? double(correct) / double(e.samples) : 0;
+  e.loss = e.samples ? loss / double(e.samples) : 0;
+  net.train(was_training);
+  return e;
+}
+
+}  // namespace prunus

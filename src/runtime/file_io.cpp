@@ -1,0 +1,136 @@
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "prunus/io.h"
+
+namespace prunus {
+namespace fs = std::filesystem;
+
+MappedFile::MappedFile(const std::string& path) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    fail(path, std::string("cannot stat: ") + std::strerror(e));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(path, "not a regular file");
+  }
+  size_ = static_cast<std::size_t>(st.st_size);
+  if (size_ > 0) {
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      int e = errno;
+      ::close(fd);
+      fail(path, std::string("cannot map: ") + std::strerror(e));
+    }
+    data_ = static_cast<const std::uint8_t*>(p);
+  }
+  ::close(fd);
+}
+
+MappedFile::MappedFile(MappedFile&& other) noexcept
+    : path_(std::move(other.path_)), data_(other.data_), size_(other.size_) {
+  other.data_ = nullptr;
+  other.size_ = 0;
+}
+
+MappedFile::~MappedFile() {
+  if (data_) ::munmap(const_cast<std::uint8_t*>(data_), size_);
+}
+
+namespace {
+
+void write_all(int fd, const void* data, std::size_t size, const std::string& path) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = ::write(fd, p, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail(path, std::string("write failed: ") + std::strerror(errno));
+    }
+    p += n;
+    size -= static_cast<std::size_t>(n);
+  }
+}
+
+void fsync_dir(const fs::path& dir) {
+  int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+}  // namespace
+
+void atomic_write(const std::string& path, const std::function<void(const ByteSink&)>& write) {
+  fs::path target(path);
+  fs::path dir = target.parent_path();
+  if (!dir.empty() && !fs::is_directory(dir)) fail(path, "directory does not exist");
+  // Temp name starts with '.' so directory listings and globs skip it.
+  std::string tmpl = (dir / ("." + target.filename().string() + ".tmp.XXXXXX")).string();
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  int fd = ::mkstemp(buf.data());
+  if (fd < 0) fail(path, std::string("cannot create temp file: ") + std::strerror(errno));
+  std::string tmp(buf.data());
+  try {
+    // Buffer small writes: safetensors headers and tensors arrive in pieces.
+    std::vector<char> pending;
+    pending.reserve(1 << 20);
+    auto flush = [&] {
+      write_all(fd, pending.data(), pending.size(), path);
+      pending.clear();
+    };
+    ByteSink sink = [&](const void* data, std::size_t size) {
+      if (size >= (1u << 20)) {
+        flush();
+        write_all(fd, data, size, path);
+        return;
+      }
+      if (pending.size() + size > pending.capacity()) flush();
+      const char* p = static_cast<const char*>(data);
+      pending.insert(pending.end(), p, p + size);
+    };
+    write(sink);
+    flush();
+    if (::fchmod(fd, 0644) != 0) { /* keep mkstemp's 0600 */ }
+    if (::fsync(fd) != 0) fail(path, std::string("fsync failed: ") + std::strerror(errno));
+    ::close(fd);
+    fd = -1;
+    if (::rename(tmp.c_str(), path.c_str()) != 0)
+      fail(path, std::string("rename failed: ") + std::strerror(errno));
+    fsync_dir(dir);
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+}
+
+void atomic_write(const std::string& path, std::string_view content) {
+  atomic_write(path, [&](const ByteSink& sink) { sink(content.data(), content.size()); });
+}
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, "cannot open");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace prunus

@@ -1,0 +1,44 @@
+#include <fmt/format.h>
+
+#include "commands.h"
+
+namespace prunus::cli {
+
+void add_prune(CLI::App& app, Action& action) {
+  auto job = std::make_shared<PruneJob>();
+  auto common = std::make_shared<Common>();
+  job->prune.schedule.kind = "oneshot";
+  job->finetune = default_recipe().finetune;
+  job->finetune.epochs = 10;
+  job->prune.schedule.end_epoch = 5;
+  auto* cmd = app.add_subcommand(
+      "prune",
+      "Prune a model: one-shot (no data) or gradual (cubic schedule while fine-tuning). Pruned weights are exactly "
+      "zero; a target s on n weights zeroes exactly round(s*n).");
+  cmd->add_option("model", job->input, "Model file (safetensors)")->required();
+  cmd->add_option("-o,--out", job->out, "Model file to write")->required();
+  cmd->add_option("--sparsity", job->prune.sparsity, "Target sparsity in [0, 1)")->capture_default_str();
+  cmd->add_option("--criterion", job->prune.criterion, fmt::format("{}", fmt::join(criterion_names(), " | ")))
+      ->capture_default_str();
+  cmd->add_option("--pattern", job->prune.pattern, fmt::format("{}", fmt::join(pattern_names(), " | ")))
+      ->capture_default_str();
+  cmd->add_option("--scope", job->prune.scope, "global (one ranking over all layers) | layer (each layer alike)")
+      ->capture_default_str();
+  cmd->add_option("--schedule", job->prune.schedule.kind, "oneshot | gradual")->capture_default_str();
+  cmd->add_option("--begin-epoch", job->prune.schedule.begin_epoch, "gradual: ramp start (epochs)")->capture_default_str();
+  cmd->add_option("--end-epoch", job->prune.schedule.end_epoch, "gradual: ramp end (epochs)")->capture_default_str();
+  cmd->add_option("--frequency", job->prune.schedule.frequency, "gradual: steps between mask updates")
+      ->capture_default_str();
+  add_common(cmd, *common, true);
+  add_train_options(cmd, job->finetune);
+  cmd->callback([&action, job, common] {
+    action = [job, common] {
+      job->seed = common->seed;
+      job->threads = common->threads;
+      job->data = common->data;
+      return prune_job(*job, common->job());
+    };
+  });
+}
+
+}  // namespace prunus::cli

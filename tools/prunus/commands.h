@@ -1,0 +1,35 @@
+// The CLI's verbs: each file adds one subcommand and parses into the library's job
+// structs; the work is in the library. No libtorch here.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "prunus/recipe.h"
+
+namespace prunus::cli {
+
+using Action = std::function<int()>;
+
+// Options every training-like verb shares.
+struct Common {
+  std::uint64_t seed = 0;
+  int threads = 0;
+  bool no_progress = false;
+  bool resume = false;
+  DataConfig data;
+  JobOptions job() const { return {!no_progress, resume}; }
+};
+void add_common(CLI::App* cmd, Common& c, bool training);
+void add_train_options(CLI::App* cmd, TrainConfig& t);
+
+void add_train(CLI::App& app, Action& action);
+void add_prune(CLI::App& app, Action& action);
+void add_finetune(CLI::App& app, Action& action);
+void add_eval(CLI::App& app, Action& action);
+void add_inspect(CLI::App& app, Action& action);
+void add_run(CLI::App& app, Action& action);
+
+}  // namespace prunus::cli

@@ -1,0 +1,52 @@
+// prunus <verb> — one binary, thin over the library. Bad input: one line on stderr naming
+// the file and the problem, exit code 2.
+#include <cstdio>
+#include <exception>
+#include <memory>
+#include <string>
+
+#include "commands.h"
+#include "prunus/io.h"
+
+namespace {
+
+std::string first_line(const std::string& s) {
+  auto nl = s.find('\n');
+  return nl == std::string::npos ? s : s.substr(0, nl);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Prunus: turn dense neural networks into sparse ones, and make them faster.", "prunus"};
+  app.set_version_flag("--version", std::string("prunus ") + prunus::version());
+  app.require_subcommand(1);
+  prunus::cli::Action action;
+  prunus::cli::add_run(app, action);
+  prunus::cli::add_train(app, action);
+  prunus::cli::add_prune(app, action);
+  prunus::cli::add_finetune(app, action);
+  prunus::cli::add_eval(app, action);
+  prunus::cli::add_inspect(app, action);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "prunus: %s (see prunus --help)\n", first_line(e.what()).c_str());
+    return 2;
+  }
+  try {
+    return action();
+  } catch (const prunus::InputError& e) {
+    std::fprintf(stderr, "prunus: error: %s\n", first_line(e.what()).c_str());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "prunus: error: %s\n", first_line(e.what()).c_str());
+    return 2;
+  }
+}
