@@ -32,6 +32,7 @@ struct CheckpointOptions {
   std::string path;          // empty: no checkpointing
   bool resume = false;
   std::string stage;         // a run resumes only the stage that wrote the checkpoint
+  std::int64_t stop_at_step = -1;  // tests: act as if Ctrl-C arrived before this global step
 };
 
 struct TrainResult {

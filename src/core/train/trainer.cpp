@@ -191,7 +191,7 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
     const auto epoch_start = std::chrono::steady_clock::now();
     double lr = cfg_.lr;
     for (; pos.step_in_epoch < steps_per_epoch; ++pos.step_in_epoch, ++pos.global_step) {
-      if (interrupt_requested()) {
+      if (interrupt_requested() || pos.global_step == ck.stop_at_step) {
         pos.seconds = elapsed();
         if (!ck.path.empty()) {
           save_checkpoint(ck, net_, *opt, sparsifier_, pos, result.history);

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The CLI end to end: --help/--version, bad input (exit 2, one line naming the file, nothing
+# on disk overwritten), inspect, one-shot prune exactness, and a real Ctrl-C + --resume.
+set -uo pipefail
+PRUNUS=${1:?usage: cli_test.sh path/to/prunus}
+DATA=${PRUNUS_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fails=0
+ok() { echo "ok   - $1"; }
+bad() { echo "FAIL - $1"; fails=$((fails + 1)); }
+
+# expect_error NAME EXPECTED_SUBSTRING CMD...: exit code 2, exactly one line on stderr containing the substring.
+expect_error() {
+  local name=$1 want=$2; shift 2
+  "$@" >"$T/out" 2>"$T/err"; local rc=$?
+  local lines; lines=$(wc -l <"$T/err")
+  if [[ $rc -eq 2 && $lines -eq 1 ]] && grep -qF -- "$want" "$T/err"; then ok "$name"
+  else bad "$name: rc=$rc lines=$lines stderr: $(head -c 400 "$T/err")"; fi
+}
+
+"$PRUNUS" --version | grep -q '^prunus [0-9]' && ok "--version" || bad "--version"
+for verb in run train prune finetune eval inspect; do
+  "$PRUNUS" "$verb" --help >"$T/help" 2>&1 && grep -q Usage "$T/help" && ok "$verb --help" || bad "$verb --help"
+done
+expect_error "unknown verb" "prunus" "$PRUNUS" frobnicate
+expect_error "no verb" "subcommand" "$PRUNUS"
+
+# A small model to work with (no data needed for one-shot pruning).
+printf 'x' >"$T/junk.safetensors"
+expect_error "inspect: missing file" "$T/nope.safetensors: cannot open" "$PRUNUS" inspect "$T/nope.safetensors"
+expect_error "inspect: corrupt file" "$T/junk.safetensors: not a safetensors file" "$PRUNUS" inspect "$T/junk.safetensors"
+expect_error "prune: corrupt model" "$T/junk.safetensors" "$PRUNUS" prune "$T/junk.safetensors" -o "$T/o.safetensors"
+expect_error "eval: corrupt model" "$T/junk.safetensors" "$PRUNUS" eval "$T/junk.safetensors"
+expect_error "run: missing recipe" "$T/none.yaml: cannot open" "$PRUNUS" run "$T/none.yaml"
+printf 'model: lenet300\nprune: {sparsity: 1.2}\n' >"$T/bad.yaml"
+expect_error "run: impossible recipe" "sparsity 1.2 is outside [0, 1)" "$PRUNUS" run "$T/bad.yaml" -o "$T/runout"
+[[ ! -e "$T/runout" ]] && ok "failed recipe wrote nothing" || bad "failed recipe created $T/runout"
+expect_error "train: unknown model" "model 'vgg'" "$PRUNUS" train --model vgg -o "$T/v.safetensors"
+expect_error "train: missing data dir" "$T/nodata/train-images-idx3-ubyte.gz: dataset file not found" \
+  "$PRUNUS" train --data "$T/nodata" --epochs 1 -o "$T/v.safetensors"
+expect_error "train: output dir missing" "$T/no/dir/m.safetensors: output directory does not exist" \
+  "$PRUNUS" train --epochs 1 -o "$T/no/dir/m.safetensors"
+
+if [[ ! -f "$DATA/train-images-idx3-ubyte.gz" ]]; then
+  echo "SKIPPED: the data-dependent CLI tests: Fashion-MNIST not found in $DATA (install dataset-fashion-mnist)"
+  [[ $fails -eq 0 ]]; exit
+fi
+
+# Train a small model, then check one-shot pruning is exact and the file reloads.
+"$PRUNUS" train --epochs 1 --train-limit 3000 --test-limit 500 --no-progress -o "$T/dense.safetensors" >"$T/out" 2>&1 \
+  && ok "train small" || bad "train small: $(tail -3 "$T/out")"
+"$PRUNUS" prune "$T/dense.safetensors" --sparsity 0.75 --scope layer -o "$T/sparse.safetensors" >"$T/out" 2>&1 \
+  && ok "prune one-shot" || bad "prune one-shot: $(tail -3 "$T/out")"
+"$PRUNUS" inspect "$T/sparse.safetensors" >"$T/inspect" 2>&1
+# fc1: 300x784 = 235200, 75% → exactly 176400 zeros → 58800 non-zeros; fc3 100x10: 250 non-zeros.
+grep -E '^fc1.weight .* 58800 +75.00% +unstructured' "$T/inspect" >/dev/null && ok "inspect shows exact layer sparsity" \
+  || bad "inspect fc1: $(grep fc1.weight "$T/inspect")"
+grep -E '^fc3.weight .* 250 +75.00%' "$T/inspect" >/dev/null && ok "inspect fc3" || bad "inspect fc3: $(grep fc3.weight "$T/inspect")"
+grep -q 'metadata prunus.arch = lenet300' "$T/inspect" && ok "architecture stored with the weights" || bad "no arch metadata"
+"$PRUNUS" eval "$T/sparse.safetensors" --test-limit 500 | grep -q 'test accuracy' && ok "eval sparse" || bad "eval sparse"
+
+# A failed run must not overwrite an existing output: prune to an impossible sparsity onto sparse.safetensors.
+cp "$T/sparse.safetensors" "$T/keep"
+expect_error "prune: sparsity out of range" "sparsity 1 is outside [0, 1)" \
+  "$PRUNUS" prune "$T/dense.safetensors" --sparsity 1.0 -o "$T/sparse.safetensors"
+cmp -s "$T/keep" "$T/sparse.safetensors" && ok "failed prune left the existing file alone" || bad "existing file changed"
+
+# NaN weights: one line naming the file, exit 2.
+python3 - "$T/dense.safetensors" "$T/nan.safetensors" <<'PY'
+import json, struct, sys
+b = bytearray(open(sys.argv[1], 'rb').read())
+n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8 + n])
+off = 8 + n + h['fc2.weight']['data_offsets'][0]
+b[off:off + 4] = struct.pack('<f', float('nan'))
+open(sys.argv[2], 'wb').write(b)
+PY
+expect_error "prune: NaN weights" "$T/nan.safetensors: tensor 'fc2.weight' contains NaN or Inf" \
+  "$PRUNUS" prune "$T/nan.safetensors" -o "$T/o2.safetensors"
+[[ ! -e "$T/o2.safetensors" ]] && ok "NaN model wrote nothing" || bad "NaN model wrote output"
+
+# Ctrl-C writes a checkpoint; --resume continues to the same bytes as an uninterrupted run.
+args=(train --epochs 3 --train-limit 20000 --test-limit 500 --seed 3)
+"$PRUNUS" "${args[@]}" --no-progress -o "$T/full.safetensors" >/dev/null 2>&1
+"$PRUNUS" "${args[@]}" -o "$T/int.safetensors" >"$T/int.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 300); do grep -q 'train epoch 1/3' "$T/int.log" && break; sleep 0.1; done
+kill -INT $pid; wait $pid; rc=$?
+if [[ $rc -eq 130 && -f "$T/int.safetensors.ckpt" && ! -e "$T/int.safetensors" ]]; then ok "Ctrl-C: exit 130 with a checkpoint"
+else bad "Ctrl-C: rc=$rc, files: $(ls "$T" | tr '\n' ' ') log: $(tail -2 "$T/int.log")"; fi
+"$PRUNUS" "${args[@]}" --resume --no-progress -o "$T/int.safetensors" >"$T/res.log" 2>&1
+grep -q 'resuming train' "$T/res.log" && ok "--resume continues from the checkpoint" || bad "no resume: $(head -2 "$T/res.log")"
+cmp -s "$T/full.safetensors" "$T/int.safetensors" && ok "resumed run is byte-identical to an uninterrupted one" \
+  || bad "resumed run differs"
+[[ ! -e "$T/int.safetensors.ckpt" ]] && ok "checkpoint removed after the run" || bad "checkpoint left behind"
+[[ -z "$(ls -A "$T" | grep '\.tmp\.')" ]] && ok "no temp files left" || bad "temp files left: $(ls -a "$T")"
+
+echo "$fails failure(s)"
+[[ $fails -eq 0 ]]

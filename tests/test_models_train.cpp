@@ -1,0 +1,263 @@
+// Models, model files, recipes, and training: determinism, resume, a short real run.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "prunus/data.h"
+#include "prunus/io.h"
+#include "prunus/models.h"
+#include "prunus/recipe.h"
+#include "prunus/train.h"
+#include "test_util.h"
+#include "util/tensor_io.h"
+
+using namespace prunus;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string expect_input_error(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an InputError";
+  return "";
+}
+
+bool have_fashion_mnist() {
+  if (fs::exists(test::fashion_mnist_dir() + "/train-images-idx3-ubyte.gz")) return true;
+  std::fprintf(stderr, "SKIPPED: Fashion-MNIST not found in %s (install dataset-fashion-mnist)\n",
+               test::fashion_mnist_dir().c_str());
+  return false;
+}
+
+DataConfig small_data(std::int64_t train, std::int64_t test) {
+  DataConfig d;
+  d.dir = test::fashion_mnist_dir();
+  d.train_limit = train;
+  d.test_limit = test;
+  return d;
+}
+
+}  // namespace
+
+TEST(Models, SaveLoadRoundTripForEveryArchitecture) {
+  test::TempDir dir;
+  for (const auto& arch : model_names()) {
+    torch::manual_seed(1);
+    auto net = make_model(arch);
+    net->eval();
+    auto x = torch::randn({3, 1, 28, 28});
+    // Non-trivial BatchNorm statistics must survive too.
+    {
+      torch::NoGradGuard ng;
+      for (auto& b : net->named_buffers())
+        if (b.value().is_floating_point()) b.value().uniform_(0.5, 1.5);
+    }
+    const auto path = dir.file(arch + ".safetensors");
+    save_model(path, *net);
+    auto back = load_model(path);
+    EXPECT_EQ(back->arch(), arch);
+    back->eval();
+    EXPECT_TRUE(torch::equal(net->forward(x), back->forward(x))) << arch;
+    auto a = net->named_parameters();
+    for (const auto& p : back->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), a[p.key()])) << p.key();
+  }
+}
+
+TEST(Models, PrunableWeightsAreLinearAndConvWeights) {
+  auto names = [](const std::string& arch) {
+    std::vector<std::string> n;
+    auto net = make_model(arch);
+    for (auto& [name, w] : prunable_weights(*net)) n.push_back(name);
+    return n;
+  };
+  EXPECT_EQ(names("lenet300"), (std::vector<std::string>{"fc1.weight", "fc2.weight", "fc3.weight"}));
+  EXPECT_EQ(names("lenet5").size(), 5u);
+  EXPECT_EQ(names("resnet").size(), 10u);  // stem, 2 convs × 3 blocks, 2 downsamples, fc
+}
+
+TEST(Models, BadModelFilesAreRejectedNamingTheFile) {
+  test::TempDir dir;
+  auto net = make_model("lenet300");
+  NamedTensors state;
+  for (const auto& p : net->named_parameters()) state.emplace_back(p.key(), p.value());
+  const auto path = dir.file("m.safetensors");
+
+  write_tensors(path, state, {});
+  EXPECT_NE(expect_input_error([&] { load_model(path); }).find("no 'prunus.arch'"), std::string::npos);
+
+  write_tensors(path, state, {{"prunus.arch", "alexnet"}});
+  EXPECT_NE(expect_input_error([&] { load_model(path); }).find("unknown architecture"), std::string::npos);
+
+  auto missing = state;
+  missing.pop_back();
+  write_tensors(path, missing, {{"prunus.arch", "lenet300"}});
+  EXPECT_NE(expect_input_error([&] { load_model(path); }).find("missing tensor 'fc3.bias'"), std::string::npos);
+
+  auto wrong = state;
+  wrong[0].second = torch::zeros({300, 785});
+  write_tensors(path, wrong, {{"prunus.arch", "lenet300"}});
+  EXPECT_NE(expect_input_error([&] { load_model(path); }).find("has shape [300,785]"), std::string::npos);
+
+  auto nan = state;
+  nan[1].second = nan[1].second.clone();
+  nan[1].second[3] = NAN;
+  write_tensors(path, nan, {{"prunus.arch", "lenet300"}});
+  const auto msg = expect_input_error([&] { load_model(path); });
+  EXPECT_NE(msg.find(path + ": tensor 'fc1.bias' contains NaN"), std::string::npos) << msg;
+
+  auto extra = state;
+  extra.emplace_back("fc4.weight", torch::zeros({2}));
+  write_tensors(path, extra, {{"prunus.arch", "lenet300"}});
+  EXPECT_NE(expect_input_error([&] { load_model(path); }).find("unexpected tensor 'fc4.weight'"), std::string::npos);
+}
+
+TEST(Recipes, DefaultAndShippedRecipesAreValid) {
+  EXPECT_NO_THROW(validate(default_recipe(), "default"));
+  const char* src = PRUNUS_SOURCE_DIR;
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(fs::path(src) / "recipes")) {
+    if (e.path().extension() != ".yaml") continue;
+    EXPECT_NO_THROW(load_recipe(e.path().string())) << e.path();
+    ++n;
+  }
+  EXPECT_GE(n, 1);
+}
+
+TEST(Recipes, ImpossibleRecipesAreInputErrorsNamingTheFile) {
+  test::TempDir dir;
+  const auto path = dir.file("r.yaml");
+  auto error_for = [&](const std::string& yaml) {
+    test::write_bytes(path, yaml);
+    return expect_input_error([&] { load_recipe(path); });
+  };
+  EXPECT_NE(error_for("model: lenet300\ntrian: {epochs: 3}\n").find(path + ": line 2: unknown key 'trian'"),
+            std::string::npos);
+  EXPECT_NE(error_for("prune: {sparsity: 1.5}\n").find("outside [0, 1)"), std::string::npos);
+  EXPECT_NE(error_for("prune: {sparsity: -0.1}\n").find("outside [0, 1)"), std::string::npos);
+  EXPECT_NE(error_for("model: vgg\n").find("model 'vgg' is unknown"), std::string::npos);
+  EXPECT_NE(error_for("train: {epochs: three}\n").find("wrong type"), std::string::npos);
+  EXPECT_NE(error_for("train: [1, 2\n").find("invalid YAML"), std::string::npos);
+  EXPECT_NE(error_for("prune: {schedule: {kind: gradual, end_epoch: 50}}\n").find("ends at epoch 50"),
+            std::string::npos);
+  EXPECT_NE(error_for("prune: {scope: galaxy}\n").find("scope 'galaxy' is unknown"), std::string::npos);
+  EXPECT_NE(error_for("").find("empty"), std::string::npos);
+}
+
+TEST(Data, LoadsFashionMnistWithLimits) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  auto d = data::load_split(small_data(1000, 0), "train");
+  EXPECT_EQ(d.images.sizes(), (std::vector<std::int64_t>{1000, 1, 28, 28}));
+  EXPECT_EQ(data::load_split(small_data(0, 0), "test").size(), 10000);
+  EXPECT_GE(d.labels.min().item<std::int64_t>(), 0);
+  EXPECT_LE(d.labels.max().item<std::int64_t>(), 9);
+  // Normalised: mean about 0 over the data.
+  EXPECT_NEAR(d.images.mean().item<float>(), 0.0f, 0.1f);
+}
+
+namespace {
+
+struct Run {
+  std::shared_ptr<Net> net;
+  std::unique_ptr<Sparsifier> sp;
+  TrainResult result;
+};
+
+TrainConfig short_config() {
+  TrainConfig t;
+  t.epochs = 2;
+  t.batch_size = 64;
+  t.lr = 0.05;
+  t.weight_decay = 5e-4;
+  t.augment = true;
+  return t;
+}
+
+Run train_small(const data::Dataset& train, const data::Dataset& test, const CheckpointOptions& ck, bool sparse) {
+  torch::manual_seed(7);
+  Run r;
+  r.net = make_model("lenet300");
+  if (sparse) {
+    std::vector<PrunedParam> params;
+    for (auto& [name, w] : prunable_weights(*r.net)) params.push_back({name, w});
+    PruneConfig pc;
+    pc.sparsity = 0.8;
+    pc.schedule.end_epoch = 1.5;
+    pc.schedule.frequency = 5;
+    r.sp = Sparsifier::from_config(params, pc, (train.size() + 63) / 64);
+  }
+  Trainer trainer(*r.net, short_config(), 7, r.sp.get());
+  r.result = trainer.fit(train, &test, ck, false);
+  return r;
+}
+
+std::string state_bytes(Net& net) {
+  test::TempDir dir;
+  save_model(dir.file("m.safetensors"), net);
+  return test::read_bytes(dir.file("m.safetensors"));
+}
+
+}  // namespace
+
+TEST(Training, ShortRunBeatsChanceByAWideMargin) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  auto train = data::load_split(small_data(4000, 0), "train");
+  auto test = data::load_split(small_data(0, 2000), "test");
+  auto r = train_small(train, test, {}, false);
+  ASSERT_EQ(r.result.history.size(), 2u);
+  EXPECT_GT(r.result.history.back().test_accuracy, 0.70);  // chance is 0.10
+  EXPECT_LT(r.result.history.back().train_loss, r.result.history.front().train_loss);
+}
+
+TEST(Training, SameSeedGivesIdenticalBytes) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  auto train = data::load_split(small_data(1500, 0), "train");
+  auto test = data::load_split(small_data(0, 500), "test");
+  auto a = train_small(train, test, {}, true);
+  auto b = train_small(train, test, {}, true);
+  EXPECT_EQ(state_bytes(*a.net), state_bytes(*b.net));
+}
+
+TEST(Training, InterruptedSparseRunResumesToTheSameWeights) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  test::TempDir dir;
+  auto train = data::load_split(small_data(1500, 0), "train");
+  auto test = data::load_split(small_data(0, 500), "test");
+  auto full = train_small(train, test, {}, true);
+
+  CheckpointOptions ck{dir.file("ckpt.safetensors"), false, "finetune", 31};  // mid-epoch 2, mid-ramp
+  auto first = train_small(train, test, ck, true);
+  ASSERT_TRUE(first.result.interrupted);
+  ASSERT_TRUE(fs::exists(ck.path));
+  EXPECT_EQ(checkpoint_stage(ck.path), "finetune");
+  ck.resume = true;
+  ck.stop_at_step = -1;
+  auto resumed = train_small(train, test, ck, true);
+  ASSERT_FALSE(resumed.result.interrupted);
+  EXPECT_FALSE(fs::exists(ck.path)) << "a finished stage removes its checkpoint";
+  EXPECT_EQ(state_bytes(*full.net), state_bytes(*resumed.net));
+  EXPECT_EQ(resumed.result.history.size(), 2u);
+  // The run ends at the target, exactly.
+  std::int64_t n = 0, nnz = 0;
+  for (const auto& s : resumed.sp->stats()) {
+    n += s.numel;
+    nnz += s.nnz;
+  }
+  EXPECT_EQ(n - nnz, std::llround(0.8 * double(n)));
+}
+
+TEST(Training, ResumingAnotherStagesCheckpointIsRefused) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  test::TempDir dir;
+  auto train = data::load_split(small_data(500, 0), "train");
+  auto test = data::load_split(small_data(0, 100), "test");
+  CheckpointOptions ck{dir.file("ckpt.safetensors"), false, "train", 3};
+  ASSERT_TRUE(train_small(train, test, ck, false).result.interrupted);
+  ck.stage = "finetune";
+  ck.resume = true;
+  EXPECT_NE(expect_input_error([&] { train_small(train, test, ck, false); }).find("from stage 'train'"),
+            std::string::npos);
+}

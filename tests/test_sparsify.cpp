@@ -1,0 +1,177 @@
+// The sparsifier: exact-k, scopes, schedules, masks held through training, bad weights.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "prunus/io.h"
+#include "prunus/models.h"
+#include "prunus/sparsify.h"
+
+using namespace prunus;
+
+namespace {
+
+std::int64_t zeros(const torch::Tensor& t) { return t.numel() - t.count_nonzero().item<std::int64_t>(); }
+
+std::vector<PrunedParam> random_params(std::vector<std::vector<std::int64_t>> shapes, std::uint64_t seed) {
+  torch::manual_seed(seed);
+  std::vector<PrunedParam> out;
+  for (std::size_t i = 0; i < shapes.size(); ++i)
+    out.push_back({"p" + std::to_string(i), torch::randn(shapes[i])});
+  return out;
+}
+
+std::unique_ptr<Sparsifier> make(std::vector<PrunedParam> params, const std::string& scope,
+                                 std::unique_ptr<Schedule> schedule = nullptr) {
+  if (!schedule) schedule = make_oneshot_schedule(0.5, 0);
+  return std::make_unique<Sparsifier>(std::move(params), make_criterion("magnitude"), make_pattern("unstructured"),
+                                      make_scope(scope), std::move(schedule));
+}
+
+}  // namespace
+
+TEST(Sparsifier, OneShotIsExactForEveryTargetAndScope) {
+  for (const std::string scope : {"layer", "global"}) {
+    for (double s : {0.0, 0.1, 0.333, 0.5, 0.9, 0.97, 0.999}) {
+      auto sp = make(random_params({{7, 13}, {31}, {5, 3, 3, 3}}, 3), scope);
+      sp->prune_to(s);
+      std::int64_t total = 0, total_zero = 0;
+      for (const auto& p : sp->params()) {
+        total += p.weight.numel();
+        total_zero += zeros(p.weight);
+        if (scope == "layer") EXPECT_EQ(zeros(p.weight), std::llround(s * double(p.weight.numel()))) << s;
+      }
+      if (scope == "global") EXPECT_EQ(total_zero, std::llround(s * double(total))) << s;
+    }
+  }
+}
+
+TEST(Sparsifier, TiesAreBrokenByPositionNotByThreshold) {
+  // All weights equal: a `<= threshold` rule would prune everything.
+  std::vector<PrunedParam> p = {{"a", torch::ones({4, 5})}, {"b", torch::ones({10})}};
+  auto sp = make(p, "global");
+  sp->prune_to(0.5);
+  // 15 of 30 pruned: all 20 of the first layer go first? No: the lowest positions go first.
+  EXPECT_EQ(zeros(p[0].weight) + zeros(p[1].weight), 15);
+  EXPECT_EQ(zeros(p[0].weight), 15);  // earlier layer first
+  auto flat = p[0].weight.reshape({-1});
+  EXPECT_EQ(flat.narrow(0, 0, 15).count_nonzero().item<std::int64_t>(), 0);
+  EXPECT_EQ(flat.narrow(0, 15, 5).count_nonzero().item<std::int64_t>(), 5);
+}
+
+TEST(Sparsifier, HandComputedMagnitudeExample) {
+  std::vector<PrunedParam> p = {{"w", torch::tensor({0.5f, -0.1f, 2.0f, -3.0f, 0.2f, 0.05f})}};
+  auto sp = make(p, "layer");
+  sp->prune_to(0.5);
+  EXPECT_TRUE(torch::equal(p[0].weight, torch::tensor({0.5f, 0.0f, 2.0f, -3.0f, 0.0f, 0.0f})));
+}
+
+TEST(Sparsifier, GlobalAndLayerScopesDifferOnUnequalLayers) {
+  // Layer 0 has small weights, layer 1 large: global prunes layer 0 far more.
+  torch::manual_seed(0);
+  std::vector<PrunedParam> g = {{"small", torch::randn({100, 50}) * 0.01}, {"large", torch::randn({10, 50})}};
+  std::vector<PrunedParam> l = {{"small", g[0].weight.clone()}, {"large", g[1].weight.clone()}};
+  auto sg = make(g, "global");
+  auto sl = make(l, "layer");
+  sg->prune_to(0.5);
+  sl->prune_to(0.5);
+  auto gs = sg->stats(), ls = sl->stats();
+  EXPECT_NEAR(ls[0].sparsity(), 0.5, 1e-9);
+  EXPECT_NEAR(ls[1].sparsity(), 0.5, 1e-9);
+  EXPECT_GT(gs[0].sparsity(), 0.54);
+  EXPECT_LT(gs[1].sparsity(), 0.01);
+  EXPECT_EQ(gs[0].numel - gs[0].nnz + gs[1].numel - gs[1].nnz, 2750);
+}
+
+TEST(Schedule, CubicMatchesZhuGupta) {
+  const double si = 0.1, sf = 0.9;
+  const std::int64_t t0 = 100, t1 = 1100, freq = 50;
+  auto s = make_cubic_schedule(si, sf, t0, t1, freq);
+  for (std::int64_t t : {100, 150, 300, 600, 999, 1050}) {
+    const double expect = sf + (si - sf) * std::pow(1.0 - double(t - t0) / double(t1 - t0), 3);
+    EXPECT_NEAR(s->target(t), expect, 1e-12) << t;
+  }
+  EXPECT_EQ(s->target(50), 0.0);
+  EXPECT_EQ(s->target(1100), sf);
+  EXPECT_EQ(s->target(5000), sf);
+  EXPECT_TRUE(s->updates_at(100));
+  EXPECT_TRUE(s->updates_at(150));
+  EXPECT_FALSE(s->updates_at(151));
+  EXPECT_TRUE(s->updates_at(1100));
+  EXPECT_FALSE(s->updates_at(1150));
+  EXPECT_THROW(make_cubic_schedule(0, 0.9, 10, 10, 1), InputError);
+}
+
+TEST(Sparsifier, EveryGradualStepIsExactAndMonotone) {
+  auto params = random_params({{30, 20}, {20, 10}}, 5);
+  auto sp = make(params, "global", make_cubic_schedule(0.0, 0.8, 0, 100, 10));
+  const std::int64_t n = 30 * 20 + 20 * 10;
+  std::int64_t prev = 0;
+  int updates = 0;
+  for (std::int64_t t = 0; t <= 120; ++t) {
+    if (sp->step(t)) {
+      ++updates;
+      std::int64_t z = zeros(params[0].weight) + zeros(params[1].weight);
+      EXPECT_EQ(z, std::llround(sp->schedule().target(t) * double(n))) << "step " << t;
+      EXPECT_GE(z, prev);
+      prev = z;
+    }
+    // Perturb the surviving weights as training would.
+    torch::NoGradGuard ng;
+    for (auto& p : params) p.weight.add_(torch::randn_like(p.weight) * 0.01);
+    sp->apply_masks();
+  }
+  EXPECT_EQ(updates, 11);
+  EXPECT_EQ(prev, std::llround(0.8 * double(n)));
+}
+
+TEST(Sparsifier, MasksHoldThroughSgdWithMomentumAndWeightDecay) {
+  torch::manual_seed(0);
+  auto net = make_model("lenet300");
+  std::vector<PrunedParam> params;
+  for (auto& [name, w] : prunable_weights(*net)) params.push_back({name, w});
+  auto sp = make(params, "global");
+  // Momentum built up while dense would move pruned weights if masks were not held.
+  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(1e-3));
+  auto x = torch::randn({64, 1, 28, 28});
+  auto y = torch::randint(0, 10, {64}, torch::kInt64);
+  auto train_step = [&] {
+    opt.zero_grad();
+    torch::nn::functional::cross_entropy(net->forward(x), y).backward();
+    sp->mask_gradients();
+    opt.step();
+    sp->apply_masks();
+  };
+  for (int i = 0; i < 5; ++i) train_step();
+  sp->prune_to(0.9);
+  std::vector<torch::Tensor> masks;
+  for (const auto& m : sp->masks()) masks.push_back(m.clone());
+  for (int i = 0; i < 50; ++i) train_step();
+  std::int64_t total = 0, z = 0;
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    // Every masked weight is exactly zero, and nothing else changed its mask.
+    EXPECT_EQ(params[i].weight.masked_select(masks[i] == 0).abs().max().item<float>(), 0.0f);
+    EXPECT_TRUE(torch::equal(sp->masks()[i], masks[i]));
+    total += params[i].weight.numel();
+    z += zeros(params[i].weight);
+  }
+  EXPECT_EQ(z, std::llround(0.9 * double(total)));
+}
+
+TEST(Sparsifier, NanWeightsAreAnInputErrorNamingTheParameter) {
+  std::vector<PrunedParam> p = {{"fc1.weight", torch::tensor({1.0f, NAN, 2.0f})}};
+  auto sp = make(p, "layer");
+  try {
+    sp->prune_to(0.5);
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("fc1.weight"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("NaN"), std::string::npos);
+  }
+}
+
+TEST(Sparsifier, UnknownPartsAreInputErrors) {
+  EXPECT_THROW(make_criterion("psychic"), InputError);
+  EXPECT_THROW(make_pattern("3:2"), InputError);
+  EXPECT_THROW(make_scope("galactic"), InputError);
+}
