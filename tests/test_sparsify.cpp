@@ -64,6 +64,8 @@ TEST(Sparsifier, HandComputedMagnitudeExample) {
   auto sp = make(p, "layer");
   sp->prune_to(0.5);
   EXPECT_TRUE(torch::equal(p[0].weight, torch::tensor({0.5f, 0.0f, 2.0f, -3.0f, 0.0f, 0.0f})));
+  // -0.1 pruned must be +0.0: files and sparse encodings see bytes, not values.
+  EXPECT_FALSE(torch::signbit(p[0].weight[1]).item<bool>());
 }
 
 TEST(Sparsifier, GlobalAndLayerScopesDifferOnUnequalLayers) {

@@ -11,9 +11,18 @@
 namespace prunus::cli {
 namespace {
 
-// Non-zeros of a tensor of any dtype: an element is zero when all its bytes are (for
-// floats -0.0 counts as non-zero here, which pruning never produces).
+bool is_float(safetensors::DType d) {
+  using safetensors::DType;
+  return d == DType::F32 || d == DType::F16 || d == DType::BF16 || d == DType::F64;
+}
+
+// Non-zeros of a tensor of any dtype (floats by value, so -0.0 is zero; others by bytes).
 std::int64_t count_nonzero(const safetensors::TensorView& t) {
+  if (is_float(t.dtype)) {
+    std::int64_t nnz = 0;
+    for (float v : t.to_f32()) nnz += v != 0.0f;
+    return nnz;
+  }
   const std::size_t es = safetensors::dtype_size(t.dtype);
   std::int64_t nnz = 0;
   for (std::size_t i = 0; i < t.nbytes; i += es) {
@@ -32,14 +41,13 @@ int inspect(const std::string& path) {
     const std::int64_t n = t.numel();
     const std::int64_t z = count_nonzero(t);
     std::string pattern = "-";
-    const bool is_float = t.dtype == safetensors::DType::F32 || t.dtype == safetensors::DType::F16 ||
-                          t.dtype == safetensors::DType::BF16 || t.dtype == safetensors::DType::F64;
-    if (is_float && n > 0) {
+    const bool floating = is_float(t.dtype);
+    if (floating && n > 0) {
       auto w = t.to_f32();
       const std::int64_t rows = t.shape.size() >= 2 ? t.shape[0] : 1;
       pattern = sparse::detect_pattern(w.data(), rows, n / rows);
     }
-    if (is_float) {
+    if (floating) {
       numel += n;
       nnz += z;
     }

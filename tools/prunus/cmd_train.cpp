@@ -7,10 +7,10 @@ namespace prunus::cli {
 void add_common(CLI::App* cmd, Common& c, bool training) {
   cmd->add_option("--data", c.data.dir, "Directory with the (Fashion-)MNIST IDX files [default: /usr/share/datasets/fashion-mnist]");
   cmd->add_option("--threads", c.threads, "Intra-op threads (0: libtorch's default)");
+  cmd->add_option("--test-limit", c.data.test_limit, "Use only the first N test samples");
   if (!training) return;
   cmd->add_option("--seed", c.seed, "Random seed: the same seed gives the same bytes");
   cmd->add_option("--train-limit", c.data.train_limit, "Use only the first N training samples");
-  cmd->add_option("--test-limit", c.data.test_limit, "Use only the first N test samples");
   cmd->add_flag("--no-progress", c.no_progress, "No progress bar");
   cmd->add_flag("--resume", c.resume, "Continue an interrupted run from its checkpoint (OUT.ckpt)");
 }

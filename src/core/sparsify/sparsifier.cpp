@@ -52,7 +52,8 @@ void Sparsifier::set_masks(std::vector<torch::Tensor> masks) {
 
 void Sparsifier::apply_masks() {
   torch::NoGradGuard ng;
-  for (std::size_t i = 0; i < params_.size(); ++i) params_[i].weight.mul_(masks_[i]);
+  // masked_fill, not mul: w·0 is -0.0 for negative w, and the zeros must be +0.0 bytes.
+  for (std::size_t i = 0; i < params_.size(); ++i) params_[i].weight.masked_fill_(masks_[i] == 0, 0.0);
 }
 
 void Sparsifier::mask_gradients() {
