@@ -96,5 +96,44 @@ cmp -s "$T/full.safetensors" "$T/int.safetensors" && ok "resumed run is byte-ide
 [[ ! -e "$T/int.safetensors.ckpt" ]] && ok "checkpoint removed after the run" || bad "checkpoint left behind"
 [[ -z "$(ls -A "$T" | grep '\.tmp\.')" ]] && ok "no temp files left" || bad "temp files left: $(ls -a "$T")"
 
+# The other architectures train and reload (BatchNorm buffers included).
+for m in lenet5 resnet; do
+  "$PRUNUS" train --model $m --epochs 1 --train-limit 512 --test-limit 200 --batch-size 64 --no-progress \
+    -o "$T/$m.safetensors" >"$T/out" 2>&1 && "$PRUNUS" eval "$T/$m.safetensors" --test-limit 200 >>"$T/out" 2>&1 \
+    && ok "train + eval $m" || bad "train $m: $(tail -2 "$T/out")"
+done
+
+# A whole recipe, twice: same bytes, exact global sparsity, a report with what users need.
+cat >"$T/tiny.yaml" <<YAML
+name: tiny
+model: lenet300
+seed: 5
+data: {train_limit: 6000, test_limit: 1000}
+train: {epochs: 2, lr: 0.05, weight_decay: 0.0005}
+prune: {sparsity: 0.9, scope: global, schedule: {kind: gradual, end_epoch: 1, frequency: 10}}
+finetune: {epochs: 2, lr: 0.02}
+YAML
+"$PRUNUS" run "$T/tiny.yaml" -o "$T/run1" --no-progress >"$T/run1.log" 2>&1 && ok "run tiny recipe" || bad "run: $(tail -3 "$T/run1.log")"
+"$PRUNUS" run "$T/tiny.yaml" -o "$T/run2" --no-progress >/dev/null 2>&1
+for f in dense.safetensors sparse.safetensors; do
+  cmp -s "$T/run1/$f" "$T/run2/$f" && ok "same recipe twice: identical $f" || bad "$f differs between identical runs"
+done
+python3 - "$T/run1/report.json" <<'PY' && ok "report.json: exact 90% global sparsity, accuracies, bytes, stage times" || bad "report.json check"
+import json, sys
+r = json.load(open(sys.argv[1]))
+n = sum(l["numel"] for l in r["layers"])
+nnz = sum(l["nnz"] for l in r["layers"])
+assert n == 266200 and n - nnz == round(0.9 * n), (n, nnz)
+assert abs(r["total_sparsity"] - 0.9) < 1e-6
+assert r["dense"]["test_accuracy"] > 0.6 and r["sparse"]["test_accuracy"] > 0.6, r
+assert r["bytes_sparse_encoded"] < r["bytes_dense"] / 4
+for stage in ("train", "prune_finetune", "evaluate", "write"):
+    assert r["stages"][stage]["seconds"] >= 0
+assert len(r["stages"]["prune_finetune"]["history"]) == 2
+for l in r["layers"]:
+    assert set(l) >= {"name", "shape", "nnz", "sparsity", "encoding", "encoded_bytes", "dense_bytes"}
+PY
+grep -q 'accuracy drop' "$T/run1.log" && ok "summary printed" || bad "no summary"
+
 echo "$fails failure(s)"
 [[ $fails -eq 0 ]]
