@@ -1,0 +1,101 @@
+// prunus/kernels.h — sparse weight formats and the kernels that multiply by them.
+// Part of prunus_runtime: no libtorch.
+//
+// Every kernel computes Y = X · Wᵀ, the nn.Linear convention: W is [rows × cols] (out × in),
+// X is [batch × cols] row-major, Y is [batch × rows] row-major, fp32 with fp32 accumulation.
+// Each format has a plain scalar reference and SIMD variants (AVX2+FMA, AVX-512) chosen at
+// run time by CPUID; tests compare every variant with the reference. Multithreaded work is
+// split by non-zeros, not by rows.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace prunus::kernels {
+
+// ------------------------------------------------------------------ ISA dispatch
+enum class Isa { Scalar, Avx2, Avx512 };
+const char* isa_name(Isa isa);
+bool isa_supported(Isa isa);       // compiled in and reported by CPUID
+Isa best_isa();                    // PRUNUS_ISA=scalar|avx2|avx512 caps it (for testing)
+std::vector<Isa> supported_isas(); // always includes Scalar
+std::string cpu_features();        // e.g. "avx2 fma avx512f avx512bw avx512vl avx512dq"
+
+// ------------------------------------------------------------------ formats
+// All converters take a dense row-major matrix and keep exactly its non-zeros (-0.0 counts
+// as zero); to_dense gives back the same bytes (zeros as +0.0).
+
+// Compressed sparse rows. Column indices are 16-bit when cols ≤ 65536, else 32-bit.
+struct Csr {
+  std::int64_t rows = 0, cols = 0;
+  std::vector<std::uint32_t> row_ptr;  // rows + 1
+  std::vector<std::uint16_t> col16;    // used when cols <= 65536
+  std::vector<std::uint32_t> col32;    // used otherwise
+  std::vector<float> values;
+  bool narrow() const { return cols <= 65536; }
+  std::int64_t nnz() const { return static_cast<std::int64_t>(values.size()); }
+  std::uint64_t bytes() const;
+};
+
+// One bit per weight (row-major, each row padded to 64 bits) plus the non-zeros in order.
+struct Bitmask {
+  std::int64_t rows = 0, cols = 0;
+  std::int64_t words_per_row = 0;       // ceil(cols / 64)
+  std::vector<std::uint64_t> bits;      // rows × words_per_row
+  std::vector<std::uint32_t> row_ptr;   // offset of each row's first value (rows + 1)
+  std::vector<float> values;            // padded with 16 zeros so SIMD loads may run past the end
+  std::int64_t nnz() const { return row_ptr.empty() ? 0 : row_ptr.back(); }
+  std::uint64_t bytes() const;
+};
+
+// Block sparse rows: br × bc dense blocks (ragged edges zero-padded inside the block).
+struct Bsr {
+  std::int64_t rows = 0, cols = 0, br = 1, bc = 1;
+  std::int64_t block_rows = 0, block_cols = 0;
+  std::vector<std::uint32_t> block_ptr;  // block_rows + 1
+  std::vector<std::uint32_t> block_col;  // block-column index of each stored block
+  std::vector<float> values;             // stored blocks, each br × bc row-major
+  std::int64_t blocks() const { return static_cast<std::int64_t>(block_col.size()); }
+  std::uint64_t bytes() const;
+};
+
+// N:M along each row: every group of m consecutive weights keeps n slots (values that are
+// zero fill unused slots). Slot j of a group stores the weight's position in its group in
+// 4 bits (m ≤ 16), 16 slots per 64-bit word. cols must be a multiple of m.
+struct NM {
+  std::int64_t rows = 0, cols = 0, n = 2, m = 4;
+  std::int64_t slots_per_row = 0;        // cols / m * n
+  std::vector<float> values;             // rows × slots_per_row
+  std::vector<std::uint64_t> index;      // rows × ceil(slots_per_row / 16)
+  std::int64_t words_per_row() const { return (slots_per_row + 15) / 16; }
+  std::uint64_t bytes() const;
+};
+
+Csr to_csr(const float* w, std::int64_t rows, std::int64_t cols);
+Bitmask to_bitmask(const float* w, std::int64_t rows, std::int64_t cols);
+Bsr to_bsr(const float* w, std::int64_t rows, std::int64_t cols, std::int64_t br, std::int64_t bc);
+// Throws std::invalid_argument if a group has more than n non-zeros or cols % m != 0.
+NM to_nm(const float* w, std::int64_t rows, std::int64_t cols, std::int64_t n, std::int64_t m);
+
+void to_dense(const Csr& a, float* out);
+void to_dense(const Bitmask& a, float* out);
+void to_dense(const Bsr& a, float* out);
+void to_dense(const NM& a, float* out);
+
+// ------------------------------------------------------------------ kernels
+struct Options {
+  Isa isa = best_isa();
+  int threads = 1;
+};
+
+// Y[batch × rows] = X[batch × cols] · Wᵀ.
+void matmul(const Csr& w, const float* x, std::int64_t batch, float* y, const Options& opt = {});
+void matmul(const Bitmask& w, const float* x, std::int64_t batch, float* y, const Options& opt = {});
+void matmul(const Bsr& w, const float* x, std::int64_t batch, float* y, const Options& opt = {});
+void matmul(const NM& w, const float* x, std::int64_t batch, float* y, const Options& opt = {});
+// The runtime's own dense path (row-major W), same convention.
+void matmul_dense(const float* w, std::int64_t rows, std::int64_t cols, const float* x, std::int64_t batch,
+                  float* y, const Options& opt = {});
+
+}  // namespace prunus::kernels

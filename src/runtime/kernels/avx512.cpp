@@ -1,0 +1,201 @@
+// AVX-512 (F, BW, VL, DQ) kernels. Compiled with those flags; called only when CPUID has them.
+#include <immintrin.h>
+
+#include "kernels_internal.h"
+#include "simd_batch.h"
+
+namespace prunus::kernels::avx512 {
+namespace {
+
+struct V16 {
+  using Reg = __m512;
+  static constexpr std::int64_t kLanes = 16;
+  static Reg zero() { return _mm512_setzero_ps(); }
+  static Reg set1(float v) { return _mm512_set1_ps(v); }
+  static Reg load(const float* p) { return _mm512_loadu_ps(p); }
+  static Reg load_n(const float* p, std::int64_t n) { return _mm512_maskz_loadu_ps(__mmask16((1u << n) - 1), p); }
+  static Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static void store(float* p, Reg v) { _mm512_storeu_ps(p, v); }
+};
+
+inline __mmask16 first_n(std::int64_t n) { return __mmask16((1u << n) - 1); }
+
+template <bool kNarrow>
+float csr_dot(const Csr& w, const float* x, std::uint32_t begin, std::uint32_t end) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  auto idx16 = [&](std::uint32_t i) {
+    if constexpr (kNarrow) return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(&w.col16[i])));
+    else return _mm512_loadu_si512(&w.col32[i]);
+  };
+  std::uint32_t i = begin;
+  for (; i + 32 <= end; i += 32) {
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(&w.values[i]), _mm512_i32gather_ps(idx16(i), x, 4), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(&w.values[i + 16]), _mm512_i32gather_ps(idx16(i + 16), x, 4), acc1);
+  }
+  for (; i + 16 <= end; i += 16)
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(&w.values[i]), _mm512_i32gather_ps(idx16(i), x, 4), acc0);
+  if (i < end) {
+    const __mmask16 m = first_n(end - i);
+    __m512i idx;
+    if constexpr (kNarrow) idx = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, &w.col16[i]));
+    else idx = _mm512_maskz_loadu_epi32(m, &w.col32[i]);
+    const __m512 g = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, x, 4);
+    acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, &w.values[i]), g, acc0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+}  // namespace
+
+void csr(const Csr& w, const Args& a, std::int64_t r0, std::int64_t r1) {
+  if (a.batch == 1) {
+    for (std::int64_t r = r0; r < r1; ++r)
+      a.y[r] = w.narrow() ? csr_dot<true>(w, a.x, w.row_ptr[r], w.row_ptr[r + 1])
+                          : csr_dot<false>(w, a.x, w.row_ptr[r], w.row_ptr[r + 1]);
+    return;
+  }
+  for (std::int64_t r = r0; r < r1; ++r)
+    detail::batch_row<V16>(a, w.rows, r, [&](auto&& fn) {
+      for (std::uint32_t i = w.row_ptr[r]; i < w.row_ptr[r + 1]; ++i)
+        fn(w.narrow() ? w.col16[i] : w.col32[i], w.values[i]);
+    });
+}
+
+void bitmask(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1) {
+  if (a.batch == 1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const std::uint64_t* bits = &w.bits[r * w.words_per_row];
+      const float* v = &w.values[w.row_ptr[r]];
+      __m512 acc = _mm512_setzero_ps();
+      for (std::int64_t wd = 0; wd < w.words_per_row; ++wd) {
+        std::uint64_t word = bits[wd];
+        const float* x = a.x + wd * 64;
+        while (word) {
+          // Next 16-column chunk holding a non-zero.
+          const int q = __builtin_ctzll(word) / 16;
+          const __mmask16 m = static_cast<__mmask16>(word >> (16 * q));
+          word &= ~(std::uint64_t{0xffff} << (16 * q));
+          // values are padded, so a full 16-float load never leaves the array.
+          const __m512 vals = _mm512_maskz_expand_ps(m, _mm512_loadu_ps(v));
+          acc = _mm512_fmadd_ps(vals, _mm512_maskz_loadu_ps(m, x + 16 * q), acc);
+          v += __builtin_popcount(m);
+        }
+      }
+      a.y[r] = _mm512_reduce_add_ps(acc);
+    }
+    return;
+  }
+  for (std::int64_t r = r0; r < r1; ++r)
+    detail::batch_row<V16>(a, w.rows, r, [&](auto&& fn) {
+      const std::uint64_t* bits = &w.bits[r * w.words_per_row];
+      std::uint32_t i = w.row_ptr[r];
+      for (std::int64_t wd = 0; wd < w.words_per_row; ++wd)
+        for (std::uint64_t word = bits[wd]; word; word &= word - 1) fn(wd * 64 + __builtin_ctzll(word), w.values[i++]);
+    });
+}
+
+void bsr(const Bsr& w, const Args& a, std::int64_t R0, std::int64_t R1) {
+  const std::int64_t br = w.br, bc = w.bc, bsz = br * bc;
+  if (a.batch == 1 && (bc == 4 || bc == 8 || bc == 16) && bsz % 16 == 0 && bsz <= 128) {
+    const std::int64_t nvec = bsz / 16;
+    alignas(64) float tmp[128];
+    for (std::int64_t R = R0; R < R1; ++R) {
+      __m512 acc[8];
+      for (std::int64_t v = 0; v < nvec; ++v) acc[v] = _mm512_setzero_ps();
+      for (std::uint32_t k = w.block_ptr[R]; k < w.block_ptr[R + 1]; ++k) {
+        const std::int64_t c0 = std::int64_t(w.block_col[k]) * bc;
+        const float* xp = a.x + c0;
+        const std::int64_t valid = std::min(bc, w.cols - c0);
+        __m512 xb;
+        if (bc == 4) xb = _mm512_broadcast_f32x4(_mm_maskz_loadu_ps(__mmask8((1u << valid) - 1), xp));
+        else if (bc == 8) xb = _mm512_broadcast_f32x8(_mm256_maskz_loadu_ps(__mmask8((1u << valid) - 1), xp));
+        else xb = _mm512_maskz_loadu_ps(first_n(valid), xp);
+        const float* blk = &w.values[k * bsz];
+        for (std::int64_t v = 0; v < nvec; ++v) acc[v] = _mm512_fmadd_ps(_mm512_loadu_ps(blk + 16 * v), xb, acc[v]);
+      }
+      for (std::int64_t v = 0; v < nvec; ++v) _mm512_store_ps(tmp + 16 * v, acc[v]);
+      for (std::int64_t i = 0; i < br && R * br + i < w.rows; ++i) {
+        float s = 0.0f;
+        for (std::int64_t j = 0; j < bc; ++j) s += tmp[i * bc + j];
+        a.y[R * br + i] = s;
+      }
+    }
+    return;
+  }
+  if (a.batch == 1 || br > 16) return scalar::bsr(w, a, R0, R1);
+  // Batch: 16 batch columns per register, one accumulator per block row.
+  for (std::int64_t R = R0; R < R1; ++R)
+    for (std::int64_t b0 = 0; b0 < a.batch; b0 += 16) {
+      const std::int64_t nb = std::min<std::int64_t>(16, a.batch - b0);
+      const __mmask16 m = first_n(nb);
+      __m512 acc[16];
+      for (std::int64_t i = 0; i < br; ++i) acc[i] = _mm512_setzero_ps();
+      for (std::uint32_t k = w.block_ptr[R]; k < w.block_ptr[R + 1]; ++k) {
+        const std::int64_t c0 = std::int64_t(w.block_col[k]) * bc;
+        const float* blk = &w.values[k * bsz];
+        for (std::int64_t j = 0; j < bc && c0 + j < w.cols; ++j) {
+          const __m512 xv = _mm512_maskz_loadu_ps(m, a.xt + (c0 + j) * a.batch + b0);
+          for (std::int64_t i = 0; i < br; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(blk[i * bc + j]), xv, acc[i]);
+        }
+      }
+      alignas(64) float out[16];
+      for (std::int64_t i = 0; i < br && R * br + i < w.rows; ++i) {
+        _mm512_store_ps(out, acc[i]);
+        for (std::int64_t b = 0; b < nb; ++b) a.y[(b0 + b) * w.rows + R * br + i] = out[b];
+      }
+    }
+}
+
+void nm(const NM& w, const Args& a, std::int64_t r0, std::int64_t r1) {
+  const std::int64_t n = w.n, m = w.m, spr = w.slots_per_row, wpr = w.words_per_row();
+  if (a.batch == 1 && m == 2 * n && 16 % n == 0) {
+    // 16 slots cover 32 columns: gather them from two registers with one permute.
+    alignas(64) std::int32_t base_arr[16], shift_arr[16];
+    for (int j = 0; j < 16; ++j) {
+      base_arr[j] = static_cast<std::int32_t>((j / n) * m);
+      shift_arr[j] = 4 * (j % 8);
+    }
+    const __m512i base = _mm512_load_si512(base_arr), shift = _mm512_load_si512(shift_arr);
+    const __m512i nib = _mm512_set1_epi32(15);
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float* vals = &w.values[r * spr];
+      const std::uint64_t* idx = &w.index[r * wpr];
+      __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+      auto window = [&](std::int64_t wi, __mmask16 slot_mask, __mmask16 lo_mask, __mmask16 hi_mask, __m512& acc) {
+        const float* x = a.x + wi * 32;
+        const std::uint64_t word = idx[wi];
+        const __m512i sel = _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(static_cast<int>(word)),
+                                                    _mm512_set1_epi32(static_cast<int>(word >> 32)));
+        const __m512i pos = _mm512_add_epi32(_mm512_and_si512(_mm512_srlv_epi32(sel, shift), nib), base);
+        const __m512 xs = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(lo_mask, x), pos, _mm512_maskz_loadu_ps(hi_mask, x + 16));
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(slot_mask, vals + wi * 16), xs, acc);
+      };
+      const std::int64_t full = spr / 16;
+      std::int64_t wi = 0;
+      for (; wi + 2 <= full; wi += 2) {
+        window(wi, 0xffff, 0xffff, 0xffff, acc0);
+        window(wi + 1, 0xffff, 0xffff, 0xffff, acc1);
+      }
+      if (wi < full) window(wi++, 0xffff, 0xffff, 0xffff, acc0);
+      if (const std::int64_t rest = spr - full * 16; rest > 0) {
+        const std::int64_t cols_left = rest / n * m;
+        window(wi, first_n(rest), first_n(std::min<std::int64_t>(16, cols_left)),
+               first_n(std::max<std::int64_t>(0, cols_left - 16)), acc0);
+      }
+      a.y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    }
+    return;
+  }
+  if (a.batch == 1) return scalar::nm(w, a, r0, r1);
+  for (std::int64_t r = r0; r < r1; ++r)
+    detail::batch_row<V16>(a, w.rows, r, [&](auto&& fn) {
+      const float* vals = &w.values[r * spr];
+      const std::uint64_t* idx = &w.index[r * wpr];
+      for (std::int64_t s = 0; s < spr; ++s) {
+        const float v = vals[s];
+        if (v != 0.0f) fn((s / n) * m + (idx[s / 16] >> (4 * (s % 16)) & 15), v);
+      }
+    });
+}
+
+}  // namespace prunus::kernels::avx512

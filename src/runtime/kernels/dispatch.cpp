@@ -1,0 +1,219 @@
+// Run-time ISA choice, the worker pool, nnz-balanced work split, and the public matmuls.
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include <cblas.h>
+
+#include "kernels_internal.h"
+
+namespace prunus::kernels {
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return "scalar";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512: return "avx512";
+  }
+  return "?";
+}
+
+bool isa_supported(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return true;
+    case Isa::Avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case Isa::Avx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  }
+  return false;
+}
+
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> out;
+  for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512})
+    if (isa_supported(i)) out.push_back(i);
+  return out;
+}
+
+Isa best_isa() {
+  static const Isa best = [] {
+    Isa b = Isa::Scalar;
+    for (Isa i : supported_isas()) b = i;
+    if (const char* cap = std::getenv("PRUNUS_ISA")) {
+      for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512})
+        if (std::strcmp(cap, isa_name(i)) == 0 && static_cast<int>(i) < static_cast<int>(b)) b = i;
+    }
+    return b;
+  }();
+  return best;
+}
+
+std::string cpu_features() {
+  std::string s;
+  auto add = [&](bool has, const char* name) {
+    if (has) s += (s.empty() ? "" : " ") + std::string(name);
+  };
+  add(__builtin_cpu_supports("avx2"), "avx2");
+  add(__builtin_cpu_supports("fma"), "fma");
+  add(__builtin_cpu_supports("avx512f"), "avx512f");
+  add(__builtin_cpu_supports("avx512bw"), "avx512bw");
+  add(__builtin_cpu_supports("avx512vl"), "avx512vl");
+  add(__builtin_cpu_supports("avx512dq"), "avx512dq");
+  add(__builtin_cpu_supports("avx512vnni"), "avx512vnni");
+  return s;
+}
+
+namespace {
+
+// A fixed set of workers that run one parallel region at a time; the caller runs part 0.
+class Pool {
+ public:
+  static Pool& get() {
+    static Pool pool;
+    return pool;
+  }
+  void run(int parts, const std::function<void(int)>& fn) {
+    if (parts <= 1) {
+      fn(0);
+      return;
+    }
+    std::lock_guard<std::mutex> region(region_mu_);
+    grow(parts - 1);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      job_ = &fn;
+      parts_ = parts;
+      next_ = 1;
+      pending_ = parts - 1;
+      ++generation_;
+    }
+    cv_.notify_all();
+    fn(0);
+    std::unique_lock<std::mutex> lk(mu_);
+    done_cv_.wait(lk, [&] { return pending_ == 0; });
+    job_ = nullptr;
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+ private:
+  void grow(int n) {
+    while (static_cast<int>(workers_.size()) < n) workers_.emplace_back([this] { loop(); });
+  }
+  void loop() {
+    std::uint64_t seen = 0;
+    for (;;) {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stop_ || (generation_ != seen && next_ < parts_); });
+      if (stop_) return;
+      const int part = next_++;
+      if (next_ >= parts_) seen = generation_;
+      const auto* job = job_;
+      lk.unlock();
+      (*job)(part);
+      lk.lock();
+      if (--pending_ == 0) done_cv_.notify_one();
+    }
+  }
+  std::mutex region_mu_, mu_;
+  std::condition_variable cv_, done_cv_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int)>* job_ = nullptr;
+  int parts_ = 0, next_ = 0, pending_ = 0;
+  std::uint64_t generation_ = 0;
+  bool stop_ = false;
+};
+
+// Splits [0, n) into `parts` ranges of about equal work, given the prefix sums of work
+// per item (prefix[i] = work before item i, prefix.size() == n + 1).
+template <class Prefix>
+std::int64_t split_point(const Prefix& prefix, std::int64_t n, int part, int parts) {
+  if (part >= parts) return n;
+  const double target = double(prefix[n]) * part / parts;
+  std::int64_t lo = 0, hi = n;
+  while (lo < hi) {
+    const std::int64_t mid = (lo + hi) / 2;
+    if (double(prefix[mid]) < target) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+// X [batch × cols] → X^T [cols × batch], reused across calls on this thread.
+const float* transpose(const float* x, std::int64_t batch, std::int64_t cols) {
+  thread_local std::vector<float> buf;
+  buf.resize(static_cast<std::size_t>(batch * cols));
+  constexpr std::int64_t kTile = 32;
+  for (std::int64_t b0 = 0; b0 < batch; b0 += kTile)
+    for (std::int64_t c0 = 0; c0 < cols; c0 += kTile)
+      for (std::int64_t b = b0; b < std::min(batch, b0 + kTile); ++b)
+        for (std::int64_t c = c0; c < std::min(cols, c0 + kTile); ++c) buf[c * batch + b] = x[b * cols + c];
+  return buf.data();
+}
+
+template <class W, class Prefix, class Kernel>
+void run(const W& w, std::int64_t items, const Prefix& prefix, const float* x, std::int64_t batch, float* y,
+         const Options& opt, Kernel kernel) {
+  if (batch <= 0) return;
+  if (!isa_supported(opt.isa)) throw std::invalid_argument(std::string("ISA not supported here: ") + isa_name(opt.isa));
+  Args a{x, batch > 1 && opt.isa != Isa::Scalar ? transpose(x, batch, w.cols) : nullptr, batch, y};
+  const int parts = std::max(1, std::min<int>(opt.threads, static_cast<int>(items)));
+  Pool::get().run(parts, [&](int p) {
+    const std::int64_t r0 = split_point(prefix, items, p, parts), r1 = split_point(prefix, items, p + 1, parts);
+    if (r0 < r1) kernel(w, a, r0, r1);
+  });
+}
+
+template <class W>
+auto pick(Isa isa, void (*s)(const W&, const Args&, std::int64_t, std::int64_t),
+          void (*v2)(const W&, const Args&, std::int64_t, std::int64_t),
+          void (*v5)(const W&, const Args&, std::int64_t, std::int64_t)) {
+  return isa == Isa::Avx512 ? v5 : isa == Isa::Avx2 ? v2 : s;
+}
+
+// Work per row of an N:M matrix is the same everywhere.
+struct Uniform {
+  std::int64_t operator[](std::int64_t i) const { return i; }
+};
+
+}  // namespace
+
+void matmul(const Csr& w, const float* x, std::int64_t batch, float* y, const Options& opt) {
+  run(w, w.rows, w.row_ptr, x, batch, y, opt, pick<Csr>(opt.isa, scalar::csr, avx2::csr, avx512::csr));
+}
+void matmul(const Bitmask& w, const float* x, std::int64_t batch, float* y, const Options& opt) {
+  run(w, w.rows, w.row_ptr, x, batch, y, opt, pick<Bitmask>(opt.isa, scalar::bitmask, avx2::bitmask, avx512::bitmask));
+}
+void matmul(const Bsr& w, const float* x, std::int64_t batch, float* y, const Options& opt) {
+  run(w, w.block_rows, w.block_ptr, x, batch, y, opt, pick<Bsr>(opt.isa, scalar::bsr, avx2::bsr, avx512::bsr));
+}
+void matmul(const NM& w, const float* x, std::int64_t batch, float* y, const Options& opt) {
+  run(w, w.rows, Uniform{}, x, batch, y, opt, pick<NM>(opt.isa, scalar::nm, avx2::nm, avx512::nm));
+}
+
+void matmul_dense(const float* w, std::int64_t rows, std::int64_t cols, const float* x, std::int64_t batch, float* y,
+                  const Options& opt) {
+  // The best dense path is OpenBLAS itself; the runtime does not reimplement GEMM.
+  openblas_set_num_threads(std::max(1, opt.threads));
+  if (batch == 1)
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(rows), static_cast<int>(cols), 1.0f, w,
+                static_cast<int>(cols), x, 1, 0.0f, y, 1);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(batch), static_cast<int>(rows),
+                static_cast<int>(cols), 1.0f, x, static_cast<int>(cols), w, static_cast<int>(cols), 0.0f, y,
+                static_cast<int>(rows));
+}
+
+}  // namespace prunus::kernels

@@ -1,0 +1,165 @@
+// Dense ⇄ sparse format conversion. Exact: to_dense(to_X(w)) reproduces w's bytes, with
+// zeros written as +0.0.
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#include "prunus/kernels.h"
+
+namespace prunus::kernels {
+
+std::uint64_t Csr::bytes() const {
+  return values.size() * 4 + col16.size() * 2 + col32.size() * 4 + row_ptr.size() * 4;
+}
+std::uint64_t Bitmask::bytes() const {
+  return bits.size() * 8 + static_cast<std::uint64_t>(nnz()) * 4 + row_ptr.size() * 4;
+}
+std::uint64_t Bsr::bytes() const { return values.size() * 4 + block_col.size() * 4 + block_ptr.size() * 4; }
+std::uint64_t NM::bytes() const { return values.size() * 4 + index.size() * 8; }
+
+Csr to_csr(const float* w, std::int64_t rows, std::int64_t cols) {
+  Csr a;
+  a.rows = rows;
+  a.cols = cols;
+  a.row_ptr.reserve(rows + 1);
+  a.row_ptr.push_back(0);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const float v = w[r * cols + c];
+      if (v == 0.0f) continue;
+      a.values.push_back(v);
+      if (a.narrow()) a.col16.push_back(static_cast<std::uint16_t>(c));
+      else a.col32.push_back(static_cast<std::uint32_t>(c));
+    }
+    a.row_ptr.push_back(static_cast<std::uint32_t>(a.values.size()));
+  }
+  return a;
+}
+
+void to_dense(const Csr& a, float* out) {
+  std::fill(out, out + a.rows * a.cols, 0.0f);
+  for (std::int64_t r = 0; r < a.rows; ++r)
+    for (std::uint32_t i = a.row_ptr[r]; i < a.row_ptr[r + 1]; ++i)
+      out[r * a.cols + (a.narrow() ? a.col16[i] : a.col32[i])] = a.values[i];
+}
+
+Bitmask to_bitmask(const float* w, std::int64_t rows, std::int64_t cols) {
+  Bitmask a;
+  a.rows = rows;
+  a.cols = cols;
+  a.words_per_row = (cols + 63) / 64;
+  a.bits.assign(static_cast<std::size_t>(rows * a.words_per_row), 0);
+  a.row_ptr.push_back(0);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const float v = w[r * cols + c];
+      if (v == 0.0f) continue;
+      a.bits[r * a.words_per_row + c / 64] |= std::uint64_t{1} << (c % 64);
+      a.values.push_back(v);
+    }
+    a.row_ptr.push_back(static_cast<std::uint32_t>(a.values.size()));
+  }
+  a.values.resize(a.values.size() + 16, 0.0f);
+  return a;
+}
+
+void to_dense(const Bitmask& a, float* out) {
+  std::fill(out, out + a.rows * a.cols, 0.0f);
+  for (std::int64_t r = 0; r < a.rows; ++r) {
+    std::uint32_t i = a.row_ptr[r];
+    for (std::int64_t c = 0; c < a.cols; ++c)
+      if (a.bits[r * a.words_per_row + c / 64] >> (c % 64) & 1) out[r * a.cols + c] = a.values[i++];
+  }
+}
+
+Bsr to_bsr(const float* w, std::int64_t rows, std::int64_t cols, std::int64_t br, std::int64_t bc) {
+  if (br < 1 || bc < 1) throw std::invalid_argument("to_bsr: block sizes must be positive");
+  Bsr a;
+  a.rows = rows;
+  a.cols = cols;
+  a.br = br;
+  a.bc = bc;
+  a.block_rows = (rows + br - 1) / br;
+  a.block_cols = (cols + bc - 1) / bc;
+  a.block_ptr.push_back(0);
+  for (std::int64_t R = 0; R < a.block_rows; ++R) {
+    for (std::int64_t C = 0; C < a.block_cols; ++C) {
+      bool any = false;
+      for (std::int64_t i = 0; i < br && !any; ++i)
+        for (std::int64_t j = 0; j < bc && !any; ++j) {
+          const std::int64_t r = R * br + i, c = C * bc + j;
+          any = r < rows && c < cols && w[r * cols + c] != 0.0f;
+        }
+      if (!any) continue;
+      a.block_col.push_back(static_cast<std::uint32_t>(C));
+      for (std::int64_t i = 0; i < br; ++i)
+        for (std::int64_t j = 0; j < bc; ++j) {
+          const std::int64_t r = R * br + i, c = C * bc + j;
+          const float v = r < rows && c < cols ? w[r * cols + c] : 0.0f;
+          a.values.push_back(v == 0.0f ? 0.0f : v);
+        }
+    }
+    a.block_ptr.push_back(static_cast<std::uint32_t>(a.block_col.size()));
+  }
+  return a;
+}
+
+void to_dense(const Bsr& a, float* out) {
+  std::fill(out, out + a.rows * a.cols, 0.0f);
+  for (std::int64_t R = 0; R < a.block_rows; ++R)
+    for (std::uint32_t b = a.block_ptr[R]; b < a.block_ptr[R + 1]; ++b)
+      for (std::int64_t i = 0; i < a.br; ++i)
+        for (std::int64_t j = 0; j < a.bc; ++j) {
+          const std::int64_t r = R * a.br + i, c = std::int64_t(a.block_col[b]) * a.bc + j;
+          if (r < a.rows && c < a.cols) out[r * a.cols + c] = a.values[b * a.br * a.bc + i * a.bc + j];
+        }
+}
+
+NM to_nm(const float* w, std::int64_t rows, std::int64_t cols, std::int64_t n, std::int64_t m) {
+  if (m < 1 || m > 16 || n < 1 || n > m) throw std::invalid_argument("to_nm: need 1 <= n <= m <= 16");
+  if (cols % m != 0) throw std::invalid_argument("to_nm: cols must be a multiple of m");
+  NM a;
+  a.rows = rows;
+  a.cols = cols;
+  a.n = n;
+  a.m = m;
+  a.slots_per_row = cols / m * n;
+  a.values.assign(static_cast<std::size_t>(rows * a.slots_per_row), 0.0f);
+  a.index.assign(static_cast<std::size_t>(rows * a.words_per_row()), 0);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t g = 0; g < cols / m; ++g) {
+      std::int64_t slot = g * n;
+      std::int64_t used = 0;
+      std::uint64_t taken = 0;
+      for (std::int64_t j = 0; j < m; ++j) {
+        const float v = w[r * cols + g * m + j];
+        if (v == 0.0f) continue;
+        if (used == n) throw std::invalid_argument("to_nm: a group has more than n non-zeros");
+        a.values[r * a.slots_per_row + slot + used] = v;
+        a.index[r * a.words_per_row() + (slot + used) / 16] |= std::uint64_t(j) << (4 * ((slot + used) % 16));
+        taken |= 1u << j;
+        ++used;
+      }
+      // Unused slots hold 0.0 at distinct unused positions (to_dense writes zeros there).
+      for (std::int64_t j = 0; used < n; ++j)
+        if (!(taken >> j & 1)) {
+          a.index[r * a.words_per_row() + (slot + used) / 16] |= std::uint64_t(j) << (4 * ((slot + used) % 16));
+          taken |= 1u << j;
+          ++used;
+        }
+    }
+  }
+  return a;
+}
+
+void to_dense(const NM& a, float* out) {
+  std::fill(out, out + a.rows * a.cols, 0.0f);
+  for (std::int64_t r = 0; r < a.rows; ++r)
+    for (std::int64_t s = 0; s < a.slots_per_row; ++s) {
+      const std::int64_t j = a.index[r * a.words_per_row() + s / 16] >> (4 * (s % 16)) & 15;
+      const float v = a.values[r * a.slots_per_row + s];
+      out[r * a.cols + (s / a.n) * a.m + j] = v == 0.0f ? 0.0f : v;
+    }
+}
+
+}  // namespace prunus::kernels

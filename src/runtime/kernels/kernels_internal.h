@@ -1,0 +1,32 @@
+// Internal: the per-ISA kernel families. Each computes output rows [r0, r1) (for BSR: block
+// rows) of Y = X·Wᵀ. For batch 1 they read x; for batch > 1 they read xt, X transposed to
+// [cols × batch], so that one weight multiplies a contiguous run of the batch.
+#pragma once
+
+#include <cstdint>
+
+#include "prunus/kernels.h"
+
+namespace prunus::kernels {
+
+struct Args {
+  const float* x;   // [batch × cols]
+  const float* xt;  // [cols × batch] (batch > 1 only)
+  std::int64_t batch;
+  float* y;         // [batch × rows]
+};
+
+#define PRUNUS_KERNEL_FAMILY(ns)                                                   \
+  namespace ns {                                                                   \
+  void csr(const Csr& w, const Args& a, std::int64_t r0, std::int64_t r1);         \
+  void bitmask(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1); \
+  void bsr(const Bsr& w, const Args& a, std::int64_t R0, std::int64_t R1);         \
+  void nm(const NM& w, const Args& a, std::int64_t r0, std::int64_t r1);           \
+  }
+
+PRUNUS_KERNEL_FAMILY(scalar)
+PRUNUS_KERNEL_FAMILY(avx2)
+PRUNUS_KERNEL_FAMILY(avx512)
+#undef PRUNUS_KERNEL_FAMILY
+
+}  // namespace prunus::kernels

@@ -1,0 +1,198 @@
+// Every kernel variant (each ISA this CPU has, 1..3 threads) against the scalar reference
+// and a double-precision dense product, on random shapes, sparsities and edge cases.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "prunus/kernels.h"
+
+namespace k = prunus::kernels;
+
+namespace {
+
+struct Case {
+  std::int64_t rows, cols;
+  double sparsity;
+};
+
+std::vector<float> random_sparse(std::int64_t rows, std::int64_t cols, double sparsity, std::mt19937& rng) {
+  std::vector<float> w(static_cast<std::size_t>(rows * cols));
+  std::uniform_real_distribution<float> val(-1, 1);
+  std::bernoulli_distribution keep(1.0 - sparsity);
+  for (auto& v : w) v = keep(rng) ? val(rng) : 0.0f;
+  return w;
+}
+
+// Keeps n of every m along rows (largest |w|), as an N:M pruner would.
+std::vector<float> random_nm(std::int64_t rows, std::int64_t cols, int n, int m, std::mt19937& rng, bool sparser) {
+  auto w = random_sparse(rows, cols, 0.0, rng);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t g = 0; g < cols; g += m) {
+      std::vector<int> order(m);
+      for (int j = 0; j < m; ++j) order[j] = j;
+      std::shuffle(order.begin(), order.end(), rng);
+      const int keep = sparser ? n / 2 : n;  // some groups with fewer than n non-zeros
+      for (int j = keep; j < m; ++j) w[r * cols + g + order[j]] = 0.0f;
+    }
+  return w;
+}
+
+// Y = X·Wᵀ in double, and the bound Σ|w||x| for the tolerance.
+void reference(const std::vector<float>& w, std::int64_t rows, std::int64_t cols, const std::vector<float>& x,
+               std::int64_t batch, std::vector<double>& y, std::vector<double>& bound) {
+  y.assign(static_cast<std::size_t>(batch * rows), 0.0);
+  bound.assign(y.size(), 0.0);
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = 0; c < cols; ++c) {
+        const double p = double(w[r * cols + c]) * double(x[b * cols + c]);
+        y[b * rows + r] += p;
+        bound[b * rows + r] += std::fabs(p);
+      }
+}
+
+template <class Format>
+void check_all_variants(const Format& f, const std::vector<float>& w, std::int64_t rows, std::int64_t cols,
+                        std::mt19937& rng, const std::string& what) {
+  for (std::int64_t batch : {1, 2, 3, 17, 64, 65}) {
+    std::vector<float> x(static_cast<std::size_t>(batch * cols));
+    std::uniform_real_distribution<float> val(-2, 2);
+    for (auto& v : x) v = val(rng);
+    std::vector<double> ref, bound;
+    reference(w, rows, cols, x, batch, ref, bound);
+    for (k::Isa isa : k::supported_isas())
+      for (int threads : {1, 2, 3}) {
+        std::vector<float> y(static_cast<std::size_t>(batch * rows), std::nanf(""));
+        k::matmul(f, x.data(), batch, y.data(), {isa, threads});
+        for (std::size_t i = 0; i < y.size(); ++i) {
+          ASSERT_LE(std::fabs(double(y[i]) - ref[i]), 1e-5 * bound[i] + 1e-6)
+              << what << " isa=" << k::isa_name(isa) << " threads=" << threads << " batch=" << batch << " i=" << i;
+        }
+      }
+  }
+}
+
+template <class Format>
+void check_round_trip(const Format& f, const std::vector<float>& w, std::int64_t rows, std::int64_t cols,
+                      const std::string& what) {
+  std::vector<float> back(w.size(), 1.0f);
+  k::to_dense(f, back.data());
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    const float expect = w[i] == 0.0f ? 0.0f : w[i];  // -0.0 comes back as +0.0
+    ASSERT_EQ(std::memcmp(&back[i], &expect, 4), 0) << what << " at " << i;
+  }
+}
+
+const std::vector<Case> kShapes = {
+    {1, 1, 0.0},   {1, 37, 0.5},  {7, 1, 0.3},    {5, 5, 1.0},     {13, 70, 0.9},  {64, 64, 0.0},
+    {33, 129, 0.7}, {100, 300, 0.95}, {17, 1000, 0.5}, {3, 4096, 0.8}, {40, 96, 0.99},
+};
+
+}  // namespace
+
+TEST(Kernels, ReportsWhichIsasAreTested) {
+  std::string isas;
+  for (auto i : k::supported_isas()) isas += std::string(k::isa_name(i)) + " ";
+  std::printf("CPU features: %s\nkernel variants tested here: %s\n", k::cpu_features().c_str(), isas.c_str());
+  if (!k::isa_supported(k::Isa::Avx512))
+    std::printf("NOTE: this CPU has no AVX-512: the AVX-512 kernels are compiled but not run here\n");
+  EXPECT_TRUE(k::isa_supported(k::Isa::Scalar));
+}
+
+TEST(Kernels, CsrMatchesReference) {
+  std::mt19937 rng(1);
+  for (const auto& c : kShapes) {
+    auto w = random_sparse(c.rows, c.cols, c.sparsity, rng);
+    auto f = k::to_csr(w.data(), c.rows, c.cols);
+    check_round_trip(f, w, c.rows, c.cols, "csr");
+    check_all_variants(f, w, c.rows, c.cols, rng, "csr " + std::to_string(c.rows) + "x" + std::to_string(c.cols));
+  }
+  // Wide matrices use 32-bit column indices.
+  auto w = random_sparse(3, 70000, 0.99, rng);
+  auto f = k::to_csr(w.data(), 3, 70000);
+  EXPECT_FALSE(f.narrow());
+  check_round_trip(f, w, 3, 70000, "csr wide");
+  check_all_variants(f, w, 3, 70000, rng, "csr wide");
+}
+
+TEST(Kernels, BitmaskMatchesReference) {
+  std::mt19937 rng(2);
+  for (const auto& c : kShapes) {
+    auto w = random_sparse(c.rows, c.cols, c.sparsity, rng);
+    auto f = k::to_bitmask(w.data(), c.rows, c.cols);
+    check_round_trip(f, w, c.rows, c.cols, "bitmask");
+    check_all_variants(f, w, c.rows, c.cols, rng, "bitmask " + std::to_string(c.rows) + "x" + std::to_string(c.cols));
+  }
+}
+
+TEST(Kernels, BsrMatchesReference) {
+  std::mt19937 rng(3);
+  const std::pair<int, int> blocks[] = {{4, 4}, {8, 8}, {1, 4}, {4, 1}, {2, 8}, {3, 5}, {16, 4}};
+  for (auto [br, bc] : blocks)
+    for (const auto& c : kShapes) {
+      // Block-sparse: zero whole blocks, and a few zeros inside kept blocks.
+      auto w = random_sparse(c.rows, c.cols, 0.05, rng);
+      std::bernoulli_distribution drop(c.sparsity);
+      for (std::int64_t R = 0; R < c.rows; R += br)
+        for (std::int64_t C = 0; C < c.cols; C += bc)
+          if (drop(rng))
+            for (std::int64_t i = R; i < std::min<std::int64_t>(c.rows, R + br); ++i)
+              for (std::int64_t j = C; j < std::min<std::int64_t>(c.cols, C + bc); ++j) w[i * c.cols + j] = 0.0f;
+      auto f = k::to_bsr(w.data(), c.rows, c.cols, br, bc);
+      const std::string what = "bsr " + std::to_string(br) + "x" + std::to_string(bc) + " on " +
+                               std::to_string(c.rows) + "x" + std::to_string(c.cols);
+      check_round_trip(f, w, c.rows, c.cols, what);
+      check_all_variants(f, w, c.rows, c.cols, rng, what);
+    }
+}
+
+TEST(Kernels, NmMatchesReference) {
+  std::mt19937 rng(4);
+  const std::pair<int, int> nms[] = {{2, 4}, {4, 8}, {1, 4}, {2, 8}, {8, 16}};
+  const std::pair<int, int> shapes[] = {{1, 16}, {5, 32}, {9, 48}, {33, 64}, {64, 96}, {3, 4096}, {20, 200}};
+  for (auto [n, m] : nms)
+    for (auto [rows, cols] : shapes) {
+      if (cols % m) continue;
+      for (bool sparser : {false, true}) {
+        auto w = random_nm(rows, cols, n, m, rng, sparser);
+        auto f = k::to_nm(w.data(), rows, cols, n, m);
+        const std::string what = std::to_string(n) + ":" + std::to_string(m) + " on " + std::to_string(rows) + "x" +
+                                 std::to_string(cols);
+        check_round_trip(f, w, rows, cols, what);
+        check_all_variants(f, w, rows, cols, rng, what);
+      }
+    }
+}
+
+TEST(Kernels, NmRejectsMatricesThatBreakThePattern) {
+  std::vector<float> w = {1, 2, 3, 0, 1, 0, 0, 1};
+  EXPECT_THROW(k::to_nm(w.data(), 1, 8, 2, 4), std::invalid_argument);  // 3 non-zeros in a group of 4
+  EXPECT_THROW(k::to_nm(w.data(), 1, 6, 1, 4), std::invalid_argument);  // cols not a multiple of m
+}
+
+TEST(Kernels, DensePathMatchesReference) {
+  std::mt19937 rng(5);
+  for (const auto& c : kShapes) {
+    auto w = random_sparse(c.rows, c.cols, 0.0, rng);
+    for (std::int64_t batch : {1, 5}) {
+      std::vector<float> x(static_cast<std::size_t>(batch * c.cols), 0.5f), y(static_cast<std::size_t>(batch * c.rows));
+      std::vector<double> ref, bound;
+      reference(w, c.rows, c.cols, x, batch, ref, bound);
+      k::matmul_dense(w.data(), c.rows, c.cols, x.data(), batch, y.data(), {k::best_isa(), 2});
+      for (std::size_t i = 0; i < y.size(); ++i) ASSERT_LE(std::fabs(y[i] - ref[i]), 1e-5 * bound[i] + 1e-6);
+    }
+  }
+}
+
+TEST(Kernels, SizesFollowTheFormats) {
+  std::mt19937 rng(6);
+  auto w = random_sparse(300, 784, 0.9, rng);
+  auto csr = k::to_csr(w.data(), 300, 784);
+  EXPECT_EQ(csr.bytes(), csr.nnz() * 6 + 301 * 4);
+  auto bm = k::to_bitmask(w.data(), 300, 784);
+  EXPECT_EQ(bm.nnz(), csr.nnz());
+  EXPECT_EQ(bm.bytes(), 300u * 13 * 8 + csr.nnz() * 4 + 301 * 4);
+}
