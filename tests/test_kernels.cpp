@@ -7,6 +7,7 @@
 #include <cstring>
 #include <random>
 
+#include "kernels/kernels_internal.h"
 #include "prunus/kernels.h"
 
 namespace k = prunus::kernels;
@@ -120,12 +121,21 @@ TEST(Kernels, CsrMatchesReference) {
 
 TEST(Kernels, BitmaskMatchesReference) {
   std::mt19937 rng(2);
+  // The AVX-512 family has a VBMI2 path and a plain one: test both where the CPU allows.
+  const bool vbmi2 = prunus::kernels::avx512::g_use_vbmi2;
+  if (!vbmi2) std::printf("NOTE: no AVX-512 VBMI2 here: only the plain AVX-512 bitmask path is tested\n");
+  for (bool use : {false, true}) {
+    if (use && !vbmi2) continue;
+    prunus::kernels::avx512::g_use_vbmi2 = use;
   for (const auto& c : kShapes) {
     auto w = random_sparse(c.rows, c.cols, c.sparsity, rng);
     auto f = k::to_bitmask(w.data(), c.rows, c.cols);
     check_round_trip(f, w, c.rows, c.cols, "bitmask");
-    check_all_variants(f, w, c.rows, c.cols, rng, "bitmask " + std::to_string(c.rows) + "x" + std::to_string(c.cols));
+    check_all_variants(f, w, c.rows, c.cols, rng,
+                       std::string(use ? "vbmi2 " : "") + "bitmask " + std::to_string(c.rows) + "x" + std::to_string(c.cols));
   }
+  }
+  prunus::kernels::avx512::g_use_vbmi2 = vbmi2;
 }
 
 TEST(Kernels, BsrMatchesReference) {

@@ -1,6 +1,9 @@
 // AVX-512 (F, BW, VL, DQ) kernels. Compiled with those flags; called only when CPUID has them.
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "kernels_internal.h"
 #include "simd_batch.h"
 
@@ -47,6 +50,8 @@ float csr_dot(const Csr& w, const float* x, std::uint32_t begin, std::uint32_t e
 
 }  // namespace
 
+bool g_use_vbmi2 = __builtin_cpu_supports("avx512vbmi2") && !std::getenv("PRUNUS_NO_VBMI2");
+
 void csr(const Csr& w, const Args& a, std::int64_t r0, std::int64_t r1) {
   if (a.batch == 1) {
     for (std::int64_t r = r0; r < r1; ++r)
@@ -62,26 +67,41 @@ void csr(const Csr& w, const Args& a, std::int64_t r0, std::int64_t r1) {
 }
 
 void bitmask(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1) {
+  if (a.batch == 1 && g_use_vbmi2) return bitmask_gemv_vbmi2(w, a, r0, r1);
   if (a.batch == 1) {
+    // Branch-free: each 64-column word is four 16-column chunks; a chunk's values are
+    // expanded into their columns and multiplied with x densely. Offsets of the chunks'
+    // values come from popcounts on the mask word, so nothing waits on a branch.
+    const std::int64_t full_words = w.cols / 64;
     for (std::int64_t r = r0; r < r1; ++r) {
       const std::uint64_t* bits = &w.bits[r * w.words_per_row];
       const float* v = &w.values[w.row_ptr[r]];
-      __m512 acc = _mm512_setzero_ps();
-      for (std::int64_t wd = 0; wd < w.words_per_row; ++wd) {
+      __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(),
+             acc3 = _mm512_setzero_ps();
+      std::int64_t wd = 0;
+      for (; wd < full_words; ++wd) {
+        const std::uint64_t word = bits[wd];
+        const float* x = a.x + wd * 64;
+        const __mmask16 m0 = __mmask16(word), m1 = __mmask16(word >> 16), m2 = __mmask16(word >> 32),
+                        m3 = __mmask16(word >> 48);
+        const int p0 = __builtin_popcount(m0), p1 = p0 + __builtin_popcount(m1), p2 = p1 + __builtin_popcount(m2);
+        // values are padded by 16 floats, so these loads never leave the array.
+        acc0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m0, _mm512_loadu_ps(v)), _mm512_loadu_ps(x), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m1, _mm512_loadu_ps(v + p0)), _mm512_loadu_ps(x + 16), acc1);
+        acc2 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m2, _mm512_loadu_ps(v + p1)), _mm512_loadu_ps(x + 32), acc2);
+        acc3 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m3, _mm512_loadu_ps(v + p2)), _mm512_loadu_ps(x + 48), acc3);
+        v += __builtin_popcountll(word);
+      }
+      if (wd < w.words_per_row) {  // partial last word: masked x loads never read past x
         std::uint64_t word = bits[wd];
         const float* x = a.x + wd * 64;
-        while (word) {
-          // Next 16-column chunk holding a non-zero.
-          const int q = __builtin_ctzll(word) / 16;
-          const __mmask16 m = static_cast<__mmask16>(word >> (16 * q));
-          word &= ~(std::uint64_t{0xffff} << (16 * q));
-          // values are padded, so a full 16-float load never leaves the array.
-          const __m512 vals = _mm512_maskz_expand_ps(m, _mm512_loadu_ps(v));
-          acc = _mm512_fmadd_ps(vals, _mm512_maskz_loadu_ps(m, x + 16 * q), acc);
+        for (int q = 0; q < 4; ++q, word >>= 16) {
+          const __mmask16 m = __mmask16(word);
+          acc0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m, _mm512_loadu_ps(v)), _mm512_maskz_loadu_ps(m, x + 16 * q), acc0);
           v += __builtin_popcount(m);
         }
       }
-      a.y[r] = _mm512_reduce_add_ps(acc);
+      a.y[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
     }
     return;
   }

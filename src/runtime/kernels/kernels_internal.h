@@ -29,4 +29,11 @@ PRUNUS_KERNEL_FAMILY(avx2)
 PRUNUS_KERNEL_FAMILY(avx512)
 #undef PRUNUS_KERNEL_FAMILY
 
+namespace avx512 {
+// Whether the AVX-512 family may use VBMI2 (byte compress); set from CPUID, and tests turn
+// it off to check the plain AVX-512 path too.
+extern bool g_use_vbmi2;
+void bitmask_gemv_vbmi2(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1);
+}  // namespace avx512
+
 }  // namespace prunus::kernels
