@@ -60,6 +60,14 @@ grep -E '^fc3.weight .* 250 +75.00%' "$T/inspect" >/dev/null && ok "inspect fc3"
 grep -q 'metadata prunus.arch = lenet300' "$T/inspect" && ok "architecture stored with the weights" || bad "no arch metadata"
 "$PRUNUS" eval "$T/sparse.safetensors" --test-limit 500 | grep -q 'test accuracy' && ok "eval sparse" || bad "eval sparse"
 
+# The libtorch-free runtime gets the same accuracy as the libtorch evaluation.
+acc_eval=$("$PRUNUS" eval "$T/sparse.safetensors" --test-limit 500 | grep -o '[0-9.]*%' | head -1)
+"$PRUNUS" infer "$T/sparse.safetensors" --test-limit 500 --batch 16 >"$T/infer" 2>&1
+acc_rt=$(grep -o 'test accuracy [0-9.]*%' "$T/infer" | grep -o '[0-9.]*%')
+[[ -n "$acc_eval" && "$acc_eval" == "$acc_rt" ]] && ok "runtime accuracy equals libtorch ($acc_rt)" \
+  || bad "runtime accuracy '$acc_rt' vs eval '$acc_eval': $(tail -3 "$T/infer")"
+grep -qE '^fc1 +300x784 +58800 ' "$T/infer" && ok "infer lists each layer's format" || bad "infer table: $(head -4 "$T/infer")"
+
 # A failed run must not overwrite an existing output: prune to an impossible sparsity onto sparse.safetensors.
 cp "$T/sparse.safetensors" "$T/keep"
 expect_error "prune: sparsity out of range" "sparsity 1 is outside [0, 1)" \

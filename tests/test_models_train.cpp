@@ -261,3 +261,67 @@ TEST(Training, ResumingAnotherStagesCheckpointIsRefused) {
   EXPECT_NE(expect_input_error([&] { train_small(train, test, ck, false); }).find("from stage 'train'"),
             std::string::npos);
 }
+
+#include "prunus/runtime.h"
+
+TEST(Runtime, MatchesTheLibtorchForwardOnAPrunedModel) {
+  test::TempDir dir;
+  torch::manual_seed(3);
+  auto net = make_model("lenet300");
+  std::vector<PrunedParam> params;
+  for (auto& [name, w] : prunable_weights(*net)) params.push_back({name, w});
+  Sparsifier sp(params, make_criterion("magnitude"), make_pattern("unstructured"), make_scope("global"),
+                make_oneshot_schedule(0.9, 0));
+  sp.prune_to(0.9);
+  const auto path = dir.file("sparse.safetensors");
+  save_model(path, *net);
+  net->eval();
+  for (std::int64_t batch : {1, 32}) {
+    auto raw = torch::rand({batch, 1, 28, 28});
+    auto expect = net->forward((raw - data::kPixelMean) / data::kPixelStd).contiguous();
+    for (bool dense : {false, true}) {
+      runtime::LoadOptions lo;
+      lo.batch_hint = batch;
+      lo.dense = dense;
+      auto m = runtime::Model::load(path, lo);
+      ASSERT_EQ(m.input_size(), 784);
+      ASSERT_EQ(m.output_size(), 10);
+      auto got = m.forward(raw.data_ptr<float>(), batch);
+      auto g = torch::from_blob(got.data(), {batch, 10}).clone();
+      const double err = ((g - expect).abs() / expect.abs().clamp_min(1.0)).max().item<double>();
+      EXPECT_LT(err, 1e-4) << "dense=" << dense << " batch=" << batch;
+      EXPECT_TRUE(torch::equal(g.argmax(1), expect.argmax(1)));
+    }
+  }
+  // The runtime saw the zeros: 90% of the pruned weights are not stored densely.
+  auto m = runtime::Model::load(path);
+  std::int64_t nnz = 0, n = 0;
+  for (const auto& l : m.layers()) {
+    nnz += l.nnz;
+    n += l.rows * l.cols;
+  }
+  EXPECT_EQ(n - nnz, std::llround(0.9 * double(n)));
+}
+
+TEST(Runtime, RejectsModelsItCannotRunNamingTheFile) {
+  test::TempDir dir;
+  auto net = make_model("lenet5");  // no runtime graph yet
+  const auto path = dir.file("lenet5.safetensors");
+  save_model(path, *net);
+  EXPECT_NE(expect_input_error([&] { runtime::Model::load(path); }).find(path + ": no 'prunus.graph'"),
+            std::string::npos);
+  auto mlp = make_model("lenet300");
+  NamedTensors state;
+  for (const auto& p : mlp->named_parameters()) state.emplace_back(p.key(), p.value());
+  auto write_graph = [&](const std::string& graph) {
+    write_tensors(path, state, {{"prunus.arch", "lenet300"}, {"prunus.graph", graph}});
+    return expect_input_error([&] { runtime::Model::load(path); });
+  };
+  EXPECT_NE(write_graph("{not json").find("malformed"), std::string::npos);
+  EXPECT_NE(write_graph(R"({"input":[784],"ops":[{"op":"conv3d"}]})").find("unknown op 'conv3d'"), std::string::npos);
+  EXPECT_NE(write_graph(R"({"input":[700],"ops":[{"op":"linear","weight":"fc1.weight"}]})").find("expects 784 inputs"),
+            std::string::npos);
+  EXPECT_NE(write_graph(R"({"input":[784],"ops":[{"op":"linear","weight":"fc9.weight"}]})").find("missing tensor 'fc9.weight'"),
+            std::string::npos);
+  EXPECT_NE(write_graph(R"({"input":[784],"ops":[]})").find("no layers"), std::string::npos);
+}

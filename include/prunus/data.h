@@ -11,6 +11,9 @@ namespace prunus::data {
 
 // Where Debian's dataset-fashion-mnist package puts the files.
 inline constexpr const char* kDefaultFashionMnistDir = "/usr/share/datasets/fashion-mnist";
+// Per-pixel mean and std of the Fashion-MNIST training set (inputs are pixel / 255).
+inline constexpr float kPixelMean = 0.2860f;
+inline constexpr float kPixelStd = 0.3530f;
 
 struct Dataset {
   torch::Tensor images;  // [N, 1, 28, 28] float32, normalised

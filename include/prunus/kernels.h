@@ -99,3 +99,45 @@ void matmul_dense(const float* w, std::int64_t rows, std::int64_t cols, const fl
                   float* y, const Options& opt = {});
 
 }  // namespace prunus::kernels
+
+namespace prunus::kernels {
+
+// A weight matrix in whichever format runs fastest here: the applicable formats (dense
+// always; CSR and bitmask; BSR 4×4 when the zeros come in blocks; N:M when the rows obey
+// 2:4 or 4:8) are each timed on a few calls at the expected batch size, and the fastest
+// kept. Dense competes, so a sparse format is chosen only when it measured faster.
+class SparseLinear {
+ public:
+  enum class Format { Dense, Csr, Bitmask, Bsr, NM };
+  static const char* format_name(Format f);
+
+  static SparseLinear build(const float* w, std::int64_t rows, std::int64_t cols, std::int64_t batch_hint,
+                            const Options& opt = {});
+  // Always dense (OpenBLAS): the baseline the sparse formats are measured against.
+  static SparseLinear dense(const float* w, std::int64_t rows, std::int64_t cols, const Options& opt = {});
+  // Y[batch × rows] = X[batch × cols] · Wᵀ.
+  void forward(const float* x, std::int64_t batch, float* y) const;
+
+  Format format() const { return format_; }
+  std::int64_t rows() const { return rows_; }
+  std::int64_t cols() const { return cols_; }
+  std::int64_t nnz() const { return nnz_; }
+  std::uint64_t bytes() const;                        // of the chosen format
+  std::uint64_t dense_bytes() const { return std::uint64_t(rows_ * cols_) * 4; }
+  double measured_seconds() const { return seconds_; }        // chosen format, per call
+  double measured_dense_seconds() const { return dense_seconds_; }
+  double speedup() const { return seconds_ > 0 ? dense_seconds_ / seconds_ : 1.0; }
+
+ private:
+  Format format_ = Format::Dense;
+  std::int64_t rows_ = 0, cols_ = 0, nnz_ = 0;
+  Options opt_;
+  std::vector<float> dense_;
+  Csr csr_;
+  Bitmask bitmask_;
+  Bsr bsr_;
+  NM nm_;
+  double seconds_ = 0, dense_seconds_ = 0;
+};
+
+}  // namespace prunus::kernels

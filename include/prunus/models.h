@@ -22,6 +22,9 @@ class Net : public torch::nn::Module {
   explicit Net(std::string arch) : arch_(std::move(arch)) {}
   virtual torch::Tensor forward(torch::Tensor x) = 0;  // [N,1,28,28] → logits [N,10]
   const std::string& arch() const { return arch_; }
+  // The graph the libtorch-free runtime executes (prunus/runtime.h), as JSON over raw
+  // inputs (pixel / 255); empty when the runtime cannot run this architecture yet.
+  virtual std::string runtime_graph() const { return ""; }
 
  private:
   std::string arch_;

@@ -31,5 +31,6 @@ void add_finetune(CLI::App& app, Action& action);
 void add_eval(CLI::App& app, Action& action);
 void add_inspect(CLI::App& app, Action& action);
 void add_run(CLI::App& app, Action& action);
+void add_infer(CLI::App& app, Action& action);
 
 }  // namespace prunus::cli

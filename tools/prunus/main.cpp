@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   prunus::cli::add_finetune(app, action);
   prunus::cli::add_eval(app, action);
   prunus::cli::add_inspect(app, action);
+  prunus::cli::add_infer(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

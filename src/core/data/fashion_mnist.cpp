@@ -10,9 +10,8 @@ namespace prunus::data {
 namespace fs = std::filesystem;
 namespace {
 
-// Per-pixel mean and std of the Fashion-MNIST training set.
-constexpr float kMean = 0.2860f;
-constexpr float kStd = 0.3530f;
+constexpr float kMean = kPixelMean;
+constexpr float kStd = kPixelStd;
 
 std::string dir_of(const DataConfig& cfg) { return cfg.dir.empty() ? kDefaultFashionMnistDir : cfg.dir; }
 

@@ -71,6 +71,7 @@ void save_model(const std::string& path, Net& net, const std::map<std::string, s
   meta["prunus.arch"] = net.arch();
   meta["prunus.format"] = "1";
   meta["prunus.version"] = version();
+  if (auto g = net.runtime_graph(); !g.empty()) meta["prunus.graph"] = g;
   write_tensors(path, state_of(net), meta);
 }
 

@@ -1,6 +1,7 @@
 // The model zoo. Layer names are the torch names that appear in model files.
 #include <fmt/format.h>
 
+#include "prunus/data.h"
 #include "prunus/io.h"
 #include "prunus/models.h"
 #include "prunus/recipe.h"
@@ -18,6 +19,14 @@ class LeNet300 : public Net {
     fc1 = register_module("fc1", nn::Linear(784, 300));
     fc2 = register_module("fc2", nn::Linear(300, 100));
     fc3 = register_module("fc3", nn::Linear(100, 10));
+  }
+  std::string runtime_graph() const override {
+    return fmt::format(
+        R"({{"input":[1,28,28],"ops":[{{"op":"normalize","mean":{},"std":{}}},{{"op":"flatten"}},)"
+        R"({{"op":"linear","weight":"fc1.weight","bias":"fc1.bias"}},{{"op":"relu"}},)"
+        R"({{"op":"linear","weight":"fc2.weight","bias":"fc2.bias"}},{{"op":"relu"}},)"
+        R"({{"op":"linear","weight":"fc3.weight","bias":"fc3.bias"}}]}})",
+        data::kPixelMean, data::kPixelStd);
   }
   torch::Tensor forward(torch::Tensor x) override {
     x = x.flatten(1);

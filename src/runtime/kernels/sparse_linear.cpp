@@ -1,0 +1,122 @@
+// Format choice by measurement: the zeros must pay on this machine, or the layer stays dense.
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <limits>
+#include <stdexcept>
+
+#include "prunus/kernels.h"
+
+namespace prunus::kernels {
+namespace {
+
+// Best of a few timed calls (after one warm-up): robust to a stray interrupt.
+double time_call(const std::function<void()>& call) {
+  call();
+  double best = std::numeric_limits<double>::infinity();
+  for (int i = 0; i < 5; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    call();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+}  // namespace
+
+const char* SparseLinear::format_name(Format f) {
+  switch (f) {
+    case Format::Dense: return "dense";
+    case Format::Csr: return "csr";
+    case Format::Bitmask: return "bitmask";
+    case Format::Bsr: return "bsr4x4";
+    case Format::NM: return "n:m";
+  }
+  return "?";
+}
+
+std::uint64_t SparseLinear::bytes() const {
+  switch (format_) {
+    case Format::Dense: return dense_bytes();
+    case Format::Csr: return csr_.bytes();
+    case Format::Bitmask: return bitmask_.bytes();
+    case Format::Bsr: return bsr_.bytes();
+    case Format::NM: return nm_.bytes();
+  }
+  return 0;
+}
+
+void SparseLinear::forward(const float* x, std::int64_t batch, float* y) const {
+  switch (format_) {
+    case Format::Dense: return matmul_dense(dense_.data(), rows_, cols_, x, batch, y, opt_);
+    case Format::Csr: return matmul(csr_, x, batch, y, opt_);
+    case Format::Bitmask: return matmul(bitmask_, x, batch, y, opt_);
+    case Format::Bsr: return matmul(bsr_, x, batch, y, opt_);
+    case Format::NM: return matmul(nm_, x, batch, y, opt_);
+  }
+}
+
+SparseLinear SparseLinear::dense(const float* w, std::int64_t rows, std::int64_t cols, const Options& opt) {
+  SparseLinear s;
+  s.rows_ = rows;
+  s.cols_ = cols;
+  s.opt_ = opt;
+  for (std::int64_t i = 0; i < rows * cols; ++i) s.nnz_ += w[i] != 0.0f;
+  s.dense_.assign(w, w + rows * cols);
+  return s;
+}
+
+SparseLinear SparseLinear::build(const float* w, std::int64_t rows, std::int64_t cols, std::int64_t batch_hint,
+                                 const Options& opt) {
+  SparseLinear s;
+  s.rows_ = rows;
+  s.cols_ = cols;
+  s.opt_ = opt;
+  for (std::int64_t i = 0; i < rows * cols; ++i) s.nnz_ += w[i] != 0.0f;
+  const std::int64_t batch = std::max<std::int64_t>(1, batch_hint);
+  std::vector<float> x(static_cast<std::size_t>(batch * cols), 1.0f), y(static_cast<std::size_t>(batch * rows));
+
+  std::vector<float> dense(w, w + rows * cols);
+  s.dense_seconds_ = time_call([&] { matmul_dense(dense.data(), rows, cols, x.data(), batch, y.data(), opt); });
+  double best = s.dense_seconds_;
+  Format best_format = Format::Dense;
+  auto consider = [&](Format f, double t) {
+    if (t < best) {
+      best = t;
+      best_format = f;
+    }
+  };
+  if (s.nnz_ < rows * cols) {
+    Csr csr = to_csr(w, rows, cols);
+    consider(Format::Csr, time_call([&] { matmul(csr, x.data(), batch, y.data(), opt); }));
+    Bitmask bm = to_bitmask(w, rows, cols);
+    consider(Format::Bitmask, time_call([&] { matmul(bm, x.data(), batch, y.data(), opt); }));
+    Bsr bsr = to_bsr(w, rows, cols, 4, 4);
+    if (bsr.values.size() <= static_cast<std::size_t>(s.nnz_) * 5 / 4)  // zeros come in blocks
+      consider(Format::Bsr, time_call([&] { matmul(bsr, x.data(), batch, y.data(), opt); }));
+    NM nm;
+    bool have_nm = false;
+    for (auto [n, m] : {std::pair{2, 4}, std::pair{4, 8}}) {
+      if (have_nm || cols % m) continue;
+      try {
+        nm = to_nm(w, rows, cols, n, m);
+        have_nm = true;
+      } catch (const std::invalid_argument&) {
+      }
+    }
+    if (have_nm) consider(Format::NM, time_call([&] { matmul(nm, x.data(), batch, y.data(), opt); }));
+    switch (best_format) {
+      case Format::Csr: s.csr_ = std::move(csr); break;
+      case Format::Bitmask: s.bitmask_ = std::move(bm); break;
+      case Format::Bsr: s.bsr_ = std::move(bsr); break;
+      case Format::NM: s.nm_ = std::move(nm); break;
+      case Format::Dense: break;
+    }
+  }
+  s.format_ = best_format;
+  s.seconds_ = best;
+  if (best_format == Format::Dense) s.dense_ = std::move(dense);
+  return s;
+}
+
+}  // namespace prunus::kernels

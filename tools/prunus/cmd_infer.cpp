@@ -1,0 +1,108 @@
+// prunus infer: the libtorch-free runtime on the Fashion-MNIST test set — accuracy, the
+// format each layer got, and latency against the runtime's own dense path.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "prunus/idx.h"
+#include "prunus/io.h"
+#include "prunus/report.h"
+#include "prunus/runtime.h"
+
+namespace prunus::cli {
+namespace {
+
+struct Options {
+  std::string model;
+  std::string data = "/usr/share/datasets/fashion-mnist";
+  std::int64_t limit = 0;
+  std::int64_t batch = 1;
+  int threads = 1;
+  bool dense = false;
+};
+
+std::string find(const std::string& dir, const std::string& stem) {
+  for (const char* ext : {".gz", ""})
+    if (std::filesystem::exists(dir + "/" + stem + ext)) return dir + "/" + stem + ext;
+  fail(dir + "/" + stem + ".gz", "dataset file not found (install dataset-fashion-mnist or pass --data DIR)");
+}
+
+// Mean seconds per forward of `batch` rows.
+double latency(const runtime::Model& m, const std::vector<float>& x, std::int64_t batch) {
+  m.forward(x.data(), batch);
+  int reps = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  double elapsed = 0;
+  while (elapsed < 0.3 || reps < 20) {
+    m.forward(x.data(), batch);
+    ++reps;
+    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  return elapsed / reps;
+}
+
+int infer(const Options& o) {
+  runtime::LoadOptions lo;
+  lo.batch_hint = o.batch;
+  lo.dense = o.dense;
+  lo.kernel.threads = o.threads;
+  auto model = runtime::Model::load(o.model, lo);
+  const auto images = idx::read(find(o.data, "t10k-images-idx3-ubyte"));
+  const auto labels = idx::read(find(o.data, "t10k-labels-idx1-ubyte"));
+  if (images.dims.size() != 3 || std::int64_t(images.dims[1]) * images.dims[2] != model.input_size())
+    fail(o.data, fmt::format("test images do not have the model's {} inputs", model.input_size()));
+  std::int64_t n = std::min<std::int64_t>(images.dims[0], labels.dims[0]);
+  if (o.limit > 0) n = std::min(n, o.limit);
+  const std::int64_t in = model.input_size();
+  std::vector<float> x(static_cast<std::size_t>(n * in));
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = images.data[i] / 255.0f;
+  std::int64_t correct = 0;
+  for (std::int64_t i = 0; i < n; i += o.batch) {
+    const std::int64_t b = std::min(o.batch, n - i);
+    const auto logits = model.forward(x.data() + i * in, b);
+    for (std::int64_t k = 0; k < b; ++k) {
+      const float* row = logits.data() + k * model.output_size();
+      std::int64_t arg = 0;
+      for (std::int64_t c = 1; c < model.output_size(); ++c)
+        if (row[c] > row[arg]) arg = c;
+      correct += arg == labels.data[i + k];
+    }
+  }
+  std::vector<std::vector<std::string>> table{{"layer", "shape", "nnz", "format", "bytes", "dense bytes", "speed-up"}};
+  for (const auto& l : model.layers())
+    table.push_back({l.name, fmt::format("{}x{}", l.rows, l.cols), std::to_string(l.nnz), l.format,
+                     report::human_bytes(l.bytes), report::human_bytes(l.dense_bytes),
+                     l.seconds > 0 ? fmt::format("{:.2f}x", l.dense_seconds / l.seconds) : "-"});
+  std::printf("%s", report::text_table(table).c_str());
+  // End to end at the batch size, against the same model with every layer dense.
+  lo.dense = true;
+  auto dense_model = runtime::Model::load(o.model, lo);
+  const std::int64_t b = std::min(o.batch, n);
+  const double t = latency(model, x, b), td = latency(dense_model, x, b);
+  std::printf("%s: test accuracy %.2f%% (%lld samples, runtime, no libtorch)\n", o.model.c_str(),
+              100.0 * double(correct) / double(n), static_cast<long long>(n));
+  std::printf("batch %lld, %d thread(s): %.1f us per forward (dense runtime path %.1f us): %.2fx\n",
+              static_cast<long long>(b), o.threads, t * 1e6, td * 1e6, td / t);
+  return 0;
+}
+
+}  // namespace
+
+void add_infer(CLI::App& app, Action& action) {
+  auto o = std::make_shared<Options>();
+  auto* cmd = app.add_subcommand(
+      "infer", "Run a model in the libtorch-free runtime on the Fashion-MNIST test set: accuracy, per-layer format "
+               "(chosen by measurement), latency against the dense path");
+  cmd->add_option("model", o->model, "Model file (safetensors with prunus.graph)")->required();
+  cmd->add_option("--data", o->data, "Dataset directory")->capture_default_str();
+  cmd->add_option("--test-limit", o->limit, "Use only the first N test samples");
+  cmd->add_option("--batch", o->batch, "Batch size (formats are chosen for it)")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--threads", o->threads, "Kernel threads")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_flag("--dense", o->dense, "Keep every layer dense");
+  cmd->callback([&action, o] { action = [o] { return infer(*o); }; });
+}
+
+}  // namespace prunus::cli
