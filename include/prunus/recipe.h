@@ -121,6 +121,30 @@ struct EvalResult {
 };
 EvalResult eval_job(const std::string& model_path, const DataConfig& data, int threads);
 
+// ------------------------------------------------------------------ language models (llm/jobs.cpp)
+struct LlmTextOptions {
+  std::string tokenizer;    // empty: tok<vocab>.bin beside the model
+  int threads = 0;
+};
+int perplexity_job(const std::string& model, const std::string& text, std::int64_t context, std::int64_t max_windows,
+                   const LlmTextOptions& o);
+int generate_job(const std::string& model, std::int64_t steps, const LlmTextOptions& o);
+struct OneShotJob {
+  std::string model, out, calib;
+  std::string method = "wanda";   // magnitude | wanda | sparsegpt
+  double sparsity = 0.5;
+  std::string nm;                 // "2:4", "4:8", ... (overrides sparsity)
+  std::string magnitude_scope = "row";
+  std::int64_t nsamples = 64, seqlen = 0;
+  std::uint64_t seed = 0;
+  double damp = 0.01;
+  std::int64_t blocksize = 128;
+  std::string report;             // JSON report path (optional)
+  LlmTextOptions text;
+  bool progress = true;
+};
+int oneshot_job(const OneShotJob& job);
+
 std::vector<std::string> model_names();
 std::vector<std::string> criterion_names();
 std::vector<std::string> pattern_names();

@@ -32,5 +32,6 @@ void add_eval(CLI::App& app, Action& action);
 void add_inspect(CLI::App& app, Action& action);
 void add_run(CLI::App& app, Action& action);
 void add_infer(CLI::App& app, Action& action);
+void add_llm(CLI::App& app, Action& action);
 
 }  // namespace prunus::cli

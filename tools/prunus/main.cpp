@@ -1,5 +1,7 @@
 // prunus <verb> — one binary, thin over the library. Bad input: one line on stderr naming
 // the file and the problem, exit code 2.
+#include <malloc.h>
+
 #include <cstdio>
 #include <exception>
 #include <memory>
@@ -18,6 +20,11 @@ std::string first_line(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Keep large blocks (activations, attention scores) in the heap instead of an mmap per
+  // allocation: LLM evaluation otherwise spends half its time in page faults.
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  mallopt(M_TOP_PAD, 64 << 20);
   CLI::App app{"Prunus: turn dense neural networks into sparse ones, and make them faster.", "prunus"};
   app.set_version_flag("--version", std::string("prunus ") + prunus::version());
   app.require_subcommand(1);
@@ -29,6 +36,7 @@ int main(int argc, char** argv) {
   prunus::cli::add_eval(app, action);
   prunus::cli::add_inspect(app, action);
   prunus::cli::add_infer(app, action);
+  prunus::cli::add_llm(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -1,0 +1,65 @@
+// prunus/llama2c.h — llama2.c checkpoints and tokenizers (Karpathy's llama2.c formats).
+// Part of prunus_runtime: no libtorch.
+//
+// Checkpoint: 7 little-endian int32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads,
+// vocab_size — negative when the classifier is stored separately —, seq_len), then fp32
+// tensors in run.c order: tok_embeddings [vocab, dim], rms_att [L, dim], wq [L, dim, dim],
+// wk [L, kv_dim, dim], wv [L, kv_dim, dim], wo [L, dim, dim], rms_ffn [L, dim],
+// w1 [L, hidden, dim], w2 [L, dim, hidden], w3 [L, hidden, dim], rms_final [dim],
+// freq_cis_real and freq_cis_imag [seq_len, head_size/2] (ignored), [wcls [vocab, dim]].
+// Linear weights are (out, in) row-major.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace prunus::llama2c {
+
+struct Config {
+  std::int32_t dim = 0, hidden_dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, vocab_size = 0, seq_len = 0;
+  bool shared_classifier = true;
+  std::int32_t head_size() const { return n_heads ? dim / n_heads : 0; }
+  std::int32_t kv_dim() const { return n_heads ? dim / n_heads * n_kv_heads : 0; }
+};
+
+// One named tensor of the checkpoint, in Hugging Face LLaMA naming
+// (model.layers.{i}.self_attn.q_proj.weight, ...), fp32 row-major.
+struct Tensor {
+  std::vector<std::int64_t> shape;
+  std::vector<float> data;
+};
+
+struct Checkpoint {
+  Config config;
+  std::map<std::string, Tensor> tensors;  // per layer, HF names; lm_head.weight only if not shared
+};
+
+// Validates the header (positive sizes, dim divisible by n_heads, n_heads divisible by
+// n_kv_heads, even head size, sizes that fit in memory), that the file size is exactly what
+// the header implies, and that every value is finite. InputError naming the file.
+Checkpoint read_checkpoint(const std::string& path);
+// Writes the checkpoint atomically (RoPE tables regenerated as llama2.c's export does).
+void write_checkpoint(const std::string& path, const Checkpoint& ckpt);
+// The HF-style names of the linear weights of layer i, in checkpoint order.
+std::vector<std::string> layer_linear_names(int layer);
+
+// llama2.c tokenizer: int32 max_token_length, then per token: float score, int32 len, bytes.
+class Tokenizer {
+ public:
+  static Tokenizer read(const std::string& path, std::int32_t vocab_size);
+  // BPE as llama2.c's encode: a dummy-prefix space, UTF-8 code points (unknown ones as
+  // byte tokens <0xXX> = byte + 3), then merges of the best-scoring pair until none.
+  std::vector<std::int32_t> encode(const std::string& text, bool bos, bool eos) const;
+  std::string decode_token(std::int32_t prev, std::int32_t token) const;
+  std::int32_t vocab_size() const { return static_cast<std::int32_t>(vocab_.size()); }
+  static constexpr std::int32_t kBos = 1, kEos = 2;
+
+ private:
+  std::vector<std::string> vocab_;
+  std::vector<float> scores_;
+  std::map<std::string, std::int32_t> lookup_;
+};
+
+}  // namespace prunus::llama2c

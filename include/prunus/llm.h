@@ -1,0 +1,104 @@
+// prunus/llm.h — LLaMA-family language models in libtorch: forward, perplexity, greedy
+// generation, and one-shot pruning (magnitude, Wanda, SparseGPT; unstructured and N:M),
+// layer by layer on calibration text.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "prunus/llama2c.h"
+
+namespace prunus::llm {
+
+struct Config {
+  std::int64_t dim = 0, hidden_dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, vocab_size = 0, seq_len = 0;
+  bool shared_classifier = true;
+  double norm_eps = 1e-5;
+  double rope_theta = 10000.0;
+  std::int64_t head_size() const { return dim / n_heads; }
+};
+
+// Weights by Hugging Face LLaMA names (model.layers.{i}.self_attn.q_proj.weight, ...), fp32.
+struct Model {
+  Config config;
+  std::map<std::string, torch::Tensor> weights;
+
+  const torch::Tensor& w(const std::string& name) const;
+  torch::Tensor embed(const torch::Tensor& tokens) const;                  // [B,T] → [B,T,D]
+  // One decoder block. When `observe` is set it receives each linear's input (by weight
+  // name) as [B·T, in] before the product: calibration hooks.
+  using Observer = std::function<void(const std::string& weight, const torch::Tensor& input)>;
+  torch::Tensor block(int layer, const torch::Tensor& x, const Observer& observe = nullptr) const;
+  torch::Tensor logits(const torch::Tensor& x) const;                       // final norm + classifier
+  torch::Tensor forward(const torch::Tensor& tokens) const;                 // [B,T] → [B,T,V]
+  std::vector<std::string> linear_names(int layer) const;
+};
+
+Model from_llama2c(const llama2c::Checkpoint& ck);
+llama2c::Checkpoint to_llama2c(const Model& m);
+Model load(const std::string& path);   // llama2.c .bin (HF folders: see the LLM issue)
+void save(const std::string& path, const Model& m);
+
+// The default perplexity protocol: each non-empty line of the text is one document,
+// encoded with BOS and the tokenizer's leading space; documents are concatenated.
+std::vector<std::int32_t> tokenize_documents(const std::string& text_path, const llama2c::Tokenizer& tok);
+
+struct Perplexity {
+  double perplexity = 0;
+  double mean_nll = 0;
+  std::int64_t tokens = 0;      // tokens in the stream
+  std::int64_t windows = 0;     // windows of `context` tokens scored
+  std::int64_t predicted = 0;   // positions predicted (context − 1 per window)
+};
+// Non-overlapping windows of `context` tokens (a last partial window is dropped), each
+// scored independently; perplexity = exp(mean NLL over all predicted positions).
+Perplexity perplexity(const Model& m, const std::vector<std::int32_t>& tokens, std::int64_t context,
+                      std::int64_t batch = 8);
+
+std::vector<std::int32_t> generate_greedy(const Model& m, std::int64_t steps);
+
+// ------------------------------------------------------------------ one-shot pruning
+struct OneShotConfig {
+  std::string method = "wanda";       // magnitude | wanda | sparsegpt
+  double sparsity = 0.5;              // unstructured target (ignored for N:M)
+  std::int64_t n = 0, m = 0;          // N:M when m > 0: keep n of every m inputs
+  std::string magnitude_scope = "row";  // magnitude: row | layer
+  std::int64_t nsamples = 64;         // calibration windows
+  std::int64_t seqlen = 0;            // 0: the model's context
+  std::uint64_t seed = 0;
+  double damp = 0.01;                 // SparseGPT: fraction of the mean Hessian diagonal
+  std::int64_t blocksize = 128;       // SparseGPT: columns per lazy batch
+  bool progress = true;
+};
+
+struct LayerResult {
+  std::string name;
+  std::int64_t numel = 0, zeros = 0;
+  double seconds = 0;
+  double damp = 0;  // SparseGPT's dampening actually used
+};
+struct OneShotResult {
+  std::vector<LayerResult> layers;
+  double seconds = 0;
+  double calib_seconds = 0;
+  std::int64_t peak_rss_bytes = 0;
+};
+
+// Prunes every decoder linear (embeddings and classifier are kept), block by block: block l
+// is calibrated on the outputs of the already-pruned blocks before it.
+OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, const OneShotConfig& cfg);
+
+// Per-layer primitives (exposed for tests).
+torch::Tensor wanda_mask(const torch::Tensor& w, const torch::Tensor& col_sq_norm, const OneShotConfig& cfg);
+torch::Tensor magnitude_mask(const torch::Tensor& w, const OneShotConfig& cfg);
+// Prunes w in place given H = Σ x xᵀ / n; returns the dampening used.
+double sparsegpt_prune(torch::Tensor& w, torch::Tensor h, const OneShotConfig& cfg, const std::string& name);
+
+std::int64_t peak_rss_bytes();
+
+}  // namespace prunus::llm

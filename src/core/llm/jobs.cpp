@@ -1,0 +1,118 @@
+// The LLM verbs: perplexity, generate, oneshot. Inputs are validated before any write.
+#include <cstdio>
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "prunus/io.h"
+#include "prunus/llm.h"
+#include "prunus/recipe.h"
+#include "prunus/report.h"
+
+namespace prunus {
+namespace fs = std::filesystem;
+
+namespace {
+
+llama2c::Tokenizer tokenizer_for(const std::string& model_path, const llm::Model& m, const LlmTextOptions& o) {
+  std::string path = o.tokenizer;
+  if (path.empty()) {
+    path = (fs::path(model_path).parent_path() / fmt::format("tok{}.bin", m.config.vocab_size)).string();
+    if (!fs::exists(path)) fail(model_path, fmt::format("no tokenizer given and {} does not exist (pass --tokenizer)", path));
+  }
+  return llama2c::Tokenizer::read(path, static_cast<std::int32_t>(m.config.vocab_size));
+}
+
+void threads(int n) {
+  if (n > 0) torch::set_num_threads(n);
+}
+
+}  // namespace
+
+int perplexity_job(const std::string& model, const std::string& text, std::int64_t context, std::int64_t max_windows,
+                   const LlmTextOptions& o) {
+  threads(o.threads);
+  auto m = llm::load(model);
+  auto tok = tokenizer_for(model, m, o);
+  auto tokens = llm::tokenize_documents(text, tok);
+  if (context <= 0) context = m.config.seq_len;
+  if (context > m.config.seq_len) fail("--context", fmt::format("{} exceeds the model's {}", context, m.config.seq_len));
+  auto r = llm::perplexity(m, max_windows > 0 && std::int64_t(tokens.size()) > max_windows * context
+                                ? std::vector<std::int32_t>(tokens.begin(), tokens.begin() + max_windows * context)
+                                : tokens,
+                            context);
+  if (max_windows > 0) r.tokens = static_cast<std::int64_t>(tokens.size());
+  std::printf("%s on %s: %lld tokens, %lld windows of %lld, %lld predicted; perplexity %.4f\n", model.c_str(),
+              text.c_str(), static_cast<long long>(r.tokens), static_cast<long long>(r.windows),
+              static_cast<long long>(context), static_cast<long long>(r.predicted), r.perplexity);
+  return 0;
+}
+
+int generate_job(const std::string& model, std::int64_t steps, const LlmTextOptions& o) {
+  threads(o.threads);
+  auto m = llm::load(model);
+  auto tok = tokenizer_for(model, m, o);
+  const auto out = llm::generate_greedy(m, steps);
+  std::string text;
+  for (std::size_t i = 1; i < out.size(); ++i) text += tok.decode_token(out[i - 1], out[i]);
+  std::printf("%s\n", text.c_str());
+  return 0;
+}
+
+int oneshot_job(const OneShotJob& job) {
+  threads(job.text.threads);
+  llm::OneShotConfig cfg;
+  cfg.method = job.method;
+  cfg.sparsity = job.sparsity;
+  cfg.magnitude_scope = job.magnitude_scope;
+  cfg.nsamples = job.nsamples;
+  cfg.seqlen = job.seqlen;
+  cfg.seed = job.seed;
+  cfg.damp = job.damp;
+  cfg.blocksize = job.blocksize;
+  cfg.progress = job.progress;
+  if (!job.nm.empty()) {
+    if (std::sscanf(job.nm.c_str(), "%lld:%lld", reinterpret_cast<long long*>(&cfg.n), reinterpret_cast<long long*>(&cfg.m)) != 2 ||
+        !(cfg.n > 0 && cfg.n < cfg.m && cfg.m <= 16))
+      fail("--nm " + job.nm, "expected N:M with 0 < N < M <= 16, e.g. 2:4");
+  }
+  if (cfg.magnitude_scope != "row" && cfg.magnitude_scope != "layer")
+    fail("--scope " + cfg.magnitude_scope, "expected row or layer");
+  if (job.out.empty()) fail("--out", "an output file is required");
+  if (auto dir = fs::path(job.out).parent_path(); !dir.empty() && !fs::is_directory(dir))
+    fail(job.out, "output directory does not exist");
+  if (cfg.nsamples < 1) fail("--nsamples", "must be at least 1");
+  if (cfg.damp <= 0) fail("--damp", "must be positive");
+  if (cfg.blocksize < 1) fail("--blocksize", "must be at least 1");
+  auto m = llm::load(job.model);
+  std::vector<std::int32_t> calib;
+  if (cfg.method != "magnitude") {
+    if (job.calib.empty()) fail("--calib", fmt::format("{} needs calibration text", cfg.method));
+    calib = llm::tokenize_documents(job.calib, tokenizer_for(job.model, m, job.text));
+  }
+  const auto r = llm::oneshot(m, calib, cfg);
+  llm::save(job.out, m);
+  std::int64_t n = 0, z = 0;
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& l : r.layers) {
+    n += l.numel;
+    z += l.zeros;
+    layers.push_back({{"name", l.name}, {"numel", l.numel}, {"zeros", l.zeros}, {"seconds", l.seconds}, {"damp", l.damp}});
+  }
+  std::printf("%s %s: %lld of %lld decoder-linear weights zero (%.2f%%); %.2f s (calibration forward %.2f s); "
+              "peak RSS %s; wrote %s\n",
+              cfg.method.c_str(), job.nm.empty() ? fmt::format("{:.0f}%", 100 * cfg.sparsity).c_str() : job.nm.c_str(),
+              static_cast<long long>(z), static_cast<long long>(n), 100.0 * double(z) / double(n), r.seconds,
+              r.calib_seconds, report::human_bytes(static_cast<std::uint64_t>(r.peak_rss_bytes)).c_str(), job.out.c_str());
+  if (!job.report.empty()) {
+    nlohmann::json rep = {{"model", job.model}, {"method", cfg.method}, {"sparsity", cfg.sparsity}, {"nm", job.nm},
+                          {"nsamples", cfg.nsamples}, {"seqlen", cfg.seqlen}, {"seed", cfg.seed},
+                          {"seconds", r.seconds}, {"calib_seconds", r.calib_seconds},
+                          {"peak_rss_bytes", r.peak_rss_bytes}, {"layers", layers}};
+    atomic_write(job.report, rep.dump(2) + "\n");
+  }
+  return 0;
+}
+
+}  // namespace prunus

@@ -1,0 +1,226 @@
+#include "prunus/llama2c.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "prunus/io.h"
+
+namespace prunus::llama2c {
+namespace {
+
+std::vector<std::pair<std::string, std::vector<std::int64_t>>> layout(const Config& c) {
+  const std::int64_t d = c.dim, h = c.hidden_dim, kv = c.kv_dim(), v = c.vocab_size;
+  std::vector<std::pair<std::string, std::vector<std::int64_t>>> out;
+  out.push_back({"model.embed_tokens.weight", {v, d}});
+  auto per_layer = [&](const char* fmt_name, std::vector<std::int64_t> shape) {
+    for (int l = 0; l < c.n_layers; ++l) out.push_back({fmt::format(fmt::runtime(fmt_name), l), shape});
+  };
+  per_layer("model.layers.{}.input_layernorm.weight", {d});
+  per_layer("model.layers.{}.self_attn.q_proj.weight", {d, d});
+  per_layer("model.layers.{}.self_attn.k_proj.weight", {kv, d});
+  per_layer("model.layers.{}.self_attn.v_proj.weight", {kv, d});
+  per_layer("model.layers.{}.self_attn.o_proj.weight", {d, d});
+  per_layer("model.layers.{}.post_attention_layernorm.weight", {d});
+  per_layer("model.layers.{}.mlp.gate_proj.weight", {h, d});
+  per_layer("model.layers.{}.mlp.down_proj.weight", {d, h});
+  per_layer("model.layers.{}.mlp.up_proj.weight", {h, d});
+  out.push_back({"model.norm.weight", {d}});
+  return out;
+}
+
+std::int64_t numel(const std::vector<std::int64_t>& s) {
+  std::int64_t n = 1;
+  for (auto d : s) n *= d;
+  return n;
+}
+
+}  // namespace
+
+std::vector<std::string> layer_linear_names(int l) {
+  std::vector<std::string> n;
+  for (const char* s : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+                        "mlp.down_proj", "mlp.up_proj"})
+    n.push_back(fmt::format("model.layers.{}.{}.weight", l, s));
+  return n;
+}
+
+Checkpoint read_checkpoint(const std::string& path) {
+  MappedFile f(path);
+  if (f.size() < 28) fail(path, fmt::format("not a llama2.c checkpoint: {} bytes, shorter than the 28-byte header", f.size()));
+  std::int32_t h[7];
+  std::memcpy(h, f.data(), 28);
+  Checkpoint ck;
+  Config& c = ck.config;
+  c.dim = h[0];
+  c.hidden_dim = h[1];
+  c.n_layers = h[2];
+  c.n_heads = h[3];
+  c.n_kv_heads = h[4];
+  c.shared_classifier = h[5] > 0;
+  c.vocab_size = h[5] == std::numeric_limits<std::int32_t>::min() ? 0 : std::abs(h[5]);
+  c.seq_len = h[6];
+  const std::string hdr = fmt::format("dim={} hidden_dim={} n_layers={} n_heads={} n_kv_heads={} vocab_size={} seq_len={}",
+                                      h[0], h[1], h[2], h[3], h[4], h[5], h[6]);
+  if (c.dim <= 0 || c.hidden_dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.vocab_size <= 0 ||
+      c.seq_len <= 0)
+    fail(path, "not a llama2.c checkpoint: header has non-positive sizes (" + hdr + ")");
+  if (c.dim > 65536 || c.hidden_dim > 262144 || c.n_layers > 1024 || c.vocab_size > 1 << 20 || c.seq_len > 1 << 20)
+    fail(path, "llama2.c header sizes are implausibly large (" + hdr + ")");
+  if (c.dim % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0 || c.head_size() % 2 != 0)
+    fail(path, "llama2.c header is inconsistent: dim must divide into heads, heads into kv heads, head size even (" +
+                   hdr + ")");
+  auto tensors = layout(c);
+  std::int64_t floats = 0;
+  for (const auto& [n, s] : tensors) floats += numel(s);
+  const std::int64_t rope = std::int64_t(c.seq_len) * c.head_size() / 2 * 2;
+  floats += rope;
+  if (!c.shared_classifier) floats += std::int64_t(c.vocab_size) * c.dim;
+  const std::uint64_t expect = 28 + std::uint64_t(floats) * 4;
+  if (f.size() != expect)
+    fail(path, fmt::format("file is {} bytes but its header ({}) implies {}{}", f.size(), hdr, expect,
+                           f.size() < expect ? " (truncated)" : " (trailing bytes)"));
+  const std::uint8_t* p = f.data() + 28;
+  auto take = [&](const std::string& name, const std::vector<std::int64_t>& shape) {
+    Tensor t;
+    t.shape = shape;
+    t.data.resize(static_cast<std::size_t>(numel(shape)));
+    std::memcpy(t.data.data(), p, t.data.size() * 4);
+    p += t.data.size() * 4;
+    for (float v : t.data)
+      if (!std::isfinite(v)) fail(path, fmt::format("tensor {} contains NaN or Inf", name));
+    return t;
+  };
+  // run.c's order: all layers of one kind, then the next kind; split per layer here.
+  for (const auto& [name, shape] : tensors) ck.tensors[name] = take(name, shape);
+  p += rope * 4;
+  if (!c.shared_classifier) ck.tensors["lm_head.weight"] = take("lm_head.weight", {c.vocab_size, c.dim});
+  return ck;
+}
+
+void write_checkpoint(const std::string& path, const Checkpoint& ck) {
+  const Config& c = ck.config;
+  atomic_write(path, [&](const ByteSink& sink) {
+    const std::int32_t h[7] = {c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads,
+                               c.shared_classifier ? c.vocab_size : -c.vocab_size, c.seq_len};
+    sink(h, 28);
+    for (const auto& [name, shape] : layout(c)) {
+      const auto it = ck.tensors.find(name);
+      if (it == ck.tensors.end() || numel(it->second.shape) != numel(shape))
+        throw std::invalid_argument("write_checkpoint: missing or misshapen tensor " + name);
+      sink(it->second.data.data(), it->second.data.size() * 4);
+    }
+    // RoPE tables as llama2.c's export writes them (run.c ignores them).
+    const int hs = c.head_size();
+    std::vector<float> re(static_cast<std::size_t>(c.seq_len) * hs / 2), im(re.size());
+    for (int pos = 0; pos < c.seq_len; ++pos)
+      for (int i = 0; i < hs / 2; ++i) {
+        const double freq = 1.0 / std::pow(10000.0, double(2 * i) / hs);
+        re[pos * hs / 2 + i] = static_cast<float>(std::cos(pos * freq));
+        im[pos * hs / 2 + i] = static_cast<float>(std::sin(pos * freq));
+      }
+    sink(re.data(), re.size() * 4);
+    sink(im.data(), im.size() * 4);
+    if (!c.shared_classifier) {
+      const auto& w = ck.tensors.at("lm_head.weight");
+      sink(w.data.data(), w.data.size() * 4);
+    }
+  });
+}
+
+Tokenizer Tokenizer::read(const std::string& path, std::int32_t vocab_size) {
+  MappedFile f(path);
+  const std::uint8_t* p = f.data();
+  const std::uint8_t* end = p + f.size();
+  auto need = [&](std::size_t n, const char* what) {
+    if (static_cast<std::size_t>(end - p) < n) fail(path, fmt::format("tokenizer truncated while reading {}", what));
+  };
+  need(4, "max_token_length");
+  std::int32_t max_len;
+  std::memcpy(&max_len, p, 4);
+  p += 4;
+  if (max_len <= 0 || max_len > 1 << 16) fail(path, fmt::format("tokenizer max_token_length {} is invalid", max_len));
+  Tokenizer t;
+  for (std::int32_t i = 0; i < vocab_size; ++i) {
+    need(8, "a token's score and length");
+    float score;
+    std::int32_t len;
+    std::memcpy(&score, p, 4);
+    std::memcpy(&len, p + 4, 4);
+    p += 8;
+    if (len < 0 || len > max_len)
+      fail(path, fmt::format("token {} has length {} (max_token_length is {})", i, len, max_len));
+    need(static_cast<std::size_t>(len), "a token's bytes");
+    t.vocab_.emplace_back(reinterpret_cast<const char*>(p), static_cast<std::size_t>(len));
+    t.scores_.push_back(score);
+    p += len;
+  }
+  if (p != end)
+    fail(path, fmt::format("tokenizer has {} bytes after the {} tokens the model's vocabulary needs (vocab mismatch?)",
+                           end - p, vocab_size));
+  for (std::int32_t i = 0; i < vocab_size; ++i) t.lookup_.emplace(t.vocab_[i], i);
+  return t;
+}
+
+std::vector<std::int32_t> Tokenizer::encode(const std::string& text, bool bos, bool eos) const {
+  std::vector<std::int32_t> tokens;
+  if (bos) tokens.push_back(kBos);
+  auto find = [&](const std::string& s) {
+    auto it = lookup_.find(s);
+    return it == lookup_.end() ? -1 : it->second;
+  };
+  if (!text.empty()) {
+    const int space = find(" ");
+    if (space >= 0) tokens.push_back(space);
+  }
+  // UTF-8 code points (at most 4 bytes) → tokens, bytes as <0xXX> fallback (id = byte + 3).
+  std::string buf;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const unsigned char ch = static_cast<unsigned char>(text[i]);
+    if ((ch & 0xC0) != 0x80) buf.clear();
+    buf.push_back(static_cast<char>(ch));
+    const bool next_is_cont = i + 1 < text.size() && (static_cast<unsigned char>(text[i + 1]) & 0xC0) == 0x80;
+    if (next_is_cont && buf.size() < 4) continue;
+    const int id = find(buf);
+    if (id >= 0) {
+      tokens.push_back(id);
+    } else {
+      for (unsigned char b : buf) tokens.push_back(static_cast<std::int32_t>(b) + 3);
+    }
+    buf.clear();
+  }
+  // Merge the best-scoring adjacent pair until no pair is in the vocabulary.
+  const std::size_t first = 0;  // as llama2.c: BOS takes part (no merge with it exists)
+  for (;;) {
+    float best = -1e10f;
+    int best_id = -1;
+    std::size_t best_at = 0;
+    for (std::size_t i = first; i + 1 < tokens.size(); ++i) {
+      const int id = find(vocab_[tokens[i]] + vocab_[tokens[i + 1]]);
+      if (id >= 0 && scores_[id] > best) {
+        best = scores_[id];
+        best_id = id;
+        best_at = i;
+      }
+    }
+    if (best_id < 0) break;
+    tokens[best_at] = best_id;
+    tokens.erase(tokens.begin() + static_cast<std::ptrdiff_t>(best_at) + 1);
+  }
+  if (eos) tokens.push_back(kEos);
+  return tokens;
+}
+
+std::string Tokenizer::decode_token(std::int32_t prev, std::int32_t token) const {
+  if (token < 0 || token >= vocab_size()) return "";
+  std::string piece = vocab_[token];
+  if (prev == kBos && !piece.empty() && piece[0] == ' ') piece.erase(0, 1);
+  unsigned byte;
+  if (piece.size() == 6 && std::sscanf(piece.c_str(), "<0x%02X>", &byte) == 1) piece = std::string(1, char(byte));
+  return piece;
+}
+
+}  // namespace prunus::llama2c

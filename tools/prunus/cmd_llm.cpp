@@ -1,0 +1,69 @@
+// The language-model verbs: perplexity, generate, oneshot.
+#include "commands.h"
+
+namespace prunus::cli {
+
+void add_llm(CLI::App& app, Action& action) {
+  {
+    struct O {
+      std::string model, text;
+      std::int64_t context = 0, max_windows = 0;
+      LlmTextOptions t;
+    };
+    auto o = std::make_shared<O>();
+    auto* cmd = app.add_subcommand(
+        "perplexity",
+        "Perplexity of a llama2.c model on a text file. Protocol: each non-empty line is one document, encoded "
+        "with BOS and the tokenizer's leading space; documents are concatenated into one token stream, cut into "
+        "non-overlapping windows of the context length (a last partial window is dropped); each window is scored "
+        "independently; perplexity = exp(mean negative log-likelihood over all predicted positions).");
+    cmd->add_option("model", o->model, "llama2.c checkpoint (.bin)")->required();
+    cmd->add_option("text", o->text, "Text file")->required();
+    cmd->add_option("--tokenizer", o->t.tokenizer, "llama2.c tokenizer (default: tok<vocab>.bin beside the model)");
+    cmd->add_option("--context", o->context, "Window length (default: the model's seq_len)");
+    cmd->add_option("--max-windows", o->max_windows, "Score only the first N windows (0: all)");
+    cmd->add_option("--threads", o->t.threads, "Intra-op threads");
+    cmd->callback([&action, o] {
+      action = [o] { return perplexity_job(o->model, o->text, o->context, o->max_windows, o->t); };
+    });
+  }
+  {
+    struct O {
+      std::string model;
+      std::int64_t steps = 256;
+      LlmTextOptions t;
+    };
+    auto o = std::make_shared<O>();
+    auto* cmd = app.add_subcommand("generate", "Greedy decoding from BOS (a smoke test of a model)");
+    cmd->add_option("model", o->model, "llama2.c checkpoint (.bin)")->required();
+    cmd->add_option("--steps", o->steps, "Tokens to generate")->capture_default_str();
+    cmd->add_option("--tokenizer", o->t.tokenizer, "llama2.c tokenizer (default: tok<vocab>.bin beside the model)");
+    cmd->callback([&action, o] { action = [o] { return generate_job(o->model, o->steps, o->t); }; });
+  }
+  {
+    auto j = std::make_shared<OneShotJob>();
+    auto* cmd = app.add_subcommand(
+        "oneshot",
+        "One-shot pruning of a language model's decoder linears (embeddings and classifier kept), block by block on "
+        "calibration text: magnitude, wanda (|W|·‖X‖ per output row) or sparsegpt (OBS updates from the calibration "
+        "Hessian); unstructured (--sparsity) or N:M (--nm 2:4)");
+    cmd->add_option("model", j->model, "llama2.c checkpoint (.bin)")->required();
+    cmd->add_option("-o,--out", j->out, "Pruned checkpoint to write (llama2.c .bin)")->required();
+    cmd->add_option("--method", j->method, "magnitude | wanda | sparsegpt")->capture_default_str();
+    cmd->add_option("--sparsity", j->sparsity, "Unstructured sparsity in [0, 1)")->capture_default_str();
+    cmd->add_option("--nm", j->nm, "N:M pattern along the inputs, e.g. 2:4 (overrides --sparsity)");
+    cmd->add_option("--scope", j->magnitude_scope, "magnitude: rank per output row or per layer")->capture_default_str();
+    cmd->add_option("--calib", j->calib, "Calibration text (same line-per-document protocol as perplexity)");
+    cmd->add_option("--tokenizer", j->text.tokenizer, "llama2.c tokenizer (default: tok<vocab>.bin beside the model)");
+    cmd->add_option("--nsamples", j->nsamples, "Calibration windows")->capture_default_str();
+    cmd->add_option("--seqlen", j->seqlen, "Calibration window length (default: the model's seq_len)");
+    cmd->add_option("--seed", j->seed, "Seed for picking calibration windows")->capture_default_str();
+    cmd->add_option("--damp", j->damp, "SparseGPT dampening (fraction of the mean Hessian diagonal)")->capture_default_str();
+    cmd->add_option("--blocksize", j->blocksize, "SparseGPT columns per lazy batch")->capture_default_str();
+    cmd->add_option("--report", j->report, "Write a JSON report (per-layer zeros, times, peak RSS)");
+    cmd->add_option("--threads", j->text.threads, "Intra-op threads");
+    cmd->callback([&action, j] { action = [j] { return oneshot_job(*j); }; });
+  }
+}
+
+}  // namespace prunus::cli
