@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# prunus perplexity / generate / oneshot on the shared llama2.c models: outputs and bad input.
+set -uo pipefail
+PRUNUS=${1:?prunus}; SHARED=${2:?shared dir}
+if [[ ! -f "$SHARED/models/stories260K.bin" ]]; then echo "SKIPPED: $SHARED/models not present"; exit 77; fi
+M=$SHARED/models/stories260K.bin; TOK=$SHARED/models/tok512.bin; TXT=$SHARED/data/tinystories_valid.txt
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+fails=0
+ok() { echo "ok   - $1"; }
+bad() { echo "FAIL - $1"; fails=$((fails + 1)); }
+expect_error() {
+  local name=$1 want=$2; shift 2
+  "$@" >"$T/out" 2>"$T/err"; local rc=$?
+  if [[ $rc -eq 2 && $(wc -l <"$T/err") -eq 1 ]] && grep -qF -- "$want" "$T/err"; then ok "$name"
+  else bad "$name: rc=$rc stderr: $(head -c 300 "$T/err")"; fi
+}
+
+"$PRUNUS" generate "$M" --steps 30 | grep -q '^Once upon a time, there was a little girl named Lily' \
+  && ok "generate reproduces the llama2.c sample" || bad "generate"
+"$PRUNUS" perplexity "$M" "$TXT" --max-windows 2 | grep -q '384909 tokens, 2 windows of 512, 1022 predicted' \
+  && ok "perplexity protocol counts" || bad "perplexity counts: $("$PRUNUS" perplexity "$M" "$TXT" --max-windows 2 2>&1)"
+
+"$PRUNUS" oneshot "$M" -o "$T/w.bin" --method wanda --nm 2:4 --calib "$TXT" --nsamples 8 --seqlen 128 \
+  --report "$T/w.json" >"$T/out" 2>&1 && ok "oneshot wanda 2:4" || bad "oneshot: $(tail -2 "$T/out")"
+grep -q '113280 of 226560 decoder-linear weights zero' "$T/out" && ok "exactly half of the decoder linears zero" \
+  || bad "oneshot counts: $(tail -1 "$T/out")"
+"$PRUNUS" inspect "$T/w.bin" >"$T/inspect" 2>&1
+grep -E '^model.layers.0.mlp.gate_proj.weight .* 2:4' "$T/inspect" >/dev/null && ok "inspect sees 2:4 in a llama2.c file" \
+  || bad "inspect: $(grep gate_proj "$T/inspect" | head -1)"
+python3 -c "import json,sys; r=json.load(open('$T/w.json')); assert r['peak_rss_bytes']>0 and len(r['layers'])==35" \
+  && ok "oneshot report" || bad "oneshot report"
+
+# Bad input: one line naming the file, exit 2, nothing written.
+head -c 1000 "$M" >"$T/trunc.bin"
+expect_error "truncated checkpoint" "$T/trunc.bin: file is 1000 bytes but its header" "$PRUNUS" perplexity "$T/trunc.bin" "$TXT" --tokenizer "$TOK"
+printf 'GGUFxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx' >"$T/wrong.bin"
+expect_error "wrong header" "$T/wrong.bin: " "$PRUNUS" generate "$T/wrong.bin" --tokenizer "$TOK"
+# A tokenizer with a 513th token does not belong to a 512-token model.
+{ cat "$TOK"; printf '\x00\x00\x00\x00\x01\x00\x00\x00x'; } >"$T/tok513.bin"
+expect_error "vocab mismatch" "$T/tok513.bin: tokenizer has 9 bytes after the 512 tokens" \
+  "$PRUNUS" perplexity "$M" "$TXT" --tokenizer "$T/tok513.bin"
+head -c 3000 "$TOK" >"$T/tokcut.bin"
+expect_error "truncated tokenizer" "$T/tokcut.bin: tokenizer truncated" "$PRUNUS" generate "$M" --tokenizer "$T/tokcut.bin"
+cp "$M" "$T/m.bin"
+expect_error "no tokenizer beside the model" "no tokenizer given" "$PRUNUS" perplexity "$T/m.bin" "$TXT"
+expect_error "bad N:M" "--nm 4:2" "$PRUNUS" oneshot "$M" -o "$T/x.bin" --nm 4:2 --calib "$TXT"
+expect_error "sparsity out of range" "outside [0, 1)" "$PRUNUS" oneshot "$M" -o "$T/x.bin" --method magnitude --sparsity 1.5
+expect_error "wanda without calibration" "--calib" "$PRUNUS" oneshot "$M" -o "$T/x.bin" --method wanda
+[[ ! -e "$T/x.bin" ]] && ok "failed oneshot wrote nothing" || bad "failed oneshot left $T/x.bin"
+
+echo "$fails failure(s)"
+[[ $fails -eq 0 ]]

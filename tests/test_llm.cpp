@@ -1,0 +1,252 @@
+// Language models: llama2.c files, tokenizer, forward, one-shot pruning methods.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+#include "prunus/io.h"
+#include "prunus/llama2c.h"
+#include "prunus/llm.h"
+#include "test_util.h"
+
+using namespace prunus;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string shared_dir() { return PRUNUS_SHARED_DIR; }
+
+bool have_shared() {
+  if (fs::exists(shared_dir() + "/models/stories260K.bin")) return true;
+  std::fprintf(stderr, "SKIPPED: %s/models/stories260K.bin not found (the shared test data)\n", shared_dir().c_str());
+  return false;
+}
+
+// A small random LLaMA (GQA, unshared classifier) for tests that need no real weights.
+llm::Model tiny_model(std::uint64_t seed) {
+  torch::manual_seed(seed);
+  llm::Model m;
+  m.config = {32, 64, 2, 4, 2, 40, 16, false};
+  llama2c::Checkpoint ck;
+  ck.config = {32, 64, 2, 4, 2, 40, 16, false};
+  auto add = [&](const std::string& n, std::vector<std::int64_t> shape, float scale) {
+    m.weights[n] = torch::randn(shape) * scale;
+  };
+  add("model.embed_tokens.weight", {40, 32}, 1.0f);
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    m.weights[p + "input_layernorm.weight"] = torch::ones({32});
+    m.weights[p + "post_attention_layernorm.weight"] = torch::ones({32});
+    add(p + "self_attn.q_proj.weight", {32, 32}, 0.2f);
+    add(p + "self_attn.k_proj.weight", {16, 32}, 0.2f);
+    add(p + "self_attn.v_proj.weight", {16, 32}, 0.2f);
+    add(p + "self_attn.o_proj.weight", {32, 32}, 0.2f);
+    add(p + "mlp.gate_proj.weight", {64, 32}, 0.2f);
+    add(p + "mlp.up_proj.weight", {64, 32}, 0.2f);
+    add(p + "mlp.down_proj.weight", {32, 64}, 0.2f);
+  }
+  m.weights["model.norm.weight"] = torch::ones({32});
+  add("lm_head.weight", {40, 32}, 0.5f);
+  return m;
+}
+
+std::vector<std::int32_t> random_tokens(std::int64_t n, std::uint64_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::int32_t> t(static_cast<std::size_t>(n));
+  for (auto& v : t) v = static_cast<std::int32_t>(rng() % 40);
+  return t;
+}
+
+}  // namespace
+
+TEST(Llama2c, WriteReadRoundTripIsExact) {
+  test::TempDir dir;
+  auto m = tiny_model(1);
+  llm::save(dir.file("m.bin"), m);
+  auto back = llm::load(dir.file("m.bin"));
+  EXPECT_FALSE(back.config.shared_classifier);
+  for (const auto& [name, t] : m.weights) EXPECT_TRUE(torch::equal(t, back.w(name))) << name;
+  // The same model written twice gives the same bytes.
+  llm::save(dir.file("m2.bin"), back);
+  EXPECT_EQ(test::read_bytes(dir.file("m.bin")), test::read_bytes(dir.file("m2.bin")));
+}
+
+TEST(Llama2c, BadCheckpointsAreRejectedNamingTheFile) {
+  test::TempDir dir;
+  llm::save(dir.file("m.bin"), tiny_model(1));
+  const auto good = test::read_bytes(dir.file("m.bin"));
+  auto error_for = [&](const std::string& bytes) {
+    const auto p = dir.file("bad.bin");
+    test::write_bytes(p, bytes);
+    try {
+      llama2c::read_checkpoint(p);
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(p + ": "), std::string::npos);
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(error_for(good.substr(0, 20)).find("shorter than the 28-byte header"), std::string::npos);
+  EXPECT_NE(error_for(good.substr(0, good.size() - 4)).find("truncated"), std::string::npos);
+  EXPECT_NE(error_for(good + "xxxx").find("trailing bytes"), std::string::npos);
+  auto bad_heads = good;
+  const std::int32_t three = 3;
+  std::memcpy(&bad_heads[12], &three, 4);  // n_heads = 3 does not divide dim 32
+  EXPECT_NE(error_for(bad_heads).find("inconsistent"), std::string::npos);
+  auto zero = good;
+  std::memset(&zero[0], 0, 4);
+  EXPECT_NE(error_for(zero).find("non-positive"), std::string::npos);
+  auto nan = good;
+  const float n = NAN;
+  std::memcpy(&nan[28 + 4 * 7], &n, 4);
+  EXPECT_NE(error_for(nan).find("NaN"), std::string::npos);
+}
+
+TEST(Llama2c, TokenizerMatchesTheReferenceCountAndRejectsAMismatchedVocab) {
+  if (!have_shared()) GTEST_SKIP() << "shared data not present";
+  const auto tok = llama2c::Tokenizer::read(shared_dir() + "/models/tok512.bin", 512);
+  // ../shared/models/SOURCES.md: 384,909 tokens for the validation text with BOS + dummy prefix per line.
+  EXPECT_EQ(llm::tokenize_documents(shared_dir() + "/data/tinystories_valid.txt", tok).size(), 384909u);
+  // Byte fallback: a character outside the vocabulary becomes its UTF-8 bytes (+3).
+  const auto t = tok.encode("\xe2\x98\x83", false, false);  // U+2603 snowman
+  ASSERT_GE(t.size(), 3u);
+  EXPECT_EQ(t[t.size() - 3], 0xe2 + 3);
+  EXPECT_THROW(llama2c::Tokenizer::read(shared_dir() + "/models/tok512.bin", 500), InputError);
+  EXPECT_THROW(llama2c::Tokenizer::read(shared_dir() + "/models/tok512.bin", 600), InputError);
+}
+
+TEST(Llm, GreedyDecodingReproducesTheLlama2cSample) {
+  if (!have_shared()) GTEST_SKIP() << "shared data not present";
+  const auto m = llm::load(shared_dir() + "/models/stories260K.bin");
+  const auto tok = llama2c::Tokenizer::read(shared_dir() + "/models/tok512.bin", 512);
+  const auto out = llm::generate_greedy(m, 40);
+  std::string text;
+  for (std::size_t i = 1; i < out.size(); ++i) text += tok.decode_token(out[i - 1], out[i]);
+  // llama2.c's doc/stories260K.md sample.
+  EXPECT_EQ(text.rfind("Once upon a time, there was a little girl named Lily. She loved to play outside in the park.", 0), 0u)
+      << text;
+}
+
+TEST(Llm, ForwardIsCausal) {
+  auto m = tiny_model(2);
+  auto t = torch::randint(0, 40, {2, 12}, torch::kInt64);
+  auto a = m.forward(t);
+  auto t2 = t.clone();
+  t2.narrow(1, 8, 4).fill_(3);  // change the future only
+  auto b = m.forward(t2);
+  EXPECT_TRUE(torch::allclose(a.narrow(1, 0, 8), b.narrow(1, 0, 8), 1e-5, 1e-6));
+  EXPECT_FALSE(torch::allclose(a.narrow(1, 8, 4), b.narrow(1, 8, 4)));
+}
+
+TEST(OneShot, EveryMethodIsExactPerRowAndObeysNM) {
+  for (const std::string method : {"magnitude", "wanda", "sparsegpt"}) {
+    for (const std::string pattern : {"50%", "2:4", "4:8"}) {
+      auto m = tiny_model(3);
+      llm::OneShotConfig cfg;
+      cfg.method = method;
+      cfg.progress = false;
+      cfg.nsamples = 8;
+      if (pattern == "50%") cfg.sparsity = 0.5;
+      else {
+        cfg.n = pattern[0] - '0';
+        cfg.m = pattern[2] - '0';
+      }
+      auto r = llm::oneshot(m, random_tokens(400, 4), cfg);
+      ASSERT_EQ(r.layers.size(), 14u);
+      for (int l = 0; l < 2; ++l)
+        for (const auto& name : m.linear_names(l)) {
+          const auto& w = m.w(name);
+          auto zeros_per_row = (w == 0).sum(1);
+          if (cfg.m == 0) {
+            if (method != "sparsegpt") {  // SparseGPT is exact per block of columns, not per row
+              EXPECT_TRUE((zeros_per_row == w.size(1) / 2).all().item<bool>()) << method << " " << name;
+            }
+            EXPECT_EQ((w == 0).sum().item<std::int64_t>(), w.numel() / 2) << method << " " << name;
+          } else {
+            auto groups = (w != 0).reshape({w.size(0), -1, cfg.m}).sum(2);
+            EXPECT_TRUE((groups <= cfg.n).all().item<bool>()) << method << " " << pattern << " " << name;
+            EXPECT_EQ((w == 0).sum().item<std::int64_t>(), w.numel() / cfg.m * (cfg.m - cfg.n));
+          }
+        }
+      // Embeddings and classifier are kept.
+      EXPECT_EQ(m.w("lm_head.weight").count_nonzero().item<std::int64_t>(), 40 * 32);
+    }
+  }
+}
+
+TEST(OneShot, SparseGptWithIdentityHessianIsMagnitudePruning) {
+  torch::manual_seed(5);
+  auto w = torch::randn({8, 32});
+  llm::OneShotConfig cfg;
+  cfg.sparsity = 0.5;
+  cfg.blocksize = 32;
+  auto pruned = w.clone();
+  llm::sparsegpt_prune(pruned, torch::eye(32), cfg, "w");
+  // With H = I there is nothing to compensate: the kept weights are the largest, unchanged.
+  auto expect = w.masked_fill(llm::magnitude_mask(w, [] {
+                                llm::OneShotConfig c;
+                                c.sparsity = 0.5;
+                                c.magnitude_scope = "layer";
+                                return c;
+                              }()),
+                              0.0);
+  EXPECT_TRUE(torch::allclose(pruned, expect, 1e-5, 1e-6));
+}
+
+TEST(OneShot, SparseGptReconstructsLayerOutputsBetterThanWandaAndMagnitude) {
+  torch::manual_seed(6);
+  // Correlated inputs with uneven scales: where OBS updates and activation norms matter.
+  auto x = torch::matmul(torch::randn({512, 64}), torch::randn({64, 64})) * torch::linspace(0.1, 3.0, 64);
+  auto w = torch::randn({32, 64});
+  auto y = torch::matmul(x, w.t());
+  llm::OneShotConfig cfg;
+  cfg.sparsity = 0.5;
+  auto err = [&](const torch::Tensor& wp) { return (torch::matmul(x, wp.t()) - y).pow(2).sum().item<double>(); };
+  auto mag = w.masked_fill(llm::magnitude_mask(w, cfg), 0.0);
+  auto wanda = w.masked_fill(llm::wanda_mask(w, x.pow(2).sum(0) / 512.0, cfg), 0.0);
+  auto sgpt = w.clone();
+  llm::sparsegpt_prune(sgpt, torch::matmul(x.t(), x) * (2.0 / 512), cfg, "w");
+  EXPECT_LT(err(sgpt), err(wanda));
+  EXPECT_LT(err(wanda), err(mag));
+}
+
+TEST(OneShot, CholeskyFailureRaisesDampeningAndSaysSo) {
+  auto w = torch::randn({4, 8});
+  auto h = -torch::eye(8);  // negative definite: no dampening of 1% fixes it at first
+  llm::OneShotConfig cfg;
+  cfg.sparsity = 0.5;
+  cfg.damp = 1e-4;
+  EXPECT_THROW(llm::sparsegpt_prune(w, h, cfg, "layer.weight"), InputError);
+  auto h2 = torch::ones({8, 8});  // rank 1: needs dampening
+  cfg.damp = 1e-12;
+  auto w2 = torch::randn({4, 8});
+  const double used = llm::sparsegpt_prune(w2, h2, cfg, "layer.weight");
+  EXPECT_GT(used, 1e-12);
+  EXPECT_EQ((w2 == 0).sum().item<std::int64_t>(), 16);
+}
+
+TEST(Llm, PrunedModelsRankAsThePapersSay) {
+  if (!have_shared()) GTEST_SKIP() << "shared data not present";
+  const auto base = llm::load(shared_dir() + "/models/stories260K.bin");
+  const auto tok = llama2c::Tokenizer::read(shared_dir() + "/models/tok512.bin", 512);
+  const auto tokens = llm::tokenize_documents(shared_dir() + "/data/tinystories_valid.txt", tok);
+  const std::vector<std::int32_t> eval(tokens.end() - 30 * 512, tokens.end());  // last 30 windows
+  std::map<std::string, double> ppl;
+  for (const std::string method : {"magnitude", "wanda", "sparsegpt"}) {
+    auto m = base;
+    for (auto& [k, v] : m.weights) v = v.clone();
+    llm::OneShotConfig cfg;
+    cfg.method = method;
+    cfg.sparsity = 0.5;
+    cfg.nsamples = 16;
+    cfg.seqlen = 256;
+    cfg.progress = false;
+    llm::oneshot(m, tokens, cfg);
+    ppl[method] = llm::perplexity(m, eval, 512).perplexity;
+  }
+  const double dense = llm::perplexity(base, eval, 512).perplexity;
+  EXPECT_LT(dense, ppl["sparsegpt"]);
+  EXPECT_LE(ppl["sparsegpt"], ppl["wanda"]);
+  EXPECT_LT(ppl["wanda"], ppl["magnitude"]);
+}
