@@ -250,3 +250,35 @@ TEST(Llm, PrunedModelsRankAsThePapersSay) {
   EXPECT_LE(ppl["sparsegpt"], ppl["wanda"]);
   EXPECT_LT(ppl["wanda"], ppl["magnitude"]);
 }
+
+TEST(OneShot, OwlAllocationMatchesTheFormula) {
+  // Outlier ratios 1%, 2%, 4%: rescaled to [0, 2λ], centred on 1 − s.
+  const auto s = llm::owl_allocation({0.01, 0.02, 0.04}, 0.7, 0.08);
+  ASSERT_EQ(s.size(), 3u);
+  const double k0 = 0.0, k1 = (0.02 - 0.01) / 0.03 * 0.16, k2 = 0.16, mean = (k0 + k1 + k2) / 3;
+  EXPECT_NEAR(s[0], 1 - (k0 - mean + 0.3), 1e-12);
+  EXPECT_NEAR(s[2], 1 - (k2 - mean + 0.3), 1e-12);
+  EXPECT_NEAR((s[0] + s[1] + s[2]) / 3, 0.7, 1e-12);  // the mean is the target
+  EXPECT_GT(s[0], s[2]);                                // more outliers → pruned less
+}
+
+TEST(OneShot, OwlKeepsTheOverallTargetWithUnevenBlocks) {
+  auto m = tiny_model(7);
+  llm::OneShotConfig cfg;
+  cfg.method = "owl";
+  cfg.sparsity = 0.7;
+  cfg.nsamples = 8;
+  cfg.progress = false;
+  auto r = llm::oneshot(m, random_tokens(400, 8), cfg);
+  ASSERT_EQ(r.block_sparsity.size(), 2u);
+  EXPECT_NEAR((r.block_sparsity[0] + r.block_sparsity[1]) / 2, 0.7, 1e-9);
+  std::int64_t n = 0, z = 0;
+  for (const auto& l : r.layers) {
+    n += l.numel;
+    z += l.zeros;
+  }
+  EXPECT_NEAR(double(z) / double(n), 0.7, 0.01);
+  cfg.n = 2;
+  cfg.m = 4;
+  EXPECT_THROW(llm::oneshot(m, random_tokens(400, 8), cfg), InputError);
+}

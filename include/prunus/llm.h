@@ -64,7 +64,7 @@ std::vector<std::int32_t> generate_greedy(const Model& m, std::int64_t steps);
 
 // ------------------------------------------------------------------ one-shot pruning
 struct OneShotConfig {
-  std::string method = "wanda";       // magnitude | wanda | sparsegpt
+  std::string method = "wanda";       // magnitude | wanda | sparsegpt | owl (Wanda with OWL's per-block sparsity)
   double sparsity = 0.5;              // unstructured target (ignored for N:M)
   std::int64_t n = 0, m = 0;          // N:M when m > 0: keep n of every m inputs
   std::string magnitude_scope = "row";  // magnitude: row | layer
@@ -73,6 +73,8 @@ struct OneShotConfig {
   std::uint64_t seed = 0;
   double damp = 0.01;                 // SparseGPT: fraction of the mean Hessian diagonal
   std::int64_t blocksize = 128;       // SparseGPT: columns per lazy batch
+  double owl_lambda = 0.08;           // OWL: per-block sparsity varies within target ± lambda
+  double owl_m = 5.0;                 // OWL: an outlier exceeds m × the block's mean Wanda score
   bool progress = true;
 };
 
@@ -84,6 +86,8 @@ struct LayerResult {
 };
 struct OneShotResult {
   std::vector<LayerResult> layers;
+  std::vector<double> block_sparsity;      // per decoder block (OWL varies it)
+  std::vector<double> block_outlier_ratio; // OWL's layer-wise outlier ratios
   double seconds = 0;
   double calib_seconds = 0;
   std::int64_t peak_rss_bytes = 0;
@@ -92,6 +96,10 @@ struct OneShotResult {
 // Prunes every decoder linear (embeddings and classifier are kept), block by block: block l
 // is calibrated on the outputs of the already-pruned blocks before it.
 OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, const OneShotConfig& cfg);
+
+// OWL (Yin et al. 2024): per-block sparsities from outlier ratios D_l, rescaled to
+// [s − λ, s + λ] around the target with mean s: s_l = 1 − (λ·2·(D_l − min)/(max − min) − mean + 1 − s).
+std::vector<double> owl_allocation(const std::vector<double>& outlier_ratio, double target, double lambda);
 
 // Per-layer primitives (exposed for tests).
 torch::Tensor wanda_mask(const torch::Tensor& w, const torch::Tensor& col_sq_norm, const OneShotConfig& cfg);

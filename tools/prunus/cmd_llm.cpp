@@ -49,7 +49,8 @@ void add_llm(CLI::App& app, Action& action) {
         "Hessian); unstructured (--sparsity) or N:M (--nm 2:4)");
     cmd->add_option("model", j->model, "llama2.c checkpoint (.bin)")->required();
     cmd->add_option("-o,--out", j->out, "Pruned checkpoint to write (llama2.c .bin)")->required();
-    cmd->add_option("--method", j->method, "magnitude | wanda | sparsegpt")->capture_default_str();
+    cmd->add_option("--method", j->method, "magnitude | wanda | sparsegpt | owl (Wanda with OWL per-block sparsity)")
+        ->capture_default_str();
     cmd->add_option("--sparsity", j->sparsity, "Unstructured sparsity in [0, 1)")->capture_default_str();
     cmd->add_option("--nm", j->nm, "N:M pattern along the inputs, e.g. 2:4 (overrides --sparsity)");
     cmd->add_option("--scope", j->magnitude_scope, "magnitude: rank per output row or per layer")->capture_default_str();
@@ -62,7 +63,12 @@ void add_llm(CLI::App& app, Action& action) {
     cmd->add_option("--blocksize", j->blocksize, "SparseGPT columns per lazy batch")->capture_default_str();
     cmd->add_option("--report", j->report, "Write a JSON report (per-layer zeros, times, peak RSS)");
     cmd->add_option("--threads", j->text.threads, "Intra-op threads");
-    cmd->callback([&action, j] { action = [j] { return oneshot_job(*j); }; });
+    auto quiet = std::make_shared<bool>(false);
+    cmd->add_flag("--no-progress", *quiet, "No per-block progress lines");
+    cmd->callback([&action, j, quiet] {
+      j->progress = !*quiet;
+      action = [j] { return oneshot_job(*j); };
+    });
   }
 }
 

@@ -87,12 +87,20 @@ int oneshot_job(const OneShotJob& job) {
   if (cfg.blocksize < 1) fail("--blocksize", "must be at least 1");
   auto m = llm::load(job.model);
   std::vector<std::int32_t> calib;
+  if (cfg.method != "magnitude" && cfg.method != "wanda" && cfg.method != "sparsegpt" && cfg.method != "owl")
+    fail("--method " + cfg.method, "unknown (known: magnitude, wanda, sparsegpt, owl)");
   if (cfg.method != "magnitude") {
     if (job.calib.empty()) fail("--calib", fmt::format("{} needs calibration text", cfg.method));
     calib = llm::tokenize_documents(job.calib, tokenizer_for(job.model, m, job.text));
   }
   const auto r = llm::oneshot(m, calib, cfg);
   llm::save(job.out, m);
+  if (!r.block_outlier_ratio.empty()) {
+    std::string line;
+    for (std::size_t i = 0; i < r.block_sparsity.size(); ++i)
+      line += fmt::format("{}{:.3f} (outliers {:.2f}%)", i ? ", " : "", r.block_sparsity[i], 100 * r.block_outlier_ratio[i]);
+    std::printf("OWL block sparsities: %s\n", line.c_str());
+  }
   std::int64_t n = 0, z = 0;
   nlohmann::json layers = nlohmann::json::array();
   for (const auto& l : r.layers) {
@@ -107,6 +115,7 @@ int oneshot_job(const OneShotJob& job) {
               r.calib_seconds, report::human_bytes(static_cast<std::uint64_t>(r.peak_rss_bytes)).c_str(), job.out.c_str());
   if (!job.report.empty()) {
     nlohmann::json rep = {{"model", job.model}, {"method", cfg.method}, {"sparsity", cfg.sparsity}, {"nm", job.nm},
+                          {"block_sparsity", r.block_sparsity}, {"block_outlier_ratio", r.block_outlier_ratio},
                           {"nsamples", cfg.nsamples}, {"seqlen", cfg.seqlen}, {"seed", cfg.seed},
                           {"seconds", r.seconds}, {"calib_seconds", r.calib_seconds},
                           {"peak_rss_bytes", r.peak_rss_bytes}, {"layers", layers}};

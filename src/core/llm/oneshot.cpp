@@ -1,6 +1,7 @@
 // One-shot pruning of LLaMA linears: magnitude, Wanda (Sun et al. 2023) and SparseGPT
 // (Frantar & Alistarh 2023), unstructured or N:M, calibrated block by block.
 #include <chrono>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -134,10 +135,71 @@ double sparsegpt_prune(torch::Tensor& W, torch::Tensor H, const OneShotConfig& c
   return damp;
 }
 
+std::vector<double> owl_allocation(const std::vector<double>& d, double target, double lambda) {
+  const auto [lo, hi] = std::minmax_element(d.begin(), d.end());
+  std::vector<double> keep(d.size());
+  double mean = 0;
+  for (std::size_t i = 0; i < d.size(); ++i) {
+    keep[i] = *hi > *lo ? (d[i] - *lo) / (*hi - *lo) * lambda * 2 : 0.0;
+    mean += keep[i] / double(d.size());
+  }
+  std::vector<double> s(d.size());
+  for (std::size_t i = 0; i < d.size(); ++i) s[i] = 1.0 - (keep[i] - mean + (1.0 - target));
+  return s;
+}
+
+namespace {
+
+torch::Tensor calibration_batch(const std::vector<std::int32_t>& tokens, std::int64_t nsamples, std::int64_t seqlen,
+                                std::uint64_t seed) {
+  const auto n_tok = static_cast<std::int64_t>(tokens.size());
+  if (n_tok <= seqlen) fail("calibration text", fmt::format("{} tokens, need more than --seqlen {}", n_tok, seqlen));
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<std::int64_t> start(0, n_tok - seqlen - 1);
+  auto batch = torch::empty({nsamples, seqlen}, torch::kInt64);
+  auto acc = batch.accessor<std::int64_t, 2>();
+  for (std::int64_t s = 0; s < nsamples; ++s) {
+    const std::int64_t at = start(rng);
+    for (std::int64_t j = 0; j < seqlen; ++j) acc[s][j] = tokens[at + j];
+  }
+  return batch;
+}
+
+// Runs block l over x in chunks; `observe` sees each linear's input.
+torch::Tensor run_block(const Model& m, int l, const torch::Tensor& x, const Model::Observer& observe) {
+  std::vector<torch::Tensor> outs;
+  for (std::int64_t s = 0; s < x.size(0); s += 8) outs.push_back(m.block(l, x.narrow(0, s, std::min<std::int64_t>(8, x.size(0) - s)), observe));
+  return torch::cat(outs);
+}
+
+// OWL's first pass: the dense model's outlier ratio per block.
+std::vector<double> owl_outlier_ratios(const Model& m, torch::Tensor x, const OneShotConfig& cfg) {
+  std::vector<double> ratios;
+  for (int l = 0; l < m.config.n_layers; ++l) {
+    std::map<std::string, torch::Tensor> sq;
+    std::int64_t rows = 0;
+    x = run_block(m, l, x, [&](const std::string& name, const torch::Tensor& in) {
+      auto add = in.pow(2).sum(0);
+      auto& acc = sq[name];
+      acc = acc.defined() ? acc + add : add;
+      if (name.find("q_proj") != std::string::npos) rows += in.size(0);
+    });
+    std::vector<torch::Tensor> metrics;
+    for (const auto& name : m.linear_names(l))
+      metrics.push_back((m.w(name).abs() * (sq.at(name) / double(rows)).sqrt().unsqueeze(0)).reshape({-1}));
+    auto all = torch::cat(metrics);
+    ratios.push_back((all > all.mean() * cfg.owl_m).sum().item<double>() / double(all.numel()));
+  }
+  return ratios;
+}
+
+}  // namespace
+
 OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, const OneShotConfig& cfg) {
   torch::NoGradGuard ng;
-  if (cfg.method != "magnitude" && cfg.method != "wanda" && cfg.method != "sparsegpt")
-    fail("--method " + cfg.method, "unknown (known: magnitude, wanda, sparsegpt)");
+  if (cfg.method != "magnitude" && cfg.method != "wanda" && cfg.method != "sparsegpt" && cfg.method != "owl")
+    fail("--method " + cfg.method, "unknown (known: magnitude, wanda, sparsegpt, owl)");
+  if (cfg.method == "owl" && cfg.m > 0) fail("--method owl", "OWL allocates unstructured sparsity; it does not take --nm");
   if (cfg.m > 0 && !(cfg.n > 0 && cfg.n < cfg.m)) fail("N:M", fmt::format("{}:{} needs 0 < N < M", cfg.n, cfg.m));
   if (cfg.m == 0 && !(cfg.sparsity >= 0 && cfg.sparsity < 1))
     fail("--sparsity", fmt::format("{} is outside [0, 1)", cfg.sparsity));
@@ -146,48 +208,52 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
   const std::int64_t seqlen = cfg.seqlen > 0 ? cfg.seqlen : m.config.seq_len;
   const bool needs_data = cfg.method != "magnitude";
   torch::Tensor x;  // calibration activations entering the current block [N, T, D]
-  if (needs_data) {
-    const auto n_tok = static_cast<std::int64_t>(calib_tokens.size());
-    if (n_tok <= seqlen) fail("calibration text", fmt::format("{} tokens, need more than --seqlen {}", n_tok, seqlen));
-    std::mt19937_64 rng(cfg.seed);
-    std::uniform_int_distribution<std::int64_t> start(0, n_tok - seqlen - 1);
-    auto batch = torch::empty({cfg.nsamples, seqlen}, torch::kInt64);
-    for (std::int64_t s = 0; s < cfg.nsamples; ++s) {
-      const std::int64_t at = start(rng);
-      for (std::int64_t j = 0; j < seqlen; ++j) batch[s][j] = calib_tokens[at + j];
-    }
-    x = m.embed(batch);
+  if (needs_data) x = m.embed(calibration_batch(calib_tokens, cfg.nsamples, seqlen, cfg.seed));
+  std::vector<double> block_sparsity(static_cast<std::size_t>(m.config.n_layers), cfg.sparsity);
+  if (cfg.method == "owl") {
+    res.block_outlier_ratio = owl_outlier_ratios(m, x, cfg);
+    block_sparsity = owl_allocation(res.block_outlier_ratio, cfg.sparsity, cfg.owl_lambda);
   }
+  res.block_sparsity = block_sparsity;
   const auto t_calib = std::chrono::steady_clock::now();
   for (int l = 0; l < m.config.n_layers; ++l) {
     // Statistics of each linear's input over all calibration tokens.
     std::map<std::string, torch::Tensor> stats;  // wanda: Σx² per column; sparsegpt: Σxxᵀ
     std::int64_t rows_seen = 0;
+    const bool hessian = cfg.method == "sparsegpt";
     if (needs_data) {
       const auto t0 = std::chrono::steady_clock::now();
-      for (std::int64_t s = 0; s < cfg.nsamples; s += 8) {
-        auto chunk = x.narrow(0, s, std::min<std::int64_t>(8, cfg.nsamples - s));
-        m.block(l, chunk, [&](const std::string& name, const torch::Tensor& in) {
-          auto add = cfg.method == "wanda" ? in.pow(2).sum(0) : torch::matmul(in.t(), in);
-          auto& acc = stats[name];
-          acc = acc.defined() ? acc + add : add;
-          if (name.find("q_proj") != std::string::npos) rows_seen += in.size(0);
-        });
-      }
+      // q/k/v read the same input, as do gate/up: accumulate once, share the statistics.
+      auto shares_input = [](const std::string& name) {
+        return name.find("k_proj") != std::string::npos || name.find("v_proj") != std::string::npos ||
+               name.find("up_proj") != std::string::npos;
+      };
+      run_block(m, l, x, [&](const std::string& name, const torch::Tensor& in) {
+        if (shares_input(name)) return;
+        auto add = hessian ? torch::matmul(in.t(), in) : in.pow(2).sum(0);
+        auto& acc = stats[name];
+        acc = acc.defined() ? acc + add : add;
+        if (name.find("q_proj") != std::string::npos) rows_seen += in.size(0);
+      });
+      const std::string p = fmt::format("model.layers.{}.", l);
+      stats[p + "self_attn.k_proj.weight"] = stats[p + "self_attn.v_proj.weight"] = stats.at(p + "self_attn.q_proj.weight");
+      stats[p + "mlp.up_proj.weight"] = stats.at(p + "mlp.gate_proj.weight");
       res.calib_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
+    OneShotConfig layer_cfg = cfg;
+    layer_cfg.sparsity = block_sparsity[static_cast<std::size_t>(l)];
     for (const auto& name : m.linear_names(l)) {
       const auto t0 = std::chrono::steady_clock::now();
       auto& W = m.weights.at(name);
       LayerResult lr;
       lr.name = name;
       if (cfg.method == "magnitude") {
-        W.masked_fill_(magnitude_mask(W, cfg), 0.0);
-      } else if (cfg.method == "wanda") {
-        W.masked_fill_(wanda_mask(W, stats.at(name) / double(rows_seen), cfg), 0.0);
+        W.masked_fill_(magnitude_mask(W, layer_cfg), 0.0);
+      } else if (cfg.method == "wanda" || cfg.method == "owl") {
+        W.masked_fill_(wanda_mask(W, stats.at(name) / double(rows_seen), layer_cfg), 0.0);
       } else {
         auto pruned = W.clone();
-        lr.damp = sparsegpt_prune(pruned, stats.at(name) * (2.0 / double(rows_seen)), cfg, name);
+        lr.damp = sparsegpt_prune(pruned, stats.at(name) * (2.0 / double(rows_seen)), layer_cfg, name);
         W.copy_(pruned);
       }
       lr.numel = W.numel();
@@ -196,12 +262,7 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
       res.layers.push_back(lr);
     }
     // The next block sees this block's output with its pruned weights.
-    if (needs_data) {
-      std::vector<torch::Tensor> outs;
-      for (std::int64_t s = 0; s < cfg.nsamples; s += 8)
-        outs.push_back(m.block(l, x.narrow(0, s, std::min<std::int64_t>(8, cfg.nsamples - s))));
-      x = torch::cat(outs);
-    }
+    if (needs_data) x = run_block(m, l, x, nullptr);
     if (cfg.progress) {
       const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
       std::fprintf(stderr, "%s: block %d/%lld pruned (%.1f s, ETA %.1f s)\n", cfg.method.c_str(), l + 1,
