@@ -1,0 +1,57 @@
+"""PyTorch baselines for the 2:4 GEMM table, run on the GPU machine next to prunus_cuda_bench:
+dense F.linear, to_sparse_semi_structured (its default cuSPARSELt path on Hopper), and
+torch._cslt_sparse_mm on a weight compressed once. One JSON line per case."""
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.sparse import to_sparse_semi_structured, SparseSemiStructuredTensor
+
+quick = "--quick" in sys.argv
+ms = [16, 4096] if quick else [1, 16, 64, 256, 1024, 4096, 16384]
+SparseSemiStructuredTensor._FORCE_CUTLASS = False
+
+
+def bench(fn):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    iters = 10
+    while True:
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        for _ in range(iters):
+            fn()
+        b.record()
+        torch.cuda.synchronize()
+        ms_ = a.elapsed_time(b)
+        if ms_ >= 50 or iters >= 20000:
+            return 1000 * ms_ / iters
+        iters *= 4
+
+
+print(json.dumps({"torch": torch.__version__, "device": torch.cuda.get_device_name()}))
+for dtype in (torch.float16, torch.bfloat16):
+    for k, n in ((4096, 4096), (11008, 4096), (4096, 11008)):
+        w = torch.randn(n, k, device="cuda", dtype=dtype) * 0.02
+        keep = w.abs().reshape(n, k // 4, 4).argsort(-1)[..., 2:]
+        mask = torch.zeros(n, k // 4, 4, dtype=torch.bool, device="cuda").scatter_(-1, keep, True).reshape(n, k)
+        w = w * mask
+        ws = to_sparse_semi_structured(w)
+        wc = torch._cslt_compress(w)
+        for m in ms:
+            x = torch.randn(m, k, device="cuda", dtype=dtype)
+            row = {"dtype": str(dtype).split(".")[-1], "k": k, "n": n, "m": m}
+            row["torch_dense_us"] = bench(lambda: F.linear(x, w))
+            try:
+                row["torch_semi_structured_us"] = bench(lambda: F.linear(x, ws))
+            except Exception as e:  # noqa: BLE001
+                row["torch_semi_structured_error"] = str(e).splitlines()[0][:120]
+            try:
+                xt = x.t().contiguous() if m % 16 == 0 else None
+                if xt is not None:
+                    row["torch_cslt_us"] = bench(lambda: torch._cslt_sparse_mm(wc, xt))
+            except Exception as e:  # noqa: BLE001
+                row["torch_cslt_error"] = str(e).splitlines()[0][:120]
+            print(json.dumps(row), flush=True)
