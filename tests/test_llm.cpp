@@ -282,3 +282,29 @@ TEST(OneShot, OwlKeepsTheOverallTargetWithUnevenBlocks) {
   cfg.m = 4;
   EXPECT_THROW(llm::oneshot(m, random_tokens(400, 8), cfg), InputError);
 }
+
+TEST(OneShot, NMNeedsInputsThatDivideAndSkipListsKeepLayersDense) {
+  auto m = tiny_model(9);  // down_proj has 64 inputs: fine for 2:4; 4:8 also; make one that is not
+  m.weights["model.layers.1.mlp.down_proj.weight"] = torch::randn({32, 60});
+  m.weights["model.layers.1.mlp.gate_proj.weight"] = torch::randn({60, 32});
+  m.weights["model.layers.1.mlp.up_proj.weight"] = torch::randn({60, 32});
+  llm::OneShotConfig cfg;
+  cfg.method = "magnitude";
+  cfg.n = 4;
+  cfg.m = 8;
+  cfg.progress = false;
+  try {
+    llm::oneshot(m, {}, cfg);
+    ADD_FAILURE() << "expected an error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.layers.1.mlp.down_proj.weight: input size 60"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(m.w("model.layers.0.self_attn.q_proj.weight").count_nonzero().item<std::int64_t>(), 32 * 32)
+      << "nothing is pruned before the check";
+  cfg.skip = {"down_proj"};
+  llm::oneshot(m, {}, cfg);
+  EXPECT_EQ(m.w("model.layers.1.mlp.down_proj.weight").count_nonzero().item<std::int64_t>(), 32 * 60);
+  EXPECT_EQ(m.w("model.layers.0.mlp.down_proj.weight").count_nonzero().item<std::int64_t>(), 32 * 64);
+  EXPECT_EQ(m.w("model.layers.0.self_attn.q_proj.weight").count_nonzero().item<std::int64_t>(), 32 * 16);
+}

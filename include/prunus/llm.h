@@ -75,6 +75,7 @@ struct OneShotConfig {
   std::int64_t blocksize = 128;       // SparseGPT: columns per lazy batch
   double owl_lambda = 0.08;           // OWL: per-block sparsity varies within target ± lambda
   double owl_m = 5.0;                 // OWL: an outlier exceeds m × the block's mean Wanda score
+  std::vector<std::string> skip;      // linears whose name contains one of these stay dense
   bool progress = true;
 };
 
@@ -93,8 +94,10 @@ struct OneShotResult {
   std::int64_t peak_rss_bytes = 0;
 };
 
-// Prunes every decoder linear (embeddings and classifier are kept), block by block: block l
-// is calibrated on the outputs of the already-pruned blocks before it.
+// Prunes every decoder linear (embeddings and classifier are kept; names matching `skip`
+// too), block by block: block l is calibrated on the outputs of the already-pruned blocks
+// before it. For N:M, every pruned linear's input size must be a multiple of M: checked
+// before any work, with the layer named.
 OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, const OneShotConfig& cfg);
 
 // OWL (Yin et al. 2024): per-block sparsities from outlier ratios D_l, rescaled to

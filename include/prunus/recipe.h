@@ -140,6 +140,7 @@ struct OneShotJob {
   double damp = 0.01;
   std::int64_t blocksize = 128;
   std::string report;             // JSON report path (optional)
+  std::vector<std::string> skip;  // keep linears whose name contains one of these dense
   LlmTextOptions text;
   bool progress = true;
 };

@@ -62,6 +62,7 @@ void add_llm(CLI::App& app, Action& action) {
     cmd->add_option("--damp", j->damp, "SparseGPT dampening (fraction of the mean Hessian diagonal)")->capture_default_str();
     cmd->add_option("--blocksize", j->blocksize, "SparseGPT columns per lazy batch")->capture_default_str();
     cmd->add_option("--report", j->report, "Write a JSON report (per-layer zeros, times, peak RSS)");
+    cmd->add_option("--skip", j->skip, "Keep linears whose name contains this dense (repeatable), e.g. down_proj");
     cmd->add_option("--threads", j->text.threads, "Intra-op threads");
     auto quiet = std::make_shared<bool>(false);
     cmd->add_flag("--no-progress", *quiet, "No per-block progress lines");

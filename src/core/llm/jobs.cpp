@@ -72,6 +72,7 @@ int oneshot_job(const OneShotJob& job) {
   cfg.damp = job.damp;
   cfg.blocksize = job.blocksize;
   cfg.progress = job.progress;
+  cfg.skip = job.skip;
   if (!job.nm.empty()) {
     if (std::sscanf(job.nm.c_str(), "%lld:%lld", reinterpret_cast<long long*>(&cfg.n), reinterpret_cast<long long*>(&cfg.m)) != 2 ||
         !(cfg.n > 0 && cfg.n < cfg.m && cfg.m <= 16))

@@ -203,6 +203,18 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
   if (cfg.m > 0 && !(cfg.n > 0 && cfg.n < cfg.m)) fail("N:M", fmt::format("{}:{} needs 0 < N < M", cfg.n, cfg.m));
   if (cfg.m == 0 && !(cfg.sparsity >= 0 && cfg.sparsity < 1))
     fail("--sparsity", fmt::format("{} is outside [0, 1)", cfg.sparsity));
+  auto skipped = [&](const std::string& name) {
+    for (const auto& pat : cfg.skip)
+      if (!pat.empty() && name.find(pat) != std::string::npos) return true;
+    return false;
+  };
+  if (cfg.m > 0)
+    for (int l = 0; l < m.config.n_layers; ++l)
+      for (const auto& name : m.linear_names(l))
+        if (!skipped(name) && m.w(name).size(1) % cfg.m != 0)
+          fail(name, fmt::format("input size {} is not a multiple of M = {}; keep it dense with --skip {}",
+                                 m.w(name).size(1), cfg.m, name.substr(name.rfind('.', name.size() - 8) + 1,
+                                                                       name.size() - 7 - name.rfind('.', name.size() - 8) - 1)));
   const auto t_start = std::chrono::steady_clock::now();
   OneShotResult res;
   const std::int64_t seqlen = cfg.seqlen > 0 ? cfg.seqlen : m.config.seq_len;
@@ -247,7 +259,9 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
       auto& W = m.weights.at(name);
       LayerResult lr;
       lr.name = name;
-      if (cfg.method == "magnitude") {
+      if (skipped(name)) {
+        // stays dense
+      } else if (cfg.method == "magnitude") {
         W.masked_fill_(magnitude_mask(W, layer_cfg), 0.0);
       } else if (cfg.method == "wanda" || cfg.method == "owl") {
         W.masked_fill_(wanda_mask(W, stats.at(name) / double(rows_seen), layer_cfg), 0.0);
