@@ -33,9 +33,7 @@ void add_prune(CLI::App& app, Action& action) {
   add_train_options(cmd, job->finetune);
   cmd->callback([&action, job, common] {
     action = [job, common] {
-      job->seed = common->seed;
-      job->threads = common->threads;
-      job->data = common->data;
+      common->fill(*job);
       return prune_job(*job, common->job());
     };
   });

@@ -42,9 +42,7 @@ void add_train(CLI::App& app, Action& action) {
   add_train_options(cmd, job->train);
   cmd->callback([&action, job, common] {
     action = [job, common] {
-      job->seed = common->seed;
-      job->threads = common->threads;
-      job->data = common->data;
+      common->fill(*job);
       return train_job(*job, common->job());
     };
   });
@@ -63,9 +61,7 @@ void add_finetune(CLI::App& app, Action& action) {
   add_train_options(cmd, job->train);
   cmd->callback([&action, job, common] {
     action = [job, common] {
-      job->seed = common->seed;
-      job->threads = common->threads;
-      job->data = common->data;
+      common->fill(*job);
       return finetune_job(*job, common->job());
     };
   });

@@ -21,6 +21,13 @@ struct Common {
   bool resume = false;
   DataConfig data;
   JobOptions job() const { return {!no_progress, resume}; }
+  // Copies the shared options into a job struct (TrainJob, PruneJob, FinetuneJob).
+  template <class Job>
+  void fill(Job& j) const {
+    j.seed = seed;
+    j.threads = threads;
+    j.data = data;
+  }
 };
 void add_common(CLI::App* cmd, Common& c, bool training);
 void add_train_options(CLI::App* cmd, TrainConfig& t);

@@ -77,11 +77,7 @@ void csr(const Csr& w, const Args& a, std::int64_t r0, std::int64_t r1) {
                           : csr_dot<false>(w, a.x, w.row_ptr[r], w.row_ptr[r + 1]);
     return;
   }
-  for (std::int64_t r = r0; r < r1; ++r)
-    detail::batch_row<V8>(a, w.rows, r, [&](auto&& fn) {
-      for (std::uint32_t i = w.row_ptr[r]; i < w.row_ptr[r + 1]; ++i)
-        fn(w.narrow() ? w.col16[i] : w.col32[i], w.values[i]);
-    });
+  detail::csr_batch<V8>(w, a, r0, r1);
 }
 
 void bitmask(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1) {
@@ -109,13 +105,7 @@ void bitmask(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1) 
     }
     return;
   }
-  for (std::int64_t r = r0; r < r1; ++r)
-    detail::batch_row<V8>(a, w.rows, r, [&](auto&& fn) {
-      const std::uint64_t* bits = &w.bits[r * w.words_per_row];
-      std::uint32_t i = w.row_ptr[r];
-      for (std::int64_t wd = 0; wd < w.words_per_row; ++wd)
-        for (std::uint64_t word = bits[wd]; word; word &= word - 1) fn(wd * 64 + __builtin_ctzll(word), w.values[i++]);
-    });
+  detail::bitmask_batch<V8>(w, a, r0, r1);
 }
 
 void bsr(const Bsr& w, const Args& a, std::int64_t R0, std::int64_t R1) {
@@ -149,26 +139,7 @@ void bsr(const Bsr& w, const Args& a, std::int64_t R0, std::int64_t R1) {
     return;
   }
   if (a.batch == 1 || br > 16) return scalar::bsr(w, a, R0, R1);
-  for (std::int64_t R = R0; R < R1; ++R)
-    for (std::int64_t b0 = 0; b0 < a.batch; b0 += 8) {
-      const std::int64_t nb = std::min<std::int64_t>(8, a.batch - b0);
-      const __m256i m = V8::lane_mask(nb);
-      __m256 acc[16];
-      for (std::int64_t i = 0; i < br; ++i) acc[i] = _mm256_setzero_ps();
-      for (std::uint32_t k = w.block_ptr[R]; k < w.block_ptr[R + 1]; ++k) {
-        const std::int64_t c0 = std::int64_t(w.block_col[k]) * bc;
-        const float* blk = &w.values[k * bsz];
-        for (std::int64_t j = 0; j < bc && c0 + j < w.cols; ++j) {
-          const __m256 xv = _mm256_maskload_ps(a.xt + (c0 + j) * a.batch + b0, m);
-          for (std::int64_t i = 0; i < br; ++i) acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(blk[i * bc + j]), xv, acc[i]);
-        }
-      }
-      alignas(32) float out[8];
-      for (std::int64_t i = 0; i < br && R * br + i < w.rows; ++i) {
-        _mm256_store_ps(out, acc[i]);
-        for (std::int64_t b = 0; b < nb; ++b) a.y[(b0 + b) * w.rows + R * br + i] = out[b];
-      }
-    }
+  detail::bsr_batch<V8>(w, a, R0, R1);
 }
 
 void nm(const NM& w, const Args& a, std::int64_t r0, std::int64_t r1) {
@@ -213,15 +184,7 @@ void nm(const NM& w, const Args& a, std::int64_t r0, std::int64_t r1) {
     return;
   }
   if (a.batch == 1) return scalar::nm(w, a, r0, r1);
-  for (std::int64_t r = r0; r < r1; ++r)
-    detail::batch_row<V8>(a, w.rows, r, [&](auto&& fn) {
-      const float* vals = &w.values[r * spr];
-      const std::uint64_t* idx = &w.index[r * wpr];
-      for (std::int64_t s = 0; s < spr; ++s) {
-        const float v = vals[s];
-        if (v != 0.0f) fn((s / n) * m + (idx[s / 16] >> (4 * (s % 16)) & 15), v);
-      }
-    });
+  detail::nm_batch<V8>(w, a, r0, r1);
 }
 
 }  // namespace prunus::kernels::avx2

@@ -43,4 +43,64 @@ inline void batch_row(const Args& a, std::int64_t rows, std::int64_t r, EachNz e
   }
 }
 
+// The batch > 1 kernels of each format, shared by the SIMD families (each instantiates them
+// with its own vector traits, compiled for its own ISA).
+template <class Vec>
+void csr_batch(const Csr& w, const Args& a, std::int64_t r0, std::int64_t r1) {
+  for (std::int64_t r = r0; r < r1; ++r)
+    batch_row<Vec>(a, w.rows, r, [&](auto&& fn) {
+      for (std::uint32_t i = w.row_ptr[r]; i < w.row_ptr[r + 1]; ++i) fn(w.narrow() ? w.col16[i] : w.col32[i], w.values[i]);
+    });
+}
+
+template <class Vec>
+void bitmask_batch(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1) {
+  for (std::int64_t r = r0; r < r1; ++r)
+    batch_row<Vec>(a, w.rows, r, [&](auto&& fn) {
+      const std::uint64_t* bits = &w.bits[r * w.words_per_row];
+      std::uint32_t i = w.row_ptr[r];
+      for (std::int64_t wd = 0; wd < w.words_per_row; ++wd)
+        for (std::uint64_t word = bits[wd]; word; word &= word - 1) fn(wd * 64 + __builtin_ctzll(word), w.values[i++]);
+    });
+}
+
+template <class Vec>
+void nm_batch(const NM& w, const Args& a, std::int64_t r0, std::int64_t r1) {
+  const std::int64_t n = w.n, m = w.m, spr = w.slots_per_row, wpr = w.words_per_row();
+  for (std::int64_t r = r0; r < r1; ++r)
+    batch_row<Vec>(a, w.rows, r, [&](auto&& fn) {
+      const float* vals = &w.values[r * spr];
+      const std::uint64_t* idx = &w.index[r * wpr];
+      for (std::int64_t s = 0; s < spr; ++s) {
+        const float v = vals[s];
+        if (v != 0.0f) fn((s / n) * m + (idx[s / 16] >> (4 * (s % 16)) & 15), v);
+      }
+    });
+}
+
+// BSR: one register of batch columns per block row (br ≤ 16 accumulators).
+template <class Vec>
+void bsr_batch(const Bsr& w, const Args& a, std::int64_t R0, std::int64_t R1) {
+  const std::int64_t br = w.br, bc = w.bc, bsz = br * bc;
+  alignas(64) float out[Vec::kLanes];
+  for (std::int64_t R = R0; R < R1; ++R)
+    for (std::int64_t b0 = 0; b0 < a.batch; b0 += Vec::kLanes) {
+      const std::int64_t nb = std::min<std::int64_t>(Vec::kLanes, a.batch - b0);
+      typename Vec::Reg acc[16];
+      for (std::int64_t i = 0; i < br; ++i) acc[i] = Vec::zero();
+      for (std::uint32_t k = w.block_ptr[R]; k < w.block_ptr[R + 1]; ++k) {
+        const std::int64_t c0 = std::int64_t(w.block_col[k]) * bc;
+        const float* blk = &w.values[k * bsz];
+        for (std::int64_t j = 0; j < bc && c0 + j < w.cols; ++j) {
+          const auto xv = Vec::load_n(a.xt + (c0 + j) * a.batch + b0, nb);
+          for (std::int64_t i = 0; i < br; ++i) acc[i] = Vec::fma(Vec::set1(blk[i * bc + j]), xv, acc[i]);
+        }
+      }
+      for (std::int64_t i = 0; i < br && R * br + i < w.rows; ++i) {
+        Vec::store(out, acc[i]);
+        for (std::int64_t b = 0; b < nb; ++b) a.y[(b0 + b) * w.rows + R * br + i] = out[b];
+      }
+    }
+}
+
 }  // namespace prunus::kernels::detail
