@@ -143,5 +143,16 @@ for l in r["layers"]:
 PY
 grep -q 'accuracy drop' "$T/run1.log" && ok "summary printed" || bad "no summary"
 
+# Ctrl-C in the recipe's fine-tuning stage; --resume finishes with the same bytes as run1.
+"$PRUNUS" run "$T/tiny.yaml" -o "$T/run3" >"$T/run3.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do grep -q 'finetune epoch 1/2' "$T/run3.log" && break; sleep 0.05; done
+kill -INT $pid; wait $pid; rc=$?
+[[ $rc -eq 130 && -f "$T/run3/checkpoint.safetensors" ]] && ok "run: Ctrl-C in fine-tuning leaves a checkpoint" \
+  || bad "run Ctrl-C: rc=$rc $(ls "$T/run3" 2>&1 | tr '\n' ' ')"
+"$PRUNUS" run "$T/tiny.yaml" -o "$T/run3" --resume --no-progress >"$T/run3b.log" 2>&1
+grep -q 'resuming finetune' "$T/run3b.log" && cmp -s "$T/run1/sparse.safetensors" "$T/run3/sparse.safetensors" \
+  && ok "run --resume: byte-identical sparse model" || bad "run --resume: $(head -3 "$T/run3b.log")"
+
 echo "$fails failure(s)"
 [[ $fails -eq 0 ]]
