@@ -8,6 +8,7 @@
 #include "prunus/io.h"
 #include "prunus/llama2c.h"
 #include "prunus/llm.h"
+#include "prunus/safetensors.h"
 #include "test_util.h"
 
 using namespace prunus;
@@ -307,4 +308,50 @@ TEST(OneShot, NMNeedsInputsThatDivideAndSkipListsKeepLayersDense) {
   EXPECT_EQ(m.w("model.layers.1.mlp.down_proj.weight").count_nonzero().item<std::int64_t>(), 32 * 60);
   EXPECT_EQ(m.w("model.layers.0.mlp.down_proj.weight").count_nonzero().item<std::int64_t>(), 32 * 64);
   EXPECT_EQ(m.w("model.layers.0.self_attn.q_proj.weight").count_nonzero().item<std::int64_t>(), 32 * 16);
+}
+
+TEST(HuggingFace, FolderRoundTripIsExactAndBadFoldersAreRejected) {
+  test::TempDir dir;
+  auto m = tiny_model(10);
+  const auto hf = dir.file("hf");
+  llm::save(hf, m);  // no .bin: a Hugging Face folder
+  ASSERT_TRUE(fs::exists(hf + "/config.json"));
+  auto back = llm::load(hf);
+  EXPECT_FALSE(back.config.shared_classifier);
+  EXPECT_EQ(back.config.n_kv_heads, 2);
+  for (const auto& [name, t] : m.weights) EXPECT_TRUE(torch::equal(t, back.w(name))) << name;
+  // q/k are stored permuted (HF's rotate-half RoPE), everything else as is.
+  auto f = safetensors::File::open(hf + "/model.safetensors");
+  const auto q = f.at("model.layers.0.self_attn.q_proj.weight").to_f32();
+  EXPECT_FALSE(torch::equal(torch::from_blob(const_cast<float*>(q.data()), {32, 32}), m.w("model.layers.0.self_attn.q_proj.weight")));
+  const auto v = f.at("model.layers.0.self_attn.v_proj.weight").to_f32();
+  EXPECT_TRUE(torch::equal(torch::from_blob(const_cast<float*>(v.data()), {16, 32}), m.w("model.layers.0.self_attn.v_proj.weight")));
+
+  auto error_for = [&](const std::function<void()>& mutate) {
+    const auto bad = dir.file("bad");
+    fs::remove_all(bad);
+    fs::copy(hf, bad);
+    mutate();
+    try {
+      llm::load(bad);
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(error_for([&] { test::write_bytes(dir.file("bad/config.json"), "{\"hidden_size\": 32}"); })
+                .find("config.json has no 'intermediate_size'"),
+            std::string::npos);
+  EXPECT_NE(error_for([&] {
+              test::write_bytes(dir.file("bad/model.safetensors.index.json"),
+                                "{\"weight_map\": {\"model.norm.weight\": \"../evil.safetensors\"}}");
+            }).find("outside the model folder"),
+            std::string::npos);
+  EXPECT_NE(error_for([&] {
+              test::write_bytes(dir.file("bad/model.safetensors.index.json"),
+                                "{\"weight_map\": {\"model.norm.weight\": \"shard-2.safetensors\"}}");
+            }).find("no shard listed"),
+            std::string::npos);
+  EXPECT_NE(error_for([&] { fs::remove(dir.file("bad/model.safetensors")); }).find("model file not found"),
+            std::string::npos);
 }

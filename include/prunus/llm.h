@@ -41,8 +41,14 @@ struct Model {
 
 Model from_llama2c(const llama2c::Checkpoint& ck);
 llama2c::Checkpoint to_llama2c(const Model& m);
-Model load(const std::string& path);   // llama2.c .bin (HF folders: see the LLM issue)
+// A directory is a Hugging Face LLaMA folder (config.json + model.safetensors or a sharded
+// index; fp32/fp16/bf16; tied or separate lm_head); a file is a llama2.c checkpoint.
+Model load(const std::string& path);
+// A path ending in ".bin" is written as llama2.c, anything else as a Hugging Face folder.
 void save(const std::string& path, const Model& m);
+bool is_hf_folder(const std::string& path);
+Model load_hf(const std::string& dir);
+void save_hf(const std::string& dir, const Model& m);
 
 // The default perplexity protocol: each non-empty line of the text is one document,
 // encoded with BOS and the tokenizer's leading space; documents are concatenated.

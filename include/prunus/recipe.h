@@ -145,6 +145,8 @@ struct OneShotJob {
   bool progress = true;
 };
 int oneshot_job(const OneShotJob& job);
+// llama2.c checkpoint ⇄ Hugging Face LLaMA folder (OUT ending in .bin: llama2.c).
+int convert_job(const std::string& in, const std::string& out);
 
 std::vector<std::string> model_names();
 std::vector<std::string> criterion_names();

@@ -1,7 +1,12 @@
 """An independent llama2.c forward + tokenizer in numpy (written from llama2.c's run.c, not
-from Prunus's code), used to check `prunus perplexity` within 0.5%.
+from Prunus's code), used to check `prunus perplexity` within 0.5%. Given a Hugging Face
+folder instead of a .bin, it reads config.json + model.safetensors and applies RoPE the way
+transformers' LlamaModel does (rotate_half over the two halves of each head), which checks
+that Prunus's HF export/import permutes q/k correctly.
 
-usage: llama_reference.py PRUNUS MODEL.bin TOKENIZER.bin TEXT WINDOWS"""
+usage: llama_reference.py PRUNUS MODEL.bin|HF_DIR TOKENIZER.bin TEXT WINDOWS"""
+import json
+import os
 import re
 import struct
 import subprocess
@@ -11,39 +16,58 @@ import numpy as np
 
 prunus, model_path, tok_path, text_path, windows = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 
-# --- checkpoint (run.c: memory_map_weights)
-raw = open(model_path, "rb").read()
-dim, hidden, n_layers, n_heads, n_kv, vocab, seq_len = struct.unpack("<7i", raw[:28])
-shared = vocab > 0
-vocab = abs(vocab)
-hs = dim // n_heads
-kv_dim = hs * n_kv
-f = np.frombuffer(raw[28:], dtype=np.float32)
-off = 0
+hf = os.path.isdir(model_path)
+if hf:
+    from safetensors.numpy import load_file
+    cfg = json.load(open(os.path.join(model_path, "config.json")))
+    t = load_file(os.path.join(model_path, "model.safetensors"))
+    dim, hidden, n_layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    n_heads, n_kv, vocab, seq_len = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["vocab_size"], cfg["max_position_embeddings"]
+    L = lambda n: np.stack([t[f"model.layers.{i}.{n}.weight"] for i in range(n_layers)])
+    emb = t["model.embed_tokens.weight"]
+    rms_att, rms_ffn = L("input_layernorm"), L("post_attention_layernorm")
+    wq, wk, wv, wo = L("self_attn.q_proj"), L("self_attn.k_proj"), L("self_attn.v_proj"), L("self_attn.o_proj")
+    w1, w2, w3 = L("mlp.gate_proj"), L("mlp.down_proj"), L("mlp.up_proj")
+    rms_final = t["model.norm.weight"]
+    wcls = emb if cfg.get("tie_word_embeddings") else t["lm_head.weight"]
+    hs = dim // n_heads
+    kv_dim = hs * n_kv
+    raw = None
+else:
+    raw = open(model_path, "rb").read()
+if raw is not None:
+    # --- checkpoint (run.c: memory_map_weights)
+    dim, hidden, n_layers, n_heads, n_kv, vocab, seq_len = struct.unpack("<7i", raw[:28])
+    shared = vocab > 0
+    vocab = abs(vocab)
+    hs = dim // n_heads
+    kv_dim = hs * n_kv
+    f = np.frombuffer(raw[28:], dtype=np.float32)
+    off = 0
 
 
-def take(*shape):
-    global off
-    n = int(np.prod(shape))
-    out = f[off:off + n].reshape(shape)
-    off += n
-    return out
+    def take(*shape):
+        global off
+        n = int(np.prod(shape))
+        out = f[off:off + n].reshape(shape)
+        off += n
+        return out
 
 
-emb = take(vocab, dim)
-rms_att = take(n_layers, dim)
-wq = take(n_layers, dim, dim)
-wk = take(n_layers, kv_dim, dim)
-wv = take(n_layers, kv_dim, dim)
-wo = take(n_layers, dim, dim)
-rms_ffn = take(n_layers, dim)
-w1 = take(n_layers, hidden, dim)
-w2 = take(n_layers, dim, hidden)
-w3 = take(n_layers, hidden, dim)
-rms_final = take(dim)
-take(seq_len, hs // 2)
-take(seq_len, hs // 2)
-wcls = emb if shared else take(vocab, dim)
+    emb = take(vocab, dim)
+    rms_att = take(n_layers, dim)
+    wq = take(n_layers, dim, dim)
+    wk = take(n_layers, kv_dim, dim)
+    wv = take(n_layers, kv_dim, dim)
+    wo = take(n_layers, dim, dim)
+    rms_ffn = take(n_layers, dim)
+    w1 = take(n_layers, hidden, dim)
+    w2 = take(n_layers, dim, hidden)
+    w3 = take(n_layers, hidden, dim)
+    rms_final = take(dim)
+    take(seq_len, hs // 2)
+    take(seq_len, hs // 2)
+    wcls = emb if shared else take(vocab, dim)
 
 # --- tokenizer (run.c: build_tokenizer / encode)
 tb = open(tok_path, "rb").read()
@@ -102,6 +126,12 @@ def forward(tokens):
     cos, sin = np.cos(ang), np.sin(ang)
 
     def rope(v, heads):
+        if hf:  # transformers: x*cos + rotate_half(x)*sin, frequencies repeated over both halves
+            v = v.reshape(T, heads, hs)
+            c = np.concatenate([cos, cos], -1)[:, None, :]
+            s = np.concatenate([sin, sin], -1)[:, None, :]
+            rot = np.concatenate([-v[..., hs // 2:], v[..., :hs // 2]], -1)
+            return v * c + rot * s
         v = v.reshape(T, heads, hs // 2, 2)
         a, b = v[..., 0], v[..., 1]
         c, s = cos[:, None, :], sin[:, None, :]

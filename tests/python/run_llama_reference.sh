@@ -8,3 +8,7 @@ here=$(dirname "$0")
   "$SHARED/data/tinystories_valid.txt" 4 || exit 1
 "$PY" "$here/llama_reference.py" "$PRUNUS" "$SHARED/models/aidreams260K.bin" "$SHARED/models/tok512_aidreams.bin" \
   "$SHARED/data/tinystories_valid.txt" 8 || exit 1
+# The Hugging Face export, checked with transformers' RoPE convention (rotate_half).
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+"$PRUNUS" convert "$SHARED/models/stories260K.bin" "$T/hf" >/dev/null || exit 1
+"$PY" "$here/llama_reference.py" "$PRUNUS" "$T/hf" "$SHARED/models/tok512.bin" "$SHARED/data/tinystories_valid.txt" 4 || exit 1

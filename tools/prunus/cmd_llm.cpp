@@ -5,6 +5,16 @@ namespace prunus::cli {
 
 void add_llm(CLI::App& app, Action& action) {
   {
+    auto io = std::make_shared<std::pair<std::string, std::string>>();
+    auto* cmd = app.add_subcommand(
+        "convert",
+        "Convert a language model: llama2.c checkpoint (.bin) <-> Hugging Face LLaMA folder (config.json + "
+        "model.safetensors; reads sharded folders and fp16/bf16 too). OUT ending in .bin is written as llama2.c.");
+    cmd->add_option("input", io->first, "llama2.c .bin or Hugging Face folder")->required();
+    cmd->add_option("output", io->second, "llama2.c .bin or folder to write")->required();
+    cmd->callback([&action, io] { action = [io] { return convert_job(io->first, io->second); }; });
+  }
+  {
     struct O {
       std::string model, text;
       std::int64_t context = 0, max_windows = 0;
@@ -17,7 +27,7 @@ void add_llm(CLI::App& app, Action& action) {
         "with BOS and the tokenizer's leading space; documents are concatenated into one token stream, cut into "
         "non-overlapping windows of the context length (a last partial window is dropped); each window is scored "
         "independently; perplexity = exp(mean negative log-likelihood over all predicted positions).");
-    cmd->add_option("model", o->model, "llama2.c checkpoint (.bin)")->required();
+    cmd->add_option("model", o->model, "llama2.c checkpoint (.bin) or Hugging Face LLaMA folder")->required();
     cmd->add_option("text", o->text, "Text file")->required();
     cmd->add_option("--tokenizer", o->t.tokenizer, "llama2.c tokenizer (default: tok<vocab>.bin beside the model)");
     cmd->add_option("--context", o->context, "Window length (default: the model's seq_len)");
@@ -47,8 +57,8 @@ void add_llm(CLI::App& app, Action& action) {
         "One-shot pruning of a language model's decoder linears (embeddings and classifier kept), block by block on "
         "calibration text: magnitude, wanda (|W|·‖X‖ per output row) or sparsegpt (OBS updates from the calibration "
         "Hessian); unstructured (--sparsity) or N:M (--nm 2:4)");
-    cmd->add_option("model", j->model, "llama2.c checkpoint (.bin)")->required();
-    cmd->add_option("-o,--out", j->out, "Pruned checkpoint to write (llama2.c .bin)")->required();
+    cmd->add_option("model", j->model, "llama2.c checkpoint (.bin) or Hugging Face LLaMA folder")->required();
+    cmd->add_option("-o,--out", j->out, "Pruned model to write: .bin (llama2.c) or a folder (Hugging Face)")->required();
     cmd->add_option("--method", j->method, "magnitude | wanda | sparsegpt | owl (Wanda with OWL per-block sparsity)")
         ->capture_default_str();
     cmd->add_option("--sparsity", j->sparsity, "Unstructured sparsity in [0, 1)")->capture_default_str();

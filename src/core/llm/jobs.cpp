@@ -18,7 +18,10 @@ namespace {
 llama2c::Tokenizer tokenizer_for(const std::string& model_path, const llm::Model& m, const LlmTextOptions& o) {
   std::string path = o.tokenizer;
   if (path.empty()) {
-    path = (fs::path(model_path).parent_path() / fmt::format("tok{}.bin", m.config.vocab_size)).string();
+    // Inside a model folder, else beside the model file.
+    const auto name = fmt::format("tok{}.bin", m.config.vocab_size);
+    const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path) : fs::path(model_path).parent_path();
+    path = (dir / name).string();
     if (!fs::exists(path)) fail(model_path, fmt::format("no tokenizer given and {} does not exist (pass --tokenizer)", path));
   }
   return llama2c::Tokenizer::read(path, static_cast<std::int32_t>(m.config.vocab_size));
@@ -60,6 +63,24 @@ int generate_job(const std::string& model, std::int64_t steps, const LlmTextOpti
   return 0;
 }
 
+int convert_job(const std::string& in, const std::string& out) {
+  if (out.empty()) fail("convert", "an output path is required");
+  const bool to_bin = out.size() > 4 && out.compare(out.size() - 4, 4, ".bin") == 0;
+  if (to_bin) {
+    if (auto dir = fs::path(out).parent_path(); !dir.empty() && !fs::is_directory(dir))
+      fail(out, "output directory does not exist");
+  } else if (fs::exists(out) && !fs::is_directory(out)) {
+    fail(out, "exists and is not a directory (a Hugging Face folder is written there)");
+  }
+  auto m = llm::load(in);
+  llm::save(out, m);
+  std::printf("%s (%s) -> %s (%s): %lld layers, dim %lld, vocab %lld\n", in.c_str(),
+              llm::is_hf_folder(in) ? "Hugging Face folder" : "llama2.c", out.c_str(),
+              to_bin ? "llama2.c" : "Hugging Face folder", static_cast<long long>(m.config.n_layers),
+              static_cast<long long>(m.config.dim), static_cast<long long>(m.config.vocab_size));
+  return 0;
+}
+
 int oneshot_job(const OneShotJob& job) {
   threads(job.text.threads);
   llm::OneShotConfig cfg;
@@ -83,6 +104,8 @@ int oneshot_job(const OneShotJob& job) {
   if (job.out.empty()) fail("--out", "an output file is required");
   if (auto dir = fs::path(job.out).parent_path(); !dir.empty() && !fs::is_directory(dir))
     fail(job.out, "output directory does not exist");
+  if (fs::exists(job.out) && !fs::is_directory(job.out) && !(job.out.size() > 4 && job.out.ends_with(".bin")))
+    fail(job.out, "exists and is not a directory (outputs not ending in .bin are Hugging Face folders)");
   if (cfg.nsamples < 1) fail("--nsamples", "must be at least 1");
   if (cfg.damp <= 0) fail("--damp", "must be positive");
   if (cfg.blocksize < 1) fail("--blocksize", "must be at least 1");

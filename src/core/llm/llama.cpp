@@ -116,8 +116,13 @@ llama2c::Checkpoint to_llama2c(const Model& m) {
   return ck;
 }
 
-Model load(const std::string& path) { return from_llama2c(llama2c::read_checkpoint(path)); }
-void save(const std::string& path, const Model& m) { llama2c::write_checkpoint(path, to_llama2c(m)); }
+Model load(const std::string& path) {
+  return is_hf_folder(path) ? load_hf(path) : from_llama2c(llama2c::read_checkpoint(path));
+}
+void save(const std::string& path, const Model& m) {
+  if (path.size() > 4 && path.compare(path.size() - 4, 4, ".bin") == 0) llama2c::write_checkpoint(path, to_llama2c(m));
+  else save_hf(path, m);
+}
 
 std::vector<std::int32_t> tokenize_documents(const std::string& text_path, const llama2c::Tokenizer& tok) {
   std::ifstream in(text_path, std::ios::binary);

@@ -116,11 +116,13 @@ void write_checkpoint(const std::string& path, const Checkpoint& ck) {
     // RoPE tables as llama2.c's export writes them (run.c ignores them).
     const int hs = c.head_size();
     std::vector<float> re(static_cast<std::size_t>(c.seq_len) * hs / 2), im(re.size());
+    // In float32, as export.py's torch code computes them.
     for (int pos = 0; pos < c.seq_len; ++pos)
       for (int i = 0; i < hs / 2; ++i) {
-        const double freq = 1.0 / std::pow(10000.0, double(2 * i) / hs);
-        re[pos * hs / 2 + i] = static_cast<float>(std::cos(pos * freq));
-        im[pos * hs / 2 + i] = static_cast<float>(std::sin(pos * freq));
+        const float freq = 1.0f / std::pow(10000.0f, static_cast<float>(2 * i) / static_cast<float>(hs));
+        const float angle = static_cast<float>(pos) * freq;
+        re[pos * hs / 2 + i] = std::cos(angle);
+        im[pos * hs / 2 + i] = std::sin(angle);
       }
     sink(re.data(), re.size() * 4);
     sink(im.data(), im.size() * 4);
