@@ -3,6 +3,7 @@
 #   ./run.sh              install what is missing, build (Release, build/), run the main job
 #   ./run.sh test         same set-up, then the whole test suite
 #   ./run.sh bench        same set-up, then the benchmarks
+#   ./run.sh fuzz [SECS]  same set-up, then every parser's libFuzzer target for SECS (default 600) each
 # A second run skips what is already installed and built (ccache + ninja keep builds incremental).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,6 +14,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libeigen3-dev
   dataset-fashion-mnist
   python3 python3-venv
+  clang libclang-rt-14-dev
 )
 
 install_missing() {
@@ -37,6 +39,28 @@ build() {
   cmake --build build --parallel "$(nproc)"
 }
 
+# libFuzzer targets (clang, ASan + UBSan) over the seed corpora in tests/data/fuzz; new
+# findings are written to build-fuzz/findings/ and fail the run.
+fuzz() {
+  local secs=$1
+  CC=clang CXX=clang++ cmake -S tests/fuzz -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build build-fuzz --parallel "$(nproc)"
+  mkdir -p build-fuzz/findings
+  local failed=0
+  for t in safetensors idx llama2c; do
+    mkdir -p "build-fuzz/corpus/$t"
+    echo "fuzz_$t: ${secs}s"
+    if ! ./build-fuzz/fuzz_$t -max_total_time="$secs" -print_final_stats=1 -artifact_prefix=build-fuzz/findings/ \
+         "build-fuzz/corpus/$t" "tests/data/fuzz/$t" >"build-fuzz/fuzz_$t.log" 2>&1; then
+      echo "fuzz_$t FAILED: $(grep -m1 SUMMARY "build-fuzz/fuzz_$t.log") (see build-fuzz/fuzz_$t.log)"
+      failed=1
+    else
+      grep -E "stat::number_of_executed_units" "build-fuzz/fuzz_$t.log" | sed "s/^/  /"
+    fi
+  done
+  return $failed
+}
+
 python_env() {
   # Test-time cross-checks only: the reference safetensors package, from PyPI, in .venv.
   if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c "import safetensors, numpy" 2>/dev/null; then
@@ -54,8 +78,12 @@ case "${1:-}" in
     ;;
   test)
     python_env
-    cd build
-    exec ctest --output-on-failure --parallel 2 --timeout 900
+    (cd build && ctest --output-on-failure --parallel 2 --timeout 900)
+    # A short fuzzing smoke run of every parser (./run.sh fuzz runs them for longer).
+    fuzz 10
+    ;;
+  fuzz)
+    fuzz "${2:-600}"
     ;;
   bench)
     exec ./build/bench/prunus_bench "${@:2}"

@@ -40,6 +40,8 @@ struct Checkpoint {
 // n_kv_heads, even head size, sizes that fit in memory), that the file size is exactly what
 // the header implies, and that every value is finite. InputError naming the file.
 Checkpoint read_checkpoint(const std::string& path);
+// The same validation on bytes in memory (`name` is used in messages).
+Checkpoint parse_checkpoint(const std::uint8_t* data, std::size_t size, const std::string& name);
 // Writes the checkpoint atomically (RoPE tables regenerated as llama2.c's export does).
 void write_checkpoint(const std::string& path, const Checkpoint& ckpt);
 // The HF-style names of the linear weights of layer i, in checkpoint order.
@@ -49,6 +51,7 @@ std::vector<std::string> layer_linear_names(int layer);
 class Tokenizer {
  public:
   static Tokenizer read(const std::string& path, std::int32_t vocab_size);
+  static Tokenizer parse(const std::uint8_t* data, std::size_t size, const std::string& name, std::int32_t vocab_size);
   // BPE as llama2.c's encode: a dummy-prefix space, UTF-8 code points (unknown ones as
   // byte tokens <0xXX> = byte + 3), then merges of the best-scoring pair until none.
   std::vector<std::int32_t> encode(const std::string& text, bool bos, bool eos) const;

@@ -50,6 +50,16 @@ std::vector<std::string> layer_linear_names(int l) {
 
 Checkpoint read_checkpoint(const std::string& path) {
   MappedFile f(path);
+  return parse_checkpoint(f.data(), f.size(), path);
+}
+
+Checkpoint parse_checkpoint(const std::uint8_t* data, std::size_t size, const std::string& path) {
+  struct View {
+    const std::uint8_t* d;
+    std::size_t n;
+    const std::uint8_t* data() const { return d; }
+    std::size_t size() const { return n; }
+  } f{data, size};
   if (f.size() < 28) fail(path, fmt::format("not a llama2.c checkpoint: {} bytes, shorter than the 28-byte header", f.size()));
   std::int32_t h[7];
   std::memcpy(h, f.data(), 28);
@@ -135,8 +145,13 @@ void write_checkpoint(const std::string& path, const Checkpoint& ck) {
 
 Tokenizer Tokenizer::read(const std::string& path, std::int32_t vocab_size) {
   MappedFile f(path);
-  const std::uint8_t* p = f.data();
-  const std::uint8_t* end = p + f.size();
+  return parse(f.data(), f.size(), path, vocab_size);
+}
+
+Tokenizer Tokenizer::parse(const std::uint8_t* data, std::size_t size, const std::string& path,
+                           std::int32_t vocab_size) {
+  const std::uint8_t* p = data;
+  const std::uint8_t* end = p + size;
   auto need = [&](std::size_t n, const char* what) {
     if (static_cast<std::size_t>(end - p) < n) fail(path, fmt::format("tokenizer truncated while reading {}", what));
   };
@@ -169,7 +184,7 @@ Tokenizer Tokenizer::read(const std::string& path, std::int32_t vocab_size) {
 
 std::vector<std::int32_t> Tokenizer::encode(const std::string& text, bool bos, bool eos) const {
   std::vector<std::int32_t> tokens;
-  if (bos) tokens.push_back(kBos);
+  if (bos && kBos < vocab_size()) tokens.push_back(kBos);
   auto find = [&](const std::string& s) {
     auto it = lookup_.find(s);
     return it == lookup_.end() ? -1 : it->second;
@@ -190,7 +205,11 @@ std::vector<std::int32_t> Tokenizer::encode(const std::string& text, bool bos, b
     if (id >= 0) {
       tokens.push_back(id);
     } else {
-      for (unsigned char b : buf) tokens.push_back(static_cast<std::int32_t>(b) + 3);
+      // Byte fallback; a vocabulary without byte tokens gets <unk> (0) instead of ids past its end.
+      for (unsigned char b : buf) {
+        const std::int32_t byte_id = static_cast<std::int32_t>(b) + 3;
+        tokens.push_back(byte_id < vocab_size() ? byte_id : 0);
+      }
     }
     buf.clear();
   }
@@ -212,7 +231,7 @@ std::vector<std::int32_t> Tokenizer::encode(const std::string& text, bool bos, b
     tokens[best_at] = best_id;
     tokens.erase(tokens.begin() + static_cast<std::ptrdiff_t>(best_at) + 1);
   }
-  if (eos) tokens.push_back(kEos);
+  if (eos && kEos < vocab_size()) tokens.push_back(kEos);
   return tokens;
 }
 
