@@ -4,16 +4,7 @@ set -uo pipefail
 PRUNUS=${1:?prunus}; SHARED=${2:?shared dir}
 if [[ ! -f "$SHARED/models/stories260K.bin" ]]; then echo "SKIPPED: $SHARED/models not present"; exit 77; fi
 M=$SHARED/models/stories260K.bin; TOK=$SHARED/models/tok512.bin; TXT=$SHARED/data/tinystories_valid.txt
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-fails=0
-ok() { echo "ok   - $1"; }
-bad() { echo "FAIL - $1"; fails=$((fails + 1)); }
-expect_error() {
-  local name=$1 want=$2; shift 2
-  "$@" >"$T/out" 2>"$T/err"; local rc=$?
-  if [[ $rc -eq 2 && $(wc -l <"$T/err") -eq 1 ]] && grep -qF -- "$want" "$T/err"; then ok "$name"
-  else bad "$name: rc=$rc stderr: $(head -c 300 "$T/err")"; fi
-}
+source "$(dirname "$0")/cli_lib.sh"
 
 "$PRUNUS" generate "$M" --steps 30 | grep -q '^Once upon a time, there was a little girl named Lily' \
   && ok "generate reproduces the llama2.c sample" || bad "generate"

@@ -4,20 +4,7 @@
 set -uo pipefail
 PRUNUS=${1:?usage: cli_test.sh path/to/prunus}
 DATA=${PRUNUS_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-ok() { echo "ok   - $1"; }
-bad() { echo "FAIL - $1"; fails=$((fails + 1)); }
-
-# expect_error NAME EXPECTED_SUBSTRING CMD...: exit code 2, exactly one line on stderr containing the substring.
-expect_error() {
-  local name=$1 want=$2; shift 2
-  "$@" >"$T/out" 2>"$T/err"; local rc=$?
-  local lines; lines=$(wc -l <"$T/err")
-  if [[ $rc -eq 2 && $lines -eq 1 ]] && grep -qF -- "$want" "$T/err"; then ok "$name"
-  else bad "$name: rc=$rc lines=$lines stderr: $(head -c 400 "$T/err")"; fi
-}
+source "$(dirname "$0")/cli_lib.sh"
 
 "$PRUNUS" --version | grep -q '^prunus [0-9]' && ok "--version" || bad "--version"
 for verb in run train prune finetune eval inspect; do
