@@ -127,6 +127,7 @@ TEST(Kernels, BitmaskMatchesReference) {
   for (bool use : {false, true}) {
     if (use && !vbmi2) continue;
     prunus::kernels::avx512::g_use_vbmi2 = use;
+    prunus::kernels::avx512::g_vbmi2_max_density = use ? 1.0 : 0.2;
   for (const auto& c : kShapes) {
     auto w = random_sparse(c.rows, c.cols, c.sparsity, rng);
     auto f = k::to_bitmask(w.data(), c.rows, c.cols);
@@ -136,6 +137,7 @@ TEST(Kernels, BitmaskMatchesReference) {
   }
   }
   prunus::kernels::avx512::g_use_vbmi2 = vbmi2;
+  prunus::kernels::avx512::g_vbmi2_max_density = 0.2;
 }
 
 TEST(Kernels, BsrMatchesReference) {

@@ -33,6 +33,8 @@ namespace avx512 {
 // Whether the AVX-512 family may use VBMI2 (byte compress); set from CPUID, and tests turn
 // it off to check the plain AVX-512 path too.
 extern bool g_use_vbmi2;
+// Batch-1 bitmask rows denser than this take the expand kernel even with VBMI2 (tests set 1).
+extern double g_vbmi2_max_density;
 void bitmask_gemv_vbmi2(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1);
 }  // namespace avx512
 
