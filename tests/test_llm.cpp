@@ -8,6 +8,7 @@
 #include "prunus/io.h"
 #include "prunus/llama2c.h"
 #include "prunus/llm.h"
+#include "prunus/runtime.h"
 #include "prunus/safetensors.h"
 #include "test_util.h"
 
@@ -354,4 +355,59 @@ TEST(HuggingFace, FolderRoundTripIsExactAndBadFoldersAreRejected) {
             std::string::npos);
   EXPECT_NE(error_for([&] { fs::remove(dir.file("bad/model.safetensors")); }).find("model file not found"),
             std::string::npos);
+}
+
+// The runtime's decoder (no libtorch, KV cache, formats chosen by measurement) against the
+// libtorch forward: every position's logits within 1e-4 of the largest logit, dense and
+// with half of every linear pruned (so sparse formats compete), GQA and an unshared classifier.
+TEST(NativeRuntime, LogitsMatchTheLibtorchForward) {
+  for (bool pruned : {false, true}) {
+    auto m = tiny_model(5);
+    if (pruned) {
+      torch::manual_seed(9);
+      for (int l = 0; l < m.config.n_layers; ++l)
+        for (const auto& n : m.linear_names(l)) m.weights[n] *= (torch::rand(m.weights[n].sizes()) > 0.5).to(torch::kFloat32);
+    }
+    const auto tokens = random_tokens(16, 3);
+    auto t = torch::from_blob(const_cast<std::int32_t*>(tokens.data()), {1, 16}, torch::kInt32).to(torch::kInt64);
+    const auto ref = m.forward(t)[0].contiguous();  // [16, vocab]
+    for (bool dense : {true, false}) {
+      runtime::LoadOptions lo;
+      lo.dense = dense;
+      auto rt = runtime::Llama::from_checkpoint(llm::to_llama2c(m), lo);
+      double worst = 0;
+      for (std::int64_t pos = 0; pos < 16; ++pos) {
+        const auto& logits = rt.step(tokens[pos], pos);
+        const auto row = ref[pos];
+        const double scale = row.abs().max().item<double>();
+        for (std::int64_t v = 0; v < 40; ++v)
+          worst = std::max(worst, std::abs(double(logits[v]) - row[v].item<double>()) / scale);
+      }
+      EXPECT_LT(worst, 1e-4) << (pruned ? "pruned" : "dense") << (dense ? " dense path" : " auto formats");
+    }
+  }
+}
+
+TEST(NativeRuntime, GreedyDecodingEqualsTheLibtorchPathOnStories260K) {
+  if (!have_shared()) GTEST_SKIP() << "shared data not present";
+  const auto m = llm::load(shared_dir() + "/models/stories260K.bin");
+  const auto ref = llm::generate_greedy(m, 120);
+  auto rt = runtime::Llama::load(shared_dir() + "/models/stories260K.bin");
+  EXPECT_EQ(rt.generate_greedy(120), ref);
+  EXPECT_EQ(rt.layers().size(), 35u);
+}
+
+TEST(NativeRuntime, BadTokensPositionsAndShapesAreErrors) {
+  auto m = tiny_model(6);
+  auto rt = runtime::Llama::from_checkpoint(llm::to_llama2c(m));
+  EXPECT_THROW(rt.step(40, 0), InputError);
+  EXPECT_THROW(rt.step(0, 16), InputError);
+  auto ck = llm::to_llama2c(m);
+  ck.tensors["model.layers.1.mlp.up_proj.weight"].shape = {32, 64};
+  try {
+    runtime::Llama::from_checkpoint(std::move(ck));
+    FAIL() << "a wrong shape was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("up_proj"), std::string::npos) << e.what();
+  }
 }

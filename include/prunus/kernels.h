@@ -127,6 +127,8 @@ class SparseLinear {
   double measured_seconds() const { return seconds_; }        // chosen format, per call
   double measured_dense_seconds() const { return dense_seconds_; }
   double speedup() const { return seconds_ > 0 ? dense_seconds_ / seconds_ : 1.0; }
+  // The dense weights when the format is Dense (e.g. a classifier shared with the embedding).
+  const float* dense_data() const { return format_ == Format::Dense ? dense_.data() : nullptr; }
 
  private:
   Format format_ = Format::Dense;

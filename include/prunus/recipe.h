@@ -128,7 +128,13 @@ struct LlmTextOptions {
 };
 int perplexity_job(const std::string& model, const std::string& text, std::int64_t context, std::int64_t max_windows,
                    const LlmTextOptions& o);
-int generate_job(const std::string& model, std::int64_t steps, const LlmTextOptions& o);
+struct GenerateOptions {
+  std::int64_t steps = 256;
+  std::string runtime = "torch";  // torch (prunus_core's forward) | native (prunus_runtime, no libtorch)
+  bool dense = false;             // native: keep every linear dense (the runtime's dense path)
+  bool stats = false;             // native: per-layer formats and tokens/s on stderr
+};
+int generate_job(const std::string& model, const GenerateOptions& g, const LlmTextOptions& o);
 struct OneShotJob {
   std::string model, out, calib;
   std::string method = "wanda";   // magnitude | wanda | sparsegpt

@@ -40,15 +40,22 @@ void add_llm(CLI::App& app, Action& action) {
   {
     struct O {
       std::string model;
-      std::int64_t steps = 256;
+      GenerateOptions g;
       LlmTextOptions t;
     };
     auto o = std::make_shared<O>();
     auto* cmd = app.add_subcommand("generate", "Greedy decoding from BOS (a smoke test of a model)");
-    cmd->add_option("model", o->model, "llama2.c checkpoint (.bin)")->required();
-    cmd->add_option("--steps", o->steps, "Tokens to generate")->capture_default_str();
+    cmd->add_option("model", o->model, "llama2.c checkpoint (.bin) or Hugging Face LLaMA folder")->required();
+    cmd->add_option("--steps", o->g.steps, "Tokens to generate")->capture_default_str();
     cmd->add_option("--tokenizer", o->t.tokenizer, "llama2.c tokenizer (default: tok<vocab>.bin beside the model)");
-    cmd->callback([&action, o] { action = [o] { return generate_job(o->model, o->steps, o->t); }; });
+    cmd->add_option("--runtime", o->g.runtime,
+                    "torch (libtorch forward) or native (prunus_runtime: KV cache, each linear in the sparse format "
+                    "that measured fastest)")
+        ->capture_default_str();
+    cmd->add_flag("--dense", o->g.dense, "native: keep every linear dense (the runtime's dense path)");
+    cmd->add_flag("--stats", o->g.stats, "native: per-layer formats, bytes, speed-ups and tokens/s on stderr");
+    cmd->add_option("--threads", o->t.threads, "Threads");
+    cmd->callback([&action, o] { action = [o] { return generate_job(o->model, o->g, o->t); }; });
   }
   {
     auto j = std::make_shared<OneShotJob>();

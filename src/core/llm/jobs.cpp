@@ -1,4 +1,5 @@
 // The LLM verbs: perplexity, generate, oneshot. Inputs are validated before any write.
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 
@@ -9,6 +10,7 @@
 #include "prunus/llm.h"
 #include "prunus/recipe.h"
 #include "prunus/report.h"
+#include "prunus/runtime.h"
 
 namespace prunus {
 namespace fs = std::filesystem;
@@ -52,14 +54,49 @@ int perplexity_job(const std::string& model, const std::string& text, std::int64
   return 0;
 }
 
-int generate_job(const std::string& model, std::int64_t steps, const LlmTextOptions& o) {
+int generate_job(const std::string& model, const GenerateOptions& g, const LlmTextOptions& o) {
+  if (g.runtime != "torch" && g.runtime != "native")
+    fail("--runtime", fmt::format("'{}' is not a runtime (torch | native)", g.runtime));
   threads(o.threads);
   auto m = llm::load(model);
   auto tok = tokenizer_for(model, m, o);
-  const auto out = llm::generate_greedy(m, steps);
-  std::string text;
-  for (std::size_t i = 1; i < out.size(); ++i) text += tok.decode_token(out[i - 1], out[i]);
-  std::printf("%s\n", text.c_str());
+  if (g.runtime == "torch") {
+    const auto out = llm::generate_greedy(m, g.steps);
+    std::string text;
+    for (std::size_t i = 1; i < out.size(); ++i) text += tok.decode_token(out[i - 1], out[i]);
+    std::printf("%s\n", text.c_str());
+    return 0;
+  }
+  // The native runtime: the same weights, handed over without libtorch tensors.
+  runtime::LoadOptions lo;
+  lo.dense = g.dense;
+  lo.kernel.threads = std::max(1, o.threads);
+  const auto t0 = std::chrono::steady_clock::now();
+  const float eps = static_cast<float>(m.config.norm_eps), theta = static_cast<float>(m.config.rope_theta);
+  auto ck = llm::to_llama2c(m);
+  m = {};
+  auto rt = runtime::Llama::from_checkpoint(std::move(ck), lo, eps, theta);
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::int32_t prev = llama2c::Tokenizer::kBos;
+  const auto t1 = std::chrono::steady_clock::now();
+  const auto out = rt.generate_greedy(g.steps, [&](std::int32_t t) {
+    std::fputs(tok.decode_token(prev, t).c_str(), stdout);
+    std::fflush(stdout);
+    prev = t;
+  });
+  const double gen_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  std::printf("\n");
+  if (g.stats) {
+    std::fprintf(stderr, "%-34s %-12s %8s %11s %9s\n", "layer", "shape", "format", "bytes", "speed-up");
+    for (const auto& l : rt.layers())
+      std::fprintf(stderr, "%-34s %-12s %8s %11llu %8.2fx\n", l.name.c_str(),
+                   fmt::format("{}x{}", l.rows, l.cols).c_str(), l.format.c_str(),
+                   static_cast<unsigned long long>(l.bytes), l.seconds > 0 ? l.dense_seconds / l.seconds : 1.0);
+    const auto n = static_cast<double>(out.size() - 1);
+    std::fprintf(stderr, "native runtime: %s weights %.1f MB, load %.2f s, %lld tokens in %.3f s = %.1f tokens/s\n",
+                 g.dense ? "dense" : "auto-format", rt.weight_bytes() / 1e6, load_s,
+                 static_cast<long long>(out.size() - 1), gen_s, n > 0 ? n / gen_s : 0.0);
+  }
   return 0;
 }
 

@@ -66,7 +66,7 @@ void csr(const Csr& w, const Args& a, std::int64_t r0, std::int64_t r1) {
 void bitmask(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1) {
   // The VBMI2 kernel's cost grows with the non-zeros, the expand kernel's with the columns:
   // VBMI2 wins only on very sparse rows (measured crossover near 80% zeros on Zen 4).
-  const double density = w.rows * w.cols ? double(w.nnz()) / double(w.rows * w.cols) : 0.0;
+  const double density = w.rows > 0 && w.cols > 0 ? double(w.nnz()) / double(w.rows * w.cols) : 0.0;
   if (a.batch == 1 && g_use_vbmi2 && density < g_vbmi2_max_density) return bitmask_gemv_vbmi2(w, a, r0, r1);
   if (a.batch == 1) {
     // Branch-free: each 64-column word is four 16-column chunks; a chunk's values are
