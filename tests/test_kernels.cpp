@@ -208,3 +208,36 @@ TEST(Kernels, SizesFollowTheFormats) {
   EXPECT_EQ(bm.nnz(), csr.nnz());
   EXPECT_EQ(bm.bytes(), 300u * 13 * 8 + csr.nnz() * 4 + 301 * 4);
 }
+
+// The per-layer format choice: the product is the same whatever is chosen, a very sparse
+// layer ends up smaller and no slower than dense (as measured), a dense one stays dense.
+TEST(SparseLinear, ChoosesAFormatThatPaysAndComputesTheSameProduct) {
+  std::mt19937 rng(11);
+  struct C {
+    std::int64_t rows, cols;
+    double sparsity;
+    bool nm;
+    std::int64_t batch;
+  };
+  for (const C c : {C{512, 512, 0.9, false, 1}, C{512, 512, 0.9, false, 16}, C{256, 384, 0.0, false, 1},
+                    C{300, 256, 0.5, true, 1}, C{97, 130, 0.7, false, 5}}) {
+    const auto w = c.nm ? random_nm(c.rows, c.cols, 2, 4, rng, false) : random_sparse(c.rows, c.cols, c.sparsity, rng);
+    const auto lin = k::SparseLinear::build(w.data(), c.rows, c.cols, c.batch);
+    const std::string what = std::to_string(c.rows) + "x" + std::to_string(c.cols) + " " +
+                             k::SparseLinear::format_name(lin.format());
+    EXPECT_LE(lin.measured_seconds(), lin.measured_dense_seconds() * 1.03) << what;
+    if (c.sparsity == 0.0 && !c.nm) EXPECT_EQ(lin.format(), k::SparseLinear::Format::Dense) << what;
+    if (c.sparsity >= 0.9) {
+      EXPECT_NE(lin.format(), k::SparseLinear::Format::Dense) << what;
+      EXPECT_LT(lin.bytes(), lin.dense_bytes() / 3) << what;
+    }
+    std::vector<float> x(static_cast<std::size_t>(c.batch * c.cols));
+    std::uniform_real_distribution<float> u(-1, 1);
+    for (auto& v : x) v = u(rng);
+    std::vector<float> y(static_cast<std::size_t>(c.batch * c.rows));
+    lin.forward(x.data(), c.batch, y.data());
+    std::vector<double> ref, bound;
+    reference(w, c.rows, c.cols, x, c.batch, ref, bound);
+    for (std::size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], ref[i], 1e-5 * (bound[i] + 1)) << what << " at " << i;
+  }
+}
