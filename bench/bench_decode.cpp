@@ -3,7 +3,11 @@
 // magnitude. One process per configuration, so resident memory is the model's own.
 //
 //   build/bench/prunus_decode_bench --sparsity 0.5 [--dense] [--threads 1] [--vocab 32000]
+//   build/bench/prunus_decode_bench --sparsity 0.5 --compare   (both paths in one process)
 //
+// --compare loads the pruned model twice, on the runtime's dense path and with the formats
+// chosen at load, and alternates their decode steps, so that both see the same machine: on
+// a shared VM, memory bandwidth drifts by ±20% between runs.
 // Prints one JSON line (docs/data/cpu_decode.jsonl keeps the runs of docs/benchmarks.md).
 #include <algorithm>
 #include <chrono>
@@ -61,7 +65,7 @@ void prune_rows(std::vector<float>& w, std::int64_t rows, std::int64_t cols, dou
 int main(int argc, char** argv) {
   std::int64_t dim = 4096, hidden = 11008, layers = 2, heads = 32, kv_heads = 32, vocab = 32000, seq = 256, tokens = 24;
   double sparsity = 0.0;
-  bool dense = false;
+  bool dense = false, compare = false;
   int threads = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -82,6 +86,7 @@ int main(int argc, char** argv) {
     else if (a == "--sparsity") sparsity = std::stod(next());
     else if (a == "--threads") threads = std::stoi(next());
     else if (a == "--dense") dense = true;
+    else if (a == "--compare") compare = true;
     else {
       std::fprintf(stderr,
                    "usage: %s [--sparsity S] [--dense] [--threads N] [--dim 4096] [--hidden 11008] [--layers 2] "
@@ -131,8 +136,52 @@ int main(int argc, char** argv) {
   const double make_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   prunus::runtime::LoadOptions lo;
-  lo.dense = dense;
   lo.kernel.threads = threads;
+  if (compare) {
+    auto ck_dense = ck;
+    lo.dense = true;
+    auto dense_model = prunus::runtime::Llama::from_checkpoint(std::move(ck_dense), lo);
+    lo.dense = false;
+    auto model = prunus::runtime::Llama::from_checkpoint(std::move(ck), lo);
+    for (std::int64_t pos = 0; pos < 2; ++pos) {
+      dense_model.step(static_cast<std::int32_t>(pos % vocab), pos);
+      model.step(static_cast<std::int32_t>(pos % vocab), pos);
+    }
+    std::vector<double> td, ts, ratio;
+    for (std::int64_t pos = 2; pos < 2 + tokens; ++pos) {
+      const auto tok = static_cast<std::int32_t>((pos * 7) % vocab);
+      auto a = std::chrono::steady_clock::now();
+      const float ld = dense_model.step(tok, pos)[0];
+      auto b = std::chrono::steady_clock::now();
+      const float ls = model.step(tok, pos)[0];
+      auto c = std::chrono::steady_clock::now();
+      td.push_back(std::chrono::duration<double>(b - a).count());
+      ts.push_back(std::chrono::duration<double>(c - b).count());
+      ratio.push_back(td.back() / ts.back());
+      if (std::abs(ld - ls) > 1e-3f * (1.0f + std::abs(ld))) {
+        std::fprintf(stderr, "dense and sparse logits differ at step %lld: %g vs %g\n", static_cast<long long>(pos), ld, ls);
+        return 1;
+      }
+    }
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
+    std::string formats;
+    for (const auto& l : model.layers())
+      if (l.name.find("layers.0.") != std::string::npos)
+        formats += fmt::format("{}{}={}", formats.empty() ? "" : ",", l.name.substr(l.name.rfind('.') + 1), l.format);
+    std::printf(
+        "{\"sparsity\": %.2f, \"mode\": \"compare\", \"threads\": %d, \"dim\": %lld, \"hidden\": %lld, "
+        "\"layers\": %lld, \"vocab\": %lld, \"tokens\": %lld, \"dense_ms_per_token\": %.2f, "
+        "\"sparse_ms_per_token\": %.2f, \"speedup_median_of_steps\": %.3f, \"dense_weight_mb\": %.1f, "
+        "\"sparse_weight_mb\": %.1f, \"formats_layer0\": \"%s\"}\n",
+        sparsity, threads, static_cast<long long>(dim), static_cast<long long>(hidden), static_cast<long long>(layers),
+        static_cast<long long>(vocab), static_cast<long long>(tokens), 1e3 * median(td), 1e3 * median(ts),
+        median(ratio), dense_model.weight_bytes() / 1e6, model.weight_bytes() / 1e6, formats.c_str());
+    return 0;
+  }
+  lo.dense = dense;
   const auto t1 = std::chrono::steady_clock::now();
   auto model = prunus::runtime::Llama::from_checkpoint(std::move(ck), lo);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();

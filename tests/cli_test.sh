@@ -54,6 +54,14 @@ acc_rt=$(grep -o 'test accuracy [0-9.]*%' "$T/infer" | grep -o '[0-9.]*%')
 [[ -n "$acc_eval" && "$acc_eval" == "$acc_rt" ]] && ok "runtime accuracy equals libtorch ($acc_rt)" \
   || bad "runtime accuracy '$acc_rt' vs eval '$acc_eval': $(tail -3 "$T/infer")"
 grep -qE '^fc1 +300x784 +58800 ' "$T/infer" && ok "infer lists each layer's format" || bad "infer table: $(head -4 "$T/infer")"
+# prunus run MODEL INPUT: one class per image, and the accuracy infer reports on the same images.
+"$PRUNUS" run "$T/sparse.safetensors" "$DATA/t10k-images-idx3-ubyte.gz" --labels "$DATA/t10k-labels-idx1-ubyte.gz" \
+  --batch 64 >"$T/classes" 2>"$T/run_err"
+acc_run=$(grep -o 'accuracy [0-9.]*%' "$T/run_err" | grep -o '[0-9.]*%')
+acc_full=$("$PRUNUS" infer "$T/sparse.safetensors" --batch 64 | grep -o 'test accuracy [0-9.]*%' | grep -o '[0-9.]*%')
+[[ $(wc -l <"$T/classes") -eq 10000 && -z "$(grep -v '^[0-9]$' "$T/classes")" && -n "$acc_run" && "$acc_run" == "$acc_full" ]] \
+  && ok "run MODEL INPUT: 10000 classes, accuracy $acc_run as infer" || bad "run MODEL INPUT: $(cat "$T/run_err") vs $acc_full"
+expect_error "run: INPUT needs a model file" "needs a model file" "$PRUNUS" run "$T/tiny.yaml" "$T/classes"
 
 # A failed run must not overwrite an existing output: prune to an impossible sparsity onto sparse.safetensors.
 cp "$T/sparse.safetensors" "$T/keep"
@@ -96,6 +104,12 @@ for m in lenet5 resnet; do
   "$PRUNUS" train --model $m --epochs 1 --train-limit 512 --test-limit 200 --batch-size 64 --no-progress \
     -o "$T/$m.safetensors" >"$T/out" 2>&1 && "$PRUNUS" eval "$T/$m.safetensors" --test-limit 200 >>"$T/out" 2>&1 \
     && ok "train + eval $m" || bad "train $m: $(tail -2 "$T/out")"
+  # Pruned, in the runtime (convolutions, pooling, BatchNorm folded, residual adds): same accuracy.
+  "$PRUNUS" prune "$T/$m.safetensors" --sparsity 0.8 -o "$T/$m-sparse.safetensors" >"$T/out" 2>&1 || bad "prune $m"
+  acc_e=$("$PRUNUS" eval "$T/$m-sparse.safetensors" --test-limit 200 | grep -o '[0-9.]*%' | head -1)
+  acc_r=$("$PRUNUS" infer "$T/$m-sparse.safetensors" --test-limit 200 --batch 8 | grep -o 'test accuracy [0-9.]*%' | grep -o '[0-9.]*%')
+  [[ -n "$acc_e" && "$acc_e" == "$acc_r" ]] && ok "$m in the runtime: accuracy $acc_r as libtorch" \
+    || bad "$m runtime accuracy '$acc_r' vs libtorch '$acc_e'"
 done
 
 # A whole recipe, twice: same bytes, exact global sparsity, a report with what users need.

@@ -264,52 +264,62 @@ TEST(Training, ResumingAnotherStagesCheckpointIsRefused) {
 
 #include "prunus/runtime.h"
 
-TEST(Runtime, MatchesTheLibtorchForwardOnAPrunedModel) {
-  test::TempDir dir;
-  torch::manual_seed(3);
-  auto net = make_model("lenet300");
-  std::vector<PrunedParam> params;
-  for (auto& [name, w] : prunable_weights(*net)) params.push_back({name, w});
-  Sparsifier sp(params, make_criterion("magnitude"), make_pattern("unstructured"), make_scope("global"),
-                make_oneshot_schedule(0.9, 0));
-  sp.prune_to(0.9);
-  const auto path = dir.file("sparse.safetensors");
-  save_model(path, *net);
-  net->eval();
-  for (std::int64_t batch : {1, 32}) {
-    auto raw = torch::rand({batch, 1, 28, 28});
-    auto expect = net->forward((raw - data::kPixelMean) / data::kPixelStd).contiguous();
-    for (bool dense : {false, true}) {
-      runtime::LoadOptions lo;
-      lo.batch_hint = batch;
-      lo.dense = dense;
-      auto m = runtime::Model::load(path, lo);
-      ASSERT_EQ(m.input_size(), 784);
-      ASSERT_EQ(m.output_size(), 10);
-      auto got = m.forward(raw.data_ptr<float>(), batch);
-      auto g = torch::from_blob(got.data(), {batch, 10}).clone();
-      const double err = ((g - expect).abs() / expect.abs().clamp_min(1.0)).max().item<double>();
-      EXPECT_LT(err, 1e-4) << "dense=" << dense << " batch=" << batch;
-      EXPECT_TRUE(torch::equal(g.argmax(1), expect.argmax(1)));
+// Every architecture through the runtime (convolutions as im2col, BatchNorm folded into
+// them, residual adds, pooling) against the libtorch forward in eval mode, 90% pruned.
+TEST(Runtime, MatchesTheLibtorchForwardOnPrunedModelsOfEveryArchitecture) {
+  for (const std::string arch : {"lenet300", "lenet5", "resnet"}) {
+    test::TempDir dir;
+    torch::manual_seed(3);
+    auto net = make_model(arch);
+    {
+      torch::NoGradGuard ng;  // BatchNorm statistics that are not the identity, so folding shows
+      for (auto& b : net->named_buffers())
+        if (b.key().find("running_mean") != std::string::npos) b.value().copy_(torch::randn(b.value().sizes()) * 0.1);
+        else if (b.key().find("running_var") != std::string::npos) b.value().copy_(torch::rand(b.value().sizes()) + 0.5);
+      for (auto& p : net->named_parameters())
+        if (p.key().find("bn") != std::string::npos) p.value().copy_(torch::rand(p.value().sizes()) + 0.5);
     }
+    std::vector<PrunedParam> params;
+    for (auto& [name, w] : prunable_weights(*net)) params.push_back({name, w});
+    Sparsifier sp(params, make_criterion("magnitude"), make_pattern("unstructured"), make_scope("global"),
+                  make_oneshot_schedule(0.9, 0));
+    sp.prune_to(0.9);
+    const auto path = dir.file("sparse.safetensors");
+    save_model(path, *net);
+    net->eval();
+    for (std::int64_t batch : {1, 7}) {
+      auto raw = torch::rand({batch, 1, 28, 28});
+      torch::NoGradGuard ng;
+      auto expect = net->forward((raw - data::kPixelMean) / data::kPixelStd).contiguous();
+      for (bool dense : {false, true}) {
+        runtime::LoadOptions lo;
+        lo.batch_hint = batch;
+        lo.dense = dense;
+        auto m = runtime::Model::load(path, lo);
+        ASSERT_EQ(m.input_size(), 784);
+        ASSERT_EQ(m.output_size(), 10);
+        auto got = m.forward(raw.data_ptr<float>(), batch);
+        auto g = torch::from_blob(got.data(), {batch, 10}).clone();
+        const double err = ((g - expect).abs() / expect.abs().clamp_min(1.0)).max().item<double>();
+        EXPECT_LT(err, 1e-4) << arch << " dense=" << dense << " batch=" << batch;
+        EXPECT_TRUE(torch::equal(g.argmax(1), expect.argmax(1))) << arch;
+      }
+    }
+    // The runtime saw the zeros: 90% of the pruned weights are not stored densely.
+    auto m = runtime::Model::load(path);
+    std::int64_t nnz = 0, n = 0;
+    for (const auto& l : m.layers()) {
+      nnz += l.nnz;
+      n += l.rows * l.cols;
+    }
+    EXPECT_EQ(m.layers().size(), prunable_weights(*net).size()) << arch;
+    EXPECT_EQ(n - nnz, std::llround(0.9 * double(n))) << arch;
   }
-  // The runtime saw the zeros: 90% of the pruned weights are not stored densely.
-  auto m = runtime::Model::load(path);
-  std::int64_t nnz = 0, n = 0;
-  for (const auto& l : m.layers()) {
-    nnz += l.nnz;
-    n += l.rows * l.cols;
-  }
-  EXPECT_EQ(n - nnz, std::llround(0.9 * double(n)));
 }
 
 TEST(Runtime, RejectsModelsItCannotRunNamingTheFile) {
   test::TempDir dir;
-  auto net = make_model("lenet5");  // no runtime graph yet
-  const auto path = dir.file("lenet5.safetensors");
-  save_model(path, *net);
-  EXPECT_NE(expect_input_error([&] { runtime::Model::load(path); }).find(path + ": no 'prunus.graph'"),
-            std::string::npos);
+  const auto path = dir.file("model.safetensors");
   auto mlp = make_model("lenet300");
   NamedTensors state;
   for (const auto& p : mlp->named_parameters()) state.emplace_back(p.key(), p.value());
@@ -324,4 +334,19 @@ TEST(Runtime, RejectsModelsItCannotRunNamingTheFile) {
   EXPECT_NE(write_graph(R"({"input":[784],"ops":[{"op":"linear","weight":"fc9.weight"}]})").find("missing tensor 'fc9.weight'"),
             std::string::npos);
   EXPECT_NE(write_graph(R"({"input":[784],"ops":[]})").find("no layers"), std::string::npos);
+  EXPECT_NE(write_graph(R"({"input":[1,28,28],"ops":[{"op":"linear","weight":"fc1.weight"}]})").find("flatten or pool"),
+            std::string::npos);
+  EXPECT_NE(write_graph(R"({"input":[784],"ops":[{"op":"add","inputs":["input","skip"]}]})").find("'skip'"),
+            std::string::npos);
+  EXPECT_NE(write_graph(R"({"input":[1,28,28],"ops":[{"op":"conv2d","weight":"fc1.weight"}]})").find("must be [out, in, k, k]"),
+            std::string::npos);
+  EXPECT_NE(write_graph(R"({"input":[1,2,2],"ops":[{"op":"maxpool2d","kernel":3}]})").find("larger than its input"),
+            std::string::npos);
+  {
+    NamedTensors none;
+    for (const auto& p : mlp->named_parameters()) none.emplace_back(p.key(), p.value());
+    write_tensors(path, none, {{"prunus.arch", "lenet300"}});
+    EXPECT_NE(expect_input_error([&] { runtime::Model::load(path); }).find(path + ": no 'prunus.graph'"),
+              std::string::npos);
+  }
 }

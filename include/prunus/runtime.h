@@ -2,10 +2,16 @@
 //
 // A model file is safetensors whose __metadata__["prunus.graph"] is a small JSON graph:
 //   {"input": [1, 28, 28], "ops": [{"op": "normalize", "mean": 0.286, "std": 0.353},
-//     {"op": "flatten"}, {"op": "linear", "weight": "fc1.weight", "bias": "fc1.bias"},
-//     {"op": "relu"}, ...]}
-// Each linear layer's weight is held in the format that measured fastest on this machine
-// (see kernels::SparseLinear), so the zeros pay or the layer stays dense.
+//     {"op": "conv2d", "weight": "conv1.weight", "bias": "conv1.bias", "padding": 2},
+//     {"op": "relu"}, {"op": "maxpool2d", "kernel": 2}, {"op": "flatten"},
+//     {"op": "linear", "weight": "fc1.weight", "bias": "fc1.bias"}, ...]}
+// Ops: normalize, conv2d (stride, padding, optional "bn": BatchNorm tensors folded into the
+// weights at load), relu, maxpool2d, add, global_avg_pool, flatten, linear. An op reads the
+// previous op's output unless it names "input" (add: "inputs": [a, b]); "output" names its
+// result for later ops ("input" is the graph's input). Activations are NHWC inside; flatten
+// gives torch's (C, H, W) order. Each conv (as im2col) and linear layer's weight is held in
+// the format that measured fastest on this machine (kernels::SparseLinear), so the zeros pay
+// or the layer stays dense.
 #pragma once
 
 #include <cstdint>
@@ -38,26 +44,37 @@ class Model {
   // InputError naming the file otherwise.
   static Model load(const std::string& path, const LoadOptions& opt = {});
 
-  // x: [batch × input_size] (raw inputs, before the graph's normalize op) → [batch × output_size].
+  // x: [batch × input_size] (raw inputs in the graph's input layout, C×H×W, before the
+  // normalize op) → [batch × output_size].
   std::vector<float> forward(const float* x, std::int64_t batch) const;
 
-  std::int64_t input_size() const { return input_size_; }
+  std::int64_t input_size() const { return input_.size(); }
   std::int64_t output_size() const { return output_size_; }
-  const std::vector<LayerInfo>& layers() const { return infos_; }
+  const std::vector<LayerInfo>& layers() const { return infos_; }  // conv and linear layers
   const std::string& arch() const { return arch_; }
 
  private:
+  struct Shape {  // per sample
+    std::int64_t c = 1, h = 1, w = 1;
+    std::int64_t size() const { return c * h * w; }
+  };
   struct Op {
-    enum Kind { Normalize, Flatten, Linear, Relu } kind;
+    enum Kind { Normalize, Conv, Relu, MaxPool, Add, GlobalAvgPool, Flatten, Linear } kind;
+    std::vector<int> in;  // value slots read
+    int out = 0;          // value slot written
+    Shape in_shape, out_shape;
     float mean = 0, inv_std = 1;
-    std::size_t linear = 0;  // index into linears_
+    std::int64_t kernel = 1, stride = 1, padding = 0;
+    std::size_t layer = 0;  // index into layers_/biases_
   };
   std::string arch_;
+  Shape input_;
   std::vector<Op> ops_;
-  std::vector<kernels::SparseLinear> linears_;
+  int slots_ = 1;
+  std::vector<kernels::SparseLinear> layers_;
   std::vector<std::vector<float>> biases_;
   std::vector<LayerInfo> infos_;
-  std::int64_t input_size_ = 0, output_size_ = 0;
+  std::int64_t output_size_ = 0;
 };
 
 // ------------------------------------------------------------------ LLaMA decoder

@@ -91,6 +91,49 @@ int infer(const Options& o) {
 
 }  // namespace
 
+int run_model(const RunModelOptions& o) {
+  runtime::LoadOptions lo;
+  lo.batch_hint = o.batch;
+  lo.kernel.threads = o.threads;
+  auto model = runtime::Model::load(o.model, lo);
+  const auto images = idx::read(o.input);
+  std::int64_t per = 1;
+  for (std::size_t d = 1; d < images.dims.size(); ++d) per *= images.dims[d];
+  if (images.dims.size() < 2 || per != model.input_size())
+    fail(o.input, fmt::format("samples have {} values, the model takes {}", per, model.input_size()));
+  const std::int64_t n = images.dims[0];
+  std::vector<std::int32_t> labels;
+  if (!o.labels.empty()) {
+    const auto l = idx::read(o.labels);
+    if (l.dims.size() != 1 || std::int64_t(l.dims[0]) != n)
+      fail(o.labels, fmt::format("expected {} labels, one per image", n));
+    labels.assign(l.data.begin(), l.data.end());
+  }
+  std::vector<float> x(static_cast<std::size_t>(o.batch * per));
+  std::int64_t correct = 0;
+  std::string out;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (std::int64_t i = 0; i < n; i += o.batch) {
+    const std::int64_t b = std::min(o.batch, n - i);
+    for (std::int64_t j = 0; j < b * per; ++j) x[j] = images.data[i * per + j] / 255.0f;  // the models' pixel scale
+    const auto logits = model.forward(x.data(), b);
+    for (std::int64_t k = 0; k < b; ++k) {
+      const float* row = logits.data() + k * model.output_size();
+      const auto arg = std::max_element(row, row + model.output_size()) - row;
+      out += std::to_string(arg) + "\n";
+      if (!labels.empty()) correct += arg == labels[i + k];
+    }
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::fputs(out.c_str(), stdout);
+  std::fprintf(stderr, "%s: %lld samples in %.3f s (%.1f us each, batch %lld, runtime, no libtorch)",
+               o.model.c_str(), static_cast<long long>(n), secs, 1e6 * secs / double(std::max<std::int64_t>(n, 1)),
+               static_cast<long long>(o.batch));
+  if (!labels.empty()) std::fprintf(stderr, "; accuracy %.2f%%", 100.0 * double(correct) / double(n));
+  std::fprintf(stderr, "\n");
+  return 0;
+}
+
 void add_infer(CLI::App& app, Action& action) {
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand(

@@ -1,24 +1,38 @@
 #include "commands.h"
+#include "prunus/io.h"
 
 namespace prunus::cli {
 
 void add_run(CLI::App& app, Action& action) {
   auto recipe_path = std::make_shared<std::string>();
+  auto model_run = std::make_shared<RunModelOptions>();
   auto out = std::make_shared<std::string>();
   auto common = std::make_shared<Common>();
   auto* cmd = app.add_subcommand(
       "run",
       "Run a YAML recipe (default: the built-in main job: train LeNet-300-100 on Fashion-MNIST, prune to 90% with "
       "global magnitude pruning on a cubic schedule while fine-tuning; writes dense.safetensors, sparse.safetensors "
-      "and report.json)");
-  cmd->add_option("recipe", *recipe_path, "Recipe file (YAML); omit for the built-in default");
+      "and report.json). `prunus run MODEL.safetensors INPUT` instead runs an exported model in the libtorch-free "
+      "runtime on INPUT, an IDX image file (e.g. t10k-images-idx3-ubyte.gz): one predicted class per line.");
+  cmd->add_option("recipe", *recipe_path, "Recipe file (YAML); omit for the built-in default; or a model file");
+  cmd->add_option("input", model_run->input, "With a model file: the IDX images to classify");
+  cmd->add_option("--labels", model_run->labels, "With a model file: IDX labels, to print the accuracy");
+  cmd->add_option("--batch", model_run->batch, "With a model file: batch size (formats are chosen for it)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("-o,--out", *out, "Output directory (overrides the recipe's 'out')");
   cmd->add_option("--data", common->data.dir, "Dataset directory (overrides the recipe)");
   cmd->add_option("--threads", common->threads, "Intra-op threads (overrides the recipe)");
   cmd->add_flag("--no-progress", common->no_progress, "No progress bar");
   cmd->add_flag("--resume", common->resume, "Continue an interrupted run from OUT/checkpoint.safetensors");
-  cmd->callback([&action, recipe_path, out, common] {
-    action = [recipe_path, out, common] {
+  cmd->callback([&action, recipe_path, out, common, model_run] {
+    action = [recipe_path, out, common, model_run] {
+      const auto& p = *recipe_path;
+      if (p.size() > 12 && p.compare(p.size() - 12, 12, ".safetensors") == 0) {
+        model_run->model = p;
+        if (common->threads > 0) model_run->threads = common->threads;
+        return run_model(*model_run);
+      }
+      if (!model_run->input.empty()) fail(p, "a second argument (INPUT) needs a model file (.safetensors) first");
       Recipe r = recipe_path->empty() ? default_recipe() : load_recipe(*recipe_path);
       if (!out->empty()) r.out_dir = *out;
       if (!common->data.dir.empty()) r.data.dir = common->data.dir;

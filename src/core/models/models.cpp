@@ -47,6 +47,18 @@ class LeNet5 : public Net {
     fc2 = register_module("fc2", nn::Linear(120, 84));
     fc3 = register_module("fc3", nn::Linear(84, 10));
   }
+  std::string runtime_graph() const override {
+    return fmt::format(
+        R"({{"input":[1,28,28],"ops":[{{"op":"normalize","mean":{},"std":{}}},)"
+        R"({{"op":"conv2d","weight":"conv1.weight","bias":"conv1.bias","padding":2}},{{"op":"relu"}},)"
+        R"({{"op":"maxpool2d","kernel":2}},)"
+        R"({{"op":"conv2d","weight":"conv2.weight","bias":"conv2.bias"}},{{"op":"relu"}},)"
+        R"({{"op":"maxpool2d","kernel":2}},{{"op":"flatten"}},)"
+        R"({{"op":"linear","weight":"fc1.weight","bias":"fc1.bias"}},{{"op":"relu"}},)"
+        R"({{"op":"linear","weight":"fc2.weight","bias":"fc2.bias"}},{{"op":"relu"}},)"
+        R"({{"op":"linear","weight":"fc3.weight","bias":"fc3.bias"}}]}})",
+        data::kPixelMean, data::kPixelStd);
+  }
   torch::Tensor forward(torch::Tensor x) override {
     x = F::max_pool2d(torch::relu(conv1(x)), F::MaxPool2dFuncOptions(2));
     x = F::max_pool2d(torch::relu(conv2(x)), F::MaxPool2dFuncOptions(2));
@@ -93,6 +105,36 @@ class ResNetSmall : public Net {
     layer2 = register_module("layer2", BasicBlock(16, 32, 2));
     layer3 = register_module("layer3", BasicBlock(32, 64, 2));
     fc = register_module("fc", nn::Linear(64, 10));
+  }
+  // BatchNorm runs folded into the convolution before it (eval mode).
+  std::string runtime_graph() const override {
+    auto conv = [](const std::string& c, const std::string& bn, int stride, int pad, const std::string& extra) {
+      return fmt::format(
+          R"({{"op":"conv2d","weight":"{0}.weight","stride":{2},"padding":{3},"bn":{{"weight":"{1}.weight",)"
+          R"("bias":"{1}.bias","running_mean":"{1}.running_mean","running_var":"{1}.running_var","eps":1e-5}}{4}}},)",
+          c, bn, stride, pad, extra);
+    };
+    auto block = [&](const std::string& b, const std::string& in, int stride, bool down) {
+      std::string g = conv(b + ".conv1", b + ".bn1", stride, 1, fmt::format(R"(,"input":"{}")", in));
+      g += R"({"op":"relu"},)";
+      g += conv(b + ".conv2", b + ".bn2", 1, 1, fmt::format(R"(,"output":"{}.main")", b));
+      std::string skip = in;
+      if (down) {
+        g += conv(b + ".down_conv", b + ".down_bn", stride, 0, fmt::format(R"(,"input":"{}","output":"{}.skip")", in, b));
+        skip = b + ".skip";
+      }
+      g += fmt::format(R"({{"op":"add","inputs":["{}.main","{}"]}},{{"op":"relu","output":"{}"}},)", b, skip, b);
+      return g;
+    };
+    std::string g = fmt::format(R"({{"input":[1,28,28],"ops":[{{"op":"normalize","mean":{},"std":{}}},)",
+                                data::kPixelMean, data::kPixelStd);
+    g += conv("stem", "stem_bn", 1, 1, "");
+    g += R"({"op":"relu","output":"stem"},)";
+    g += block("layer1", "stem", 1, false);
+    g += block("layer2", "layer1", 2, true);
+    g += block("layer3", "layer2", 2, true);
+    g += R"({"op":"global_avg_pool"},{"op":"linear","weight":"fc.weight","bias":"fc.bias"}]})";
+    return g;
   }
   torch::Tensor forward(torch::Tensor x) override {
     x = torch::relu(stem_bn(stem(x)));

@@ -1,4 +1,8 @@
+// The graph executor: validates a model file's prunus.graph against its tensors, then runs
+// it with NHWC activations; convolutions are im2col products through kernels::SparseLinear.
+#include <algorithm>
 #include <cmath>
+#include <map>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -10,6 +14,24 @@
 namespace prunus::runtime {
 using nlohmann::json;
 
+namespace {
+
+std::vector<float> finite_f32(const std::string& path, const safetensors::TensorView& t) {
+  auto v = t.to_f32();
+  for (float x : v)
+    if (!std::isfinite(x)) fail(path, fmt::format("tensor '{}' contains NaN or Inf", t.name));
+  return v;
+}
+
+std::int64_t positive(const std::string& path, const json& o, const char* key, std::int64_t fallback, std::int64_t min) {
+  if (!o.contains(key)) return fallback;
+  const auto v = o.at(key).get<std::int64_t>();
+  if (v < min || v > 4096) fail(path, fmt::format("prunus.graph: '{}' = {} is out of range", key, v));
+  return v;
+}
+
+}  // namespace
+
 Model Model::load(const std::string& path, const LoadOptions& opt) {
   auto file = safetensors::File::open(path);
   auto g = file.metadata().find("prunus.graph");
@@ -17,22 +39,71 @@ Model Model::load(const std::string& path, const LoadOptions& opt) {
     fail(path, "no 'prunus.graph' in __metadata__: this model cannot run in the runtime (export it with Prunus)");
   Model m;
   if (auto a = file.metadata().find("prunus.arch"); a != file.metadata().end()) m.arch_ = a->second;
-  json graph;
   try {
-    graph = json::parse(g->second);
-    if (!graph.is_object() || !graph.contains("input") || !graph.contains("ops") || !graph["ops"].is_array())
+    const json graph = json::parse(g->second);
+    if (!graph.is_object() || !graph.contains("input") || !graph.contains("ops") || !graph["ops"].is_array() ||
+        !graph["input"].is_array())
       fail(path, "prunus.graph must be an object with 'input' and 'ops'");
-    std::int64_t size = 1;
+    std::vector<std::int64_t> dims;
     for (const auto& d : graph.at("input")) {
       const auto v = d.get<std::int64_t>();
       if (v <= 0 || v > (1 << 24)) fail(path, "prunus.graph: bad input dimension");
-      size *= v;
+      dims.push_back(v);
     }
-    m.input_size_ = size;
-    std::int64_t width = size;  // features flowing between ops
+    if (dims.empty() || dims.size() > 3) fail(path, "prunus.graph: input must have 1 to 3 dimensions (C, H, W)");
+    if (dims.size() == 1) dims = {dims[0], 1, 1};  // features
+    if (dims.size() == 2) dims = {1, dims[0], dims[1]};  // one channel
+    m.input_ = {dims[0], dims[1], dims[2]};
+    if (m.input_.size() > (1 << 24)) fail(path, "prunus.graph: input too large");
+
+    std::map<std::string, int> names{{"input", 0}};
+    std::vector<Shape> shapes{m.input_};
+    int prev = 0;
+    auto slot = [&](const json& name) {
+      const auto n = name.get<std::string>();
+      auto it = names.find(n);
+      if (it == names.end()) fail(path, fmt::format("prunus.graph: op reads '{}', which no earlier op writes", n));
+      return it->second;
+    };
+    // A conv or linear layer: weight rows × cols (cols in the order the im2col buffer uses).
+    auto add_layer = [&](const std::string& wname, std::vector<float> w, std::int64_t rows, std::int64_t cols,
+                         std::vector<float> bias, std::int64_t batch_hint) {
+      auto lin = opt.dense ? kernels::SparseLinear::dense(w.data(), rows, cols, opt.kernel)
+                           : kernels::SparseLinear::build(w.data(), rows, cols, batch_hint, opt.kernel);
+      LayerInfo info;
+      info.name = wname.substr(0, wname.rfind(".weight"));
+      info.format = kernels::SparseLinear::format_name(lin.format());
+      info.rows = rows;
+      info.cols = cols;
+      info.nnz = lin.nnz();
+      info.bytes = lin.bytes();
+      info.dense_bytes = lin.dense_bytes();
+      info.seconds = lin.measured_seconds();
+      info.dense_seconds = lin.measured_dense_seconds();
+      m.infos_.push_back(info);
+      m.layers_.push_back(std::move(lin));
+      m.biases_.push_back(std::move(bias));
+      return m.layers_.size() - 1;
+    };
+    auto vector_of = [&](const std::string& name, std::int64_t n) {
+      const auto& t = file.at(name);
+      if (t.numel() != n) fail(path, fmt::format("tensor '{}' has {} values, expected {}", name, t.numel(), n));
+      return finite_f32(path, t);
+    };
+
     for (const auto& o : graph["ops"]) {
       const std::string kind = o.at("op").get<std::string>();
       Op op{};
+      if (kind == "add") {
+        if (!o.contains("inputs") || !o["inputs"].is_array() || o["inputs"].size() != 2)
+          fail(path, "prunus.graph: add needs \"inputs\": [a, b]");
+        op.in = {slot(o["inputs"][0]), slot(o["inputs"][1])};
+      } else {
+        op.in = {o.contains("input") ? slot(o["input"]) : prev};
+      }
+      op.in_shape = shapes[op.in[0]];
+      Shape out = op.in_shape;
+      const Shape in = op.in_shape;
       if (kind == "normalize") {
         op.kind = Op::Normalize;
         op.mean = o.at("mean").get<float>();
@@ -41,86 +112,193 @@ Model Model::load(const std::string& path, const LoadOptions& opt) {
         op.inv_std = 1.0f / sd;
       } else if (kind == "flatten") {
         op.kind = Op::Flatten;
+        out = {in.size(), 1, 1};
       } else if (kind == "relu") {
         op.kind = Op::Relu;
+      } else if (kind == "add") {
+        op.kind = Op::Add;
+        const Shape b = shapes[op.in[1]];
+        if (b.c != in.c || b.h != in.h || b.w != in.w)
+          fail(path, fmt::format("prunus.graph: add of {}x{}x{} and {}x{}x{}", in.c, in.h, in.w, b.c, b.h, b.w));
+      } else if (kind == "global_avg_pool") {
+        op.kind = Op::GlobalAvgPool;
+        out = {in.c, 1, 1};
+      } else if (kind == "maxpool2d") {
+        op.kind = Op::MaxPool;
+        op.kernel = positive(path, o, "kernel", 2, 1);
+        op.stride = positive(path, o, "stride", op.kernel, 1);
+        if (in.h < op.kernel || in.w < op.kernel) fail(path, "prunus.graph: maxpool2d kernel larger than its input");
+        out = {in.c, (in.h - op.kernel) / op.stride + 1, (in.w - op.kernel) / op.stride + 1};
+      } else if (kind == "conv2d") {
+        op.kind = Op::Conv;
+        const auto wname = o.at("weight").get<std::string>();
+        const auto& wv = file.at(wname);
+        if (wv.shape.size() != 4 || wv.shape[2] != wv.shape[3])
+          fail(path, fmt::format("conv2d weight '{}' must be [out, in, k, k]", wname));
+        const std::int64_t oc = wv.shape[0], ic = wv.shape[1], k = wv.shape[2];
+        if (ic != in.c)
+          fail(path, fmt::format("conv2d weight '{}' expects {} input channels but the graph gives {}", wname, ic, in.c));
+        op.kernel = k;
+        op.stride = positive(path, o, "stride", 1, 1);
+        op.padding = positive(path, o, "padding", 0, 0);
+        const std::int64_t oh = (in.h + 2 * op.padding - k) / op.stride + 1, ow = (in.w + 2 * op.padding - k) / op.stride + 1;
+        if (in.h + 2 * op.padding < k || in.w + 2 * op.padding < k || oh <= 0 || ow <= 0)
+          fail(path, fmt::format("conv2d '{}': kernel {} does not fit its {}x{} input", wname, k, in.h, in.w));
+        out = {oc, oh, ow};
+        const auto w = finite_f32(path, wv);
+        std::vector<float> bias(static_cast<std::size_t>(oc), 0.0f);
+        if (o.contains("bias")) bias = vector_of(o.at("bias").get<std::string>(), oc);
+        std::vector<float> scale(static_cast<std::size_t>(oc), 1.0f);
+        if (o.contains("bn")) {
+          // Eval-mode BatchNorm folded in: w·γ/√(var+ε), (b − mean)·γ/√(var+ε) + β.
+          const auto& bn = o.at("bn");
+          const auto gamma = vector_of(bn.at("weight").get<std::string>(), oc);
+          const auto beta = vector_of(bn.at("bias").get<std::string>(), oc);
+          const auto mean = vector_of(bn.at("running_mean").get<std::string>(), oc);
+          const auto var = vector_of(bn.at("running_var").get<std::string>(), oc);
+          const double eps = bn.value("eps", 1e-5);
+          for (std::int64_t c = 0; c < oc; ++c) {
+            if (!(var[c] + eps > 0)) fail(path, fmt::format("conv2d '{}': BatchNorm variance + eps is not positive", wname));
+            const double sc = double(gamma[c]) / std::sqrt(double(var[c]) + eps);
+            scale[c] = static_cast<float>(sc);
+            bias[c] = static_cast<float>((double(bias[c]) - mean[c]) * sc + beta[c]);
+          }
+        }
+        // [out, in, k, k] → [out, k, k, in]: im2col then copies runs of channels.
+        std::vector<float> wt(w.size());
+        for (std::int64_t a = 0; a < oc; ++a)
+          for (std::int64_t c = 0; c < ic; ++c)
+            for (std::int64_t y = 0; y < k; ++y)
+              for (std::int64_t x = 0; x < k; ++x)
+                wt[((a * k + y) * k + x) * ic + c] = w[((a * ic + c) * k + y) * k + x] * scale[a];
+        op.layer = add_layer(wname, std::move(wt), oc, k * k * ic, std::move(bias), opt.batch_hint * oh * ow);
       } else if (kind == "linear") {
         op.kind = Op::Linear;
         const auto wname = o.at("weight").get<std::string>();
         const auto& wv = file.at(wname);
         if (wv.shape.size() != 2) fail(path, fmt::format("linear weight '{}' must be 2-D", wname));
         const std::int64_t rows = wv.shape[0], cols = wv.shape[1];
-        if (cols != width)
-          fail(path, fmt::format("linear weight '{}' expects {} inputs but the graph gives {}", wname, cols, width));
-        const auto w = wv.to_f32();
-        for (float v : w)
-          if (!std::isfinite(v)) fail(path, fmt::format("tensor '{}' contains NaN or Inf", wname));
+        if (in.h != 1 || in.w != 1)
+          fail(path, fmt::format("linear '{}' reads a {}x{}x{} value: flatten or pool it first", wname, in.c, in.h, in.w));
+        if (cols != in.c)
+          fail(path, fmt::format("linear weight '{}' expects {} inputs but the graph gives {}", wname, cols, in.c));
+        auto w = finite_f32(path, wv);
         std::vector<float> bias(static_cast<std::size_t>(rows), 0.0f);
-        if (o.contains("bias")) {
-          const auto bname = o.at("bias").get<std::string>();
-          const auto& bv = file.at(bname);
-          if (bv.numel() != rows) fail(path, fmt::format("bias '{}' has {} values, expected {}", bname, bv.numel(), rows));
-          bias = bv.to_f32();
-          for (float v : bias)
-            if (!std::isfinite(v)) fail(path, fmt::format("tensor '{}' contains NaN or Inf", bname));
-        }
-        kernels::SparseLinear lin = opt.dense ? kernels::SparseLinear::dense(w.data(), rows, cols, opt.kernel)
-                        : kernels::SparseLinear::build(w.data(), rows, cols, opt.batch_hint, opt.kernel);
-        LayerInfo info;
-        info.name = wname.substr(0, wname.rfind(".weight"));
-        info.format = kernels::SparseLinear::format_name(lin.format());
-        info.rows = rows;
-        info.cols = cols;
-        info.nnz = lin.nnz();
-        info.bytes = lin.bytes();
-        info.dense_bytes = lin.dense_bytes();
-        info.seconds = lin.measured_seconds();
-        info.dense_seconds = lin.measured_dense_seconds();
-        op.linear = m.linears_.size();
-        m.linears_.push_back(std::move(lin));
-        m.biases_.push_back(std::move(bias));
-        m.infos_.push_back(info);
-        width = rows;
+        if (o.contains("bias")) bias = vector_of(o.at("bias").get<std::string>(), rows);
+        op.layer = add_layer(wname, std::move(w), rows, cols, std::move(bias), opt.batch_hint);
+        out = {rows, 1, 1};
       } else {
         fail(path, fmt::format("prunus.graph: unknown op '{}'", kind));
       }
+      op.out_shape = out;
+      op.out = static_cast<int>(shapes.size());
+      shapes.push_back(out);
+      if (o.contains("output")) names[o.at("output").get<std::string>()] = op.out;
+      prev = op.out;
       m.ops_.push_back(op);
     }
-    m.output_size_ = width;
+    m.slots_ = static_cast<int>(shapes.size());
+    const Shape last = shapes.back();
+    if (last.h != 1 || last.w != 1) fail(path, "prunus.graph: the last op must give a vector (flatten or pool)");
+    m.output_size_ = last.c;
   } catch (const json::exception& e) {
     fail(path, std::string("prunus.graph is malformed: ") + e.what());
   }
-  if (m.linears_.empty()) fail(path, "prunus.graph has no layers");
+  if (m.layers_.empty()) fail(path, "prunus.graph has no layers");
   return m;
 }
 
 std::vector<float> Model::forward(const float* x, std::int64_t batch) const {
-  std::vector<float> cur(x, x + batch * input_size_), next;
-  std::int64_t width = input_size_;
+  // Every value is [batch × H × W × C].
+  std::vector<std::vector<float>> v(static_cast<std::size_t>(slots_));
+  {
+    const Shape s = input_;
+    auto& in = v[0];
+    in.resize(static_cast<std::size_t>(batch * s.size()));
+    for (std::int64_t b = 0; b < batch; ++b)
+      for (std::int64_t c = 0; c < s.c; ++c)
+        for (std::int64_t i = 0; i < s.h * s.w; ++i) in[(b * s.h * s.w + i) * s.c + c] = x[(b * s.c + c) * s.h * s.w + i];
+  }
+  std::vector<float> cols;
   for (const auto& op : ops_) {
+    const auto& a = v[op.in[0]];
+    auto& out = v[op.out];
+    const Shape is = op.in_shape, os = op.out_shape;
+    out.resize(static_cast<std::size_t>(batch * os.size()));
     switch (op.kind) {
       case Op::Normalize:
-        for (auto& v : cur) v = (v - op.mean) * op.inv_std;
-        break;
-      case Op::Flatten:
+        for (std::size_t i = 0; i < a.size(); ++i) out[i] = (a[i] - op.mean) * op.inv_std;
         break;
       case Op::Relu:
-        for (auto& v : cur) v = v > 0.0f ? v : 0.0f;
+        for (std::size_t i = 0; i < a.size(); ++i) out[i] = a[i] > 0.0f ? a[i] : 0.0f;
         break;
+      case Op::Add: {
+        const auto& b = v[op.in[1]];
+        for (std::size_t i = 0; i < a.size(); ++i) out[i] = a[i] + b[i];
+        break;
+      }
+      case Op::Flatten:  // NHWC → torch's C, H, W order
+        for (std::int64_t n = 0; n < batch; ++n)
+          for (std::int64_t c = 0; c < is.c; ++c)
+            for (std::int64_t i = 0; i < is.h * is.w; ++i)
+              out[n * os.c + c * is.h * is.w + i] = a[(n * is.h * is.w + i) * is.c + c];
+        break;
+      case Op::GlobalAvgPool:
+        for (std::int64_t n = 0; n < batch; ++n)
+          for (std::int64_t c = 0; c < is.c; ++c) {
+            double s = 0;
+            for (std::int64_t i = 0; i < is.h * is.w; ++i) s += a[(n * is.h * is.w + i) * is.c + c];
+            out[n * is.c + c] = static_cast<float>(s / double(is.h * is.w));
+          }
+        break;
+      case Op::MaxPool:
+        for (std::int64_t n = 0; n < batch; ++n)
+          for (std::int64_t y = 0; y < os.h; ++y)
+            for (std::int64_t x0 = 0; x0 < os.w; ++x0) {
+              float* o = &out[((n * os.h + y) * os.w + x0) * os.c];
+              std::fill_n(o, os.c, -INFINITY);
+              for (std::int64_t ky = 0; ky < op.kernel; ++ky)
+                for (std::int64_t kx = 0; kx < op.kernel; ++kx) {
+                  const float* p = &a[((n * is.h + y * op.stride + ky) * is.w + x0 * op.stride + kx) * is.c];
+                  for (std::int64_t c = 0; c < os.c; ++c) o[c] = std::max(o[c], p[c]);
+                }
+            }
+        break;
+      case Op::Conv: {
+        const auto& lin = layers_[op.layer];
+        const std::int64_t k = op.kernel, positions = batch * os.h * os.w, width = k * k * is.c;
+        cols.assign(static_cast<std::size_t>(positions * width), 0.0f);
+        for (std::int64_t n = 0; n < batch; ++n)
+          for (std::int64_t y = 0; y < os.h; ++y)
+            for (std::int64_t x0 = 0; x0 < os.w; ++x0) {
+              float* row = &cols[((n * os.h + y) * os.w + x0) * width];
+              for (std::int64_t ky = 0; ky < k; ++ky) {
+                const std::int64_t iy = y * op.stride - op.padding + ky;
+                if (iy < 0 || iy >= is.h) continue;
+                for (std::int64_t kx = 0; kx < k; ++kx) {
+                  const std::int64_t ix = x0 * op.stride - op.padding + kx;
+                  if (ix < 0 || ix >= is.w) continue;
+                  std::copy_n(&a[((n * is.h + iy) * is.w + ix) * is.c], is.c, row + (ky * k + kx) * is.c);
+                }
+              }
+            }
+        lin.forward(cols.data(), positions, out.data());
+        const auto& bias = biases_[op.layer];
+        for (std::int64_t p = 0; p < positions; ++p)
+          for (std::int64_t c = 0; c < os.c; ++c) out[p * os.c + c] += bias[c];
+        break;
+      }
       case Op::Linear: {
-        const auto& lin = linears_[op.linear];
-        const auto& bias = biases_[op.linear];
-        next.resize(static_cast<std::size_t>(batch * lin.rows()));
-        lin.forward(cur.data(), batch, next.data());
+        const auto& lin = layers_[op.layer];
+        lin.forward(a.data(), batch, out.data());
+        const auto& bias = biases_[op.layer];
         for (std::int64_t b = 0; b < batch; ++b)
-          for (std::int64_t r = 0; r < lin.rows(); ++r) next[b * lin.rows() + r] += bias[r];
-        cur.swap(next);
-        width = lin.rows();
+          for (std::int64_t r = 0; r < os.c; ++r) out[b * os.c + r] += bias[r];
         break;
       }
     }
   }
-  (void)width;
-  return cur;
+  return std::move(v.back());
 }
 
 }  // namespace prunus::runtime
