@@ -45,6 +45,8 @@ grep -E '^fc1.weight .* 58800 +75.00% +unstructured' "$T/inspect" >/dev/null && 
   || bad "inspect fc1: $(grep fc1.weight "$T/inspect")"
 grep -E '^fc3.weight .* 250 +75.00%' "$T/inspect" >/dev/null && ok "inspect fc3" || bad "inspect fc3: $(grep fc3.weight "$T/inspect")"
 grep -q 'metadata prunus.arch = lenet300' "$T/inspect" && ok "architecture stored with the weights" || bad "no arch metadata"
+grep -qE '^fc1 +300x784 +58800 +(dense|csr|bitmask|bsr4x4|n:m) ' "$T/inspect" && grep -q 'dense/held = ' "$T/inspect" \
+  && ok "inspect shows each layer's runtime format" || bad "inspect formats: $(tail -6 "$T/inspect")"
 "$PRUNUS" eval "$T/sparse.safetensors" --test-limit 500 | grep -q 'test accuracy' && ok "eval sparse" || bad "eval sparse"
 
 # The libtorch-free runtime gets the same accuracy as the libtorch evaluation.

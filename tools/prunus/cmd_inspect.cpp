@@ -5,7 +5,9 @@
 
 #include "commands.h"
 #include "prunus/llama2c.h"
+#include "prunus/io.h"
 #include "prunus/report.h"
+#include "prunus/runtime.h"
 #include "prunus/safetensors.h"
 #include "prunus/sparse.h"
 
@@ -53,7 +55,33 @@ Row float_row(const std::string& name, const std::string& dtype, const std::vect
   return r;
 }
 
-int inspect(const std::string& path) {
+struct InspectOptions {
+  std::string path;
+  std::int64_t batch = 1;
+  int threads = 1;
+  std::string formats = "auto";  // auto | on | off
+};
+
+// What the runtime would do with each layer: the format that measured fastest here, its
+// bytes against dense, and the measured speed-up at the batch size.
+void print_runtime_formats(const std::vector<runtime::LayerInfo>& layers, std::int64_t batch, int threads) {
+  std::vector<std::vector<std::string>> table{{"layer", "shape", "nnz", "runtime format", "bytes", "dense bytes", "speed-up"}};
+  std::uint64_t bytes = 0, dense = 0;
+  for (const auto& l : layers) {
+    bytes += l.bytes;
+    dense += l.dense_bytes;
+    table.push_back({l.name, fmt::format("{}x{}", l.rows, l.cols), std::to_string(l.nnz), l.format,
+                     report::human_bytes(l.bytes), report::human_bytes(l.dense_bytes),
+                     l.seconds > 0 ? fmt::format("{:.2f}x", l.dense_seconds / l.seconds) : "-"});
+  }
+  std::printf("\nIn the runtime on this machine (batch %lld, %d thread(s); formats chosen by measurement):\n%s",
+              static_cast<long long>(batch), threads, report::text_table(table).c_str());
+  std::printf("layers: %s as held vs %s dense (dense/held = %.2fx)\n", report::human_bytes(bytes).c_str(),
+              report::human_bytes(dense).c_str(), bytes ? double(dense) / double(bytes) : 0.0);
+}
+
+int inspect(const InspectOptions& o) {
+  const std::string& path = o.path;
   std::vector<Row> rows;
   std::map<std::string, std::string> meta;
   const bool llama = path.size() > 4 && path.compare(path.size() - 4, 4, ".bin") == 0;
@@ -92,18 +120,39 @@ int inspect(const std::string& path) {
   std::printf("%zu tensors, %lld floating-point values, %lld non-zero (%.2f%% sparse)\n", rows.size(),
               static_cast<long long>(numel), static_cast<long long>(nnz),
               numel ? 100.0 * (1.0 - double(nnz) / double(numel)) : 0.0);
+  // Formats: on by default for models the runtime runs, up to 1 GiB (loading measures every
+  // layer; larger models ask for it with --formats on).
+  const bool runnable = llama || meta.count("prunus.graph");
+  const bool small = numel * 4 <= (std::int64_t(1) << 30);
+  if (o.formats == "on" && !runnable)
+    fail(path, "the runtime cannot run this file (no prunus.graph), so it has no formats to show");
+  if (runnable && (o.formats == "on" || (o.formats == "auto" && small))) {
+    runtime::LoadOptions lo;
+    lo.batch_hint = o.batch;
+    lo.kernel.threads = o.threads;
+    if (llama) print_runtime_formats(runtime::Llama::load(path, lo).layers(), o.batch, o.threads);
+    else print_runtime_formats(runtime::Model::load(path, lo).layers(), o.batch, o.threads);
+  } else if (runnable && o.formats == "auto") {
+    std::printf("(runtime formats not measured for a model over 1 GiB: pass --formats on)\n");
+  }
   return 0;
 }
 
 }  // namespace
 
 void add_inspect(CLI::App& app, Action& action) {
-  auto path = std::make_shared<std::string>();
+  auto o = std::make_shared<InspectOptions>();
   auto* cmd = app.add_subcommand("inspect",
                                  "Validate a model file (safetensors, or llama2.c .bin) and list each tensor: shape, "
-                                 "dtype, nnz, sparsity, detected pattern");
-  cmd->add_option("file", *path, "safetensors or llama2.c checkpoint (.bin)")->required();
-  cmd->callback([&action, path] { action = [path] { return inspect(*path); }; });
+                                 "dtype, nnz, sparsity, detected pattern; for models the runtime runs, also each "
+                                 "layer's runtime format, bytes and measured speed-up over dense");
+  cmd->add_option("file", o->path, "safetensors or llama2.c checkpoint (.bin)")->required();
+  cmd->add_option("--formats", o->formats, "auto (models up to 1 GiB) | on | off")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
+  cmd->add_option("--batch", o->batch, "Batch size to choose formats for")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--threads", o->threads, "Kernel threads")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->callback([&action, o] { action = [o] { return inspect(*o); }; });
 }
 
 }  // namespace prunus::cli
