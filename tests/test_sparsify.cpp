@@ -177,3 +177,119 @@ TEST(Sparsifier, UnknownPartsAreInputErrors) {
   EXPECT_THROW(make_pattern("3:2"), InputError);
   EXPECT_THROW(make_scope("galactic"), InputError);
 }
+
+// ------------------------------------------------------------------ patterns and criteria
+
+TEST(Patterns, NMKeepsTheNLargestOfEveryGroupHandComputed) {
+  auto p = make_pattern("2:4");
+  // Row 0: groups [0.1 0.9 0.5 0.2] [3 1 2 4]; row 1 has a tie and a ragged tail of 2.
+  auto s = torch::tensor({0.1, 0.9, 0.5, 0.2, 3.0, 1.0, 2.0, 4.0, 0.5, 0.7}, torch::kFloat64).reshape({1, 10});
+  auto m = p->mask(s, 0);
+  auto want = torch::tensor({0, 1, 1, 0, 1, 0, 0, 1, 1, 1}, torch::kFloat32).reshape({1, 10});
+  EXPECT_TRUE(torch::equal(m, want)) << m;
+  auto tie = torch::tensor({1.0, 1.0, 1.0, 0.0}, torch::kFloat64).reshape({1, 4});
+  EXPECT_TRUE(torch::equal(p->mask(tie, 0), torch::tensor({1, 1, 0, 0}, torch::kFloat32).reshape({1, 4})));
+  EXPECT_TRUE(p->check(want));
+  EXPECT_FALSE(p->check(torch::tensor({1, 1, 1, 0}, torch::kFloat32).reshape({1, 4})));
+  // Conv weights: groups run along input channels × kernel of each output channel.
+  auto conv = torch::rand({3, 2, 2, 2}, torch::kFloat64);
+  auto cm = make_pattern("1:4")->mask(conv, 0);
+  EXPECT_TRUE(torch::equal(cm.reshape({3, 2, 4}).sum(-1), torch::ones({3, 2})));
+  EXPECT_EQ(pattern_fixed_sparsity("2:4"), 0.5);
+  EXPECT_EQ(pattern_fixed_sparsity("1:4"), 0.75);
+  EXPECT_LT(pattern_fixed_sparsity("block:4x4"), 0);
+}
+
+TEST(Patterns, BlocksGoTogetherWithRaggedEdgesHandComputed) {
+  auto p = make_pattern("block:2x2");
+  // 3×3 scores: blocks (mean): [0,0]=(1+2+4+5)/4=3, [0,1]=(3+6)/2=4.5, [1,0]=(7+8)/2=7.5, [1,1]=9.
+  auto s = torch::arange(1, 10, torch::kFloat64).reshape({3, 3});
+  auto m = p->mask(s, 4);  // the lowest block (4 weights)
+  auto want = torch::tensor({0, 0, 1, 0, 0, 1, 1, 1, 1}, torch::kFloat32).reshape({3, 3});
+  EXPECT_TRUE(torch::equal(m, want)) << m;
+  // 6 zeros: block [0,0] (4) then [0,1] (2) — exactly 6.
+  EXPECT_EQ(zeros(p->mask(s, 6)), 6);
+  // 5 zeros: after 4, the next block (2) would overshoot by 1 ≤ half of it: taken → 6.
+  EXPECT_EQ(zeros(p->mask(s, 5)), 6);
+  EXPECT_TRUE(p->check(want));
+  EXPECT_FALSE(p->check(torch::tensor({0, 1, 1, 0, 0, 1, 1, 1, 1}, torch::kFloat32).reshape({3, 3})));
+  // A large matrix at 80%: within half a block of the target, every block whole.
+  auto big = torch::rand({37, 50}, torch::kFloat64);
+  auto bm = make_pattern("block:4x4")->mask(big, 1480);
+  EXPECT_NEAR(double(zeros(bm)), 1480.0, 8.0);
+  EXPECT_TRUE(make_pattern("block:4x4")->check(bm));
+}
+
+TEST(Patterns, BadNamesAreInputErrorsThatSayWhy) {
+  EXPECT_NE(pattern_error("3:2").find("N < M"), std::string::npos);
+  EXPECT_NE(pattern_error("0:4").find("positive"), std::string::npos);
+  EXPECT_NE(pattern_error("block:4").find("block:RxC"), std::string::npos);
+  EXPECT_NE(pattern_error("block:1x1").find("at least 2"), std::string::npos);
+  EXPECT_NE(pattern_error("diagonal").find("unknown"), std::string::npos);
+  EXPECT_TRUE(pattern_error("4:8").empty());
+  EXPECT_TRUE(pattern_error("block:1x4").empty());
+  EXPECT_THROW(make_pattern("3:2"), InputError);
+}
+
+TEST(Criteria, LampHandComputedAndRandomIsSeeded) {
+  PrunedParam w{"w", torch::tensor({3.0f, -1.0f, 2.0f})};
+  // Sorted squares 1, 4, 9: LAMP = 1/14, 4/13, 9/9.
+  auto lamp = make_criterion("lamp")->score(w);
+  EXPECT_NEAR(lamp[1].item<double>(), 1.0 / 14, 1e-12);
+  EXPECT_NEAR(lamp[2].item<double>(), 4.0 / 13, 1e-12);
+  EXPECT_NEAR(lamp[0].item<double>(), 1.0, 1e-12);
+  auto l2 = make_criterion("l2")->score(w);
+  EXPECT_TRUE(torch::allclose(l2, torch::tensor({9.0, 1.0, 4.0}, torch::kFloat64)));
+  PrunedParam big{"layer", torch::randn({50, 40})};
+  auto a = make_criterion("random", 7)->score(big), b = make_criterion("random", 7)->score(big);
+  auto c = make_criterion("random", 8)->score(big);
+  EXPECT_TRUE(torch::equal(a, b));
+  EXPECT_FALSE(torch::equal(a, c));
+  // Random scores prune about as many large weights as small ones; magnitude none of the large.
+  auto sp = std::make_unique<Sparsifier>(std::vector<PrunedParam>{{"layer", big.weight.clone()}}, make_criterion("random", 1),
+                                         make_pattern("unstructured"), make_scope("layer"), make_oneshot_schedule(0.5, 0));
+  sp->prune_to(0.5);
+  EXPECT_EQ(zeros(sp->params()[0].weight), 1000);
+  const auto large = big.weight.abs() > big.weight.abs().median();
+  const auto pruned_large = (sp->params()[0].weight == 0).logical_and(large).sum().item<std::int64_t>();
+  EXPECT_GT(pruned_large, 400);
+  EXPECT_LT(pruned_large, 600);
+}
+
+TEST(Criteria, LampWithGlobalScopeNeverEmptiesALayerAndIsExact) {
+  // A layer of tiny weights: global magnitude empties it, global LAMP keeps its largest.
+  std::vector<PrunedParam> ps = {{"big", torch::randn({40, 40})}, {"tiny", torch::randn({10, 10}) * 1e-3}};
+  auto run = [&](const std::string& crit) {
+    std::vector<PrunedParam> copy;
+    for (const auto& p : ps) copy.push_back({p.name, p.weight.clone()});
+    Sparsifier sp(copy, make_criterion(crit), make_pattern("unstructured"), make_scope("global"),
+                  make_oneshot_schedule(0.9, 0));
+    sp.prune_to(0.9);
+    return sp.stats();
+  };
+  const auto mag = run("magnitude"), lamp = run("lamp");
+  EXPECT_EQ(mag[1].nnz, 0);
+  EXPECT_GT(lamp[1].nnz, 0);
+  EXPECT_EQ(lamp[0].numel - lamp[0].nnz + lamp[1].numel - lamp[1].nnz, std::llround(0.9 * 1700));
+}
+
+TEST(Patterns, NMAndBlockMasksHoldThroughTraining) {
+  for (const std::string pattern : {"2:4", "block:4x4"}) {
+    torch::manual_seed(1);
+    auto lin = torch::nn::Linear(32, 16);
+    std::vector<PrunedParam> ps = {{"w", lin->weight}};
+    Sparsifier sp(ps, make_criterion("magnitude"), make_pattern(pattern), make_scope("layer"),
+                  make_oneshot_schedule(0.5, 0));
+    sp.prune_to(0.5);
+    torch::optim::SGD opt(lin->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(1e-4));
+    for (int step = 0; step < 20; ++step) {
+      opt.zero_grad();
+      lin->forward(torch::randn({8, 32})).square().mean().backward();
+      sp.mask_gradients();
+      opt.step();
+      sp.apply_masks();
+    }
+    EXPECT_TRUE(make_pattern(pattern)->check((lin->weight != 0).to(torch::kFloat32))) << pattern;
+    EXPECT_EQ(zeros(lin->weight), 256) << pattern;
+  }
+}

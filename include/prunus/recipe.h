@@ -157,6 +157,10 @@ int convert_job(const std::string& in, const std::string& out);
 std::vector<std::string> model_names();
 std::vector<std::string> criterion_names();
 std::vector<std::string> pattern_names();
+// Empty when `name` is a valid pattern (unstructured, N:M such as 2:4, block:RxC), else why not.
+std::string pattern_error(const std::string& name);
+// The sparsity an N:M pattern fixes (1 − N/M); −1 for patterns that take any target.
+double pattern_fixed_sparsity(const std::string& name);
 std::vector<std::string> scope_names();
 std::vector<std::string> schedule_names();
 

@@ -63,7 +63,8 @@ class Schedule {
   virtual std::int64_t last_update_step() const = 0;
 };
 
-std::unique_ptr<Criterion> make_criterion(const std::string& name);
+// `seed` feeds the random criterion (others ignore it).
+std::unique_ptr<Criterion> make_criterion(const std::string& name, std::uint64_t seed = 0);
 std::unique_ptr<Pattern> make_pattern(const std::string& name);
 std::unique_ptr<Scope> make_scope(const std::string& name);
 
@@ -89,7 +90,7 @@ class Sparsifier {
              std::unique_ptr<Pattern> pattern, std::unique_ptr<Scope> scope, std::unique_ptr<Schedule> schedule);
   // From a recipe's names.
   static std::unique_ptr<Sparsifier> from_config(std::vector<PrunedParam> params, const PruneConfig& cfg,
-                                                 std::int64_t steps_per_epoch);
+                                                 std::int64_t steps_per_epoch, std::uint64_t seed = 0);
 
   // Called before each training step: recomputes masks when the schedule says so.
   // Returns true when masks changed.

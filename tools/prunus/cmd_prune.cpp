@@ -31,7 +31,10 @@ void add_prune(CLI::App& app, Action& action) {
       ->capture_default_str();
   add_common(cmd, *common, true);
   add_train_options(cmd, job->finetune);
-  cmd->callback([&action, job, common] {
+  cmd->callback([&action, job, common, cmd] {
+    // N:M fixes the sparsity: without --sparsity, take it.
+    if (const double fixed = pattern_fixed_sparsity(job->prune.pattern); fixed >= 0 && cmd->count("--sparsity") == 0)
+      job->prune.sparsity = fixed;
     action = [job, common] {
       common->fill(*job);
       return prune_job(*job, common->job());

@@ -131,7 +131,7 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   auto sparse = make_model(dense->arch());
   copy_state(*sparse, *dense);
   const std::int64_t steps_per_epoch = (train.size() + r.finetune.batch_size - 1) / r.finetune.batch_size;
-  auto sp = Sparsifier::from_config(pruned_params(*sparse), r.prune, steps_per_epoch);
+  auto sp = Sparsifier::from_config(pruned_params(*sparse), r.prune, steps_per_epoch, r.seed);
   std::vector<EpochRecord> ft_history;
   if (r.finetune.epochs == 0) {
     sp->prune_to(r.prune.sparsity);
@@ -246,7 +246,7 @@ int prune_job(const PruneJob& job, const JobOptions& opt) {
     test = data::load_split(job.data, "test");
     steps_per_epoch = (train.size() + job.finetune.batch_size - 1) / job.finetune.batch_size;
   }
-  auto sp = Sparsifier::from_config(pruned_params(*net), job.prune, steps_per_epoch);
+  auto sp = Sparsifier::from_config(pruned_params(*net), job.prune, steps_per_epoch, job.seed);
   if (gradual) {
     Trainer trainer(*net, job.finetune, job.seed, sp.get());
     auto res = trainer.fit(train, &test, {checkpoint_for(job.out), opt.resume, "prune"}, opt.progress);

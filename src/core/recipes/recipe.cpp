@@ -118,6 +118,9 @@ Recipe load_recipe(const std::string& path) {
     rd.get(p, "sparsity", r.prune.sparsity, "prune");
     rd.get(p, "criterion", r.prune.criterion, "prune");
     rd.get(p, "pattern", r.prune.pattern, "prune");
+    // N:M fixes the sparsity: an omitted sparsity takes it (a different one is an error below).
+    if (const double fixed = pattern_fixed_sparsity(r.prune.pattern); fixed >= 0 && !p["sparsity"])
+      r.prune.sparsity = fixed;
     rd.get(p, "scope", r.prune.scope, "prune");
     if (auto s = p["schedule"]) {
       rd.known_keys(s, "prune.schedule", {"kind", "initial_sparsity", "begin_epoch", "end_epoch", "frequency"});
@@ -151,8 +154,10 @@ void validate(const PruneConfig& p, const std::string& where) {
     fail(where, fmt::format("sparsity {} is outside [0, 1)", p.sparsity));
   if (!contains(criterion_names(), p.criterion) && p.criterion != "l1")
     fail(where, fmt::format("criterion '{}' is unknown (known: {})", p.criterion, fmt::join(criterion_names(), ", ")));
-  if (!contains(pattern_names(), p.pattern))
-    fail(where, fmt::format("pattern '{}' is unknown (known: {})", p.pattern, fmt::join(pattern_names(), ", ")));
+  if (auto why = pattern_error(p.pattern); !why.empty()) fail(where, fmt::format("pattern '{}': {}", p.pattern, why));
+  if (const double fixed = pattern_fixed_sparsity(p.pattern); fixed >= 0 && std::abs(p.sparsity - fixed) > 1e-9)
+    fail(where, fmt::format("pattern {} fixes the sparsity at {}, but sparsity {} was asked for (leave sparsity out)",
+                            p.pattern, fixed, p.sparsity));
   if (!contains(scope_names(), p.scope))
     fail(where, fmt::format("scope '{}' is unknown (known: {})", p.scope, fmt::join(scope_names(), ", ")));
   const auto& s = p.schedule;

@@ -1,4 +1,10 @@
 // Patterns: which shapes of zeros are allowed. Add one: a class and a line in make_pattern.
+//
+// Every pattern views a weight as a matrix [out, in·k·k] (a Linear weight as it is, a conv
+// weight with its input channels and kernel flattened per output channel: the layout N:M
+// sparse tensor cores and the runtime's im2col use).
+#include <charconv>
+
 #include <fmt/format.h>
 
 #include "prunus/io.h"
@@ -6,6 +12,10 @@
 
 namespace prunus {
 namespace {
+
+torch::Tensor as_matrix(const torch::Tensor& t) {
+  return t.dim() >= 2 ? t.reshape({t.size(0), -1}) : t.reshape({1, -1});
+}
 
 // Any weight may go: zero the `zeros` lowest scores, ties to the lower flat index.
 class UnstructuredPattern : public Pattern {
@@ -25,13 +35,142 @@ class UnstructuredPattern : public Pattern {
   }
 };
 
+// N:M along the inputs: in every group of M consecutive weights of a row, at most N stay
+// (the N highest scores, ties to the lower index). The sparsity is fixed at 1 − N/M, so the
+// requested count is ignored. A row's last group, when the row length is not a multiple of
+// M, keeps at most N of its weights too.
+class NMPattern : public Pattern {
+ public:
+  NMPattern(std::int64_t n, std::int64_t m) : n_(n), m_(m) {}
+  std::string name() const override { return fmt::format("{}:{}", n_, m_); }
+  torch::Tensor mask(const torch::Tensor& scores, std::int64_t) const override {
+    auto s = as_matrix(scores.detach()).to(torch::kFloat64);
+    const std::int64_t rows = s.size(0), cols = s.size(1), full = cols / m_ * m_;
+    auto mask = torch::ones({rows, cols}, torch::kFloat32);
+    auto keep_top = [&](const torch::Tensor& groups, std::int64_t width) {  // [rows, g, width]
+      if (width <= n_) return torch::ones(groups.sizes(), torch::kFloat32);
+      // Stable descending order: ties keep the lower index.
+      auto order = std::get<1>(torch::sort(groups, /*stable=*/true, /*dim=*/-1, /*descending=*/true));
+      auto m = torch::zeros(groups.sizes(), torch::kFloat32);
+      m.scatter_(-1, order.narrow(-1, 0, n_), 1.0f);
+      return m;
+    };
+    if (full > 0)
+      mask.narrow(1, 0, full).copy_(keep_top(s.narrow(1, 0, full).reshape({rows, full / m_, m_}), m_).reshape({rows, full}));
+    if (cols > full)
+      mask.narrow(1, full, cols - full)
+          .copy_(keep_top(s.narrow(1, full, cols - full).reshape({rows, 1, cols - full}), cols - full).reshape({rows, -1}));
+    return mask.reshape(scores.sizes());
+  }
+  bool check(const torch::Tensor& mask) const override {
+    auto mm = as_matrix(mask);
+    if (!((mm == 0) | (mm == 1)).all().item<bool>()) return false;
+    const std::int64_t rows = mm.size(0), cols = mm.size(1), full = cols / m_ * m_;
+    if (full > 0 && (mm.narrow(1, 0, full).reshape({rows, full / m_, m_}).sum(-1) > n_).any().item<bool>()) return false;
+    if (cols > full && (mm.narrow(1, full, cols - full).sum(-1) > n_).any().item<bool>()) return false;
+    return true;
+  }
+
+ private:
+  std::int64_t n_, m_;
+};
+
+// r×c blocks of the weight matrix go or stay together; a block's score is the mean score of
+// its weights (blocks on ragged edges are smaller). Blocks are zeroed lowest score first
+// (ties to the lower block index) while the zeros stay within half a block of the request.
+class BlockPattern : public Pattern {
+ public:
+  BlockPattern(std::int64_t r, std::int64_t c) : r_(r), c_(c) {}
+  std::string name() const override { return fmt::format("block:{}x{}", r_, c_); }
+  torch::Tensor mask(const torch::Tensor& scores, std::int64_t zeros) const override {
+    auto s = as_matrix(scores.detach()).to(torch::kFloat64);
+    const std::int64_t rows = s.size(0), cols = s.size(1);
+    const std::int64_t br = (rows + r_ - 1) / r_, bc = (cols + c_ - 1) / c_;
+    // Pad to whole blocks with NaN-free zeros and count real elements per block.
+    auto padded = torch::zeros({br * r_, bc * c_}, torch::kFloat64);
+    padded.narrow(0, 0, rows).narrow(1, 0, cols).copy_(s);
+    auto real = torch::zeros({br * r_, bc * c_}, torch::kFloat64);
+    real.narrow(0, 0, rows).narrow(1, 0, cols).fill_(1.0);
+    auto blocks = [&](const torch::Tensor& t) { return t.reshape({br, r_, bc, c_}).sum({1, 3}).reshape({-1}); };
+    auto size = blocks(real);
+    auto score = blocks(padded) / size;
+    auto order = std::get<1>(torch::sort(score, /*stable=*/true, 0, false));
+    auto keep = torch::ones({br * bc}, torch::kFloat32);
+    auto size_a = size.accessor<double, 1>();
+    auto order_a = order.accessor<std::int64_t, 1>();
+    std::int64_t done = 0;
+    for (std::int64_t i = 0; i < br * bc; ++i) {
+      const auto b = order_a[i];
+      const auto n = static_cast<std::int64_t>(size_a[b]);
+      if (2 * (done + n) > 2 * zeros + n) break;  // would overshoot by more than half this block
+      keep[b] = 0.0f;
+      done += n;
+    }
+    auto full = keep.reshape({br, 1, bc, 1}).expand({br, r_, bc, c_}).reshape({br * r_, bc * c_});
+    return full.narrow(0, 0, rows).narrow(1, 0, cols).contiguous().reshape(scores.sizes());
+  }
+  bool check(const torch::Tensor& mask) const override {
+    auto mm = as_matrix(mask).to(torch::kFloat64);
+    if (!((mm == 0) | (mm == 1)).all().item<bool>()) return false;
+    const std::int64_t rows = mm.size(0), cols = mm.size(1);
+    const std::int64_t br = (rows + r_ - 1) / r_, bc = (cols + c_ - 1) / c_;
+    auto ones = torch::zeros({br * r_, bc * c_}, torch::kFloat64), real = torch::zeros({br * r_, bc * c_}, torch::kFloat64);
+    ones.narrow(0, 0, rows).narrow(1, 0, cols).copy_(mm);
+    real.narrow(0, 0, rows).narrow(1, 0, cols).fill_(1.0);
+    auto count = ones.reshape({br, r_, bc, c_}).sum({1, 3}), size = real.reshape({br, r_, bc, c_}).sum({1, 3});
+    return ((count == 0) | (count == size)).all().item<bool>();
+  }
+
+ private:
+  std::int64_t r_, c_;
+};
+
+bool parse_int(std::string_view s, std::int64_t& v) {
+  const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+  return r.ec == std::errc() && r.ptr == s.data() + s.size() && v > 0;
+}
+
 }  // namespace
 
-std::vector<std::string> pattern_names() { return {"unstructured"}; }
+std::vector<std::string> pattern_names() { return {"unstructured", "N:M (e.g. 2:4, 4:8, 1:4)", "block:RxC (e.g. block:4x4)"}; }
+
+std::string pattern_error(const std::string& name) {
+  if (name == "unstructured") return "";
+  if (name.rfind("block:", 0) == 0) {
+    const auto spec = std::string_view(name).substr(6);
+    const auto x = spec.find('x');
+    std::int64_t r = 0, c = 0;
+    if (x == std::string_view::npos || !parse_int(spec.substr(0, x), r) || !parse_int(spec.substr(x + 1), c))
+      return "a block pattern is block:RxC with positive R and C, e.g. block:4x4";
+    if (r * c < 2 || r > 1024 || c > 1024) return "a block must hold at least 2 weights and sides of at most 1024";
+    return "";
+  }
+  if (const auto colon = name.find(':'); colon != std::string::npos) {
+    std::int64_t n = 0, m = 0;
+    if (!parse_int(std::string_view(name).substr(0, colon), n) || !parse_int(std::string_view(name).substr(colon + 1), m))
+      return "an N:M pattern is two positive integers, e.g. 2:4";
+    if (n >= m) return fmt::format("N:M needs N < M (keep N of every M), got {}:{}", n, m);
+    if (m > 64) return "N:M supports M up to 64";
+    return "";
+  }
+  return fmt::format("unknown (known: {})", fmt::join(pattern_names(), ", "));
+}
 
 std::unique_ptr<Pattern> make_pattern(const std::string& name) {
+  if (auto why = pattern_error(name); !why.empty()) fail("pattern '" + name + "'", why);
   if (name == "unstructured") return std::make_unique<UnstructuredPattern>();
-  fail("pattern '" + name + "'", fmt::format("unknown (known: {})", fmt::join(pattern_names(), ", ")));
+  if (name.rfind("block:", 0) == 0) {
+    const auto x = name.find('x', 6);
+    return std::make_unique<BlockPattern>(std::stoll(name.substr(6, x - 6)), std::stoll(name.substr(x + 1)));
+  }
+  const auto colon = name.find(':');
+  return std::make_unique<NMPattern>(std::stoll(name.substr(0, colon)), std::stoll(name.substr(colon + 1)));
+}
+
+double pattern_fixed_sparsity(const std::string& name) {
+  if (name == "unstructured" || name.rfind("block:", 0) == 0 || !pattern_error(name).empty()) return -1.0;
+  const auto colon = name.find(':');
+  return 1.0 - double(std::stoll(name.substr(0, colon))) / double(std::stoll(name.substr(colon + 1)));
 }
 
 }  // namespace prunus

@@ -17,8 +17,8 @@ Sparsifier::Sparsifier(std::vector<PrunedParam> params, std::unique_ptr<Criterio
 }
 
 std::unique_ptr<Sparsifier> Sparsifier::from_config(std::vector<PrunedParam> params, const PruneConfig& cfg,
-                                                    std::int64_t steps_per_epoch) {
-  return std::make_unique<Sparsifier>(std::move(params), make_criterion(cfg.criterion), make_pattern(cfg.pattern),
+                                                    std::int64_t steps_per_epoch, std::uint64_t seed) {
+  return std::make_unique<Sparsifier>(std::move(params), make_criterion(cfg.criterion, seed), make_pattern(cfg.pattern),
                                       make_scope(cfg.scope), make_schedule(cfg, steps_per_epoch));
 }
 
