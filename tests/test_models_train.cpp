@@ -145,6 +145,19 @@ TEST(Recipes, ImpossibleRecipesAreInputErrorsNamingTheFile) {
             std::string::npos);
   EXPECT_NE(error_for("prune: {scope: galaxy}\n").find("scope 'galaxy' is unknown"), std::string::npos);
   EXPECT_NE(error_for("").find("empty"), std::string::npos);
+  // Patterns: impossible N:M, a sparsity N:M cannot give, bad blocks; gradient criteria knobs.
+  EXPECT_NE(error_for("prune: {pattern: \"3:2\"}\n").find("N < M"), std::string::npos);
+  EXPECT_NE(error_for("prune: {pattern: \"2:4\", sparsity: 0.9}\n").find("fixes the sparsity at 0.5"), std::string::npos);
+  EXPECT_NE(error_for("prune: {pattern: \"block:4\"}\n").find("block:RxC"), std::string::npos);
+  EXPECT_NE(error_for("prune: {criterion: taylor, calibration_batches: 0}\n").find("calibration_batches"),
+            std::string::npos);
+  EXPECT_NE(error_for("input: init\ntrain: {epochs: 5}\n").find("input: init"), std::string::npos);
+  EXPECT_NE(error_for("train: {epochs: 0}\n").find("input: init"), std::string::npos);
+  // N:M without a sparsity takes 1 − N/M; init without train skips dense training.
+  test::write_bytes(path, "prune: {pattern: \"1:4\", schedule: {kind: oneshot}}\ninput: init\n");
+  const auto r = load_recipe(path);
+  EXPECT_EQ(r.prune.sparsity, 0.75);
+  EXPECT_EQ(r.train.epochs, 0);
 }
 
 TEST(Data, LoadsFashionMnistWithLimits) {
@@ -348,5 +361,36 @@ TEST(Runtime, RejectsModelsItCannotRunNamingTheFile) {
     write_tensors(path, none, {{"prunus.arch", "lenet300"}});
     EXPECT_NE(expect_input_error([&] { runtime::Model::load(path); }).find(path + ": no 'prunus.graph'"),
               std::string::npos);
+  }
+}
+
+// Gradient criteria end to end: Taylor scores from calibration batches give an exact one-shot
+// mask; movement accumulates through fine-tuning on a gradual schedule and ends exact, with
+// the pruned weights held at zero.
+TEST(Criteria, TaylorAfterCalibrationAndMovementDuringFineTuning) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  auto train = data::load_split(small_data(1024, 0), "train");
+  auto test_set = data::load_split(small_data(0, 256), "test");
+  for (const std::string crit : {"taylor", "movement"}) {
+    torch::manual_seed(4);
+    auto net = make_model("lenet300");
+    std::vector<PrunedParam> params;
+    for (auto& [name, w] : prunable_weights(*net)) params.push_back({name, w});
+    PruneConfig pc;
+    pc.criterion = crit;
+    pc.sparsity = 0.8;
+    pc.scope = "layer";
+    pc.schedule.kind = crit == "taylor" ? "oneshot" : "gradual";
+    pc.schedule.end_epoch = 1;
+    pc.schedule.frequency = 4;
+    const std::int64_t steps_per_epoch = 1024 / 64;
+    auto sp = Sparsifier::from_config(params, pc, steps_per_epoch, 3);
+    ASSERT_TRUE(sp->needs_gradients());
+    calibrate_gradients(*net, train, *sp, 2, 64, 3);
+    for (const auto& p : net->parameters()) EXPECT_FALSE(p.grad().defined()) << "calibration left gradients";
+    Trainer trainer(*net, short_config(), 7, sp.get());
+    trainer.fit(train, &test_set, {}, false);
+    for (const auto& st : sp->stats())
+      EXPECT_EQ(st.numel - st.nnz, std::llround(0.8 * double(st.numel))) << crit << " " << st.name;
   }
 }

@@ -293,3 +293,27 @@ TEST(Patterns, NMAndBlockMasksHoldThroughTraining) {
     EXPECT_EQ(zeros(lin->weight), 256) << pattern;
   }
 }
+
+TEST(Criteria, GradientScoresHandComputed) {
+  auto w = torch::tensor({2.0f, -1.0f, 0.5f, 0.0f}).set_requires_grad(true);
+  w.mutable_grad() = torch::tensor({0.1f, -3.0f, 1.0f, 5.0f});
+  PrunedParam p{"w", w};
+  auto taylor = make_criterion("taylor"), movement = make_criterion("movement"), snip = make_criterion("snip");
+  EXPECT_TRUE(taylor->needs_gradients());
+  EXPECT_FALSE(make_criterion("magnitude")->needs_gradients());
+  EXPECT_THROW(taylor->score(p), InputError);  // nothing accumulated yet
+  for (int i = 0; i < 2; ++i) {
+    taylor->accumulate(p);
+    movement->accumulate(p);
+    snip->accumulate(p);
+  }
+  // |w·g| summed over two batches: 2·[0.2, 3, 0.5, 0]; −w·g: 2·[−0.2, −3, −0.5, ·], the pruned
+  // (zero) weight −∞.
+  EXPECT_TRUE(torch::allclose(taylor->score(p), torch::tensor({0.4, 6.0, 1.0, 0.0}, torch::kFloat64), 1e-6));
+  EXPECT_TRUE(torch::allclose(snip->score(p), taylor->score(p)));
+  auto mv = movement->score(p);
+  EXPECT_NEAR(mv[0].item<double>(), -0.4, 1e-6);
+  EXPECT_NEAR(mv[1].item<double>(), -6.0, 1e-6);
+  EXPECT_NEAR(mv[2].item<double>(), -1.0, 1e-6);
+  EXPECT_TRUE(std::isinf(mv[3].item<double>()) && mv[3].item<double>() < 0);
+}

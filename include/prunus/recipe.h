@@ -47,6 +47,7 @@ struct PruneConfig {
   std::string pattern = "unstructured";
   std::string scope = "global";          // global | layer
   ScheduleConfig schedule;
+  std::int64_t calibration_batches = 8;  // gradient criteria (taylor, snip, movement): batches seen before pruning
 };
 
 struct Recipe {

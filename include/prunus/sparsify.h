@@ -34,6 +34,10 @@ class Criterion {
   virtual ~Criterion() = default;
   virtual std::string name() const = 0;
   virtual torch::Tensor score(const PrunedParam& p) const = 0;
+  // Gradient-based criteria see every parameter after each backward pass (before the
+  // gradients are masked) and score from what they accumulated.
+  virtual bool needs_gradients() const { return false; }
+  virtual void accumulate(const PrunedParam& p) {}
 };
 
 // Turns scores into a mask with exactly `zeros` zeros, and checks masks.
@@ -99,6 +103,9 @@ class Sparsifier {
   void prune_to(double target);
   // Masks from the current zeros (fine-tuning a model that is already sparse).
   void masks_from_zeros();
+  // Gradient-based criteria: feed them the current gradients (after backward).
+  bool needs_gradients() const { return criterion_->needs_gradients(); }
+  void accumulate_gradients();
   void apply_masks();       // weight *= mask
   void mask_gradients();    // grad *= mask
   // Folds masks into weights (they already hold the zeros) and drops them.

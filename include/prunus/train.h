@@ -56,6 +56,12 @@ class Trainer {
   Sparsifier* sparsifier_;
 };
 
+// Feeds a gradient-based criterion before it prunes: `batches` forward/backward passes of
+// `batch_size` samples (a seeded order, no optimiser step), each followed by
+// Sparsifier::accumulate_gradients. Gradients are cleared afterwards.
+void calibrate_gradients(Net& net, const data::Dataset& train, Sparsifier& sparsifier, std::int64_t batches,
+                         std::int64_t batch_size, std::uint64_t seed);
+
 struct Evaluation {
   double accuracy = 0;
   double loss = 0;

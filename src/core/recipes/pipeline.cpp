@@ -81,7 +81,7 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   Stopwatch total;
   validate(r, r.name);
   data::check_available(r.data);
-  if (!r.input.empty() && !fs::exists(r.input)) fail(r.input, "input model not found");
+  if (!r.input.empty() && r.input != "init" && !fs::exists(r.input)) fail(r.input, "input model not found");
   fs::create_directories(r.out_dir);
   const std::string out = r.out_dir;
   const std::string dense_path = (fs::path(out) / "dense.safetensors").string();
@@ -107,7 +107,10 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   std::shared_ptr<Net> dense;
   std::vector<EpochRecord> dense_history;
   std::string dense_source;
-  if (!r.input.empty()) {
+  if (r.input == "init") {  // pruning at initialization: the seeded initial weights
+    dense = make_model(r.model);
+    dense_source = fmt::format("initialization (seed {})", r.seed);
+  } else if (!r.input.empty()) {
     dense = load_model(r.input);
     dense_source = r.input;
   } else if (resume_stage == "finetune") {
@@ -132,6 +135,8 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   copy_state(*sparse, *dense);
   const std::int64_t steps_per_epoch = (train.size() + r.finetune.batch_size - 1) / r.finetune.batch_size;
   auto sp = Sparsifier::from_config(pruned_params(*sparse), r.prune, steps_per_epoch, r.seed);
+  if (sp->needs_gradients())  // gradient criteria score from calibration batches before the first masks
+    calibrate_gradients(*sparse, train, *sp, r.prune.calibration_batches, r.finetune.batch_size, r.seed);
   std::vector<EpochRecord> ft_history;
   if (r.finetune.epochs == 0) {
     sp->prune_to(r.prune.sparsity);
@@ -228,6 +233,7 @@ int train_job(const TrainJob& job, const JobOptions& opt) {
 int prune_job(const PruneJob& job, const JobOptions& opt) {
   validate(job.prune, "prune options");
   const bool gradual = job.prune.schedule.kind == "gradual";
+  const bool needs_data = gradual || make_criterion(job.prune.criterion)->needs_gradients();
   if (gradual) {
     validate(job.finetune, "fine-tune options");
     if (job.finetune.epochs < 1) fail("--epochs", "a gradual schedule needs at least one fine-tuning epoch");
@@ -240,13 +246,15 @@ int prune_job(const PruneJob& job, const JobOptions& opt) {
   auto net = load_model(job.input);
   std::int64_t steps_per_epoch = 1;
   data::Dataset train, test;
-  if (gradual) {
+  if (needs_data) {
     data::check_available(job.data);
     train = data::load_split(job.data, "train");
     test = data::load_split(job.data, "test");
     steps_per_epoch = (train.size() + job.finetune.batch_size - 1) / job.finetune.batch_size;
   }
   auto sp = Sparsifier::from_config(pruned_params(*net), job.prune, steps_per_epoch, job.seed);
+  if (sp->needs_gradients())
+    calibrate_gradients(*net, train, *sp, job.prune.calibration_batches, job.finetune.batch_size, job.seed);
   if (gradual) {
     Trainer trainer(*net, job.finetune, job.seed, sp.get());
     auto res = trainer.fit(train, &test, {checkpoint_for(job.out), opt.resume, "prune"}, opt.progress);

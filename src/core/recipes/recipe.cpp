@@ -111,10 +111,12 @@ Recipe load_recipe(const std::string& path) {
     rd.get(d, "train_limit", r.data.train_limit, "data");
     rd.get(d, "test_limit", r.data.test_limit, "data");
   }
+  if (r.input == "init") r.train.epochs = 0;  // pruning at initialization: no dense training
   if (auto t = root["train"]) rd.train(t, r.train, "train");
   if (auto t = root["finetune"]) rd.train(t, r.finetune, "finetune");
   if (auto p = root["prune"]) {
-    rd.known_keys(p, "prune", {"sparsity", "criterion", "pattern", "scope", "schedule"});
+    rd.known_keys(p, "prune", {"sparsity", "criterion", "pattern", "scope", "schedule", "calibration_batches"});
+    rd.get(p, "calibration_batches", r.prune.calibration_batches, "prune");
     rd.get(p, "sparsity", r.prune.sparsity, "prune");
     rd.get(p, "criterion", r.prune.criterion, "prune");
     rd.get(p, "pattern", r.prune.pattern, "prune");
@@ -158,6 +160,7 @@ void validate(const PruneConfig& p, const std::string& where) {
   if (const double fixed = pattern_fixed_sparsity(p.pattern); fixed >= 0 && std::abs(p.sparsity - fixed) > 1e-9)
     fail(where, fmt::format("pattern {} fixes the sparsity at {}, but sparsity {} was asked for (leave sparsity out)",
                             p.pattern, fixed, p.sparsity));
+  if (p.calibration_batches < 1) fail(where, "calibration_batches must be >= 1");
   if (!contains(scope_names(), p.scope))
     fail(where, fmt::format("scope '{}' is unknown (known: {})", p.scope, fmt::join(scope_names(), ", ")));
   const auto& s = p.schedule;
@@ -180,7 +183,10 @@ void validate(const Recipe& r, const std::string& where) {
   validate(r.train, where + " (train)");
   validate(r.finetune, where + " (finetune)");
   validate(r.prune, where + " (prune)");
-  if (r.train.epochs == 0 && r.input.empty()) fail(where, "train.epochs is 0 and no input model is given");
+  if (r.train.epochs == 0 && r.input.empty())
+    fail(where, "train.epochs is 0 and no input model is given (input: init prunes the seeded initialization)");
+  if (r.input == "init" && r.train.epochs > 0)
+    fail(where, "input: init starts from the initialization: leave out train (or set train.epochs: 0)");
   if (r.prune.schedule.kind == "gradual" && r.finetune.epochs > 0 &&
       r.prune.schedule.end_epoch > r.finetune.epochs)
     fail(where, fmt::format("the gradual schedule ends at epoch {} but fine-tuning has only {} epochs",

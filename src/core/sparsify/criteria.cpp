@@ -1,4 +1,6 @@
 // Criteria: how important each weight is. Add one: a class and a line in make_criterion.
+#include <limits>
+#include <map>
 #include <random>
 
 #include <fmt/format.h>
@@ -72,15 +74,54 @@ class LampCriterion : public Criterion {
   }
 };
 
+// Gradient-based scores, summed over the batches seen (calibration batches before pruning,
+// then every training step while masks are updated):
+//   taylor   Σ |w·g|  — first-order Taylor estimate of the loss change from removing w
+//   snip     Σ |w·g|  on the calibration batches at initialization (Lee et al. 2019; its
+//            normalisation by the global sum does not change the ranking)
+//   movement Σ −w·g   — weights moving away from zero score high (Sanh et al. 2020); weights
+//            already pruned score −∞ so that they stay pruned and the count stays exact.
+class GradientCriterion : public Criterion {
+ public:
+  enum Kind { Taylor, Snip, Movement };
+  explicit GradientCriterion(Kind k) : kind_(k) {}
+  std::string name() const override { return kind_ == Taylor ? "taylor" : kind_ == Snip ? "snip" : "movement"; }
+  bool needs_gradients() const override { return true; }
+  void accumulate(const PrunedParam& p) override {
+    auto wg = (p.weight.detach() * p.weight.grad()).to(torch::kFloat64);
+    auto add = kind_ == Movement ? -wg : wg.abs();
+    auto it = acc_.find(p.name);
+    if (it == acc_.end()) acc_.emplace(p.name, add.clone());
+    else it->second.add_(add);
+  }
+  torch::Tensor score(const PrunedParam& p) const override {
+    require_finite(p);
+    auto it = acc_.find(p.name);
+    if (it == acc_.end())
+      fail("criterion '" + name() + "'", fmt::format("no gradients were accumulated for '{}' (it needs calibration "
+                                                     "batches or training steps before pruning)", p.name));
+    auto s = it->second.clone();
+    if (kind_ == Movement) s.masked_fill_(p.weight.detach() == 0, -std::numeric_limits<double>::infinity());
+    return s;
+  }
+
+ private:
+  Kind kind_;
+  std::map<std::string, torch::Tensor> acc_;
+};
+
 }  // namespace
 
-std::vector<std::string> criterion_names() { return {"magnitude", "l2", "random", "lamp"}; }
+std::vector<std::string> criterion_names() { return {"magnitude", "l2", "random", "lamp", "taylor", "snip", "movement"}; }
 
 std::unique_ptr<Criterion> make_criterion(const std::string& name, std::uint64_t seed) {
   if (name == "magnitude" || name == "l1") return std::make_unique<MagnitudeCriterion>();
   if (name == "l2") return std::make_unique<L2Criterion>();
   if (name == "random") return std::make_unique<RandomCriterion>(seed);
   if (name == "lamp") return std::make_unique<LampCriterion>();
+  if (name == "taylor") return std::make_unique<GradientCriterion>(GradientCriterion::Taylor);
+  if (name == "snip") return std::make_unique<GradientCriterion>(GradientCriterion::Snip);
+  if (name == "movement") return std::make_unique<GradientCriterion>(GradientCriterion::Movement);
   fail("criterion '" + name + "'", fmt::format("unknown (known: {})", fmt::join(criterion_names(), ", ")));
 }
 

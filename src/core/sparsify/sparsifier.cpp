@@ -50,6 +50,12 @@ void Sparsifier::set_masks(std::vector<torch::Tensor> masks) {
   masks_ = std::move(masks);
 }
 
+void Sparsifier::accumulate_gradients() {
+  torch::NoGradGuard ng;
+  for (const auto& p : params_)
+    if (p.weight.grad().defined()) criterion_->accumulate(p);
+}
+
 void Sparsifier::apply_masks() {
   torch::NoGradGuard ng;
   // masked_fill, not mul: w·0 is -0.0 for negative w, and the zeros must be +0.0 bytes.

@@ -150,6 +150,21 @@ std::string checkpoint_stage(const std::string& path) {
   }
 }
 
+void calibrate_gradients(Net& net, const data::Dataset& train, Sparsifier& sparsifier, std::int64_t batches,
+                         std::int64_t batch_size, std::uint64_t seed) {
+  net.train();
+  const std::int64_t n = train.size();
+  const auto order = data::epoch_order(n, seed ^ 0x5eedull, 0);
+  for (std::int64_t b = 0; b < batches && b * batch_size < n; ++b) {
+    const auto idx = order.narrow(0, b * batch_size, std::min(batch_size, n - b * batch_size));
+    for (auto& p : net.parameters()) p.mutable_grad() = torch::Tensor();
+    auto loss = F::cross_entropy(net.forward(train.images.index_select(0, idx)), train.labels.index_select(0, idx));
+    loss.backward();
+    sparsifier.accumulate_gradients();
+  }
+  for (auto& p : net.parameters()) p.mutable_grad() = torch::Tensor();
+}
+
 Trainer::Trainer(Net& net, TrainConfig cfg, std::uint64_t seed, Sparsifier* sparsifier)
     : net_(net), cfg_(std::move(cfg)), seed_(seed), sparsifier_(sparsifier) {}
 
@@ -218,6 +233,7 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
       auto logits = net_.forward(x);
       auto loss = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().label_smoothing(cfg_.label_smoothing));
       loss.backward();
+      if (sparsifier_ && sparsifier_->needs_gradients()) sparsifier_->accumulate_gradients();
       if (sparsifier_) sparsifier_->mask_gradients();
       opt->step();
       if (sparsifier_) sparsifier_->apply_masks();
