@@ -146,6 +146,37 @@ for l in r["layers"]:
 PY
 grep -q 'accuracy drop' "$T/run1.log" && ok "summary printed" || bad "no summary"
 
+# Iterative magnitude pruning with lottery-ticket rewinding to dense epoch 1, and a 2:4 recipe.
+cat >"$T/imp.yaml" <<YAML
+model: lenet300
+seed: 3
+data: {train_limit: 2000, test_limit: 500}
+train: {epochs: 2, lr: 0.05}
+prune: {sparsity: 0.875, scope: global, schedule: {kind: iterative, rounds: 3, rewind: "epoch:1"}}
+finetune: {epochs: 1, lr: 0.02}
+YAML
+"$PRUNUS" run "$T/imp.yaml" -o "$T/imp" --no-progress >"$T/imp.log" 2>&1 && ok "run IMP recipe" || bad "IMP: $(tail -3 "$T/imp.log")"
+python3 - "$T/imp/report.json" <<'PY' && ok "IMP: rounds at 1-(1-s)^(i/3), exact final sparsity" || bad "IMP report: $(grep round "$T/imp.log")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+rounds = r["stages"]["prune_finetune"]["rounds"]
+assert [round(x["target_sparsity"], 6) for x in rounds] == [0.5, 0.75, 0.875], rounds
+n = sum(l["numel"] for l in r["layers"]); nnz = sum(l["nnz"] for l in r["layers"])
+assert n - nnz == round(0.875 * n), (n, nnz)
+assert len(r["stages"]["prune_finetune"]["history"]) == 3
+PY
+cat >"$T/nm.yaml" <<YAML
+model: lenet300
+data: {train_limit: 2000, test_limit: 500}
+train: {epochs: 1, lr: 0.05}
+prune: {pattern: "2:4", scope: layer, schedule: {kind: oneshot}}
+finetune: {epochs: 1, lr: 0.02}
+YAML
+"$PRUNUS" run "$T/nm.yaml" -o "$T/nm" --no-progress >"$T/nm.log" 2>&1 && ok "run 2:4 recipe" || bad "2:4: $(tail -3 "$T/nm.log")"
+"$PRUNUS" inspect "$T/nm/sparse.safetensors" --formats off >"$T/nm.inspect"
+[[ $(grep -cE '^fc[12].weight .* 50.00% +2:4' "$T/nm.inspect") -eq 2 ]] && ok "2:4 recipe: every group of 4 keeps 2 (inspect)" \
+  || bad "2:4 inspect: $(grep weight "$T/nm.inspect")"
+
 # Ctrl-C in the recipe's fine-tuning stage; --resume finishes with the same bytes as run1.
 "$PRUNUS" run "$T/tiny.yaml" -o "$T/run3" >"$T/run3.log" 2>&1 &
 pid=$!

@@ -153,6 +153,17 @@ TEST(Recipes, ImpossibleRecipesAreInputErrorsNamingTheFile) {
             std::string::npos);
   EXPECT_NE(error_for("input: init\ntrain: {epochs: 5}\n").find("input: init"), std::string::npos);
   EXPECT_NE(error_for("train: {epochs: 0}\n").find("input: init"), std::string::npos);
+  EXPECT_NE(error_for("prune: {schedule: {kind: iterative, rounds: 3}}\nfinetune: {epochs: 0}\n").find("retrains each round"),
+            std::string::npos);
+  EXPECT_NE(error_for("prune: {schedule: {kind: iterative, rewind: \"epoch:99\"}}\n").find("after the last dense epoch"),
+            std::string::npos);
+  EXPECT_NE(error_for("prune: {schedule: {kind: iterative, rewind: later}}\n").find("rewind 'later' is unknown"),
+            std::string::npos);
+  EXPECT_NE(error_for("prune: {schedule: {kind: gradual, end_epoch: 5, rounds: 3}}\n").find("iterative schedule"),
+            std::string::npos);
+  EXPECT_NE(error_for("input: x.safetensors\ntrain: {epochs: 0}\nprune: {schedule: {kind: iterative, rewind: init}}\n")
+                .find("rewinding needs the dense training"),
+            std::string::npos);
   // N:M without a sparsity takes 1 − N/M; init without train skips dense training.
   test::write_bytes(path, "prune: {pattern: \"1:4\", schedule: {kind: oneshot}}\ninput: init\n");
   const auto r = load_recipe(path);

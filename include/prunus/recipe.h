@@ -39,6 +39,11 @@ struct ScheduleConfig {
   double begin_epoch = 0.0;
   double end_epoch = 0.0;
   std::int64_t frequency = 100;      // steps between mask updates
+  // iterative (IMP): `rounds` rounds, each pruning the same fraction of the remaining weights
+  // (round i reaches 1 − (1 − s)^(i/rounds)), rewinding the kept weights, then retraining for
+  // finetune.epochs with the masks held. rewind: none | init | epoch:K (of dense training).
+  std::int64_t rounds = 1;
+  std::string rewind = "none";
 };
 
 struct PruneConfig {
@@ -162,6 +167,8 @@ std::vector<std::string> pattern_names();
 std::string pattern_error(const std::string& name);
 // The sparsity an N:M pattern fixes (1 − N/M); −1 for patterns that take any target.
 double pattern_fixed_sparsity(const std::string& name);
+// The dense epoch a rewind spec names: init → 0, epoch:K → K; −1 for anything else (none too).
+std::int64_t rewind_epoch(const std::string& rewind);
 std::vector<std::string> scope_names();
 std::vector<std::string> schedule_names();
 

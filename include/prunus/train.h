@@ -1,6 +1,7 @@
 // prunus/train.h — the training loop (libtorch): seeded, resumable, sparsity-aware.
 #pragma once
 
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -48,6 +49,9 @@ class Trainer {
   TrainResult fit(const data::Dataset& train, const data::Dataset* test, const CheckpointOptions& ckpt,
                   bool progress);
   double lr_at(std::int64_t step, std::int64_t steps_per_epoch) const;
+  // Called after each finished epoch (1-based), e.g. to keep the weights of epoch K for
+  // lottery-ticket rewinding.
+  std::function<void(std::int64_t epoch)> on_epoch_end;
 
  private:
   Net& net_;

@@ -1,4 +1,5 @@
 // The jobs behind the CLI verbs: each validates its inputs before writing anything.
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -104,6 +105,12 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
 
   // Stage 1: the dense model.
   sw = Stopwatch();
+  const bool iterative = r.prune.schedule.kind == "iterative";
+  const std::int64_t rewind_at = iterative ? rewind_epoch(r.prune.schedule.rewind) : -1;
+  std::shared_ptr<Net> rewind_net;
+  bool rewind_kept = false;
+  // A resumed fine-tuning stage would skip the dense epochs that rewinding needs.
+  if (rewind_at >= 0 && resume_stage == "finetune") resume_stage.clear();
   std::shared_ptr<Net> dense;
   std::vector<EpochRecord> dense_history;
   std::string dense_source;
@@ -119,6 +126,14 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   } else {
     dense = make_model(r.model);
     Trainer trainer(*dense, r.train, r.seed);
+    if (rewind_at >= 0) {  // lottery-ticket rewinding: keep the weights of epoch K (0: init)
+      rewind_net = make_model(r.model);
+      if (rewind_at == 0) copy_state(*rewind_net, *dense);
+      else trainer.on_epoch_end = [&](std::int64_t e) {
+        if (e == rewind_at) copy_state(*rewind_net, *dense), rewind_kept = true;
+      };
+      rewind_kept = rewind_at == 0;
+    }
     auto res = trainer.fit(train, &test, {ckpt, resume_stage == "train", "train"}, opt.progress);
     if (res.interrupted) return kInterrupted;
     dense_history = res.history;
@@ -138,7 +153,32 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   if (sp->needs_gradients())  // gradient criteria score from calibration batches before the first masks
     calibrate_gradients(*sparse, train, *sp, r.prune.calibration_batches, r.finetune.batch_size, r.seed);
   std::vector<EpochRecord> ft_history;
-  if (r.finetune.epochs == 0) {
+  json rounds = json::array();
+  if (iterative) {
+    // Iterative magnitude pruning (Han et al. 2015; Frankle & Carbin 2019 with rewinding):
+    // each round prunes the same fraction of what remains, rewinds the kept weights, retrains.
+    if (rewind_at >= 0 && !rewind_kept)
+      fail(r.name, fmt::format("cannot rewind to {}: the dense run was resumed past it (run without --resume)",
+                               r.prune.schedule.rewind));
+    const auto R = r.prune.schedule.rounds;
+    for (std::int64_t i = 1; i <= R; ++i) {
+      const double target = i == R ? r.prune.sparsity : 1.0 - std::pow(1.0 - r.prune.sparsity, double(i) / double(R));
+      sp->prune_to(target);
+      if (rewind_net) {
+        copy_state(*sparse, *rewind_net);
+        sp->apply_masks();
+      }
+      const std::string stage = fmt::format("round{}", i);
+      Trainer trainer(*sparse, r.finetune, r.seed + 1 + static_cast<std::uint64_t>(i), sp.get());
+      auto res = trainer.fit(train, &test, {ckpt, resume_stage == stage, stage}, opt.progress);
+      if (res.interrupted) return kInterrupted;
+      ft_history.insert(ft_history.end(), res.history.begin(), res.history.end());
+      const auto ev = evaluate(*sparse, test);
+      std::fprintf(stderr, "round %lld/%lld: sparsity %.2f%%, test accuracy %.2f%%\n", static_cast<long long>(i),
+                   static_cast<long long>(R), 100.0 * target, 100.0 * ev.accuracy);
+      rounds.push_back({{"round", i}, {"target_sparsity", target}, {"test_accuracy", ev.accuracy}});
+    }
+  } else if (r.finetune.epochs == 0) {
     sp->prune_to(r.prune.sparsity);
   } else {
     Trainer trainer(*sparse, r.finetune, r.seed + 1, sp.get());
@@ -149,6 +189,7 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   if (sp->current_target() != r.prune.sparsity) sp->prune_to(r.prune.sparsity);
   sp->squash();
   stages["prune_finetune"] = {{"seconds", sw.seconds()}, {"history", history_json(ft_history)}};
+  if (iterative) stages["prune_finetune"]["rounds"] = rounds;
 
   sw = Stopwatch();
   const auto sparse_eval = evaluate(*sparse, test);
@@ -174,7 +215,8 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
       {"data", {{"dir", r.data.dir.empty() ? data::kDefaultFashionMnistDir : r.data.dir},
                 {"train_samples", train.size()}, {"test_samples", test.size()}}},
       {"prune", {{"target_sparsity", r.prune.sparsity}, {"criterion", r.prune.criterion},
-                 {"pattern", r.prune.pattern}, {"scope", r.prune.scope}, {"schedule", r.prune.schedule.kind}}},
+                 {"pattern", r.prune.pattern}, {"scope", r.prune.scope}, {"schedule", r.prune.schedule.kind},
+                 {"rounds", r.prune.schedule.rounds}, {"rewind", r.prune.schedule.rewind}}},
       {"dense", {{"test_accuracy", dense_eval.accuracy}, {"test_loss", dense_eval.loss}, {"file", dense_path}}},
       {"sparse", {{"test_accuracy", sparse_eval.accuracy}, {"test_loss", sparse_eval.loss}, {"file", sparse_path}}},
       {"accuracy_drop_points", 100.0 * (dense_eval.accuracy - sparse_eval.accuracy)},

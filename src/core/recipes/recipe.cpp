@@ -125,7 +125,10 @@ Recipe load_recipe(const std::string& path) {
       r.prune.sparsity = fixed;
     rd.get(p, "scope", r.prune.scope, "prune");
     if (auto s = p["schedule"]) {
-      rd.known_keys(s, "prune.schedule", {"kind", "initial_sparsity", "begin_epoch", "end_epoch", "frequency"});
+      rd.known_keys(s, "prune.schedule",
+                    {"kind", "initial_sparsity", "begin_epoch", "end_epoch", "frequency", "rounds", "rewind"});
+      rd.get(s, "rounds", r.prune.schedule.rounds, "prune.schedule");
+      rd.get(s, "rewind", r.prune.schedule.rewind, "prune.schedule");
       rd.get(s, "kind", r.prune.schedule.kind, "prune.schedule");
       rd.get(s, "initial_sparsity", r.prune.schedule.initial_sparsity, "prune.schedule");
       rd.get(s, "begin_epoch", r.prune.schedule.begin_epoch, "prune.schedule");
@@ -135,6 +138,18 @@ Recipe load_recipe(const std::string& path) {
   }
   validate(r, path);
   return r;
+}
+
+std::int64_t rewind_epoch(const std::string& rewind) {
+  if (rewind == "init") return 0;
+  if (rewind.rfind("epoch:", 0) != 0) return -1;
+  try {
+    std::size_t used = 0;
+    const auto k = std::stoll(rewind.substr(6), &used);
+    return used == rewind.size() - 6 && k >= 0 ? k : -1;
+  } catch (const std::exception&) {
+    return -1;
+  }
 }
 
 void validate(const TrainConfig& t, const std::string& where) {
@@ -172,6 +187,11 @@ void validate(const PruneConfig& p, const std::string& where) {
   if (s.kind == "gradual" && !(s.end_epoch > s.begin_epoch))
     fail(where, fmt::format("gradual schedule end_epoch {} must be after begin_epoch {}", s.end_epoch, s.begin_epoch));
   if (s.frequency < 1) fail(where, "schedule frequency must be >= 1 step");
+  if (s.rounds < 1 || s.rounds > 100) fail(where, "schedule rounds must be in [1, 100]");
+  if (s.rewind != "none" && s.rewind != "init" && rewind_epoch(s.rewind) < 0)
+    fail(where, fmt::format("rewind '{}' is unknown (none | init | epoch:K)", s.rewind));
+  if (s.kind != "iterative" && (s.rounds != 1 || s.rewind != "none"))
+    fail(where, "rounds and rewind belong to the iterative schedule");
 }
 
 void validate(const Recipe& r, const std::string& where) {
@@ -193,6 +213,14 @@ void validate(const Recipe& r, const std::string& where) {
                             r.prune.schedule.end_epoch, r.finetune.epochs));
   if (r.prune.schedule.kind == "gradual" && r.finetune.epochs == 0)
     fail(where, "a gradual schedule needs finetune.epochs > 0");
+  if (r.prune.schedule.kind == "iterative") {
+    if (r.finetune.epochs == 0) fail(where, "an iterative schedule retrains each round: finetune.epochs must be > 0");
+    const auto& rw = r.prune.schedule.rewind;
+    if (rw != "none" && (!r.input.empty() || r.train.epochs == 0))
+      fail(where, "rewinding needs the dense training in this recipe (no input model)");
+    if (rewind_epoch(rw) > r.train.epochs)
+      fail(where, fmt::format("rewind {} is after the last dense epoch ({})", rw, r.train.epochs));
+  }
 }
 
 }  // namespace prunus

@@ -46,7 +46,7 @@ class CubicSchedule : public Schedule {
 
 }  // namespace
 
-std::vector<std::string> schedule_names() { return {"oneshot", "gradual"}; }
+std::vector<std::string> schedule_names() { return {"oneshot", "gradual", "iterative"}; }
 
 std::unique_ptr<Schedule> make_cubic_schedule(double initial, double final_sparsity, std::int64_t begin,
                                               std::int64_t end, std::int64_t frequency) {
@@ -63,6 +63,9 @@ std::unique_ptr<Schedule> make_schedule(const PruneConfig& cfg, std::int64_t ste
   const auto& s = cfg.schedule;
   const auto begin = static_cast<std::int64_t>(std::llround(s.begin_epoch * double(steps_per_epoch)));
   if (s.kind == "oneshot") return make_oneshot_schedule(cfg.sparsity, begin);
+  // Iterative rounds are driven by the pipeline (prune_to per round); within a round the
+  // masks hold, so the schedule never updates.
+  if (s.kind == "iterative") return make_oneshot_schedule(cfg.sparsity, -1);
   if (s.kind == "gradual") {
     const auto end = static_cast<std::int64_t>(std::llround(s.end_epoch * double(steps_per_epoch)));
     return make_cubic_schedule(s.initial_sparsity, cfg.sparsity, begin, end, s.frequency);

@@ -263,6 +263,7 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
     if (test) r.test_accuracy = evaluate(net_, *test).accuracy;
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
     result.history.push_back(r);
+    if (on_epoch_end) on_epoch_end(pos.epoch + 1);
     const double done = double(pos.global_step - first_step);
     const double eta = done > 0 ? (elapsed() - seconds_before) / done * double(total_steps - pos.global_step) : 0;
     std::string line = fmt::format("{} epoch {}/{}: loss {:.4f} train {:.2f}%", ck.stage, r.epoch, cfg_.epochs,
