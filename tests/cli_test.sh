@@ -146,6 +146,15 @@ for l in r["layers"]:
 PY
 grep -q 'accuracy drop' "$T/run1.log" && ok "summary printed" || bad "no summary"
 
+# Sensitivity: each layer alone at each level, a CSV, and an allocation that reaches the target.
+"$PRUNUS" sensitivity "$T/dense.safetensors" -o "$T/sens.csv" --levels 0.5,0.9 --target 0.8 --holdout 500 \
+  --no-progress >"$T/sens.out" 2>&1 && ok "sensitivity runs" || bad "sensitivity: $(tail -3 "$T/sens.out")"
+[[ $(wc -l <"$T/sens.csv") -eq 10 ]] && head -1 "$T/sens.csv" | grep -q 'layer,numel,sparsity,holdout_accuracy,drop_points' \
+  && ok "sensitivity CSV: 3 layers x (dense + 2 levels)" || bad "sensitivity CSV: $(cat "$T/sens.csv")"
+grep -q 'allocation for 80.00% overall (80.00% after rounding' "$T/sens.out" && grep -q '    fc1.weight: ' "$T/sens.out" \
+  && ok "sensitivity allocation reaches the target" || bad "allocation: $(tail -6 "$T/sens.out")"
+expect_error "sensitivity: bad level" "level 1.5 is outside (0, 1)" "$PRUNUS" sensitivity "$T/dense.safetensors" -o "$T/s.csv" --levels 0.5,1.5
+
 # Iterative magnitude pruning with lottery-ticket rewinding to dense epoch 1, and a 2:4 recipe.
 cat >"$T/imp.yaml" <<YAML
 model: lenet300

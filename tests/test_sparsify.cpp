@@ -317,3 +317,24 @@ TEST(Criteria, GradientScoresHandComputed) {
   EXPECT_NEAR(mv[2].item<double>(), -1.0, 1e-6);
   EXPECT_TRUE(std::isinf(mv[3].item<double>()) && mv[3].item<double>() < 0);
 }
+
+TEST(Sparsifier, PerLayerSparsitiesOverrideTheScopeAndTheRestShareTheTarget) {
+  for (const std::string scope : {"global", "layer"}) {
+    auto ps = random_params({{40, 50}, {30, 20}, {10, 10}}, 5);  // 2000, 600, 100 weights
+    Sparsifier sp(ps, make_criterion("magnitude"), make_pattern("unstructured"), make_scope(scope),
+                  make_oneshot_schedule(0.8, 0));
+    sp.set_layer_overrides({{"p0", 0.9}, {"p2", 0.0}}, 0.8);
+    // Half-way through a schedule every override scales with the target.
+    sp.prune_to(0.4);
+    EXPECT_EQ(sp.stats()[0].numel - sp.stats()[0].nnz, 900) << scope;
+    sp.prune_to(0.8);
+    const auto st = sp.stats();
+    EXPECT_EQ(st[0].numel - st[0].nnz, 1800) << scope;  // exactly its own sparsity
+    EXPECT_EQ(st[2].nnz, 100) << scope;                  // a skip
+    EXPECT_EQ(st[1].numel - st[1].nnz, 2160 - 1800) << scope;  // the rest of round(0.8 * 2700)
+  }
+  auto ps = random_params({{4, 4}}, 1);
+  Sparsifier sp(ps, make_criterion("magnitude"), make_pattern("unstructured"), make_scope("layer"),
+                make_oneshot_schedule(0.5, 0));
+  EXPECT_THROW(sp.set_layer_overrides({{"fc9.weight", 0.5}}, 0.5), InputError);
+}

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,10 @@ struct PruneConfig {
   std::string scope = "global";          // global | layer
   ScheduleConfig schedule;
   std::int64_t calibration_batches = 8;  // gradient criteria (taylor, snip, movement): batches seen before pruning
+  // Per-layer sparsities by parameter name (e.g. from `prunus sensitivity`); these layers
+  // take o·t/s at schedule target t (final sparsity s), the scope shares t among the rest.
+  // A name with sparsity 0 is a skip.
+  std::map<std::string, double> layers;
 };
 
 struct Recipe {
@@ -109,6 +114,23 @@ struct PruneJob {
   TrainConfig finetune;     // used when the schedule is gradual
 };
 int prune_job(const PruneJob& job, const JobOptions& opt);
+
+// Sensitivity analysis: each prunable layer alone pruned to each level (no fine-tuning),
+// accuracy measured on the last `holdout` training samples (the test set stays untouched for
+// reporting); CSV out. With a target, a greedy allocator on the curves (linear between
+// levels) picks per-layer sparsities that reach it with the least summed accuracy drop and
+// prints them as a recipe's prune.layers.
+struct SensitivityJob {
+  std::string input, out;               // model, CSV to write
+  std::vector<double> levels = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98};
+  std::string criterion = "magnitude", pattern = "unstructured";
+  double target = 0;                    // 0: no allocation
+  std::int64_t holdout = 5000;          // the last N training samples score each level
+  std::uint64_t seed = 0;
+  int threads = 0;
+  DataConfig data;
+};
+int sensitivity_job(const SensitivityJob& job, const JobOptions& opt);
 
 // Fine-tunes a (sparse) model with its zeros held as masks.
 struct FinetuneJob {

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -103,6 +104,9 @@ class Sparsifier {
   void prune_to(double target);
   // Masks from the current zeros (fine-tuning a model that is already sparse).
   void masks_from_zeros();
+  // Per-layer sparsities (PruneConfig::layers): layer l gets o_l·t/final at target t, and the
+  // scope shares t among the other layers so the total stays round(t·N). Unknown names fail.
+  void set_layer_overrides(const std::map<std::string, double>& overrides, double final_target);
   // Gradient-based criteria: feed them the current gradients (after backward).
   bool needs_gradients() const { return criterion_->needs_gradients(); }
   void accumulate_gradients();
@@ -126,6 +130,8 @@ class Sparsifier {
   std::unique_ptr<Scope> scope_;
   std::unique_ptr<Schedule> schedule_;
   double current_target_ = 0.0;
+  std::vector<double> override_;  // per param: −1 none, else its final sparsity
+  double override_final_ = 0.0;
 };
 
 // Counts over the given tensors.

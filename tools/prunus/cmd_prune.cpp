@@ -42,4 +42,32 @@ void add_prune(CLI::App& app, Action& action) {
   });
 }
 
+void add_sensitivity(CLI::App& app, Action& action) {
+  auto job = std::make_shared<SensitivityJob>();
+  auto common = std::make_shared<Common>();
+  auto* cmd = app.add_subcommand(
+      "sensitivity",
+      "Prune each layer alone at a grid of levels (no fine-tuning), measure the accuracy drop on held-out training "
+      "samples, write a CSV; with --target, print per-layer sparsities (a recipe's prune.layers) that reach it with "
+      "the least summed drop");
+  cmd->add_option("model", job->input, "Model file (safetensors)")->required();
+  cmd->add_option("-o,--out", job->out, "CSV to write (layer, numel, sparsity, holdout_accuracy, drop_points)")->required();
+  cmd->add_option("--levels", job->levels, "Sparsity levels in (0, 1)")->delimiter(',');
+  cmd->add_option("--criterion", job->criterion, "magnitude | l2 | lamp | random")->capture_default_str();
+  cmd->add_option("--pattern", job->pattern, "unstructured | block:RxC")->capture_default_str();
+  cmd->add_option("--target", job->target, "Overall sparsity to allocate (0: none)");
+  cmd->add_option("--holdout", job->holdout, "Held-out samples: the last N of the training set")->capture_default_str();
+  add_common(cmd, *common, false);
+  cmd->add_option("--seed", common->seed, "Seed (the random criterion)")->capture_default_str();
+  cmd->add_flag("--no-progress", common->no_progress, "No progress bar");
+  cmd->callback([&action, job, common] {
+    action = [job, common] {
+      job->seed = common->seed;
+      job->threads = common->threads;
+      job->data = common->data;
+      return sensitivity_job(*job, common->job());
+    };
+  });
+}
+
 }  // namespace prunus::cli

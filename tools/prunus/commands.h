@@ -34,6 +34,7 @@ void add_train_options(CLI::App* cmd, TrainConfig& t);
 
 void add_train(CLI::App& app, Action& action);
 void add_prune(CLI::App& app, Action& action);
+void add_sensitivity(CLI::App& app, Action& action);
 void add_finetune(CLI::App& app, Action& action);
 void add_eval(CLI::App& app, Action& action);
 void add_inspect(CLI::App& app, Action& action);

@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   prunus::cli::add_run(app, action);
   prunus::cli::add_train(app, action);
   prunus::cli::add_prune(app, action);
+  prunus::cli::add_sensitivity(app, action);
   prunus::cli::add_finetune(app, action);
   prunus::cli::add_eval(app, action);
   prunus::cli::add_inspect(app, action);

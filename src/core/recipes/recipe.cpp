@@ -115,7 +115,20 @@ Recipe load_recipe(const std::string& path) {
   if (auto t = root["train"]) rd.train(t, r.train, "train");
   if (auto t = root["finetune"]) rd.train(t, r.finetune, "finetune");
   if (auto p = root["prune"]) {
-    rd.known_keys(p, "prune", {"sparsity", "criterion", "pattern", "scope", "schedule", "calibration_batches"});
+    rd.known_keys(p, "prune", {"sparsity", "criterion", "pattern", "scope", "schedule", "calibration_batches", "layers"});
+    if (auto l = p["layers"]) {
+      if (!l.IsMap()) fail(path, fmt::format("line {}: prune.layers must map parameter names to sparsities", l.Mark().line + 1));
+      for (const auto& kv : l) {
+        double v = 0;
+        try {
+          v = kv.second.as<double>();
+        } catch (const YAML::Exception&) {
+          fail(path, fmt::format("line {}: prune.layers.{} must be a number", kv.second.Mark().line + 1,
+                                 kv.first.as<std::string>()));
+        }
+        r.prune.layers[kv.first.as<std::string>()] = v;
+      }
+    }
     rd.get(p, "calibration_batches", r.prune.calibration_batches, "prune");
     rd.get(p, "sparsity", r.prune.sparsity, "prune");
     rd.get(p, "criterion", r.prune.criterion, "prune");
@@ -176,6 +189,10 @@ void validate(const PruneConfig& p, const std::string& where) {
     fail(where, fmt::format("pattern {} fixes the sparsity at {}, but sparsity {} was asked for (leave sparsity out)",
                             p.pattern, fixed, p.sparsity));
   if (p.calibration_batches < 1) fail(where, "calibration_batches must be >= 1");
+  for (const auto& [name, v] : p.layers)
+    if (!(v >= 0 && v < 1)) fail(where, fmt::format("layers.{}: sparsity {} is outside [0, 1)", name, v));
+  if (!p.layers.empty() && pattern_fixed_sparsity(p.pattern) >= 0)
+    fail(where, fmt::format("pattern {} fixes every layer's sparsity: per-layer sparsities do not apply", p.pattern));
   if (!contains(scope_names(), p.scope))
     fail(where, fmt::format("scope '{}' is unknown (known: {})", p.scope, fmt::join(scope_names(), ", ")));
   const auto& s = p.schedule;

@@ -18,8 +18,11 @@ Sparsifier::Sparsifier(std::vector<PrunedParam> params, std::unique_ptr<Criterio
 
 std::unique_ptr<Sparsifier> Sparsifier::from_config(std::vector<PrunedParam> params, const PruneConfig& cfg,
                                                     std::int64_t steps_per_epoch, std::uint64_t seed) {
-  return std::make_unique<Sparsifier>(std::move(params), make_criterion(cfg.criterion, seed), make_pattern(cfg.pattern),
-                                      make_scope(cfg.scope), make_schedule(cfg, steps_per_epoch));
+  auto sp = std::make_unique<Sparsifier>(std::move(params), make_criterion(cfg.criterion, seed),
+                                         make_pattern(cfg.pattern), make_scope(cfg.scope),
+                                         make_schedule(cfg, steps_per_epoch));
+  if (!cfg.layers.empty()) sp->set_layer_overrides(cfg.layers, cfg.sparsity);
+  return sp;
 }
 
 bool Sparsifier::step(std::int64_t step) {
@@ -28,11 +31,52 @@ bool Sparsifier::step(std::int64_t step) {
   return true;
 }
 
+void Sparsifier::set_layer_overrides(const std::map<std::string, double>& overrides, double final_target) {
+  override_.assign(params_.size(), -1.0);
+  override_final_ = final_target;
+  for (const auto& [name, v] : overrides) {
+    std::size_t i = 0;
+    while (i < params_.size() && params_[i].name != name) ++i;
+    if (i == params_.size()) {
+      std::string known;
+      for (const auto& p : params_) known += (known.empty() ? "" : ", ") + p.name;
+      fail("prune.layers." + name, "is not a prunable parameter (prunable: " + known + ")");
+    }
+    override_[i] = v;
+  }
+}
+
 void Sparsifier::prune_to(double target) {
   torch::NoGradGuard ng;
   std::vector<torch::Tensor> scores;
   for (const auto& p : params_) scores.push_back(criterion_->score(p));
-  const auto counts = scope_->allocate(scores, target);
+  std::vector<std::int64_t> counts;
+  if (override_.empty()) {
+    counts = scope_->allocate(scores, target);
+  } else {
+    // Overridden layers take their own share; the scope spreads the rest of round(t·N).
+    const double scale = override_final_ > 0 ? target / override_final_ : 0.0;
+    std::int64_t total = 0, fixed = 0, free_n = 0;
+    std::vector<torch::Tensor> free_scores;
+    counts.assign(params_.size(), 0);
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const auto n = params_[i].weight.numel();
+      total += n;
+      if (override_[i] >= 0) {
+        counts[i] = std::min<std::int64_t>(n, std::llround(override_[i] * scale * double(n)));
+        fixed += counts[i];
+      } else {
+        free_scores.push_back(scores[i]);
+        free_n += n;
+      }
+    }
+    if (free_n > 0) {
+      const std::int64_t want = std::max<std::int64_t>(0, std::llround(target * double(total)) - fixed);
+      const auto rest = scope_->allocate(free_scores, std::min(1.0, double(want) / double(free_n)));
+      for (std::size_t i = 0, j = 0; i < params_.size(); ++i)
+        if (override_[i] < 0) counts[i] = rest[j++];
+    }
+  }
   for (std::size_t i = 0; i < params_.size(); ++i) masks_[i] = pattern_->mask(scores[i], counts[i]);
   current_target_ = target;
   apply_masks();
