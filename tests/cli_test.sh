@@ -179,12 +179,13 @@ model: lenet300
 data: {train_limit: 2000, test_limit: 500}
 train: {epochs: 1, lr: 0.05}
 prune: {pattern: "2:4", scope: layer, schedule: {kind: oneshot}}
-finetune: {epochs: 1, lr: 0.02}
+finetune: {epochs: 1, lr: 0.02, distill: {alpha: 0.5, temperature: 4}}
 YAML
 "$PRUNUS" run "$T/nm.yaml" -o "$T/nm" --no-progress >"$T/nm.log" 2>&1 && ok "run 2:4 recipe" || bad "2:4: $(tail -3 "$T/nm.log")"
 "$PRUNUS" inspect "$T/nm/sparse.safetensors" --formats off >"$T/nm.inspect"
 [[ $(grep -cE '^fc[12].weight .* 50.00% +2:4' "$T/nm.inspect") -eq 2 ]] && ok "2:4 recipe: every group of 4 keeps 2 (inspect)" \
   || bad "2:4 inspect: $(grep weight "$T/nm.inspect")"
+grep -q '"alpha": 0.5' "$T/nm/report.json" && ok "distillation recorded in report.json" || bad "no distill in report"
 
 # Ctrl-C in the recipe's fine-tuning stage; --resume finishes with the same bytes as run1.
 "$PRUNUS" run "$T/tiny.yaml" -o "$T/run3" >"$T/run3.log" 2>&1 &

@@ -153,6 +153,9 @@ TEST(Recipes, ImpossibleRecipesAreInputErrorsNamingTheFile) {
             std::string::npos);
   EXPECT_NE(error_for("input: init\ntrain: {epochs: 5}\n").find("input: init"), std::string::npos);
   EXPECT_NE(error_for("train: {epochs: 0}\n").find("input: init"), std::string::npos);
+  EXPECT_NE(error_for("finetune: {distill: {alpha: 2}}\n").find("distill.alpha"), std::string::npos);
+  EXPECT_NE(error_for("finetune: {distill: {alpah: 0.5}}\n").find("unknown key 'finetune.distill.alpah'"), std::string::npos);
+  EXPECT_NE(error_for("train: {distill: {alpha: 0.5}}\n").find("needs a teacher"), std::string::npos);
   EXPECT_NE(error_for("prune: {schedule: {kind: iterative, rounds: 3}}\nfinetune: {epochs: 0}\n").find("retrains each round"),
             std::string::npos);
   EXPECT_NE(error_for("prune: {schedule: {kind: iterative, rewind: \"epoch:99\"}}\n").find("after the last dense epoch"),
@@ -404,4 +407,18 @@ TEST(Criteria, TaylorAfterCalibrationAndMovementDuringFineTuning) {
     for (const auto& st : sp->stats())
       EXPECT_EQ(st.numel - st.nnz, std::llround(0.8 * double(st.numel))) << crit << " " << st.name;
   }
+}
+
+TEST(Distillation, LossMatchesTheHandComputedKl) {
+  // Teacher [ln 3, 0] → p = [0.75, 0.25]; student [0, 0] → q = [0.5, 0.5];
+  // KL(p‖q) = 0.75·ln 1.5 + 0.25·ln 0.5.
+  auto s = torch::zeros({1, 2}), t = torch::tensor({{std::log(3.0f), 0.0f}});
+  const double kl = 0.75 * std::log(1.5) + 0.25 * std::log(0.5);
+  auto hard = torch::tensor(2.0);
+  EXPECT_NEAR(distillation_loss(s, t, hard, 1.0, 1.0).item<double>(), kl, 1e-6);
+  EXPECT_NEAR(distillation_loss(s, t, hard, 0.5, 1.0).item<double>(), 0.5 * kl + 1.0, 1e-6);
+  // At T = 2 the teacher softens to [√3, 1]/(√3 + 1) and the term is scaled by T².
+  const double p0 = std::sqrt(3.0) / (std::sqrt(3.0) + 1), p1 = 1 - p0;
+  EXPECT_NEAR(distillation_loss(s, t, hard, 1.0, 2.0).item<double>(),
+              4 * (p0 * std::log(p0 / 0.5) + p1 * std::log(p1 / 0.5)), 1e-6);
 }

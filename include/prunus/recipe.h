@@ -28,6 +28,10 @@ struct TrainConfig {
   double gamma = 0.1;
   double label_smoothing = 0.0;
   bool augment = false;              // random ±2 px shifts and horizontal flips
+  // Knowledge distillation from a teacher (the dense model when fine-tuning a pruned one):
+  // loss = α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α)·CE(s, y). α = 0: off.
+  double distill_alpha = 0.0;
+  double distill_temperature = 4.0;
 };
 
 // When masks change. oneshot: prune to the target at `begin`. gradual: Zhu & Gupta's

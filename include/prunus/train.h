@@ -52,6 +52,8 @@ class Trainer {
   // Called after each finished epoch (1-based), e.g. to keep the weights of epoch K for
   // lottery-ticket rewinding.
   std::function<void(std::int64_t epoch)> on_epoch_end;
+  // The teacher for cfg.distill_alpha > 0 (kept in eval mode, no gradients).
+  Net* teacher = nullptr;
 
  private:
   Net& net_;
@@ -65,6 +67,10 @@ class Trainer {
 // Sparsifier::accumulate_gradients. Gradients are cleared afterwards.
 void calibrate_gradients(Net& net, const data::Dataset& train, Sparsifier& sparsifier, std::int64_t batches,
                          std::int64_t batch_size, std::uint64_t seed);
+
+// α·T²·KL(softmax(teacher/T) ‖ softmax(student/T)) (batch mean) + (1 − α)·hard.
+torch::Tensor distillation_loss(const torch::Tensor& student, const torch::Tensor& teacher, const torch::Tensor& hard,
+                                double alpha, double temperature);
 
 struct Evaluation {
   double accuracy = 0;

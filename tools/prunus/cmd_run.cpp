@@ -22,10 +22,12 @@ void add_run(CLI::App& app, Action& action) {
   cmd->add_option("-o,--out", *out, "Output directory (overrides the recipe's 'out')");
   cmd->add_option("--data", common->data.dir, "Dataset directory (overrides the recipe)");
   cmd->add_option("--threads", common->threads, "Intra-op threads (overrides the recipe)");
+  auto seed = std::make_shared<std::int64_t>(-1);
+  cmd->add_option("--seed", *seed, "Seed (overrides the recipe's; e.g. a second seed of a results row)");
   cmd->add_flag("--no-progress", common->no_progress, "No progress bar");
   cmd->add_flag("--resume", common->resume, "Continue an interrupted run from OUT/checkpoint.safetensors");
-  cmd->callback([&action, recipe_path, out, common, model_run] {
-    action = [recipe_path, out, common, model_run] {
+  cmd->callback([&action, recipe_path, out, common, model_run, seed] {
+    action = [recipe_path, out, common, model_run, seed] {
       const auto& p = *recipe_path;
       if (p.size() > 12 && p.compare(p.size() - 12, 12, ".safetensors") == 0) {
         model_run->model = p;
@@ -37,6 +39,7 @@ void add_run(CLI::App& app, Action& action) {
       if (!out->empty()) r.out_dir = *out;
       if (!common->data.dir.empty()) r.data.dir = common->data.dir;
       if (common->threads > 0) r.threads = common->threads;
+      if (*seed >= 0) r.seed = static_cast<std::uint64_t>(*seed);
       return run_recipe(r, common->job());
     };
   });

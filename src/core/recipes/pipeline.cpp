@@ -154,6 +154,9 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
     calibrate_gradients(*sparse, train, *sp, r.prune.calibration_batches, r.finetune.batch_size, r.seed);
   std::vector<EpochRecord> ft_history;
   json rounds = json::array();
+  // Distillation: the dense model teaches the pruned one (eval mode: BatchNorm statistics fixed).
+  Net* teacher = r.finetune.distill_alpha > 0 ? dense.get() : nullptr;
+  if (teacher) teacher->eval();
   if (iterative) {
     // Iterative magnitude pruning (Han et al. 2015; Frankle & Carbin 2019 with rewinding):
     // each round prunes the same fraction of what remains, rewinds the kept weights, retrains.
@@ -170,6 +173,7 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
       }
       const std::string stage = fmt::format("round{}", i);
       Trainer trainer(*sparse, r.finetune, r.seed + 1 + static_cast<std::uint64_t>(i), sp.get());
+      trainer.teacher = teacher;
       auto res = trainer.fit(train, &test, {ckpt, resume_stage == stage, stage}, opt.progress);
       if (res.interrupted) return kInterrupted;
       ft_history.insert(ft_history.end(), res.history.begin(), res.history.end());
@@ -182,6 +186,7 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
     sp->prune_to(r.prune.sparsity);
   } else {
     Trainer trainer(*sparse, r.finetune, r.seed + 1, sp.get());
+    trainer.teacher = teacher;
     auto res = trainer.fit(train, &test, {ckpt, resume_stage == "finetune", "finetune"}, opt.progress);
     if (res.interrupted) return kInterrupted;
     ft_history = res.history;
@@ -217,6 +222,7 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
       {"prune", {{"target_sparsity", r.prune.sparsity}, {"criterion", r.prune.criterion},
                  {"pattern", r.prune.pattern}, {"scope", r.prune.scope}, {"schedule", r.prune.schedule.kind},
                  {"rounds", r.prune.schedule.rounds}, {"rewind", r.prune.schedule.rewind}}},
+      {"distill", {{"alpha", r.finetune.distill_alpha}, {"temperature", r.finetune.distill_temperature}}},
       {"dense", {{"test_accuracy", dense_eval.accuracy}, {"test_loss", dense_eval.loss}, {"file", dense_path}}},
       {"sparse", {{"test_accuracy", sparse_eval.accuracy}, {"test_loss", sparse_eval.loss}, {"file", sparse_path}}},
       {"accuracy_drop_points", 100.0 * (dense_eval.accuracy - sparse_eval.accuracy)},

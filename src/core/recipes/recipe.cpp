@@ -69,7 +69,12 @@ struct Reader {
   }
   void train(const YAML::Node& n, TrainConfig& t, const std::string& where) {
     known_keys(n, where, {"epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "lr_schedule",
-                          "step_epochs", "gamma", "label_smoothing", "augment"});
+                          "step_epochs", "gamma", "label_smoothing", "augment", "distill"});
+    if (auto d = n["distill"]) {
+      known_keys(d, where + ".distill", {"alpha", "temperature"});
+      get(d, "alpha", t.distill_alpha, where + ".distill");
+      get(d, "temperature", t.distill_temperature, where + ".distill");
+    }
     get(n, "epochs", t.epochs, where);
     get(n, "batch_size", t.batch_size, where);
     get(n, "optimizer", t.optimizer, where);
@@ -177,6 +182,8 @@ void validate(const TrainConfig& t, const std::string& where) {
     fail(where, fmt::format("lr_schedule '{}' is unknown (known: cosine, step, constant)", t.lr_schedule));
   if (t.step_epochs < 1) fail(where, "step_epochs must be >= 1");
   if (!(t.label_smoothing >= 0 && t.label_smoothing < 1)) fail(where, "label_smoothing must be in [0, 1)");
+  if (!(t.distill_alpha >= 0 && t.distill_alpha <= 1)) fail(where, "distill.alpha must be in [0, 1]");
+  if (!(t.distill_temperature > 0 && t.distill_temperature <= 100)) fail(where, "distill.temperature must be in (0, 100]");
 }
 
 void validate(const PruneConfig& p, const std::string& where) {
@@ -228,6 +235,7 @@ void validate(const Recipe& r, const std::string& where) {
       r.prune.schedule.end_epoch > r.finetune.epochs)
     fail(where, fmt::format("the gradual schedule ends at epoch {} but fine-tuning has only {} epochs",
                             r.prune.schedule.end_epoch, r.finetune.epochs));
+  if (r.train.distill_alpha > 0) fail(where, "train.distill needs a teacher: distillation belongs to finetune");
   if (r.prune.schedule.kind == "gradual" && r.finetune.epochs == 0)
     fail(where, "a gradual schedule needs finetune.epochs > 0");
   if (r.prune.schedule.kind == "iterative") {

@@ -150,6 +150,15 @@ std::string checkpoint_stage(const std::string& path) {
   }
 }
 
+torch::Tensor distillation_loss(const torch::Tensor& student, const torch::Tensor& teacher, const torch::Tensor& hard,
+                                double alpha, double temperature) {
+  // Hinton et al. 2015: T² keeps the soft term's gradients on the scale of the hard one.
+  const double T = temperature;
+  auto kd = F::kl_div(torch::log_softmax(student / T, 1), torch::softmax(teacher / T, 1),
+                      F::KLDivFuncOptions().reduction(torch::kBatchMean));
+  return alpha * T * T * kd + (1.0 - alpha) * hard;
+}
+
 void calibrate_gradients(Net& net, const data::Dataset& train, Sparsifier& sparsifier, std::int64_t batches,
                          std::int64_t batch_size, std::uint64_t seed) {
   net.train();
@@ -232,6 +241,15 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
       opt->zero_grad();
       auto logits = net_.forward(x);
       auto loss = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().label_smoothing(cfg_.label_smoothing));
+      if (cfg_.distill_alpha > 0) {
+        if (!teacher) fail("distill", "distillation is on but no teacher model was given");
+        torch::Tensor t_logits;
+        {
+          torch::NoGradGuard ng;
+          t_logits = teacher->forward(x);
+        }
+        loss = distillation_loss(logits, t_logits, loss, cfg_.distill_alpha, cfg_.distill_temperature);
+      }
       loss.backward();
       if (sparsifier_ && sparsifier_->needs_gradients()) sparsifier_->accumulate_gradients();
       if (sparsifier_) sparsifier_->mask_gradients();
