@@ -422,3 +422,33 @@ TEST(Distillation, LossMatchesTheHandComputedKl) {
   EXPECT_NEAR(distillation_loss(s, t, hard, 1.0, 2.0).item<double>(),
               4 * (p0 * std::log(p0 / 0.5) + p1 * std::log(p1 / 0.5)), 1e-6);
 }
+
+TEST(Criteria, SynFlowIsExactDataFreeAndKeepsTheSurvivorsValues) {
+  torch::manual_seed(2);
+  for (const std::string arch : {"lenet300", "resnet"}) {
+    auto net = make_model(arch);
+    std::vector<torch::Tensor> before;
+    for (auto& p : net->parameters()) before.push_back(p.detach().clone());
+    std::vector<PrunedParam> params;
+    for (auto& [name, w] : prunable_weights(*net)) params.push_back({name, w});
+    Sparsifier sp(params, make_criterion("synflow"), make_pattern("unstructured"), make_scope("global"),
+                  make_oneshot_schedule(0.98, 0));
+    synflow_prune(*net, sp, 0.98, 20);
+    std::int64_t n = 0, zeros = 0, empty_layers = 0;
+    for (const auto& st : sp.stats()) {
+      n += st.numel;
+      zeros += st.numel - st.nnz;
+      empty_layers += st.nnz == 0;
+    }
+    EXPECT_EQ(zeros, std::llround(0.98 * double(n))) << arch;
+    EXPECT_EQ(empty_layers, 0) << arch << ": SynFlow must not collapse a layer";
+    std::size_t i = 0;
+    for (auto& p : net->parameters()) {
+      EXPECT_EQ(p.scalar_type(), torch::kFloat32);
+      EXPECT_FALSE(p.grad().defined());
+      const auto kept = p.detach() != 0;  // survivors keep their values and signs exactly
+      EXPECT_TRUE(torch::equal(p.detach().masked_select(kept), before[i].masked_select(kept))) << arch;
+      ++i;
+    }
+  }
+}

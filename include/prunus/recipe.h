@@ -58,6 +58,7 @@ struct PruneConfig {
   std::string scope = "global";          // global | layer
   ScheduleConfig schedule;
   std::int64_t calibration_batches = 8;  // gradient criteria (taylor, snip, movement): batches seen before pruning
+  std::int64_t synflow_rounds = 100;     // synflow: pruning rounds at initialization (data-free)
   // Per-layer sparsities by parameter name (e.g. from `prunus sensitivity`); these layers
   // take o·t/s at schedule target t (final sparsity s), the scope shares t among the rest.
   // A name with sparsity 0 is a skip.

@@ -68,6 +68,11 @@ class Trainer {
 void calibrate_gradients(Net& net, const data::Dataset& train, Sparsifier& sparsifier, std::int64_t batches,
                          std::int64_t batch_size, std::uint64_t seed);
 
+// SynFlow (Tanaka et al. 2020), data-free: with every parameter replaced by |θ| (float64, eval
+// mode), `rounds` times: R = Σ f(ones), score |θ·∂R/∂θ|, prune to 1 − (1 − target)^(k/rounds)
+// through `sparsifier` (criterion "synflow"); then signs and dtype are restored, masks held.
+void synflow_prune(Net& net, Sparsifier& sparsifier, double target, std::int64_t rounds);
+
 // α·T²·KL(softmax(teacher/T) ‖ softmax(student/T)) (batch mean) + (1 − α)·hard.
 torch::Tensor distillation_loss(const torch::Tensor& student, const torch::Tensor& teacher, const torch::Tensor& hard,
                                 double alpha, double temperature);

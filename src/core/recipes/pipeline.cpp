@@ -152,6 +152,7 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   auto sp = Sparsifier::from_config(pruned_params(*sparse), r.prune, steps_per_epoch, r.seed);
   if (sp->needs_gradients())  // gradient criteria score from calibration batches before the first masks
     calibrate_gradients(*sparse, train, *sp, r.prune.calibration_batches, r.finetune.batch_size, r.seed);
+  if (r.prune.criterion == "synflow") synflow_prune(*sparse, *sp, r.prune.sparsity, r.prune.synflow_rounds);
   std::vector<EpochRecord> ft_history;
   json rounds = json::array();
   // Distillation: the dense model teaches the pruned one (eval mode: BatchNorm statistics fixed).
@@ -303,6 +304,7 @@ int prune_job(const PruneJob& job, const JobOptions& opt) {
   auto sp = Sparsifier::from_config(pruned_params(*net), job.prune, steps_per_epoch, job.seed);
   if (sp->needs_gradients())
     calibrate_gradients(*net, train, *sp, job.prune.calibration_batches, job.finetune.batch_size, job.seed);
+  if (job.prune.criterion == "synflow") synflow_prune(*net, *sp, job.prune.sparsity, job.prune.synflow_rounds);
   if (gradual) {
     Trainer trainer(*net, job.finetune, job.seed, sp.get());
     auto res = trainer.fit(train, &test, {checkpoint_for(job.out), opt.resume, "prune"}, opt.progress);

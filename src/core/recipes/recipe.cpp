@@ -120,7 +120,9 @@ Recipe load_recipe(const std::string& path) {
   if (auto t = root["train"]) rd.train(t, r.train, "train");
   if (auto t = root["finetune"]) rd.train(t, r.finetune, "finetune");
   if (auto p = root["prune"]) {
-    rd.known_keys(p, "prune", {"sparsity", "criterion", "pattern", "scope", "schedule", "calibration_batches", "layers"});
+    rd.known_keys(p, "prune", {"sparsity", "criterion", "pattern", "scope", "schedule", "calibration_batches", "layers",
+                               "synflow_rounds"});
+    rd.get(p, "synflow_rounds", r.prune.synflow_rounds, "prune");
     if (auto l = p["layers"]) {
       if (!l.IsMap()) fail(path, fmt::format("line {}: prune.layers must map parameter names to sparsities", l.Mark().line + 1));
       for (const auto& kv : l) {
@@ -196,6 +198,9 @@ void validate(const PruneConfig& p, const std::string& where) {
     fail(where, fmt::format("pattern {} fixes the sparsity at {}, but sparsity {} was asked for (leave sparsity out)",
                             p.pattern, fixed, p.sparsity));
   if (p.calibration_batches < 1) fail(where, "calibration_batches must be >= 1");
+  if (p.synflow_rounds < 1 || p.synflow_rounds > 10000) fail(where, "synflow_rounds must be in [1, 10000]");
+  if (p.criterion == "synflow" && p.schedule.kind != "oneshot")
+    fail(where, "synflow prunes at once before training: it needs schedule kind oneshot");
   for (const auto& [name, v] : p.layers)
     if (!(v >= 0 && v < 1)) fail(where, fmt::format("layers.{}: sparsity {} is outside [0, 1)", name, v));
   if (!p.layers.empty() && pattern_fixed_sparsity(p.pattern) >= 0)

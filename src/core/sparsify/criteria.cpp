@@ -81,17 +81,22 @@ class LampCriterion : public Criterion {
 //            normalisation by the global sum does not change the ranking)
 //   movement Σ −w·g   — weights moving away from zero score high (Sanh et al. 2020); weights
 //            already pruned score −∞ so that they stay pruned and the count stays exact.
+//   synflow  |θ·∂R/∂θ| of the linearised network (R = Σ f(1) with |θ|), replaced, not summed,
+//            on each of synflow_prune's rounds (Tanaka et al. 2020); data-free.
 class GradientCriterion : public Criterion {
  public:
-  enum Kind { Taylor, Snip, Movement };
+  enum Kind { Taylor, Snip, Movement, SynFlow };
   explicit GradientCriterion(Kind k) : kind_(k) {}
-  std::string name() const override { return kind_ == Taylor ? "taylor" : kind_ == Snip ? "snip" : "movement"; }
-  bool needs_gradients() const override { return true; }
+  std::string name() const override {
+    return kind_ == Taylor ? "taylor" : kind_ == Snip ? "snip" : kind_ == Movement ? "movement" : "synflow";
+  }
+  // SynFlow's scores come from synflow_prune, not from the training loss.
+  bool needs_gradients() const override { return kind_ != SynFlow; }
   void accumulate(const PrunedParam& p) override {
     auto wg = (p.weight.detach() * p.weight.grad()).to(torch::kFloat64);
     auto add = kind_ == Movement ? -wg : wg.abs();
     auto it = acc_.find(p.name);
-    if (it == acc_.end()) acc_.emplace(p.name, add.clone());
+    if (it == acc_.end() || kind_ == SynFlow) acc_[p.name] = add.clone();
     else it->second.add_(add);
   }
   torch::Tensor score(const PrunedParam& p) const override {
@@ -99,7 +104,7 @@ class GradientCriterion : public Criterion {
     auto it = acc_.find(p.name);
     if (it == acc_.end())
       fail("criterion '" + name() + "'", fmt::format("no gradients were accumulated for '{}' (it needs calibration "
-                                                     "batches or training steps before pruning)", p.name));
+                                                     "batches, training steps or synflow_prune before pruning)", p.name));
     auto s = it->second.clone();
     if (kind_ == Movement) s.masked_fill_(p.weight.detach() == 0, -std::numeric_limits<double>::infinity());
     return s;
@@ -112,7 +117,7 @@ class GradientCriterion : public Criterion {
 
 }  // namespace
 
-std::vector<std::string> criterion_names() { return {"magnitude", "l2", "random", "lamp", "taylor", "snip", "movement"}; }
+std::vector<std::string> criterion_names() { return {"magnitude", "l2", "random", "lamp", "taylor", "snip", "movement", "synflow"}; }
 
 std::unique_ptr<Criterion> make_criterion(const std::string& name, std::uint64_t seed) {
   if (name == "magnitude" || name == "l1") return std::make_unique<MagnitudeCriterion>();
@@ -122,6 +127,7 @@ std::unique_ptr<Criterion> make_criterion(const std::string& name, std::uint64_t
   if (name == "taylor") return std::make_unique<GradientCriterion>(GradientCriterion::Taylor);
   if (name == "snip") return std::make_unique<GradientCriterion>(GradientCriterion::Snip);
   if (name == "movement") return std::make_unique<GradientCriterion>(GradientCriterion::Movement);
+  if (name == "synflow") return std::make_unique<GradientCriterion>(GradientCriterion::SynFlow);
   fail("criterion '" + name + "'", fmt::format("unknown (known: {})", fmt::join(criterion_names(), ", ")));
 }
 

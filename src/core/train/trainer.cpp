@@ -150,6 +150,38 @@ std::string checkpoint_stage(const std::string& path) {
   }
 }
 
+void synflow_prune(Net& net, Sparsifier& sparsifier, double target, std::int64_t rounds) {
+  std::vector<torch::Tensor> signs;
+  {
+    torch::NoGradGuard ng;
+    for (auto& p : net.parameters()) {
+      signs.push_back(torch::sign(p).to(torch::kFloat32));
+      p.abs_();
+    }
+  }
+  const bool was_training = net.is_training();
+  net.eval();  // BatchNorm as the affine map of its running statistics
+  net.to(torch::kFloat64);  // R grows with depth and width: float64 keeps it finite
+  auto ones = torch::ones({1, 1, 28, 28}, torch::kFloat64);
+  for (std::int64_t k = 1; k <= rounds; ++k) {
+    for (auto& p : net.parameters()) p.mutable_grad() = torch::Tensor();
+    net.forward(ones).sum().backward();
+    sparsifier.accumulate_gradients();
+    sparsifier.prune_to(k == rounds ? target : 1.0 - std::pow(1.0 - target, double(k) / double(rounds)));
+  }
+  net.to(torch::kFloat32);
+  {
+    torch::NoGradGuard ng;
+    std::size_t i = 0;
+    for (auto& p : net.parameters()) {
+      p.mutable_grad() = torch::Tensor();
+      p.mul_(signs[i++]);
+    }
+  }
+  sparsifier.apply_masks();
+  net.train(was_training);
+}
+
 torch::Tensor distillation_loss(const torch::Tensor& student, const torch::Tensor& teacher, const torch::Tensor& hard,
                                 double alpha, double temperature) {
   // Hinton et al. 2015: T² keeps the soft term's gradients on the scale of the hard one.
