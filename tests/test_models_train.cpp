@@ -452,3 +452,20 @@ TEST(Criteria, SynFlowIsExactDataFreeAndKeepsTheSurvivorsValues) {
     }
   }
 }
+
+TEST(Recipes, SetOverridesKeysBeforeValidation) {
+  test::TempDir dir;
+  const auto path = dir.file("r.yaml");
+  test::write_bytes(path, "model: lenet300\nprune: {sparsity: 0.5}\n");
+  const auto r = load_recipe(path, {"prune.sparsity=0.8", "finetune.distill.alpha=0.3", "seed=7", "prune.scope=layer"});
+  EXPECT_EQ(r.prune.sparsity, 0.8);
+  EXPECT_EQ(r.finetune.distill_alpha, 0.3);
+  EXPECT_EQ(r.seed, 7u);
+  EXPECT_EQ(r.prune.scope, "layer");
+  EXPECT_NE(expect_input_error([&] { load_recipe(path, {"prune.sparsty=0.8"}); }).find("unknown key 'prune.sparsty'"),
+            std::string::npos);
+  EXPECT_NE(expect_input_error([&] { load_recipe(path, {"prune.sparsity"}); }).find("key.path=value"), std::string::npos);
+  EXPECT_NE(expect_input_error([&] { load_recipe(path, {"model.x=1"}); }).find("not a mapping"), std::string::npos);
+  EXPECT_NE(expect_input_error([&] { load_recipe(path, {"prune.sparsity=1.5"}); }).find("outside [0, 1)"),
+            std::string::npos);
+}

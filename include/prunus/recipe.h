@@ -81,7 +81,8 @@ struct Recipe {
 // The built-in default recipe: the main job of `./run.sh`.
 Recipe default_recipe();
 // Parses a YAML recipe; unknown keys and impossible values are InputErrors naming the file.
-Recipe load_recipe(const std::string& path);
+// `sets`: "key.path=value" overrides applied before validation (prunus run --set).
+Recipe load_recipe(const std::string& path, const std::vector<std::string>& sets = {});
 // Checks ranges and names (sparsity in [0,1), known model/criterion/...); InputError.
 void validate(const Recipe& r, const std::string& where);
 void validate(const TrainConfig& t, const std::string& where);

@@ -23,11 +23,13 @@ void add_run(CLI::App& app, Action& action) {
   cmd->add_option("--data", common->data.dir, "Dataset directory (overrides the recipe)");
   cmd->add_option("--threads", common->threads, "Intra-op threads (overrides the recipe)");
   auto seed = std::make_shared<std::int64_t>(-1);
+  auto sets = std::make_shared<std::vector<std::string>>();
+  cmd->add_option("--set", *sets, "Override a recipe key: --set prune.sparsity=0.8 (repeatable; needs a recipe file)");
   cmd->add_option("--seed", *seed, "Seed (overrides the recipe's; e.g. a second seed of a results row)");
   cmd->add_flag("--no-progress", common->no_progress, "No progress bar");
   cmd->add_flag("--resume", common->resume, "Continue an interrupted run from OUT/checkpoint.safetensors");
-  cmd->callback([&action, recipe_path, out, common, model_run, seed] {
-    action = [recipe_path, out, common, model_run, seed] {
+  cmd->callback([&action, recipe_path, out, common, model_run, seed, sets] {
+    action = [recipe_path, out, common, model_run, seed, sets] {
       const auto& p = *recipe_path;
       if (p.size() > 12 && p.compare(p.size() - 12, 12, ".safetensors") == 0) {
         model_run->model = p;
@@ -35,7 +37,9 @@ void add_run(CLI::App& app, Action& action) {
         return run_model(*model_run);
       }
       if (!model_run->input.empty()) fail(p, "a second argument (INPUT) needs a model file (.safetensors) first");
-      Recipe r = recipe_path->empty() ? default_recipe() : load_recipe(*recipe_path);
+      if (recipe_path->empty() && !sets->empty())
+        fail("--set", "needs a recipe file (the built-in default is recipes/lenet300_fmnist_gradual90.yaml)");
+      Recipe r = recipe_path->empty() ? default_recipe() : load_recipe(*recipe_path, *sets);
       if (!out->empty()) r.out_dir = *out;
       if (!common->data.dir.empty()) r.data.dir = common->data.dir;
       if (common->threads > 0) r.threads = common->threads;

@@ -91,13 +91,42 @@ struct Reader {
 
 }  // namespace
 
-Recipe load_recipe(const std::string& path) {
+Recipe load_recipe(const std::string& path, const std::vector<std::string>& sets) {
   const std::string text = read_text_file(path);
   YAML::Node root;
   try {
     root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     fail(path, fmt::format("line {}: invalid YAML ({})", e.mark.line + 1, e.msg));
+  }
+  // --set a.b.c=value: the value is parsed as YAML (so 0.8, "2:4", [1, 2] keep their types)
+  // and replaces or adds the key before the recipe is read and validated as usual.
+  for (const auto& kv : sets) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) fail("--set " + kv, "expected key.path=value, e.g. prune.sparsity=0.8");
+    YAML::Node value;
+    try {
+      value = YAML::Load(kv.substr(eq + 1));
+    } catch (const YAML::Exception& e) {
+      fail("--set " + kv, fmt::format("the value is not valid YAML ({})", e.msg));
+    }
+    if (!root || !root.IsMap()) fail(path, "a recipe must be a mapping to take --set");
+    std::vector<std::string> keys;
+    for (std::size_t b = 0, e; b <= eq; b = e + 1) {
+      e = kv.find('.', b);
+      if (e == std::string::npos || e > eq) e = eq;
+      keys.push_back(kv.substr(b, e - b));
+      if (keys.back().empty()) fail("--set " + kv, "empty key in the path");
+    }
+    // Walk with fresh handles: yaml-cpp's operator= on a Node handle rebinds, so descend by copies.
+    std::vector<YAML::Node> chain{root};
+    for (std::size_t i = 0; i + 1 < keys.size(); ++i) {
+      YAML::Node next = chain.back()[keys[i]];
+      if (next && !next.IsMap()) fail("--set " + kv, fmt::format("'{}' is not a mapping", keys[i]));
+      if (!next) chain.back()[keys[i]] = YAML::Node(YAML::NodeType::Map);
+      chain.push_back(chain.back()[keys[i]]);
+    }
+    chain.back()[keys.back()] = value;
   }
   Reader rd{path};
   Recipe r = default_recipe();
