@@ -20,7 +20,7 @@ ROWS = [
     ("lenet300_fmnist_magnitude95_kd", "95% magnitude global, gradual + distillation"),
     ("lenet300_fmnist_lamp95", "95% LAMP global, gradual"),
     ("lenet300_fmnist_sensitivity95", "95% per-layer from `prunus sensitivity`, gradual"),
-    ("lenet300_fmnist_taylor95", "95% Taylor |w·g| global, gradual"),
+    ("lenet300_fmnist_taylor95", "95% Taylor \\|w·g\\| global, gradual"),
     ("lenet300_fmnist_movement95", "95% movement global, gradual"),
     ("lenet300_fmnist_oneshot95", "95% magnitude global, one-shot + 30 ep FT"),
     ("lenet300_fmnist_imp95", "95% IMP, 5 rounds × 6 ep, no rewind"),
