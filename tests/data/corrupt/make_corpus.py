@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Writes the corrupt-file corpus next to this script (deterministic; stdlib only).
+
+    python3 tests/data/corrupt/make_corpus.py
+
+Each file is one way a model, dataset or recipe file can be broken. tests/corrupt_corpus_test.sh
+feeds every file to the prunus verb that reads that kind of file and expects exit code 2, one
+line on stderr naming the file, and nothing written.
+"""
+import json
+import math
+import os
+import shutil
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def st(header, data=b"", raw_header=None, length=None):
+    """A safetensors file from a header dict (or raw header bytes) and a data section."""
+    h = raw_header if raw_header is not None else json.dumps(header).encode()
+    n = len(h) if length is None else length
+    return struct.pack("<Q", n) + h + data
+
+
+def f32(*vals):
+    return struct.pack(f"<{len(vals)}f", *vals)
+
+
+def write(name, data):
+    with open(os.path.join(HERE, name), "wb") as f:
+        f.write(data)
+
+
+def safetensors_cases():
+    ok_hdr = {"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}
+    ok = st(ok_hdr, f32(1, 2, 3, 4))
+    write("st_empty.safetensors", b"")
+    write("st_short_length.safetensors", b"\x10\x00\x00")
+    write("st_header_past_eof.safetensors", st(ok_hdr, f32(1, 2, 3, 4), length=4096))
+    write("st_header_over_100mb.safetensors", struct.pack("<Q", 200_000_000) + b"{}")
+    write("st_header_not_json.safetensors", st(None, b"", raw_header=b"{not json at all}"))
+    write("st_header_not_object.safetensors", st(None, b"", raw_header=b"[1, 2, 3]"))
+    write("st_truncated_data.safetensors", ok[:-5])
+    write("st_truncated_header.safetensors", ok[:20])
+    write("st_offsets_out_of_range.safetensors",
+          st({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 64]}}, f32(1, 2, 3, 4)))
+    write("st_offsets_overlap.safetensors",
+          st({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+              "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, f32(1, 2, 3)))
+    write("st_offsets_gap.safetensors",
+          st({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+              "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}}, f32(1, 2, 3)))
+    write("st_offsets_reversed.safetensors",
+          st({"w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}}, f32(1)))
+    write("st_shape_overflow.safetensors",
+          st({"w": {"dtype": "F32", "shape": [2**62, 2**62], "data_offsets": [0, 16]}}, f32(1, 2, 3, 4)))
+    write("st_shape_negative.safetensors",
+          st({"w": {"dtype": "F32", "shape": [-1, 4], "data_offsets": [0, 16]}}, f32(1, 2, 3, 4)))
+    write("st_shape_size_mismatch.safetensors",
+          st({"w": {"dtype": "F32", "shape": [3, 3], "data_offsets": [0, 16]}}, f32(1, 2, 3, 4)))
+    write("st_unknown_dtype.safetensors",
+          st({"w": {"dtype": "F31", "shape": [2, 2], "data_offsets": [0, 16]}}, f32(1, 2, 3, 4)))
+    dup = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}'
+    write("st_duplicate_names.safetensors", st(None, f32(1, 2), raw_header=dup))
+    bad_utf8 = b'{"w\xff\xfe":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    write("st_non_utf8_name.safetensors", st(None, f32(1), raw_header=bad_utf8))
+    write("st_metadata_not_strings.safetensors",
+          st({"__metadata__": {"prunus.arch": 5}, **ok_hdr}, f32(1, 2, 3, 4)))
+    write("st_missing_offsets.safetensors", st({"w": {"dtype": "F32", "shape": [2, 2]}}, f32(1, 2, 3, 4)))
+    # Model files: a valid container whose contents are wrong for a Prunus model.
+    meta = {"prunus.arch": "lenet300", "prunus.format": "1"}
+    write("model_unknown_arch.safetensors", st({"__metadata__": {"prunus.arch": "vgg19"}, **ok_hdr}, f32(1, 2, 3, 4)))
+    write("model_missing_tensors.safetensors", st({"__metadata__": meta, **ok_hdr}, f32(1, 2, 3, 4)))
+    nan = struct.pack("<f", math.nan)
+    write("model_nan_weights.safetensors",
+          st({"__metadata__": meta, "fc1.weight": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, nan + f32(1)))
+    graph_hdr = {"__metadata__": {"prunus.arch": "lenet300", "prunus.graph": "{not json"}, **ok_hdr}
+    write("graph_not_json.safetensors", st(graph_hdr, f32(1, 2, 3, 4)))
+    g2 = {"input": [4], "ops": [{"op": "linear", "weight": "missing.weight"}]}
+    write("graph_missing_tensor.safetensors",
+          st({"__metadata__": {"prunus.arch": "lenet300", "prunus.graph": json.dumps(g2)}, **ok_hdr}, f32(1, 2, 3, 4)))
+    g3 = {"input": [5], "ops": [{"op": "linear", "weight": "w"}]}
+    write("graph_wrong_width.safetensors",
+          st({"__metadata__": {"prunus.arch": "lenet300", "prunus.graph": json.dumps(g3)}, **ok_hdr}, f32(1, 2, 3, 4)))
+    g4 = {"input": [2], "ops": [{"op": "add", "inputs": ["input", "nowhere"]}]}
+    write("graph_unknown_value.safetensors",
+          st({"__metadata__": {"prunus.arch": "lenet300", "prunus.graph": json.dumps(g4)}, **ok_hdr}, f32(1, 2, 3, 4)))
+    g5 = {"input": [2], "ops": [{"op": "teleport"}]}
+    write("graph_unknown_op.safetensors",
+          st({"__metadata__": {"prunus.arch": "lenet300", "prunus.graph": json.dumps(g5)}, **ok_hdr}, f32(1, 2, 3, 4)))
+    g6 = {"input": [1, 2, 2], "ops": [{"op": "conv2d", "weight": "w"}]}
+    write("graph_conv_bad_weight.safetensors",
+          st({"__metadata__": {"prunus.arch": "lenet5", "prunus.graph": json.dumps(g6)}, **ok_hdr}, f32(1, 2, 3, 4)))
+
+
+def llama2c_cases():
+    dim, hidden, layers, heads, kv, vocab, seq = 8, 16, 1, 2, 2, 10, 4
+    def header(*h):
+        return struct.pack("<7i", *h)
+    hs = dim // heads
+    n = (vocab * dim + layers * dim + layers * dim * dim * 2 + layers * dim * (dim // heads * kv) * 2 +
+         layers * dim + layers * dim * hidden * 3 + dim + seq * hs)  # shared classifier
+    body = f32(*([0.01] * n))
+    good = header(dim, hidden, layers, heads, kv, vocab, seq) + body
+    write("llama_short_header.bin", good[:20])
+    write("llama_zero_dim.bin", header(0, hidden, layers, heads, kv, vocab, seq) + body)
+    write("llama_negative_layers.bin", header(dim, hidden, -3, heads, kv, vocab, seq) + body)
+    write("llama_heads_not_dividing.bin", header(dim, hidden, layers, 3, 3, vocab, seq) + body)
+    write("llama_kv_not_dividing.bin", header(dim, hidden, layers, heads, 3, vocab, seq) + body)
+    write("llama_huge_sizes.bin", header(1 << 30, 1 << 30, 1 << 20, 1, 1, 1 << 30, 1 << 20) + body)
+    write("llama_truncated.bin", good[:-12])
+    write("llama_trailing_bytes.bin", good + b"\0" * 12)
+    nan_body = bytearray(body)
+    nan_body[40:44] = struct.pack("<f", math.nan)
+    write("llama_nan_weight.bin", header(dim, hidden, layers, heads, kv, vocab, seq) + bytes(nan_body))
+    inf_body = bytearray(body)
+    mid = (n // 2) * 4  # a weight, not the ignored RoPE tables at the end
+    inf_body[mid:mid + 4] = struct.pack("<f", math.inf)
+    write("llama_inf_weight.bin", header(dim, hidden, layers, heads, kv, vocab, seq) + bytes(inf_body))
+
+
+def idx_cases():
+    # Fashion-MNIST directories whose training images are broken (labels and test files valid).
+    def images(n, magic=0x00000803, rows=28, cols=28, payload=None):
+        data = bytes((i * 7) % 256 for i in range(n * rows * cols)) if payload is None else payload
+        return struct.pack(">iiii", magic, n, rows, cols) + data
+    labels = lambda n: struct.pack(">ii", 0x00000801, n) + bytes(i % 10 for i in range(n))
+    cases = {
+        "idx_bad_magic": images(4, magic=0x00000903),
+        "idx_truncated": images(4)[:-100],
+        "idx_zero_dim": images(4, rows=0),
+        "idx_wrong_image_size": images(4, rows=20, cols=20),
+        "idx_count_mismatch": images(5),
+    }
+    for name, train_images in cases.items():
+        d = os.path.join(HERE, name)
+        os.makedirs(d, exist_ok=True)
+        for fname, data in [("train-images-idx3-ubyte", train_images), ("train-labels-idx1-ubyte", labels(4)),
+                            ("t10k-images-idx3-ubyte", images(4)), ("t10k-labels-idx1-ubyte", labels(4))]:
+            with open(os.path.join(d, fname), "wb") as f:
+                f.write(data)
+
+
+def recipe_cases():
+    cases = {
+        "recipe_unknown_key.yaml": "model: lenet300\ntrian: {epochs: 3}\n",
+        "recipe_sparsity_one.yaml": "prune: {sparsity: 1.0}\n",
+        "recipe_nm_impossible.yaml": "prune: {pattern: \"3:2\"}\n",
+        "recipe_wrong_type.yaml": "train: {epochs: three}\n",
+        "recipe_invalid_yaml.yaml": "train: [1, 2\n",
+        "recipe_gradual_past_end.yaml": "prune: {schedule: {kind: gradual, end_epoch: 99}}\n",
+        "recipe_not_a_mapping.yaml": "- just\n- a list\n",
+        "recipe_bad_rewind.yaml": "prune: {schedule: {kind: iterative, rewind: \"epoch:999\"}}\n",
+    }
+    for name, text in cases.items():
+        with open(os.path.join(HERE, name), "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    for entry in os.listdir(HERE):
+        p = os.path.join(HERE, entry)
+        if entry.startswith("idx_") and os.path.isdir(p):
+            shutil.rmtree(p)
+        elif entry != "make_corpus.py" and os.path.isfile(p):
+            os.remove(p)
+    safetensors_cases()
+    llama2c_cases()
+    idx_cases()
+    recipe_cases()
+    print(len(os.listdir(HERE)) - 1, "corpus entries in", HERE)
