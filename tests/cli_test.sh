@@ -155,6 +155,22 @@ grep -q 'allocation for 80.00% overall (80.00% after rounding' "$T/sens.out" && 
   && ok "sensitivity allocation reaches the target" || bad "allocation: $(tail -6 "$T/sens.out")"
 expect_error "sensitivity: bad level" "level 1.5 is outside (0, 1)" "$PRUNUS" sensitivity "$T/dense.safetensors" -o "$T/s.csv" --levels 0.5,1.5
 
+# Determinism across thread counts: LeNet-300-100 (Linear layers) gives the same bytes with 1 and
+# 2 intra-op threads. (LeNet-5 does not: libtorch's convolutions split reductions by thread
+# count; the same thread count always repeats — docs/results.md.)
+cat >"$T/det.yaml" <<YAML
+model: lenet300
+seed: 5
+data: {train_limit: 2000, test_limit: 200}
+train: {epochs: 1, lr: 0.05}
+prune: {sparsity: 0.9, scope: global, schedule: {kind: gradual, end_epoch: 1, frequency: 10}}
+finetune: {epochs: 1, lr: 0.02}
+YAML
+"$PRUNUS" run "$T/det.yaml" -o "$T/det1" --threads 1 --no-progress >/dev/null 2>&1
+"$PRUNUS" run "$T/det.yaml" -o "$T/det2" --threads 2 --no-progress >/dev/null 2>&1
+cmp -s "$T/det1/sparse.safetensors" "$T/det2/sparse.safetensors" && cmp -s "$T/det1/dense.safetensors" "$T/det2/dense.safetensors" \
+  && ok "1 and 2 threads: byte-identical models" || bad "1 vs 2 threads differ"
+
 # Iterative magnitude pruning with lottery-ticket rewinding to dense epoch 1, and a 2:4 recipe.
 cat >"$T/imp.yaml" <<YAML
 model: lenet300

@@ -1,3 +1,4 @@
+#include <csignal>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -80,8 +81,18 @@ void atomic_write(const std::string& path, const std::function<void(const ByteSi
   fs::path target(path);
   fs::path dir = target.parent_path();
   if (!dir.empty() && !fs::is_directory(dir)) fail(path, "directory does not exist");
-  // Temp name starts with '.' so directory listings and globs skip it.
-  std::string tmpl = (dir / ("." + target.filename().string() + ".tmp.XXXXXX")).string();
+  // Temp name starts with '.' so directory listings and globs skip it, and carries the
+  // writer's pid: a temp file left by a writer that was killed (SIGKILL, power loss) is
+  // removed by the next write of the same target, while a live writer's is left alone.
+  const std::string prefix = "." + target.filename().string() + ".tmp.";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir.empty() ? fs::path(".") : dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) fs::remove(e.path(), ec);
+  }
+  std::string tmpl = (dir / (prefix + std::to_string(::getpid()) + ".XXXXXX")).string();
   std::vector<char> buf(tmpl.begin(), tmpl.end());
   buf.push_back('\0');
   int fd = ::mkstemp(buf.data());
