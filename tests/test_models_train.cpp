@@ -369,6 +369,13 @@ TEST(Runtime, RejectsModelsItCannotRunNamingTheFile) {
             std::string::npos);
   EXPECT_NE(write_graph(R"({"input":[1,2,2],"ops":[{"op":"maxpool2d","kernel":3}]})").find("larger than its input"),
             std::string::npos);
+  // A few bytes of JSON must not make the runtime allocate gigabytes.
+  NamedTensors conv_state = state;
+  conv_state.emplace_back("c.weight", torch::ones({4, 1, 3, 3}));
+  write_tensors(path, conv_state,
+                {{"prunus.arch", "lenet300"},
+                 {"prunus.graph", R"({"input":[1,28,28],"ops":[{"op":"conv2d","weight":"c.weight","padding":4000}]})"}});
+  EXPECT_NE(expect_input_error([&] { runtime::Model::load(path); }).find("too large"), std::string::npos);
   {
     NamedTensors none;
     for (const auto& p : mlp->named_parameters()) none.emplace_back(p.key(), p.value());

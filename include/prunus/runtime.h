@@ -21,6 +21,7 @@
 
 #include "prunus/kernels.h"
 #include "prunus/llama2c.h"
+#include "prunus/safetensors.h"
 
 namespace prunus::runtime {
 
@@ -43,6 +44,8 @@ class Model {
   // Validates the graph against the tensors (names, shapes, chaining, finite values);
   // InputError naming the file otherwise.
   static Model load(const std::string& path, const LoadOptions& opt = {});
+  // The same from a file already opened or parsed in memory (messages name file.path()).
+  static Model from_file(const safetensors::File& file, const LoadOptions& opt = {});
 
   // x: [batch × input_size] (raw inputs in the graph's input layout, C×H×W, before the
   // normalize op) → [batch × output_size].

@@ -33,7 +33,11 @@ std::int64_t positive(const std::string& path, const json& o, const char* key, s
 }  // namespace
 
 Model Model::load(const std::string& path, const LoadOptions& opt) {
-  auto file = safetensors::File::open(path);
+  return from_file(safetensors::File::open(path), opt);
+}
+
+Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
+  const std::string& path = file.path();
   auto g = file.metadata().find("prunus.graph");
   if (g == file.metadata().end())
     fail(path, "no 'prunus.graph' in __metadata__: this model cannot run in the runtime (export it with Prunus)");
@@ -57,6 +61,8 @@ Model Model::load(const std::string& path, const LoadOptions& opt) {
     if (m.input_.size() > (1 << 24)) fail(path, "prunus.graph: input too large");
 
     std::map<std::string, int> names{{"input", 0}};
+    std::int64_t activations = m.input_.size();
+    if (graph["ops"].size() > 4096) fail(path, "prunus.graph: more than 4096 ops");
     std::vector<Shape> shapes{m.input_};
     int prev = 0;
     auto slot = [&](const json& name) {
@@ -145,6 +151,10 @@ Model Model::load(const std::string& path, const LoadOptions& opt) {
         if (in.h + 2 * op.padding < k || in.w + 2 * op.padding < k || oh <= 0 || ow <= 0)
           fail(path, fmt::format("conv2d '{}': kernel {} does not fit its {}x{} input", wname, k, in.h, in.w));
         out = {oc, oh, ow};
+        // Checked before the layer is built: its format measurement runs at oh·ow positions.
+        if (out.size() > (std::int64_t(1) << 24) || oh * ow * k * k * ic > (std::int64_t(1) << 26))
+          fail(path, fmt::format("prunus.graph: conv2d '{}' makes a {}x{}x{} value (im2col {} floats a sample): too "
+                                 "large", wname, oc, oh, ow, oh * ow * k * k * ic));
         const auto w = finite_f32(path, wv);
         std::vector<float> bias(static_cast<std::size_t>(oc), 0.0f);
         if (o.contains("bias")) bias = vector_of(o.at("bias").get<std::string>(), oc);
@@ -190,6 +200,13 @@ Model Model::load(const std::string& path, const LoadOptions& opt) {
       } else {
         fail(path, fmt::format("prunus.graph: unknown op '{}'", kind));
       }
+      // A graph is a few lines of JSON: bound what it can make the runtime allocate.
+      if (out.size() > (std::int64_t(1) << 24))
+        fail(path, fmt::format("prunus.graph: op '{}' makes a {}x{}x{} value (over 16M values a sample)", kind, out.c,
+                               out.h, out.w));
+      activations += out.size();
+      if (activations > (std::int64_t(1) << 26))
+        fail(path, "prunus.graph: the ops' values exceed 64M floats a sample in all");
       op.out_shape = out;
       op.out = static_cast<int>(shapes.size());
       shapes.push_back(out);
