@@ -66,7 +66,7 @@ fuzz() {
       echo "corrupt corpus through fuzz_$t (ASan+UBSan): ${#inputs[@]} files, no report"
     fi
   done
-  for t in safetensors idx llama2c graph; do
+  for t in safetensors idx llama2c graph recipe; do
     mkdir -p "build-fuzz/corpus/$t"
     echo "fuzz_$t: ${secs}s"
     if ! ./build-fuzz/fuzz_$t -max_total_time="$secs" -print_final_stats=1 -artifact_prefix=build-fuzz/findings/ \

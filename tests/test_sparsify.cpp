@@ -338,3 +338,17 @@ TEST(Sparsifier, PerLayerSparsitiesOverrideTheScopeAndTheRestShareTheTarget) {
                 make_oneshot_schedule(0.5, 0));
   EXPECT_THROW(sp.set_layer_overrides({{"fc9.weight", 0.5}}, 0.5), InputError);
 }
+
+TEST(Registry, EveryNameRecipesAcceptBuilds) {
+  for (const auto& n : criterion_names()) EXPECT_NO_THROW(make_criterion(n)) << n;
+  for (const auto& n : scope_names()) EXPECT_NO_THROW(make_scope(n)) << n;
+  for (const auto& n : model_names()) EXPECT_NO_THROW(make_model(n)) << n;
+  for (const std::string n : {"unstructured", "2:4", "1:8", "block:4x4", "block:1x16"}) EXPECT_NO_THROW(make_pattern(n)) << n;
+  PruneConfig pc;
+  for (const auto& n : schedule_names()) {
+    pc.schedule.kind = n;
+    pc.schedule.end_epoch = 1;
+    EXPECT_NO_THROW(make_schedule(pc, 10)) << n;
+  }
+  EXPECT_NE(pattern_error("block:99999999999x99999999999").find("at most 1024"), std::string::npos);
+}

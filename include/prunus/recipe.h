@@ -83,6 +83,8 @@ Recipe default_recipe();
 // Parses a YAML recipe; unknown keys and impossible values are InputErrors naming the file.
 // `sets`: "key.path=value" overrides applied before validation (prunus run --set).
 Recipe load_recipe(const std::string& path, const std::vector<std::string>& sets = {});
+// The same from YAML text; `path` names it in messages.
+Recipe parse_recipe(const std::string& text, const std::string& path, const std::vector<std::string>& sets = {});
 // Checks ranges and names (sparsity in [0,1), known model/criterion/...); InputError.
 void validate(const Recipe& r, const std::string& where);
 void validate(const TrainConfig& t, const std::string& where);

@@ -150,8 +150,6 @@ class ResNetSmall : public Net {
 
 }  // namespace
 
-std::vector<std::string> model_names() { return {"lenet300", "lenet5", "resnet"}; }
-
 std::shared_ptr<Net> make_model(const std::string& arch) {
   if (arch == "lenet300") return std::make_shared<LeNet300>();
   if (arch == "lenet5") return std::make_shared<LeNet5>();

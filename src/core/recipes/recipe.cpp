@@ -51,6 +51,9 @@ struct Reader {
   void known_keys(const YAML::Node& n, const std::string& where, const std::set<std::string>& keys) {
     if (!n.IsMap()) fail(file, fmt::format("'{}' must be a mapping", where.empty() ? "recipe" : where));
     for (const auto& kv : n) {
+      if (!kv.first.IsScalar())
+        fail(file, fmt::format("line {}: keys of '{}' must be plain names", kv.first.Mark().line + 1,
+                               where.empty() ? "recipe" : where));
       auto k = kv.first.as<std::string>();
       if (!keys.count(k))
         fail(file, fmt::format("line {}: unknown key '{}{}'", kv.first.Mark().line + 1,
@@ -92,7 +95,10 @@ struct Reader {
 }  // namespace
 
 Recipe load_recipe(const std::string& path, const std::vector<std::string>& sets) {
-  const std::string text = read_text_file(path);
+  return parse_recipe(read_text_file(path), path, sets);
+}
+
+Recipe parse_recipe(const std::string& text, const std::string& path, const std::vector<std::string>& sets) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -131,6 +137,9 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& sets
   Reader rd{path};
   Recipe r = default_recipe();
   if (!root || root.IsNull()) fail(path, "recipe is empty");
+  // Any YAML shape the reader does not expect (a key that is a sequence, a tagged node, ...)
+  // is an error in the file, not a crash (found by fuzz_recipe).
+  try {
   rd.known_keys(root, "", {"name", "model", "seed", "threads", "data", "train", "prune", "finetune", "input", "out"});
   r.name = path;
   rd.get(root, "name", r.name, "");
@@ -184,6 +193,9 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& sets
       rd.get(s, "end_epoch", r.prune.schedule.end_epoch, "prune.schedule");
       rd.get(s, "frequency", r.prune.schedule.frequency, "prune.schedule");
     }
+  }
+  } catch (const YAML::Exception& e) {
+    fail(path, fmt::format("line {}: {}", e.mark.line + 1, e.msg));
   }
   validate(r, path);
   return r;

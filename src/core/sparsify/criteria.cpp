@@ -117,8 +117,6 @@ class GradientCriterion : public Criterion {
 
 }  // namespace
 
-std::vector<std::string> criterion_names() { return {"magnitude", "l2", "random", "lamp", "taylor", "snip", "movement", "synflow"}; }
-
 std::unique_ptr<Criterion> make_criterion(const std::string& name, std::uint64_t seed) {
   if (name == "magnitude" || name == "l1") return std::make_unique<MagnitudeCriterion>();
   if (name == "l2") return std::make_unique<L2Criterion>();

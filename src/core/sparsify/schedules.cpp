@@ -46,8 +46,6 @@ class CubicSchedule : public Schedule {
 
 }  // namespace
 
-std::vector<std::string> schedule_names() { return {"oneshot", "gradual", "iterative"}; }
-
 std::unique_ptr<Schedule> make_cubic_schedule(double initial, double final_sparsity, std::int64_t begin,
                                               std::int64_t end, std::int64_t frequency) {
   if (end <= begin) fail("gradual schedule", fmt::format("end step {} must come after begin step {}", end, begin));

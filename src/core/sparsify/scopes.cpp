@@ -52,8 +52,6 @@ class GlobalScope : public Scope {
 
 }  // namespace
 
-std::vector<std::string> scope_names() { return {"global", "layer"}; }
-
 std::unique_ptr<Scope> make_scope(const std::string& name) {
   if (name == "layer") return std::make_unique<LayerScope>();
   if (name == "global") return std::make_unique<GlobalScope>();

@@ -152,6 +152,8 @@ def recipe_cases():
         "recipe_gradual_past_end.yaml": "prune: {schedule: {kind: gradual, end_epoch: 99}}\n",
         "recipe_not_a_mapping.yaml": "- just\n- a list\n",
         "recipe_bad_rewind.yaml": "prune: {schedule: {kind: iterative, rewind: \"epoch:999\"}}\n",
+        # found by fuzz_recipe: a tagged flow key used to escape as an uncaught YAML exception
+        "recipe_nonscalar_key.yaml": "finetune: {epochs: 2,!distill: {alpha: 0.5}}\n",
     }
     for name, text in cases.items():
         with open(os.path.join(HERE, name), "w") as f:
