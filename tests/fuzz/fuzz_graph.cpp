@@ -31,7 +31,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       {"g", DType::F32, {2}, ones.data()},  {"h", DType::F32, {2}, g.data()},   {"m", DType::F32, {2}, g.data()},
       {"v", DType::F32, {2}, v.data()},     {"fc", DType::F32, {3, 8}, fc.data()}};
   const std::string graph(reinterpret_cast<const char*>(data) + 1, size - 1);
-  const std::string bytes = prunus::safetensors::serialize(tensors, {{"prunus.graph", graph}});
+  std::string bytes;
+  try {  // the harness's own writer: metadata must be valid UTF-8 JSON strings
+    bytes = prunus::safetensors::serialize(tensors, {{"prunus.graph", graph}});
+  } catch (const std::exception&) {
+    return 0;
+  }
   try {
     auto file = prunus::safetensors::File::parse(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size(), "fuzz");
     prunus::runtime::LoadOptions lo;

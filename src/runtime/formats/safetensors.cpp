@@ -257,7 +257,12 @@ void emit(const ByteSink& sink, const std::vector<TensorToWrite>& tensors,
     offset += n;
     sizes.push_back(n);
   }
-  std::string text = header.dump();
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const nlohmann::json::type_error&) {  // JSON strings must be valid UTF-8
+    throw std::invalid_argument("safetensors writer: a tensor name or metadata value is not valid UTF-8");
+  }
   while ((8 + text.size()) % 8 != 0) text.push_back(' ');
   std::uint8_t len[8];
   std::uint64_t n = text.size();
