@@ -63,6 +63,7 @@ acc_run=$(grep -o 'accuracy [0-9.]*%' "$T/run_err" | grep -o '[0-9.]*%')
 acc_full=$("$PRUNUS" infer "$T/sparse.safetensors" --batch 64 | grep -o 'test accuracy [0-9.]*%' | grep -o '[0-9.]*%')
 [[ $(wc -l <"$T/classes") -eq 10000 && -z "$(grep -v '^[0-9]$' "$T/classes")" && -n "$acc_run" && "$acc_run" == "$acc_full" ]] \
   && ok "run MODEL INPUT: 10000 classes, accuracy $acc_run as infer" || bad "run MODEL INPUT: $(cat "$T/run_err") vs $acc_full"
+expect_error "prune: iterative belongs to recipes" "run it from a recipe" "$PRUNUS" prune "$T/sparse.safetensors" --schedule iterative -o "$T/it.safetensors"
 expect_error "run: INPUT needs a model file" "needs a model file" "$PRUNUS" run "$T/tiny.yaml" "$T/classes"
 
 # A failed run must not overwrite an existing output: prune to an impossible sparsity onto sparse.safetensors.

@@ -282,6 +282,8 @@ int train_job(const TrainJob& job, const JobOptions& opt) {
 int prune_job(const PruneJob& job, const JobOptions& opt) {
   validate(job.prune, "prune options");
   const bool gradual = job.prune.schedule.kind == "gradual";
+  if (job.prune.schedule.kind == "iterative")
+    fail("--schedule", "iterative pruning retrains between rounds: run it from a recipe (prunus run)");
   const bool needs_data = gradual || make_criterion(job.prune.criterion)->needs_gradients();
   if (gradual) {
     validate(job.finetune, "fine-tune options");
