@@ -343,6 +343,10 @@ TEST(HuggingFace, FolderRoundTripIsExactAndBadFoldersAreRejected) {
   EXPECT_NE(error_for([&] { test::write_bytes(dir.file("bad/config.json"), "{\"hidden_size\": 32}"); })
                 .find("config.json has no 'intermediate_size'"),
             std::string::npos);
+  // A number too large for its field is an error, not undefined behaviour in the conversion.
+  EXPECT_NE(error_for([&] { test::write_bytes(dir.file("bad/config.json"), "{\"hidden_size\": 3.3e69}"); })
+                .find("'hidden_size' must be an integer"),
+            std::string::npos);
   EXPECT_NE(error_for([&] {
               test::write_bytes(dir.file("bad/model.safetensors.index.json"),
                                 "{\"weight_map\": {\"model.norm.weight\": \"../evil.safetensors\"}}");

@@ -2,6 +2,9 @@
 // model.safetensors.index.json). HF stores q/k projections with RoPE on rotated halves;
 // Prunus (like llama2.c and Meta) uses interleaved pairs, so q/k rows are permuted on the
 // way in and out, as llama2.c's export.py and transformers' conversion script do.
+#include <cmath>
+#include <type_traits>
+#include <limits>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -33,8 +36,19 @@ torch::Tensor from_hf_rope(const torch::Tensor& w, std::int64_t heads) {
 template <class T>
 T field(const json& cfg, const char* key, const std::string& path) {
   if (!cfg.contains(key)) fail(path, fmt::format("config.json has no '{}'", key));
+  const auto& v = cfg.at(key);
+  // Checked before converting: nlohmann's get<int64_t>() of 1e69 is undefined behaviour.
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<std::uint64_t>() > std::uint64_t(INT64_MAX)) ||
+        v.get<std::int64_t>() < std::int64_t(std::numeric_limits<T>::min()) ||
+        v.get<std::int64_t>() > std::int64_t(std::numeric_limits<T>::max()))
+      fail(path, fmt::format("config.json field '{}' must be an integer in range", key));
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!v.is_number() || !std::isfinite(v.get<double>()))
+      fail(path, fmt::format("config.json field '{}' must be a finite number", key));
+  }
   try {
-    return cfg.at(key).get<T>();
+    return v.get<T>();
   } catch (const json::exception&) {
     fail(path, fmt::format("config.json field '{}' has the wrong type", key));
   }

@@ -23,9 +23,23 @@ std::vector<float> finite_f32(const std::string& path, const safetensors::Tensor
   return v;
 }
 
+// Numbers from the graph, range-checked before conversion: nlohmann's get<int64_t>() of
+// 1e69 is undefined behaviour (found by fuzz_graph), as is a double → float outside its range.
+std::int64_t json_int(const std::string& path, const json& v, const std::string& what) {
+  if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<std::uint64_t>() > std::uint64_t(INT64_MAX)))
+    fail(path, fmt::format("prunus.graph: {} must be an integer", what));
+  return v.get<std::int64_t>();
+}
+
+float json_float(const std::string& path, const json& v, const std::string& what) {
+  const double d = v.is_number() ? v.get<double>() : NAN;
+  if (!std::isfinite(d) || std::abs(d) > 1e30) fail(path, fmt::format("prunus.graph: {} must be a finite number", what));
+  return static_cast<float>(d);
+}
+
 std::int64_t positive(const std::string& path, const json& o, const char* key, std::int64_t fallback, std::int64_t min) {
   if (!o.contains(key)) return fallback;
-  const auto v = o.at(key).get<std::int64_t>();
+  const auto v = json_int(path, o.at(key), key);
   if (v < min || v > 4096) fail(path, fmt::format("prunus.graph: '{}' = {} is out of range", key, v));
   return v;
 }
@@ -50,7 +64,7 @@ Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
       fail(path, "prunus.graph must be an object with 'input' and 'ops'");
     std::vector<std::int64_t> dims;
     for (const auto& d : graph.at("input")) {
-      const auto v = d.get<std::int64_t>();
+      const auto v = json_int(path, d, "an input dimension");
       if (v <= 0 || v > (1 << 24)) fail(path, "prunus.graph: bad input dimension");
       dims.push_back(v);
     }
@@ -112,8 +126,8 @@ Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
       const Shape in = op.in_shape;
       if (kind == "normalize") {
         op.kind = Op::Normalize;
-        op.mean = o.at("mean").get<float>();
-        const float sd = o.at("std").get<float>();
+        op.mean = json_float(path, o.at("mean"), "normalize mean");
+        const float sd = json_float(path, o.at("std"), "normalize std");
         if (!(sd > 0) || !std::isfinite(op.mean)) fail(path, "prunus.graph: normalize needs a finite mean and std > 0");
         op.inv_std = 1.0f / sd;
       } else if (kind == "flatten") {
