@@ -60,6 +60,15 @@ void prune_rows(std::vector<float>& w, std::int64_t rows, std::int64_t cols, dou
   }
 }
 
+// "q_proj=bitmask,k_proj=..." for the first decoder block.
+std::string layer0_formats(const prunus::runtime::Llama& model) {
+  std::string out;
+  for (const auto& l : model.layers())
+    if (l.name.find("layers.0.") != std::string::npos)
+      out += fmt::format("{}{}={}", out.empty() ? "" : ",", l.name.substr(l.name.rfind('.') + 1), l.format);
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -167,10 +176,7 @@ int main(int argc, char** argv) {
       std::sort(v.begin(), v.end());
       return v[v.size() / 2];
     };
-    std::string formats;
-    for (const auto& l : model.layers())
-      if (l.name.find("layers.0.") != std::string::npos)
-        formats += fmt::format("{}{}={}", formats.empty() ? "" : ",", l.name.substr(l.name.rfind('.') + 1), l.format);
+    const std::string formats = layer0_formats(model);
     std::printf(
         "{\"sparsity\": %.2f, \"mode\": \"compare\", \"threads\": %d, \"dim\": %lld, \"hidden\": %lld, "
         "\"layers\": %lld, \"vocab\": %lld, \"tokens\": %lld, \"dense_ms_per_token\": %.2f, "
@@ -199,10 +205,7 @@ int main(int argc, char** argv) {
   std::sort(step_s.begin(), step_s.end());
   const double gen_s = step_s[step_s.size() / 2] * double(tokens);
 
-  std::string formats;
-  for (const auto& l : model.layers())
-    if (l.name.find("layers.0.") != std::string::npos)
-      formats += fmt::format("{}{}={}", formats.empty() ? "" : ",", l.name.substr(l.name.rfind('.') + 1), l.format);
+  const std::string formats = layer0_formats(model);
   std::printf(
       "{\"sparsity\": %.2f, \"path\": \"%s\", \"threads\": %d, \"dim\": %lld, \"hidden\": %lld, \"layers\": %lld, "
       "\"vocab\": %lld, \"tokens\": %lld, \"tokens_per_s\": %.3f, \"ms_per_token\": %.2f, \"weight_mb\": %.1f, "

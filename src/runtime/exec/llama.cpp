@@ -12,6 +12,7 @@
 
 #include "prunus/io.h"
 #include "prunus/runtime.h"
+#include "layer_build.h"
 
 namespace prunus::runtime {
 namespace {
@@ -56,20 +57,9 @@ Llama Llama::from_checkpoint(llama2c::Checkpoint ck, const LoadOptions& opt, flo
   };
   auto linear = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
     auto w = take(name + ".weight", {rows, cols});
-    auto lin = opt.dense ? kernels::SparseLinear::dense(w.data(), rows, cols, opt.kernel)
-                         : kernels::SparseLinear::build(w.data(), rows, cols, opt.batch_hint, opt.kernel);
-    LayerInfo info;
-    info.name = name;
-    info.format = kernels::SparseLinear::format_name(lin.format());
-    info.rows = rows;
-    info.cols = cols;
-    info.nnz = lin.nnz();
-    info.bytes = lin.bytes();
-    info.dense_bytes = lin.dense_bytes();
-    info.seconds = lin.measured_seconds();
-    info.dense_seconds = lin.measured_dense_seconds();
-    m.infos_.push_back(info);
-    return lin;
+    auto [lin, info] = build_layer(name, w, rows, cols, opt.batch_hint, opt);
+    m.infos_.push_back(std::move(info));
+    return std::move(lin);  // a structured binding is not moved implicitly
   };
   const std::int64_t D = cfg.dim, F = cfg.hidden_dim, KV = cfg.kv_dim(), V = cfg.vocab_size;
   for (std::int64_t l = 0; l < cfg.n_layers; ++l) {

@@ -10,6 +10,7 @@
 #include "prunus/io.h"
 #include "prunus/runtime.h"
 #include "prunus/safetensors.h"
+#include "layer_build.h"
 
 namespace prunus::runtime {
 using nlohmann::json;
@@ -88,18 +89,7 @@ Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
     // A conv or linear layer: weight rows × cols (cols in the order the im2col buffer uses).
     auto add_layer = [&](const std::string& wname, std::vector<float> w, std::int64_t rows, std::int64_t cols,
                          std::vector<float> bias, std::int64_t batch_hint) {
-      auto lin = opt.dense ? kernels::SparseLinear::dense(w.data(), rows, cols, opt.kernel)
-                           : kernels::SparseLinear::build(w.data(), rows, cols, batch_hint, opt.kernel);
-      LayerInfo info;
-      info.name = wname.substr(0, wname.rfind(".weight"));
-      info.format = kernels::SparseLinear::format_name(lin.format());
-      info.rows = rows;
-      info.cols = cols;
-      info.nnz = lin.nnz();
-      info.bytes = lin.bytes();
-      info.dense_bytes = lin.dense_bytes();
-      info.seconds = lin.measured_seconds();
-      info.dense_seconds = lin.measured_dense_seconds();
+      auto [lin, info] = build_layer(wname.substr(0, wname.rfind(".weight")), w, rows, cols, batch_hint, opt);
       m.infos_.push_back(info);
       m.layers_.push_back(std::move(lin));
       m.biases_.push_back(std::move(bias));
