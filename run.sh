@@ -53,11 +53,20 @@ fuzz() {
   for f in tests/data/corrupt/llama_*.bin; do
     { printf '\x01'; cat "$f"; } >"build-fuzz/corrupt_llama2c/$(basename "$f")"
   done
-  for t in safetensors idx llama2c; do
+  mkdir -p build-fuzz/corrupt_hf
+  for f in tests/data/corrupt/hf_*/config.json; do
+    { printf '\x00'; cat "$f"; } >"build-fuzz/corrupt_hf/$(basename "$(dirname "$f")")_config"
+  done
+  for f in tests/data/corrupt/hf_*/model.safetensors.index.json; do
+    { printf '\x01'; cat "$f"; } >"build-fuzz/corrupt_hf/$(basename "$(dirname "$f")")_index"
+  done
+  for t in safetensors idx llama2c hf recipe; do
     case $t in
-      safetensors) inputs=(tests/data/corrupt/*.safetensors) ;;
+      safetensors) inputs=(tests/data/corrupt/*.safetensors tests/data/corrupt/hf_*/*.safetensors) ;;
       idx) inputs=(tests/data/corrupt/idx_*/*-ubyte) ;;
       llama2c) inputs=(build-fuzz/corrupt_llama2c/*) ;;
+      hf) inputs=(build-fuzz/corrupt_hf/*) ;;
+      recipe) inputs=(tests/data/corrupt/recipe_*.yaml) ;;
     esac
     if ! ./build-fuzz/fuzz_$t "${inputs[@]}" >"build-fuzz/corrupt_$t.log" 2>&1; then
       echo "corrupt corpus through fuzz_$t FAILED: $(grep -m1 SUMMARY "build-fuzz/corrupt_$t.log")"
@@ -66,7 +75,7 @@ fuzz() {
       echo "corrupt corpus through fuzz_$t (ASan+UBSan): ${#inputs[@]} files, no report"
     fi
   done
-  for t in safetensors idx llama2c graph recipe; do
+  for t in safetensors idx llama2c graph recipe hf; do
     mkdir -p "build-fuzz/corpus/$t"
     echo "fuzz_$t: ${secs}s"
     if ! ./build-fuzz/fuzz_$t -max_total_time="$secs" -print_final_stats=1 -artifact_prefix=build-fuzz/findings/ \

@@ -36,6 +36,10 @@ for d in "$CORPUS"/idx_*/; do
   check "$(basename "$d")" "$d/train-images-idx3-ubyte" "$T/out.safetensors" \
     "$PRUNUS" train --data "$d" --epochs 1 --no-progress -o "$T/out.safetensors"
 done
+for d in "$CORPUS"/hf_*/; do
+  d=${d%/}
+  check "$(basename "$d")" "$d/" "$T/out.bin" "$PRUNUS" convert "$d" "$T/out.bin"
+done
 for f in "$CORPUS"/recipe_*.yaml; do
   check "$(basename "$f")" "$f" "$T/run" "$PRUNUS" run "$f" -o "$T/run"
 done

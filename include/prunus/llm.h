@@ -83,6 +83,12 @@ struct OneShotConfig {
   double owl_m = 5.0;                 // OWL: an outlier exceeds m × the block's mean Wanda score
   std::vector<std::string> skip;      // linears whose name contains one of these stay dense
   bool progress = true;
+  // Ctrl-C stops after the block in progress and saves the finished blocks here; `resume`
+  // continues from it (the calibration activations are recomputed through the pruned blocks,
+  // so the result is byte-identical to an uninterrupted run). Empty: no checkpointing.
+  std::string checkpoint;
+  bool resume = false;
+  int stop_after_block = -1;          // tests: act as if Ctrl-C came during this block
 };
 
 struct LayerResult {
@@ -98,6 +104,8 @@ struct OneShotResult {
   double seconds = 0;
   double calib_seconds = 0;
   std::int64_t peak_rss_bytes = 0;
+  bool interrupted = false;   // stopped by Ctrl-C; cfg.checkpoint holds the finished blocks
+  int resumed_from_block = 0; // first block this run pruned (> 0 when resumed)
 };
 
 // Prunes every decoder linear (embeddings and classifier are kept; names matching `skip`

@@ -185,6 +185,7 @@ struct OneShotJob {
   std::vector<std::string> skip;  // keep linears whose name contains one of these dense
   LlmTextOptions text;
   bool progress = true;
+  bool resume = false;            // continue from OUT.ckpt (written by Ctrl-C)
 };
 int oneshot_job(const OneShotJob& job);
 // llama2.c checkpoint ⇄ Hugging Face LLaMA folder (OUT ending in .bin: llama2.c).

@@ -83,6 +83,8 @@ void add_llm(CLI::App& app, Action& action) {
     cmd->add_option("--threads", j->text.threads, "Intra-op threads");
     auto quiet = std::make_shared<bool>(false);
     cmd->add_flag("--no-progress", *quiet, "No per-block progress lines");
+    cmd->add_flag("--resume", j->resume,
+                  "Continue an interrupted run from OUT.ckpt (Ctrl-C saves the blocks finished so far there)");
     cmd->callback([&action, j, quiet] {
       j->progress = !*quiet;
       action = [j] { return oneshot_job(*j); };

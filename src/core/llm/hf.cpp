@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "prunus/hf.h"
 #include "prunus/io.h"
 #include "prunus/llm.h"
 #include "prunus/safetensors.h"
@@ -33,75 +34,33 @@ torch::Tensor from_hf_rope(const torch::Tensor& w, std::int64_t heads) {
   return w.view({heads, 2, d1 / heads / 2, d2}).transpose(1, 2).reshape({d1, d2}).contiguous();
 }
 
-template <class T>
-T field(const json& cfg, const char* key, const std::string& path) {
-  if (!cfg.contains(key)) fail(path, fmt::format("config.json has no '{}'", key));
-  const auto& v = cfg.at(key);
-  // Checked before converting: nlohmann's get<int64_t>() of 1e69 is undefined behaviour.
-  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
-    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<std::uint64_t>() > std::uint64_t(INT64_MAX)) ||
-        v.get<std::int64_t>() < std::int64_t(std::numeric_limits<T>::min()) ||
-        v.get<std::int64_t>() > std::int64_t(std::numeric_limits<T>::max()))
-      fail(path, fmt::format("config.json field '{}' must be an integer in range", key));
-  } else if constexpr (std::is_floating_point_v<T>) {
-    if (!v.is_number() || !std::isfinite(v.get<double>()))
-      fail(path, fmt::format("config.json field '{}' must be a finite number", key));
-  }
-  try {
-    return v.get<T>();
-  } catch (const json::exception&) {
-    fail(path, fmt::format("config.json field '{}' has the wrong type", key));
-  }
-}
-
 }  // namespace
 
 bool is_hf_folder(const std::string& path) { return fs::is_directory(path); }
 
 Model load_hf(const std::string& dir) {
   const std::string cfg_path = (fs::path(dir) / "config.json").string();
-  json cfg;
-  try {
-    cfg = json::parse(read_text_file(cfg_path));
-  } catch (const json::exception& e) {
-    fail(cfg_path, std::string("not valid JSON: ") + e.what());
-  }
-  if (!cfg.is_object()) fail(cfg_path, "config.json is not a JSON object");
+  const auto hc = hf::parse_config(read_text_file(cfg_path), cfg_path);
   Model m;
   auto& c = m.config;
-  c.dim = field<std::int64_t>(cfg, "hidden_size", cfg_path);
-  c.hidden_dim = field<std::int64_t>(cfg, "intermediate_size", cfg_path);
-  c.n_layers = field<std::int64_t>(cfg, "num_hidden_layers", cfg_path);
-  c.n_heads = field<std::int64_t>(cfg, "num_attention_heads", cfg_path);
-  c.n_kv_heads = cfg.contains("num_key_value_heads") ? field<std::int64_t>(cfg, "num_key_value_heads", cfg_path) : c.n_heads;
-  c.vocab_size = field<std::int64_t>(cfg, "vocab_size", cfg_path);
-  c.seq_len = field<std::int64_t>(cfg, "max_position_embeddings", cfg_path);
-  c.norm_eps = cfg.contains("rms_norm_eps") ? field<double>(cfg, "rms_norm_eps", cfg_path) : 1e-5;
-  c.rope_theta = cfg.contains("rope_theta") ? field<double>(cfg, "rope_theta", cfg_path) : 10000.0;
-  c.shared_classifier = cfg.contains("tie_word_embeddings") && field<bool>(cfg, "tie_word_embeddings", cfg_path);
-  if (c.dim <= 0 || c.hidden_dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.vocab_size <= 0 ||
-      c.seq_len <= 0 || c.dim % c.n_heads || c.n_heads % c.n_kv_heads || c.head_size() % 2)
-    fail(cfg_path, "config.json sizes are inconsistent (heads must divide hidden_size, kv heads the heads)");
+  c.dim = hc.dim;
+  c.hidden_dim = hc.hidden_dim;
+  c.n_layers = hc.n_layers;
+  c.n_heads = hc.n_heads;
+  c.n_kv_heads = hc.n_kv_heads;
+  c.vocab_size = hc.vocab_size;
+  c.seq_len = hc.seq_len;
+  c.norm_eps = hc.norm_eps;
+  c.rope_theta = hc.rope_theta;
+  c.shared_classifier = hc.tie_word_embeddings;
 
-  // Which file holds each tensor: a single model.safetensors, or a sharded index.
+  // Which file holds each tensor: a single model.safetensors, or a sharded index whose shard
+  // names parse_index has confined to this folder.
   std::map<std::string, std::string> where;
   const fs::path index = fs::path(dir) / "model.safetensors.index.json";
-  if (fs::exists(index)) {
-    json idx;
-    try {
-      idx = json::parse(read_text_file(index.string()));
-      for (auto it = idx.at("weight_map").begin(); it != idx.at("weight_map").end(); ++it) {
-        const auto file = it.value().get<std::string>();
-        // Shards live in this folder: no paths, no "..".
-        if (file.empty() || file.find('/') != std::string::npos || file.find('\\') != std::string::npos || file == ".." ||
-            file == ".")
-          fail(index.string(), fmt::format("shard '{}' for {} is outside the model folder", file, it.key()));
-        where[it.key()] = (fs::path(dir) / file).string();
-      }
-    } catch (const json::exception& e) {
-      fail(index.string(), std::string("malformed index: ") + e.what());
-    }
-  }
+  if (fs::exists(index))
+    for (const auto& [name, file] : hf::parse_index(read_text_file(index.string()), index.string()))
+      where[name] = (fs::path(dir) / file).string();
   std::map<std::string, safetensors::File> files;
   auto file_for = [&](const std::string& name) -> const safetensors::File& {
     std::string path = where.count(name) ? where[name] : (fs::path(dir) / "model.safetensors").string();

@@ -8,6 +8,7 @@
 
 #include "prunus/io.h"
 #include "prunus/llm.h"
+#include "util/interrupt.h"
 #include "prunus/recipe.h"
 #include "prunus/report.h"
 #include "prunus/runtime.h"
@@ -154,8 +155,21 @@ int oneshot_job(const OneShotJob& job) {
     if (job.calib.empty()) fail("--calib", fmt::format("{} needs calibration text", cfg.method));
     calib = llm::tokenize_documents(job.calib, tokenizer_for(job.model, m, job.text));
   }
+  // Ctrl-C stops after the block in progress and leaves OUT.ckpt; the output is written only
+  // by a run that finished every block.
+  std::string out = job.out;
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  cfg.checkpoint = out + ".ckpt";
+  cfg.resume = job.resume;
+  if (!job.resume && fs::exists(cfg.checkpoint))
+    std::fprintf(stderr, "note: %s is from an interrupted run; starting afresh (pass --resume to continue it)\n",
+                 cfg.checkpoint.c_str());
+  install_interrupt_handler();
   const auto r = llm::oneshot(m, calib, cfg);
+  if (r.interrupted) return 130;
   llm::save(job.out, m);
+  std::error_code ec;
+  fs::remove(cfg.checkpoint, ec);
   if (!r.block_outlier_ratio.empty()) {
     std::string line;
     for (std::size_t i = 0; i < r.block_sparsity.size(); ++i)

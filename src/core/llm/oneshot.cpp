@@ -8,12 +8,20 @@
 #include <random>
 #include <sstream>
 
+#include <filesystem>
+
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 
 #include "prunus/io.h"
 #include "prunus/llm.h"
+#include "prunus/safetensors.h"
+#include "util/interrupt.h"
+#include "util/tensor_io.h"
 
 namespace prunus::llm {
+namespace fs = std::filesystem;
 
 std::int64_t peak_rss_bytes() {
   std::ifstream in("/proc/self/status");
@@ -193,6 +201,63 @@ std::vector<double> owl_outlier_ratios(const Model& m, torch::Tensor x, const On
   return ratios;
 }
 
+// What a checkpoint must agree on to be resumed: every option that changes the result, the
+// model's sizes and a checksum of its embeddings, and the calibration tokens.
+std::string fingerprint(const Model& m, const std::vector<std::int32_t>& tokens, const OneShotConfig& cfg) {
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a over the tokens
+  for (auto t : tokens)
+    for (int b = 0; b < 4; ++b) h = (h ^ ((static_cast<std::uint32_t>(t) >> (8 * b)) & 0xff)) * 1099511628211ull;
+  const auto& c = m.config;
+  return fmt::format("{}|{}|{}:{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}x{}x{}x{}x{}x{}|{:a}|{:x}", cfg.method, cfg.sparsity, cfg.n,
+                     cfg.m, cfg.magnitude_scope, cfg.nsamples, cfg.seqlen, cfg.seed, cfg.damp, cfg.blocksize,
+                     cfg.owl_lambda, cfg.owl_m, fmt::join(cfg.skip, ","), c.dim, c.hidden_dim, c.n_layers, c.n_heads,
+                     c.n_kv_heads, c.vocab_size, m.w("model.embed_tokens.weight").sum().item<double>(), h);
+}
+
+void save_oneshot_checkpoint(const Model& m, int next_block, const OneShotResult& res, const std::string& fp,
+                             const std::string& path) {
+  NamedTensors t;
+  for (int l = 0; l < next_block; ++l)
+    for (const auto& name : m.linear_names(l)) t.emplace_back(name, m.w(name));
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& r : res.layers)
+    layers.push_back({{"name", r.name}, {"numel", r.numel}, {"zeros", r.zeros}, {"seconds", r.seconds}, {"damp", r.damp}});
+  const nlohmann::json state = {{"fingerprint", fp}, {"next_block", next_block}, {"layers", layers},
+                                {"seconds", res.seconds}, {"calib_seconds", res.calib_seconds}};
+  write_tensors(path, t, {{"prunus.oneshot", state.dump()}});
+}
+
+// Loads the finished blocks into m and returns the first block left to prune.
+int load_oneshot_checkpoint(Model& m, OneShotResult& res, const std::string& fp, const std::string& path) {
+  auto f = safetensors::File::open(path);
+  auto it = f.metadata().find("prunus.oneshot");
+  if (it == f.metadata().end()) fail(path, "not a Prunus one-shot checkpoint");
+  int next = 0;
+  try {
+    const auto state = nlohmann::json::parse(it->second);
+    if (state.at("fingerprint").get<std::string>() != fp)
+      fail(path, "checkpoint is from a different model, calibration text or options (run without --resume)");
+    next = state.at("next_block").get<int>();
+    if (next < 0 || next > m.config.n_layers) fail(path, "checkpoint block index out of range");
+    for (const auto& r : state.at("layers"))
+      res.layers.push_back({r.at("name").get<std::string>(), r.at("numel").get<std::int64_t>(),
+                            r.at("zeros").get<std::int64_t>(), r.at("seconds").get<double>(), r.at("damp").get<double>()});
+    res.seconds = state.at("seconds").get<double>();
+    res.calib_seconds = state.at("calib_seconds").get<double>();
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, std::string("corrupt checkpoint state: ") + e.what());
+  }
+  for (int l = 0; l < next; ++l)
+    for (const auto& name : m.linear_names(l)) {
+      auto& dst = m.weights.at(name);
+      auto v = to_tensor(f.at(name));
+      if (v.sizes() != dst.sizes() || v.scalar_type() != dst.scalar_type())
+        fail(path, fmt::format("checkpoint tensor '{}' has the wrong shape or type", name));
+      dst.copy_(v);
+    }
+  return next;
+}
+
 }  // namespace
 
 OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, const OneShotConfig& cfg) {
@@ -227,8 +292,22 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
     block_sparsity = owl_allocation(res.block_outlier_ratio, cfg.sparsity, cfg.owl_lambda);
   }
   res.block_sparsity = block_sparsity;
-  const auto t_calib = std::chrono::steady_clock::now();
-  for (int l = 0; l < m.config.n_layers; ++l) {
+  int first = 0;
+  const std::string fp = cfg.checkpoint.empty() ? "" : fingerprint(m, calib_tokens, cfg);
+  if (cfg.resume && !cfg.checkpoint.empty() && fs::exists(cfg.checkpoint)) {
+    first = load_oneshot_checkpoint(m, res, fp, cfg.checkpoint);
+    // The activations entering block `first`: the same forward through the pruned blocks that
+    // the interrupted run did, so every later statistic is bit-identical.
+    if (needs_data)
+      for (int l = 0; l < first; ++l) x = run_block(m, l, x, nullptr);
+    if (cfg.progress) std::fprintf(stderr, "resuming %s at block %d/%lld from %s\n", cfg.method.c_str(), first + 1,
+                                   static_cast<long long>(m.config.n_layers), cfg.checkpoint.c_str());
+  } else if (cfg.resume) {
+    std::fprintf(stderr, "--resume: no checkpoint %s, starting afresh\n", cfg.checkpoint.c_str());
+  }
+  res.resumed_from_block = first;
+  const double seconds_before = res.seconds;
+  for (int l = first; l < m.config.n_layers; ++l) {
     // Statistics of each linear's input over all calibration tokens.
     std::map<std::string, torch::Tensor> stats;  // wanda: Σx² per column; sparsegpt: Σxxᵀ
     std::int64_t rows_seen = 0;
@@ -277,14 +356,22 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
     }
     // The next block sees this block's output with its pruned weights.
     if (needs_data) x = run_block(m, l, x, nullptr);
-    if (cfg.progress) {
-      const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    if (cfg.progress)
       std::fprintf(stderr, "%s: block %d/%lld pruned (%.1f s, ETA %.1f s)\n", cfg.method.c_str(), l + 1,
-                   static_cast<long long>(m.config.n_layers), el, el / (l + 1) * double(m.config.n_layers - l - 1));
+                   static_cast<long long>(m.config.n_layers), el,
+                   el / (l + 1 - first) * double(m.config.n_layers - l - 1));
+    if (!cfg.checkpoint.empty() && l + 1 < m.config.n_layers && (interrupt_requested() || l == cfg.stop_after_block)) {
+      res.seconds = seconds_before + el;
+      save_oneshot_checkpoint(m, l + 1, res, fp, cfg.checkpoint);
+      std::fprintf(stderr, "interrupted: blocks 1-%d saved to %s (continue with --resume)\n", l + 1,
+                   cfg.checkpoint.c_str());
+      res.interrupted = true;
+      res.peak_rss_bytes = peak_rss_bytes();
+      return res;
     }
   }
-  (void)t_calib;
-  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  res.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   res.peak_rss_bytes = peak_rss_bytes();
   return res;
 }

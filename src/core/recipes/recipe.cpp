@@ -1,4 +1,5 @@
 // YAML recipes: every key known, every value checked, before any work starts.
+#include <filesystem>
 #include <algorithm>
 #include <cmath>
 #include <set>
@@ -148,6 +149,16 @@ Recipe parse_recipe(const std::string& text, const std::string& path, const std:
   rd.get(root, "threads", r.threads, "");
   rd.get(root, "input", r.input, "");
   rd.get(root, "out", r.out_dir, "");
+  if (root["out"]) {
+    // A recipe may come from someone else: it writes only below the working directory.
+    // (-o on the command line names any folder.)
+    const std::filesystem::path o(r.out_dir);
+    bool escapes = o.empty() || o.is_absolute();
+    for (const auto& part : o) escapes = escapes || part == "..";
+    if (escapes)
+      fail(path, fmt::format("out: '{}' must be a folder below the working directory (no absolute path, no '..'); "
+                             "pass -o to write elsewhere", r.out_dir));
+  }
   if (auto d = root["data"]) {
     rd.known_keys(d, "data", {"dir", "train_limit", "test_limit"});
     rd.get(d, "dir", r.data.dir, "data");

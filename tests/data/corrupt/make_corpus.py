@@ -151,6 +151,8 @@ def recipe_cases():
         "recipe_invalid_yaml.yaml": "train: [1, 2\n",
         "recipe_gradual_past_end.yaml": "prune: {schedule: {kind: gradual, end_epoch: 99}}\n",
         "recipe_not_a_mapping.yaml": "- just\n- a list\n",
+        "recipe_out_absolute.yaml": "out: /tmp/prunus-recipe-escape\n",
+        "recipe_out_dotdot.yaml": "out: runs/../../escape\n",
         "recipe_bad_rewind.yaml": "prune: {schedule: {kind: iterative, rewind: \"epoch:999\"}}\n",
         # found by fuzz_recipe: a tagged flow key used to escape as an uncaught YAML exception
         "recipe_nonscalar_key.yaml": "finetune: {epochs: 2,!distill: {alpha: 0.5}}\n",
@@ -160,10 +162,74 @@ def recipe_cases():
             f.write(text)
 
 
+def hf_cases():
+    """Hugging Face LLaMA folders: config.json + model.safetensors (or a sharded index), one
+    broken piece each. The weights are valid for the good config."""
+    dim, hidden, layers, heads, vocab = 8, 16, 1, 2, 10
+    cfg = {"hidden_size": dim, "intermediate_size": hidden, "num_hidden_layers": layers,
+           "num_attention_heads": heads, "num_key_value_heads": heads, "vocab_size": vocab,
+           "max_position_embeddings": 4, "rms_norm_eps": 1e-5, "tie_word_embeddings": True}
+    shapes = {"model.embed_tokens.weight": [vocab, dim], "model.norm.weight": [dim],
+              "model.layers.0.input_layernorm.weight": [dim], "model.layers.0.post_attention_layernorm.weight": [dim]}
+    for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        shapes[f"model.layers.0.self_attn.{n}.weight"] = [dim, dim]
+    shapes["model.layers.0.mlp.gate_proj.weight"] = [hidden, dim]
+    shapes["model.layers.0.mlp.up_proj.weight"] = [hidden, dim]
+    shapes["model.layers.0.mlp.down_proj.weight"] = [dim, hidden]
+    def weights(shape_of=shapes):
+        hdr, data = {}, b""
+        for name, shape in sorted(shape_of.items()):
+            k = math.prod(shape)
+            hdr[name] = {"dtype": "F32", "shape": shape, "data_offsets": [len(data), len(data) + 4 * k]}
+            data += f32(*([0.01] * k))
+        return st(hdr, data)
+    index = {"metadata": {}, "weight_map": {n: "model-00001-of-00001.safetensors" for n in shapes}}
+    def folder(name, config=None, files=None):
+        d = os.path.join(HERE, name)
+        os.makedirs(d, exist_ok=True)
+        files = dict(files or {})
+        files.setdefault("config.json", json.dumps(cfg if config is None else config).encode()
+                         if not isinstance(config, bytes) else config)
+        if "model.safetensors.index.json" not in files:
+            files.setdefault("model.safetensors", weights())
+        for fname, data in files.items():
+            with open(os.path.join(d, fname), "wb") as f:
+                f.write(data if isinstance(data, bytes) else json.dumps(data).encode())
+    folder("hf_config_not_json", config=b"{hidden_size: 8")
+    folder("hf_config_not_object", config=b"[8, 16]")
+    folder("hf_config_missing_field", config={k: v for k, v in cfg.items() if k != "vocab_size"})
+    folder("hf_config_huge_number", config={**cfg, "hidden_size": 1e69})
+    folder("hf_config_string_size", config={**cfg, "num_hidden_layers": "1"})
+    folder("hf_config_negative_layers", config={**cfg, "num_hidden_layers": -1})
+    folder("hf_config_heads_not_dividing", config={**cfg, "num_attention_heads": 3, "num_key_value_heads": 3})
+    folder("hf_config_too_large", config={**cfg, "vocab_size": 2**40, "hidden_size": 2**20})
+    folder("hf_config_nan_eps", config=json.dumps(cfg).replace("1e-05", "NaN").encode())
+    folder("hf_shape_mismatch", config={**cfg, "intermediate_size": 32})
+    folder("hf_nan_weight", files={"model.safetensors": weights().replace(f32(0.01), struct.pack("<f", math.nan), 1)})
+    folder("hf_missing_model_file", files={"config.json": json.dumps(cfg).encode(), "model.safetensors.index.json":
+                                           {"weight_map": {n: "model.safetensors" for n in shapes}}})
+    shard = "model-00001-of-00001.safetensors"
+    folder("hf_index_outside_folder", files={"model.safetensors.index.json":
+                                             {"weight_map": {**index["weight_map"], "model.norm.weight": "../model.safetensors"}},
+                                             shard: weights()})
+    folder("hf_index_absolute_path", files={"model.safetensors.index.json":
+                                            {"weight_map": {**index["weight_map"], "model.norm.weight": "/etc/passwd"}},
+                                            shard: weights()})
+    folder("hf_index_missing_shard", files={"model.safetensors.index.json":
+                                            {"weight_map": {**index["weight_map"],
+                                                            "model.norm.weight": "model-00002-of-00002.safetensors"}},
+                                            shard: weights()})
+    folder("hf_index_no_weight_map", files={"model.safetensors.index.json": {"metadata": {}}, shard: weights()})
+    folder("hf_index_not_json", files={"model.safetensors.index.json": b"{\"weight_map\": ", shard: weights()})
+    folder("hf_index_tensor_unlisted", files={"model.safetensors.index.json":
+                                              {"weight_map": {k: v for k, v in index["weight_map"].items()
+                                                              if k != "model.norm.weight"}}, shard: weights()})
+
+
 if __name__ == "__main__":
     for entry in os.listdir(HERE):
         p = os.path.join(HERE, entry)
-        if entry.startswith("idx_") and os.path.isdir(p):
+        if (entry.startswith("idx_") or entry.startswith("hf_")) and os.path.isdir(p):
             shutil.rmtree(p)
         elif entry != "make_corpus.py" and os.path.isfile(p):
             os.remove(p)
@@ -171,4 +237,5 @@ if __name__ == "__main__":
     llama2c_cases()
     idx_cases()
     recipe_cases()
+    hf_cases()
     print(len(os.listdir(HERE)) - 1, "corpus entries in", HERE)

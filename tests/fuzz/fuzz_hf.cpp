@@ -1,0 +1,23 @@
+// libFuzzer target: a Hugging Face folder's JSON files. The first byte picks config.json
+// (even) or model.safetensors.index.json (odd); the rest is the file's text.
+#include <cstdint>
+#include <string>
+
+#include "prunus/hf.h"
+#include "prunus/io.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size < 1) return 0;
+  const std::string text(reinterpret_cast<const char*>(data) + 1, size - 1);
+  try {
+    if (data[0] & 1) {
+      for (const auto& [name, file] : prunus::hf::parse_index(text, "fuzz"))
+        if (file.empty() || file.find('/') != std::string::npos || file == "..") __builtin_trap();
+    } else {
+      const auto c = prunus::hf::parse_config(text, "fuzz");
+      if (c.dim <= 0 || c.n_heads <= 0 || c.dim % c.n_heads || c.n_heads % c.n_kv_heads) __builtin_trap();
+    }
+  } catch (const prunus::InputError&) {
+  }
+  return 0;
+}

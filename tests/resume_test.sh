@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Ctrl-C at random moments, then --resume, until the job finishes: the final file must be
+# byte-identical to an uninterrupted run's. Three jobs: training (prunus train), a recipe that
+# trains, prunes gradually and fine-tunes (prunus run), and layer-by-layer SparseGPT on a
+# language model (prunus oneshot; needs ../shared, skipped visibly without it).
+# A signal that lands before the handler is installed kills the process with no checkpoint;
+# the next --resume then starts afresh, which must give the same bytes too. (In this script the
+# shell starts background jobs with SIGINT ignored, so an early signal is simply lost: rc 0.)
+set -uo pipefail
+PRUNUS=$1 SHARED=${2:-} TRIALS=${3:-4}
+RANDOM=${RESUME_TEST_SEED:-20261125}
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+fails=0 interrupts=0
+ms_now() { echo $(( $(date +%s%N) / 1000000 )); }
+sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
+
+# job NAME OUTPUT-FILE-TO-COMPARE OUT-ARG... -- COMMAND...: one uninterrupted reference run, then
+# TRIALS runs interrupted at random delays (each resumed and re-interrupted until it finishes).
+job() {
+  local name=$1 result=$2; shift 2
+  local -a cmd=("$@")
+  local ref="$T/$name.ref" start full_ms
+  rm -rf "$T"/out*
+  start=$(ms_now)
+  "${cmd[@]}" >"$T/log" 2>&1 || { echo "FAIL - $name: reference run failed: $(tail -2 "$T/log")"; fails=$((fails + 1)); return; }
+  full_ms=$(( $(ms_now) - start ))
+  cp "$T/out$result" "$ref"
+  for ((trial = 0; trial < TRIALS; trial++)); do
+    rm -rf "$T"/out*
+    local -a delays=() resume=() rc=1 attempts=0
+    while [[ $rc -ne 0 && $attempts -lt 12 ]]; do
+      "${cmd[@]}" "${resume[@]}" >"$T/log" 2>&1 &
+      local pid=$! d=$(( RANDOM % (full_ms + 1) ))
+      sleep_ms "$d"
+      kill -INT "$pid" 2>/dev/null
+      wait "$pid"; rc=$?
+      delays+=("${d}ms:rc$rc")
+      if [[ $rc -ne 0 && $rc -ne 130 ]]; then break; fi
+      [[ $rc -eq 130 ]] && interrupts=$((interrupts + 1))
+      resume=(--resume); attempts=$((attempts + 1))
+    done
+    if [[ $rc -eq 0 ]] && cmp -s "$ref" "$T/out$result"; then
+      echo "ok   - $name trial $trial: SIGINT at ${delays[*]} (reference run ${full_ms} ms) → identical bytes"
+    else
+      echo "FAIL - $name trial $trial: SIGINT at ${delays[*]}: rc=$rc $(tail -2 "$T/log")"; fails=$((fails + 1))
+    fi
+    if compgen -G "$T/out*.ckpt" >/dev/null || compgen -G "$T/out/checkpoint.safetensors" >/dev/null; then
+      echo "FAIL - $name trial $trial: checkpoint left after the finished run"; fails=$((fails + 1))
+    fi
+  done
+}
+
+DATA=${PRUNUS_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+if [[ -f "$DATA/train-images-idx3-ubyte" || -f "$DATA/train-images-idx3-ubyte.gz" ]]; then
+  job train "" "$PRUNUS" train --epochs 3 --train-limit 12000 --test-limit 500 --seed 5 --data "$DATA" --no-progress -o "$T/out"
+  cat >"$T/gradual.yaml" <<YAML
+model: lenet300
+seed: 9
+data: {dir: "$DATA", train_limit: 6000, test_limit: 500}
+train: {epochs: 2, lr: 0.05}
+prune: {sparsity: 0.8, scope: global, schedule: {kind: gradual, begin_epoch: 0, end_epoch: 2, frequency: 20}}
+finetune: {epochs: 3, lr: 0.02}
+YAML
+  job recipe /sparse.safetensors "$PRUNUS" run "$T/gradual.yaml" --no-progress -o "$T/out"
+else
+  echo "SKIPPED: train and recipe resume: Fashion-MNIST not found in $DATA"; fails=$((fails + 1))
+fi
+if [[ -n "$SHARED" && -f "$SHARED/models/stories260K.bin" ]]; then
+  job oneshot .bin "$PRUNUS" oneshot "$SHARED/models/stories260K.bin" --method sparsegpt --sparsity 0.5 \
+    --calib "$SHARED/data/tinystories_valid.txt" --nsamples 16 --no-progress -o "$T/out.bin"
+else
+  echo "SKIPPED: oneshot resume: $SHARED/models/stories260K.bin not found (the shared test data)"
+fi
+echo "$interrupts interrupted run(s) resumed; $fails failure(s)"
+[[ $fails -eq 0 && $interrupts -gt 0 ]]
