@@ -20,6 +20,13 @@ grep -E '^model.layers.0.mlp.gate_proj.weight .* 2:4' "$T/inspect" >/dev/null &&
   || bad "inspect: $(grep gate_proj "$T/inspect" | head -1)"
 python3 -c "import json,sys; r=json.load(open('$T/w.json')); assert r['peak_rss_bytes']>0 and len(r['layers'])==35" \
   && ok "oneshot report" || bad "oneshot report"
+# Determinism: SparseGPT's file is byte-identical with 1 and 2 intra-op threads.
+for t in 1 2; do
+  "$PRUNUS" oneshot "$M" -o "$T/sg$t.bin" --method sparsegpt --sparsity 0.5 --calib "$TXT" --nsamples 8 --seqlen 128 \
+    --threads $t --no-progress >/dev/null 2>&1
+done
+[[ -s "$T/sg1.bin" ]] && cmp -s "$T/sg1.bin" "$T/sg2.bin" && ok "sparsegpt: 1 and 2 threads give the same bytes" \
+  || bad "sparsegpt output depends on the thread count"
 
 # Bad input: one line naming the file, exit 2, nothing written.
 head -c 1000 "$M" >"$T/trunc.bin"
