@@ -16,10 +16,12 @@ PACKAGES=(
   python3 python3-venv
   clang libclang-rt-14-dev
 )
+# Only for ./run.sh test: the browser that opens report.html, and a font for its screenshot.
+TEST_PACKAGES=(chromium fonts-dejavu-core)
 
 install_missing() {
   local missing=()
-  for p in "${PACKAGES[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [[ ${#missing[@]} -eq 0 ]] && return
@@ -97,7 +99,7 @@ python_env() {
   fi
 }
 
-install_missing
+if [[ "${1:-}" == test ]]; then install_missing "${PACKAGES[@]}" "${TEST_PACKAGES[@]}"; else install_missing "${PACKAGES[@]}"; fi
 build
 
 case "${1:-}" in

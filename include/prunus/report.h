@@ -37,4 +37,25 @@ Totals totals(const std::vector<LayerRow>& rows);
 std::string text_table(const std::vector<std::vector<std::string>>& rows);
 std::string human_bytes(std::uint64_t bytes);
 
+// ------------------------------------------------------------------ report.html
+// One self-contained page (inline CSS and SVG plots, no URLs) drawn from report.json alone, so
+// `prunus report RUN_DIR` redraws any run. Sections appear when the JSON has their data: run
+// summary, dense vs sparse, training curves, per-layer table and bar charts (with the runtime's
+// format and measured speed-up when present), mask pictures, one-shot allocations.
+std::string render_html(const nlohmann::json& report);
+// Two or more runs (name, report.json) side by side: metrics, overlaid curves, per-layer sparsity.
+std::string render_comparison_html(const std::vector<std::pair<std::string, nlohmann::json>>& runs);
+
+// `prunus report RUN [RUN...]`: each RUN is a folder holding report.json or a report JSON file.
+// One run: writes report.html beside its JSON (or `out`); several: a side-by-side page at `out`
+// (default compare.html). Returns the exit code; InputError naming the file for bad JSON.
+int report_job(const std::vector<std::string>& runs, const std::string& out);
+
+// For report.json: the command line (set once by main), date and machine.
+void set_command_line(int argc, char** argv);
+nlohmann::json run_info();
+// A layer's mask (kept = 1, row-major rows × cols) packed 8 per byte, base64, for the pictures.
+nlohmann::json mask_json(const std::string& layer, std::int64_t rows, std::int64_t cols,
+                         const std::vector<std::uint8_t>& kept, bool cropped);
+
 }  // namespace prunus::report

@@ -24,7 +24,7 @@ void add_run(CLI::App& app, Action& action) {
   cmd->add_option("--threads", common->threads, "Intra-op threads (overrides the recipe)");
   auto seed = std::make_shared<std::int64_t>(-1);
   auto sets = std::make_shared<std::vector<std::string>>();
-  cmd->add_option("--set", *sets, "Override a recipe key: --set prune.sparsity=0.8 (repeatable; needs a recipe file)");
+  cmd->add_option("--set", *sets, "Override a recipe key: --set prune.sparsity=0.8 (repeatable; applies to the built-in recipe too)");
   cmd->add_option("--seed", *seed, "Seed (overrides the recipe's; e.g. a second seed of a results row)");
   cmd->add_flag("--no-progress", common->no_progress, "No progress bar");
   cmd->add_flag("--resume", common->resume, "Continue an interrupted run from OUT/checkpoint.safetensors");
@@ -37,9 +37,10 @@ void add_run(CLI::App& app, Action& action) {
         return run_model(*model_run);
       }
       if (!model_run->input.empty()) fail(p, "a second argument (INPUT) needs a model file (.safetensors) first");
-      if (recipe_path->empty() && !sets->empty())
-        fail("--set", "needs a recipe file (the built-in default is recipes/lenet300_fmnist_gradual90.yaml)");
-      Recipe r = recipe_path->empty() ? default_recipe() : load_recipe(*recipe_path, *sets);
+      // --set on the built-in recipe: an empty recipe (every key at its default) plus the overrides.
+      Recipe r = !recipe_path->empty() ? load_recipe(*recipe_path, *sets)
+                 : sets->empty()       ? default_recipe()
+                                       : parse_recipe("{}", default_recipe().name, *sets);
       if (!out->empty()) r.out_dir = *out;
       if (!common->data.dir.empty()) r.data.dir = common->data.dir;
       if (common->threads > 0) r.threads = common->threads;

@@ -9,6 +9,7 @@
 
 #include "commands.h"
 #include "prunus/io.h"
+#include "prunus/report.h"
 
 namespace {
 
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
   mallopt(M_TOP_PAD, 64 << 20);
+  prunus::report::set_command_line(argc, argv);
   CLI::App app{"Prunus: turn dense neural networks into sparse ones, and make them faster.", "prunus"};
   app.set_version_flag("--version", std::string("prunus ") + prunus::version());
   app.require_subcommand(1);
@@ -38,6 +40,7 @@ int main(int argc, char** argv) {
   prunus::cli::add_inspect(app, action);
   prunus::cli::add_infer(app, action);
   prunus::cli::add_llm(app, action);
+  prunus::cli::add_report(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

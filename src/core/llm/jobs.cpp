@@ -189,12 +189,14 @@ int oneshot_job(const OneShotJob& job) {
               static_cast<long long>(z), static_cast<long long>(n), 100.0 * double(z) / double(n), r.seconds,
               r.calib_seconds, report::human_bytes(static_cast<std::uint64_t>(r.peak_rss_bytes)).c_str(), job.out.c_str());
   if (!job.report.empty()) {
-    nlohmann::json rep = {{"model", job.model}, {"method", cfg.method}, {"sparsity", cfg.sparsity}, {"nm", job.nm},
+    nlohmann::json rep = {{"prunus_version", version()}, {"run", report::run_info()}, {"model", job.model}, {"method", cfg.method}, {"sparsity", cfg.sparsity}, {"nm", job.nm},
                           {"block_sparsity", r.block_sparsity}, {"block_outlier_ratio", r.block_outlier_ratio},
                           {"nsamples", cfg.nsamples}, {"seqlen", cfg.seqlen}, {"seed", cfg.seed},
                           {"seconds", r.seconds}, {"calib_seconds", r.calib_seconds},
                           {"peak_rss_bytes", r.peak_rss_bytes}, {"layers", layers}};
     atomic_write(job.report, rep.dump(2) + "\n");
+    const std::string html = (job.report.ends_with(".json") ? job.report.substr(0, job.report.size() - 5) : job.report) + ".html";
+    atomic_write(html, report::render_html(rep));
   }
   return 0;
 }

@@ -12,6 +12,7 @@
 #include "prunus/models.h"
 #include "prunus/recipe.h"
 #include "prunus/report.h"
+#include "prunus/runtime.h"
 #include "prunus/sparsify.h"
 #include "prunus/train.h"
 #include "util/interrupt.h"
@@ -62,6 +63,33 @@ std::vector<report::LayerRow> layer_rows(Net& net) {
 std::vector<PrunedParam> pruned_params(Net& net) {
   std::vector<PrunedParam> out;
   for (auto& [name, w] : prunable_weights(net)) out.push_back({name, w});
+  return out;
+}
+
+// What the runtime does with each layer of the written model on this machine: the format it
+// measured fastest at batch 1 on one thread, its bytes, and the dense time it competed with.
+json runtime_json(const std::string& path) {
+  runtime::LoadOptions lo;
+  lo.batch_hint = 1;
+  json layers = json::array();
+  const auto model = runtime::Model::load(path, lo);  // layers() refers into it
+  for (const auto& l : model.layers())
+    layers.push_back({{"name", l.name}, {"format", l.format}, {"rows", l.rows}, {"cols", l.cols}, {"nnz", l.nnz},
+                      {"bytes", l.bytes}, {"dense_bytes", l.dense_bytes}, {"seconds", l.seconds},
+                      {"dense_seconds", l.dense_seconds}});
+  return {{"batch", lo.batch_hint}, {"threads", lo.kernel.threads}, {"layers", layers}};
+}
+
+// Every prunable layer's mask for the report's pictures (at most 1024×1024 of each).
+json masks_json(Net& net) {
+  json out = json::array();
+  for (const auto& [name, w] : prunable_weights(net)) {
+    const auto rows = w.size(0), cols = w.numel() / std::max<std::int64_t>(rows, 1);
+    const auto r = std::min<std::int64_t>(rows, 1024), c = std::min<std::int64_t>(cols, 1024);
+    auto kept = (w.detach().reshape({rows, cols}).slice(0, 0, r).slice(1, 0, c) != 0).to(torch::kUInt8).contiguous();
+    std::vector<std::uint8_t> v(kept.data_ptr<std::uint8_t>(), kept.data_ptr<std::uint8_t>() + kept.numel());
+    out.push_back(report::mask_json(name, r, c, v, r < rows || c < cols));
+  }
   return out;
 }
 
@@ -214,6 +242,7 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   for (const auto& row : rows) layers.push_back(report::to_json(row));
   json rep = {
       {"prunus_version", version()},
+      {"run", report::run_info()},
       {"recipe", r.name},
       {"model", dense->arch()},
       {"seed", r.seed},
@@ -236,10 +265,19 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
       {"layers", layers},
       {"stages", stages},
   };
+  rep["masks"] = masks_json(*sparse);
   stages["write"] = {{"seconds", sw.seconds()}};
   rep["stages"]["write"] = stages["write"];
+  sw = Stopwatch();
+  try {
+    rep["runtime"] = runtime_json(sparse_path);
+  } catch (const InputError& e) {
+    std::fprintf(stderr, "note: no runtime measurements in the report (%s)\n", e.what());
+  }
+  rep["stages"]["runtime_measure"] = {{"seconds", sw.seconds()}};
   rep["total_seconds"] = total.seconds();
   atomic_write((fs::path(out) / "report.json").string(), rep.dump(2) + "\n");
+  atomic_write((fs::path(out) / "report.html").string(), report::render_html(rep));
 
   std::vector<std::vector<std::string>> table{{"layer", "shape", "nnz", "sparsity", "dense", "encoded", "format"}};
   for (const auto& row : rows)
@@ -257,6 +295,7 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   std::printf("\naccuracy drop %.2f points; wall time %.1f s; wrote %s, %s, %s\n",
               100.0 * (dense_eval.accuracy - sparse_eval.accuracy), total.seconds(), dense_path.c_str(),
               sparse_path.c_str(), (fs::path(out) / "report.json").c_str());
+  std::printf("report with plots: %s\n", (fs::path(out) / "report.html").c_str());
   return 0;
 }
 
