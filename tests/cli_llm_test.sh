@@ -20,6 +20,8 @@ grep -E '^model.layers.0.mlp.gate_proj.weight .* 2:4' "$T/inspect" >/dev/null &&
   || bad "inspect: $(grep gate_proj "$T/inspect" | head -1)"
 python3 -c "import json,sys; r=json.load(open('$T/w.json')); assert r['peak_rss_bytes']>0 and len(r['layers'])==35" \
   && ok "oneshot report" || bad "oneshot report"
+[[ $(grep -o 'class="plot" data-points="[1-9]' "$T/w.html" | wc -l) -ge 1 ]] && ok "oneshot report.html beside the JSON, with plots" \
+  || bad "oneshot html: $(ls "$T")"
 # Determinism: SparseGPT's file is byte-identical with 1 and 2 intra-op threads.
 for t in 1 2; do
   "$PRUNUS" oneshot "$M" -o "$T/sg$t.bin" --method sparsegpt --sparsity 0.5 --calib "$TXT" --nsamples 8 --seqlen 128 \

@@ -154,6 +154,9 @@ grep -q 'accuracy drop' "$T/run1.log" && ok "summary printed" || bad "no summary
   && ok "sensitivity CSV: 3 layers x (dense + 2 levels)" || bad "sensitivity CSV: $(cat "$T/sens.csv")"
 grep -q 'allocation for 80.00% overall (80.00% after rounding' "$T/sens.out" && grep -q '    fc1.weight: ' "$T/sens.out" \
   && ok "sensitivity allocation reaches the target" || bad "allocation: $(tail -6 "$T/sens.out")"
+[[ $(grep -o 'class="marker"' "$T/sens.html" | wc -l) -eq 3 ]] && grep -q '"allocation"' "$T/sens.json" \
+  && ok "sensitivity: sens.json + sens.html with the allocation ringed on each of 3 curves" \
+  || bad "sensitivity report: $(ls "$T" | grep sens)"
 expect_error "sensitivity: bad level" "level 1.5 is outside (0, 1)" "$PRUNUS" sensitivity "$T/dense.safetensors" -o "$T/s.csv" --levels 0.5,1.5
 
 # Determinism across thread counts: LeNet-300-100 (Linear layers) gives the same bytes with 1 and

@@ -69,6 +69,13 @@ cp "$T/main/report.html" "$T/first.html"
 browse "$T/compare.html" "$T/compare.png" 1400
 check "comparison page" "$T/compare.html" 3
 
+# The single-step verbs write the same kind of page with --report.
+"$PRUNUS" prune "$T/main/dense.safetensors" --pattern 2:4 -o "$T/p24.safetensors" --report "$T/p24.json" >/dev/null 2>&1 \
+  || bad "prune --report failed"
+browse "$T/p24.html" "$T/p24.png" 1400
+check "prune --report page" "$T/p24.html" 4
+grep -q '"runtime"' "$T/p24.json" && ok "prune report carries the runtime's per-layer measurements" || bad "no runtime in p24.json"
+
 # Bad input: one line naming the file, exit 2.
 echo '{"layers": ' >"$T/broken.json"
 "$PRUNUS" report "$T/broken.json" 2>"$T/err"; rc=$?

@@ -94,6 +94,7 @@ void validate(const PruneConfig& p, const std::string& where);
 struct JobOptions {
   bool progress = true;     // progress bar with ETA (a line per epoch when not a TTY)
   bool resume = false;      // continue from the checkpoint of an interrupted run
+  std::string report;       // train/prune/finetune: write this report JSON and the HTML beside it
 };
 
 // ------------------------------------------------------------------ jobs (pipeline.cpp)

@@ -13,6 +13,7 @@ void add_common(CLI::App* cmd, Common& c, bool training) {
   cmd->add_option("--train-limit", c.data.train_limit, "Use only the first N training samples");
   cmd->add_flag("--no-progress", c.no_progress, "No progress bar");
   cmd->add_flag("--resume", c.resume, "Continue an interrupted run from its checkpoint (OUT.ckpt)");
+  cmd->add_option("--report", c.report, "Also write a report: FILE.json and FILE.html (plots) beside it");
 }
 
 void add_train_options(CLI::App* cmd, TrainConfig& t) {

@@ -19,8 +19,9 @@ struct Common {
   int threads = 0;
   bool no_progress = false;
   bool resume = false;
+  std::string report;
   DataConfig data;
-  JobOptions job() const { return {!no_progress, resume}; }
+  JobOptions job() const { return {!no_progress, resume, report}; }
   // Copies the shared options into a job struct (TrainJob, PruneJob, FinetuneJob).
   template <class Job>
   void fill(Job& j) const {

@@ -299,11 +299,42 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   return 0;
 }
 
+namespace {
+
+// --report of train/prune/finetune: the run summary, what the job measured, the per-layer table
+// and masks; JSON and the HTML drawn from it. The output directory is checked before any work.
+void check_report_path(const std::string& path) {
+  if (path.empty()) return;
+  if (!path.ends_with(".json")) fail("--report " + path, "the report file must end in .json (the HTML goes beside it)");
+  if (auto dir = fs::path(path).parent_path(); !dir.empty() && !fs::is_directory(dir))
+    fail(path, "report directory does not exist");
+}
+void write_job_report(const std::string& path, Net& net, json rep, const std::string& model_file) {
+  if (path.empty()) return;
+  try {
+    rep["runtime"] = runtime_json(model_file);
+  } catch (const InputError&) {  // a model the runtime cannot run: no runtime columns
+  }
+  rep["prunus_version"] = version();
+  rep["run"] = report::run_info();
+  rep["model"] = net.arch();
+  json layers = json::array();
+  for (const auto& row : layer_rows(net)) layers.push_back(report::to_json(row));
+  rep["layers"] = layers;
+  rep["masks"] = masks_json(net);
+  atomic_write(path, rep.dump(2) + "\n");
+  atomic_write(path.substr(0, path.size() - 5) + ".html", report::render_html(rep));
+  std::printf("report: %s (plots: %s.html)\n", path.c_str(), path.substr(0, path.size() - 5).c_str());
+}
+
+}  // namespace
+
 int train_job(const TrainJob& job, const JobOptions& opt) {
   validate(job.train, "train options");
   if (job.train.epochs < 1) fail("--epochs", "must be at least 1");
   make_model(job.model);  // unknown architecture: fail before anything else
   check_output(job.out);
+  check_report_path(opt.report);
   data::check_available(job.data);
   setup(job.seed, job.threads);
   auto train = data::load_split(job.data, "train");
@@ -313,8 +344,13 @@ int train_job(const TrainJob& job, const JobOptions& opt) {
   auto res = trainer.fit(train, &test, {checkpoint_for(job.out), opt.resume, "train"}, opt.progress);
   if (res.interrupted) return kInterrupted;
   save_model(job.out, *net);
-  std::printf("%s: test accuracy %s (%.1f s)\n", job.out.c_str(), pct(evaluate(*net, test).accuracy).c_str(),
-              res.seconds);
+  const auto ev = evaluate(*net, test);
+  std::printf("%s: test accuracy %s (%.1f s)\n", job.out.c_str(), pct(ev.accuracy).c_str(), res.seconds);
+  write_job_report(opt.report, *net,
+                   {{"job", "train"}, {"seed", job.seed}, {"total_seconds", res.seconds},
+                    {"dense", {{"test_accuracy", ev.accuracy}, {"test_loss", ev.loss}, {"file", job.out}}},
+                    {"stages", {{"train", {{"seconds", res.seconds}, {"history", history_json(res.history)}}}}}},
+                   job.out);
   return 0;
 }
 
@@ -332,9 +368,14 @@ int prune_job(const PruneJob& job, const JobOptions& opt) {
                                       job.finetune.epochs));
   }
   check_output(job.out);
+  check_report_path(opt.report);
   setup(job.seed, job.threads);
   auto net = load_model(job.input);
   std::int64_t steps_per_epoch = 1;
+  json rep = {{"job", "prune"}, {"seed", job.seed}, {"input", job.input},
+              {"prune", {{"target_sparsity", job.prune.sparsity}, {"criterion", job.prune.criterion},
+                         {"pattern", job.prune.pattern}, {"scope", job.prune.scope},
+                         {"schedule", job.prune.schedule.kind}}}};
   data::Dataset train, test;
   if (needs_data) {
     data::check_available(job.data);
@@ -350,6 +391,7 @@ int prune_job(const PruneJob& job, const JobOptions& opt) {
     Trainer trainer(*net, job.finetune, job.seed, sp.get());
     auto res = trainer.fit(train, &test, {checkpoint_for(job.out), opt.resume, "prune"}, opt.progress);
     if (res.interrupted) return kInterrupted;
+    rep["stages"] = {{"prune_finetune", {{"seconds", res.seconds}, {"history", history_json(res.history)}}}};
   }
   if (sp->current_target() != job.prune.sparsity) sp->prune_to(job.prune.sparsity);
   sp->squash();
@@ -360,8 +402,14 @@ int prune_job(const PruneJob& job, const JobOptions& opt) {
   for (const auto& row : layer_rows(*net))
     table.push_back({row.name, fmt::format("{}", fmt::join(row.shape, "x")), std::to_string(row.nnz), pct(row.sparsity)});
   std::printf("%s", report::text_table(table).c_str());
-  if (gradual) std::printf("%s: test accuracy %s\n", job.out.c_str(), pct(evaluate(*net, test).accuracy).c_str());
-  else std::printf("wrote %s\n", job.out.c_str());
+  if (gradual) {
+    const auto ev = evaluate(*net, test);
+    std::printf("%s: test accuracy %s\n", job.out.c_str(), pct(ev.accuracy).c_str());
+    rep["sparse"] = {{"test_accuracy", ev.accuracy}, {"test_loss", ev.loss}, {"file", job.out}};
+  } else {
+    std::printf("wrote %s\n", job.out.c_str());
+  }
+  write_job_report(opt.report, *net, rep, job.out);
   return 0;
 }
 
@@ -369,6 +417,7 @@ int finetune_job(const FinetuneJob& job, const JobOptions& opt) {
   validate(job.train, "fine-tune options");
   if (job.train.epochs < 1) fail("--epochs", "must be at least 1");
   check_output(job.out);
+  check_report_path(opt.report);
   data::check_available(job.data);
   setup(job.seed, job.threads);
   auto net = load_model(job.input);
@@ -382,7 +431,13 @@ int finetune_job(const FinetuneJob& job, const JobOptions& opt) {
   auto res = trainer.fit(train, &test, {checkpoint_for(job.out), opt.resume, "finetune"}, opt.progress);
   if (res.interrupted) return kInterrupted;
   save_model(job.out, *net);
-  std::printf("%s: test accuracy %s\n", job.out.c_str(), pct(evaluate(*net, test).accuracy).c_str());
+  const auto ev = evaluate(*net, test);
+  std::printf("%s: test accuracy %s\n", job.out.c_str(), pct(ev.accuracy).c_str());
+  write_job_report(opt.report, *net,
+                   {{"job", "finetune"}, {"seed", job.seed}, {"input", job.input}, {"total_seconds", res.seconds},
+                    {"sparse", {{"test_accuracy", ev.accuracy}, {"test_loss", ev.loss}, {"file", job.out}}},
+                    {"stages", {{"prune_finetune", {{"seconds", res.seconds}, {"history", history_json(res.history)}}}}}},
+                   job.out);
   return 0;
 }
 

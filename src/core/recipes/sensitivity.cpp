@@ -146,7 +146,21 @@ int sensitivity_job(const SensitivityJob& job, const JobOptions& opt) {
   }
   std::printf("accuracy drop (points) on the last %lld training samples, each layer pruned alone (base %.2f%%):\n%s",
               static_cast<long long>(n), 100.0 * base, report::text_table(table).c_str());
-  std::printf("wrote %s\n", job.out.c_str());
+  nlohmann::json rep = {{"prunus_version", version()}, {"run", report::run_info()}, {"model", job.input},
+                        {"criterion", job.criterion}, {"pattern", job.pattern}, {"holdout", n},
+                        {"base_accuracy", base}, {"curves", nlohmann::json::array()}};
+  for (const auto& c : curves)
+    rep["curves"].push_back({{"name", c.name}, {"numel", c.numel}, {"levels", c.levels}, {"drop", c.drop}});
+  if (job.target > 0) {
+    const auto a = allocate(curves, job.target);
+    rep["allocation"] = {{"target", job.target}, {"predicted_drop", a.predicted_drop}, {"layers", nlohmann::json::object()}};
+    for (std::size_t l = 0; l < curves.size(); ++l) rep["allocation"]["layers"][curves[l].name] = a.sparsity[l];
+  }
+  // Beside the CSV: sens.csv → sens.json + sens.html.
+  const std::string stem = job.out.ends_with(".csv") ? job.out.substr(0, job.out.size() - 4) : job.out;
+  atomic_write(stem + ".json", rep.dump(2) + "\n");
+  atomic_write(stem + ".html", report::render_html(rep));
+  std::printf("wrote %s, %s.json and %s.html (plots)\n", job.out.c_str(), stem.c_str(), stem.c_str());
   if (job.target > 0) {
     const auto a = allocate(curves, job.target);
     std::int64_t total = 0, zeros = 0;

@@ -148,18 +148,24 @@ std::string run_section(const json& r) {
 }
 
 std::string metrics_section(const json& r) {
-  if (!at(r, {"dense"}) || !at(r, {"sparse"})) return "";
+  const bool dense = at(r, {"dense"}) != nullptr, sparse = at(r, {"sparse"}) != nullptr;
+  if (!dense && !sparse) return "";
   std::vector<std::vector<std::string>> t{{"model", "test accuracy", "test loss", "sparsity", "weights", "file"}};
-  t.push_back({"dense", pct(num(r, {"dense", "test_accuracy"})),
-               fmt::format("{:.4f}", num(r, {"dense", "test_loss"}).value_or(NAN)), "0.00%", bytes(num(r, {"bytes_dense"})),
-               str(r, {"dense", "file"})});
-  t.push_back({"sparse", pct(num(r, {"sparse", "test_accuracy"})),
-               fmt::format("{:.4f}", num(r, {"sparse", "test_loss"}).value_or(NAN)), pct(num(r, {"total_sparsity"})),
-               bytes(num(r, {"bytes_sparse_encoded"})), str(r, {"sparse", "file"})});
-  std::string s = "<h2>Dense vs sparse</h2>" + table(t);
-  s += fmt::format("<p class=\"note\">Accuracy drop <b>{:.2f} points</b>; weights {:.1f}× smaller in the smallest "
-                   "encoding per layer.</p>",
-                   num(r, {"accuracy_drop_points"}).value_or(NAN), num(r, {"compression_ratio"}).value_or(NAN));
+  auto loss = [&](const char* k) {
+    auto v = num(r, {k, "test_loss"});
+    return v ? fmt::format("{:.4f}", *v) : std::string("–");
+  };
+  if (dense)
+    t.push_back({"dense", pct(num(r, {"dense", "test_accuracy"})), loss("dense"), "0.00%", bytes(num(r, {"bytes_dense"})),
+                 str(r, {"dense", "file"})});
+  if (sparse)
+    t.push_back({"sparse", pct(num(r, {"sparse", "test_accuracy"})), loss("sparse"), pct(num(r, {"total_sparsity"})),
+                 bytes(num(r, {"bytes_sparse_encoded"})), str(r, {"sparse", "file"})});
+  std::string s = std::string("<h2>") + (dense && sparse ? "Dense vs sparse" : "Result") + "</h2>" + table(t);
+  if (auto d = num(r, {"accuracy_drop_points"}))
+    s += fmt::format("<p class=\"note\">Accuracy drop <b>{:.2f} points</b>; weights {:.1f}× smaller in the smallest "
+                     "encoding per layer.</p>",
+                     *d, num(r, {"compression_ratio"}).value_or(NAN));
   return s;
 }
 
@@ -328,6 +334,54 @@ std::string oneshot_section(const json& r) {
 }
 
 
+// prunus sensitivity: accuracy drop against sparsity for each layer pruned alone, with the
+// allocation for the target (when one was asked for) ringed on each curve.
+std::string sensitivity_section(const json& r) {
+  const json* cs = at(r, {"curves"});
+  if (!cs || !cs->is_array() || cs->empty()) return "";
+  svg::LineChart c{"Accuracy drop with each layer pruned alone", "sparsity of that layer", "accuracy drop (points)"};
+  std::vector<std::vector<std::string>> t{{"layer", "weights"}};
+  std::vector<std::string> level_names;
+  for (const auto& cv : *cs) {
+    svg::Series s{str(cv, {"name"})};
+    const json* lv = at(cv, {"levels"});
+    const json* dr = at(cv, {"drop"});
+    if (!lv || !dr || !lv->is_array() || !dr->is_array()) continue;
+    std::vector<std::string> row{s.name, str(cv, {"numel"})};
+    for (std::size_t i = 0; i < std::min(lv->size(), dr->size()); ++i) {
+      if (!(*lv)[i].is_number() || !(*dr)[i].is_number()) continue;
+      s.x.push_back((*lv)[i].get<double>());
+      s.y.push_back((*dr)[i].get<double>());
+      if (i > 0) row.push_back(fmt::format("{:.2f}", s.y.back()));
+      if (t.size() == 1 && i > 0) level_names.push_back(fmt::format("{:.0f}%", 100 * s.x.back()));
+    }
+    if (t.size() == 1) t[0].insert(t[0].end(), level_names.begin(), level_names.end());
+    // The allocation: interpolate this layer's curve at its allocated sparsity.
+    if (auto a = num(r, {"allocation", "layers", s.name.c_str()}); a && s.x.size() >= 2) {
+      double y = s.y.back();
+      for (std::size_t i = 1; i < s.x.size(); ++i)
+        if (*a <= s.x[i]) {
+          y = s.y[i - 1] + (s.y[i] - s.y[i - 1]) * (*a - s.x[i - 1]) / std::max(s.x[i] - s.x[i - 1], 1e-12);
+          break;
+        }
+      c.markers.push_back({*a, y, fmt::format("{:.1f}%", 100 * *a), c.series.size()});
+      row.push_back(fmt::format("{:.2f}%", 100 * *a));
+    }
+    c.series.push_back(std::move(s));
+    t.push_back(row);
+  }
+  if (at(r, {"allocation"})) t[0].push_back("allocated");
+  std::string s = "<h2>Sensitivity</h2>";
+  s += fmt::format("<p class=\"note\">Model {}; criterion {}, pattern {}; each level scored on {} held-out training "
+                   "samples (base accuracy {}).",
+                   svg::escape(str(r, {"model"})), svg::escape(str(r, {"criterion"})), svg::escape(str(r, {"pattern"})),
+                   svg::escape(str(r, {"holdout"})), pct(num(r, {"base_accuracy"})));
+  if (auto tg = num(r, {"allocation", "target"}))
+    s += fmt::format(" Rings: the allocation for {:.1f}% overall (greedy on these curves; predicted drop {:.2f} points).",
+                     100 * *tg, num(r, {"allocation", "predicted_drop"}).value_or(NAN));
+  return s + "</p>" + table(t) + "<div class=\"plots\">" + svg::line_chart(c) + "</div>";
+}
+
 // prunus_kernel_bench's Google Benchmark JSON: speed-up over the best dense baseline of the same
 // run (OpenBLAS or libtorch, whichever was faster) against sparsity, per shape, batch and threads.
 std::string benchmark_section(const json& r) {
@@ -475,7 +529,7 @@ json mask_json(const std::string& layer, std::int64_t rows, std::int64_t cols, c
 
 std::string render_html(const json& r) {
   std::string title = str(r, {"recipe"});
-  if (title.empty()) title = str(r, {"model"});
+  if (title.empty()) title = str(r, {"job"}).empty() ? str(r, {"model"}) : str(r, {"job"}) + " " + str(r, {"model"});
   std::string body = fmt::format("<h1>Prunus report: {}</h1><p class=\"sub\">{}</p>", svg::escape(title),
                                  svg::escape(str(r, {"run", "date"}).empty() ? "" : "made " + str(r, {"run", "date"}) + " UTC"));
   if (r.contains("benchmarks")) {
@@ -484,6 +538,9 @@ std::string render_html(const json& r) {
   } else if (!methods_section(r).empty() && !r.contains("layers")) {
     title = "pruning methods";
     body = "<h1>Prunus report: pruning methods</h1>" + methods_section(r);
+  } else if (r.contains("curves")) {
+    title = "sensitivity";
+    body = "<h1>Prunus report: sensitivity</h1>" + run_section(r) + sensitivity_section(r);
   } else {
     body += run_section(r) + metrics_section(r) + oneshot_section(r) + curves_section(r) + layers_section(r) +
             masks_section(r);
@@ -560,7 +617,7 @@ json read_report(const std::string& path) {
     fail(path, std::string("not valid JSON: ") + e.what());
   }
   if (!j.is_object()) fail(path, "a report must be a JSON object");
-  if (!j.contains("layers") && !j.contains("stages") && !j.contains("method") && !j.contains("benchmarks") &&
+  if (!j.contains("layers") && !j.contains("stages") && !j.contains("method") && !j.contains("benchmarks") && !j.contains("curves") &&
       methods_section(j).empty())
     fail(path, "not a Prunus report (no layers, stages, method, benchmarks or method results)");
   return j;

@@ -176,6 +176,14 @@ std::string line_chart(const LineChart& c) {
                        color(si), s.dashed ? " stroke-dasharray=\"5 3\"" : "", pts);
     out += dots;
   }
+  for (const auto& m : c.markers) {
+    if (!std::isfinite(m.x) || !std::isfinite(m.y)) continue;
+    out += fmt::format("<circle class=\"marker\" cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"6\" fill=\"none\" stroke=\"{}\" "
+                       "stroke-width=\"2\"><title>{}</title></circle><text x=\"{:.1f}\" y=\"{:.1f}\" font-size=\"10\" "
+                       "fill=\"{}\">{}</text>",
+                       px(m.x), py(m.y), color(m.series), escape(m.label), px(m.x) - 8, py(m.y) - 9, color(m.series),
+                       escape(m.label));
+  }
   return out + legend(names, false) + "</svg>";
 }
 

@@ -25,6 +25,12 @@ struct LineChart {
   std::optional<double> y_min, y_max;                     // default: the data's range, padded
   bool y_percent = false;                                 // values in [0,1] labelled as %
   bool log_x = false;
+  struct Marker {
+    double x, y;
+    std::string label;
+    std::size_t series;  // drawn in that series' colour
+  };
+  std::vector<Marker> markers;                            // labelled rings (e.g. a chosen allocation)
 };
 std::string line_chart(const LineChart& c);
 
