@@ -76,6 +76,14 @@ browse "$T/p24.html" "$T/p24.png" 1400
 check "prune --report page" "$T/p24.html" 4
 grep -q '"runtime"' "$T/p24.json" && ok "prune report carries the runtime's per-layer measurements" || bad "no runtime in p24.json"
 
+# prunus bench: whole-model latency, sparse vs the dense path, with its page.
+"$PRUNUS" bench "$T/main/sparse.safetensors" --batch 1,16 --seconds 0.4 --report "$T/bench.json" >"$T/bench.log" 2>&1 \
+  || bad "bench failed: $(tail -2 "$T/bench.log")"
+browse "$T/bench.html" "$T/bench.png" 1400
+check "bench --report page" "$T/bench.html" 4
+python3 -c "import json,sys; r=json.load(open('$T/bench.json')); assert [x['batch'] for x in r['latency']]==[1,16] and all(x['sparse_seconds']>0 for x in r['latency'])" \
+  && ok "bench report: latency for batch 1 and 16" || bad "bench json: $(head -c 300 "$T/bench.json")"
+
 # Bad input: one line naming the file, exit 2.
 echo '{"layers": ' >"$T/broken.json"
 "$PRUNUS" report "$T/broken.json" 2>"$T/err"; rc=$?

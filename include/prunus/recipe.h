@@ -192,6 +192,18 @@ int oneshot_job(const OneShotJob& job);
 // llama2.c checkpoint ⇄ Hugging Face LLaMA folder (OUT ending in .bin: llama2.c).
 int convert_job(const std::string& in, const std::string& out);
 
+// prunus bench MODEL: the whole model in prunus_runtime, sparse formats vs the runtime's dense
+// path in one process (graph models: latency per batch; llama2.c .bin: decode tokens/s).
+struct BenchJob {
+  std::string model, report;
+  std::vector<std::int64_t> batches = {1, 64};
+  int threads = 1;
+  double seconds = 2.0;          // measuring budget per batch size (dense + sparse)
+  std::int64_t tokens = 64;      // LLM: tokens decoded per timed call
+  std::uint64_t seed = 0;
+};
+int bench_job(const BenchJob& job);
+
 std::vector<std::string> model_names();
 std::vector<std::string> criterion_names();
 std::vector<std::string> pattern_names();

@@ -19,4 +19,21 @@ void add_report(CLI::App& app, Action& action) {
   cmd->callback([&action, o] { action = [o] { return report::report_job(o->runs, o->out); }; });
 }
 
+void add_bench(CLI::App& app, Action& action) {
+  auto j = std::make_shared<BenchJob>();
+  auto* cmd = app.add_subcommand(
+      "bench",
+      "Time a whole model in the libtorch-free runtime: sparse (each layer in the format that measured fastest) "
+      "against the runtime's dense path (single-threaded OpenBLAS per call), same process. Graph models: latency per "
+      "batch size; llama2.c checkpoints: greedy-decode tokens/s");
+  cmd->add_option("model", j->model, "A .safetensors written by prunus (with its runtime graph) or a llama2.c .bin")
+      ->required();
+  cmd->add_option("--batch", j->batches, "Batch sizes (graph models)")->delimiter(',')->capture_default_str();
+  cmd->add_option("--threads", j->threads, "Kernel threads")->capture_default_str();
+  cmd->add_option("--seconds", j->seconds, "Measuring time per batch size")->capture_default_str();
+  cmd->add_option("--tokens", j->tokens, "Tokens decoded per timed call (llama2.c)")->capture_default_str();
+  cmd->add_option("--report", j->report, "Also write FILE.json and FILE.html (plots) beside it");
+  cmd->callback([&action, j] { action = [j] { return bench_job(*j); }; });
+}
+
 }  // namespace prunus::cli

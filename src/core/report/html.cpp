@@ -334,6 +334,40 @@ std::string oneshot_section(const json& r) {
 }
 
 
+// prunus bench: whole-model latency per batch (or decode tokens/s), sparse vs the dense path.
+std::string bench_section(const json& r) {
+  std::string s;
+  if (const json* lat = at(r, {"latency"}); lat && lat->is_array() && !lat->empty()) {
+    std::vector<std::vector<std::string>> t{{"batch", "dense", "sparse", "speed-up"}};
+    std::vector<std::string> cats;
+    std::vector<double> d, sp, su;
+    for (const auto& x : *lat) {
+      const auto b = str(x, {"batch"});
+      const double td = num(x, {"dense_seconds"}).value_or(NAN), ts = num(x, {"sparse_seconds"}).value_or(NAN);
+      t.push_back({b, fmt::format("{:.1f} µs", td * 1e6), fmt::format("{:.1f} µs", ts * 1e6), fmt::format("{:.2f}×", td / ts)});
+      cats.push_back("batch " + b);
+      d.push_back(td * 1e6), sp.push_back(ts * 1e6), su.push_back(td / ts);
+    }
+    svg::BarChart lc{"Latency per call (µs)", "µs", cats, {{"dense path", d}, {"sparse formats", sp}}};
+    svg::BarChart sc{"Whole-model speed-up over the dense path", "× dense", cats, {{"speed-up", su}}};
+    sc.reference = 1.0, sc.reference_label = "dense";
+    s += "<h2>Whole model in the runtime</h2>" + table(t) + "<div class=\"plots\">" + svg::bar_chart(lc) +
+         svg::bar_chart(sc) + "</div>";
+  }
+  if (at(r, {"decode"})) {
+    const auto dt = num(r, {"decode", "dense_tokens_per_second"}), st = num(r, {"decode", "sparse_tokens_per_second"});
+    std::vector<std::vector<std::string>> t{{"path", "tokens/s", "weights"}};
+    t.push_back({"dense", fmt::format("{:.1f}", dt.value_or(NAN)), bytes(num(r, {"decode", "dense_weight_bytes"}))});
+    t.push_back({"sparse", fmt::format("{:.1f}", st.value_or(NAN)), bytes(num(r, {"decode", "sparse_weight_bytes"}))});
+    svg::BarChart bc{"Greedy decoding, tokens/s", "tokens/s", {"dense path", "sparse formats"},
+                     {{"tokens/s", {dt.value_or(NAN), st.value_or(NAN)}}}};
+    s += fmt::format("<h2>Decoding in the runtime</h2>{}<p class=\"note\">{} tokens per timed call; speed-up {:.2f}×.</p>"
+                     "<div class=\"plots\">{}</div>",
+                     table(t), str(r, {"decode", "tokens"}), st.value_or(NAN) / dt.value_or(NAN), svg::bar_chart(bc));
+  }
+  return s;
+}
+
 // prunus sensitivity: accuracy drop against sparsity for each layer pruned alone, with the
 // allocation for the target (when one was asked for) ringed on each curve.
 std::string sensitivity_section(const json& r) {
@@ -542,8 +576,8 @@ std::string render_html(const json& r) {
     title = "sensitivity";
     body = "<h1>Prunus report: sensitivity</h1>" + run_section(r) + sensitivity_section(r);
   } else {
-    body += run_section(r) + metrics_section(r) + oneshot_section(r) + curves_section(r) + layers_section(r) +
-            masks_section(r);
+    body += run_section(r) + metrics_section(r) + bench_section(r) + oneshot_section(r) + curves_section(r) +
+            layers_section(r) + masks_section(r);
   }
   return page("Prunus report: " + title, body);
 }
@@ -617,7 +651,7 @@ json read_report(const std::string& path) {
     fail(path, std::string("not valid JSON: ") + e.what());
   }
   if (!j.is_object()) fail(path, "a report must be a JSON object");
-  if (!j.contains("layers") && !j.contains("stages") && !j.contains("method") && !j.contains("benchmarks") && !j.contains("curves") &&
+  if (!j.contains("layers") && !j.contains("stages") && !j.contains("method") && !j.contains("benchmarks") && !j.contains("curves") && !j.contains("latency") && !j.contains("decode") &&
       methods_section(j).empty())
     fail(path, "not a Prunus report (no layers, stages, method, benchmarks or method results)");
   return j;
