@@ -67,7 +67,7 @@ void check_all_variants(const Format& f, const std::vector<float>& w, std::int64
     for (k::Isa isa : k::supported_isas())
       for (int threads : {1, 2, 3}) {
         std::vector<float> y(static_cast<std::size_t>(batch * rows), std::nanf(""));
-        k::matmul(f, x.data(), batch, y.data(), {isa, threads});
+        k::matmul(f, x.data(), batch, y.data(), {isa, threads, 0.0});  // 0: split even tiny products
         for (std::size_t i = 0; i < y.size(); ++i) {
           ASSERT_LE(std::fabs(double(y[i]) - ref[i]), 1e-5 * bound[i] + 1e-6)
               << what << " isa=" << k::isa_name(isa) << " threads=" << threads << " batch=" << batch << " i=" << i;

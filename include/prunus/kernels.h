@@ -87,6 +87,9 @@ void to_dense(const NM& a, float* out);
 struct Options {
   Isa isa = best_isa();
   int threads = 1;
+  // A thread is used only for at least this many multiply-adds (waking one costs microseconds);
+  // tests set 0 to split even tiny products.
+  double min_macs_per_thread = 256 * 1024;
 };
 
 // Y[batch × rows] = X[batch × cols] · Wᵀ.

@@ -1,4 +1,5 @@
 // Run-time ISA choice, the worker pool, nnz-balanced work split, and the public matmuls.
+#include <cmath>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -163,13 +164,23 @@ const float* transpose(const float* x, std::int64_t batch, std::int64_t cols) {
   return buf.data();
 }
 
+// Waking a worker costs microseconds (tens on a busy VM): a part must carry enough
+// multiply-adds to pay for it (Options::min_macs_per_thread). Measured on LeNet-300-100 at
+// 90% (18.6 k non-zeros in its largest layer): 2 threads took 104 µs per batch-1 forward
+// against 12 µs on one.
+int parts_for(const Options& opt, std::int64_t items, double macs) {
+  const int threads = opt.threads;
+  const double by_work = opt.min_macs_per_thread > 0 ? std::floor(macs / opt.min_macs_per_thread) : double(threads);
+  return static_cast<int>(std::max<double>(1, std::min<double>({double(threads), double(items), by_work})));
+}
+
 template <class W, class Prefix, class Kernel>
-void run(const W& w, std::int64_t items, const Prefix& prefix, const float* x, std::int64_t batch, float* y,
+void run(const W& w, std::int64_t items, const Prefix& prefix, double macs, const float* x, std::int64_t batch, float* y,
          const Options& opt, Kernel kernel) {
   if (batch <= 0) return;
   if (!isa_supported(opt.isa)) throw std::invalid_argument(std::string("ISA not supported here: ") + isa_name(opt.isa));
   Args a{x, batch > 1 && opt.isa != Isa::Scalar ? transpose(x, batch, w.cols) : nullptr, batch, y};
-  const int parts = std::max(1, std::min<int>(opt.threads, static_cast<int>(items)));
+  const int parts = parts_for(opt, items, macs * double(batch));
   Pool::get().run(parts, [&](int p) {
     const std::int64_t r0 = split_point(prefix, items, p, parts), r1 = split_point(prefix, items, p + 1, parts);
     if (r0 < r1) kernel(w, a, r0, r1);
@@ -191,16 +202,18 @@ struct Uniform {
 }  // namespace
 
 void matmul(const Csr& w, const float* x, std::int64_t batch, float* y, const Options& opt) {
-  run(w, w.rows, w.row_ptr, x, batch, y, opt, pick<Csr>(opt.isa, scalar::csr, avx2::csr, avx512::csr));
+  run(w, w.rows, w.row_ptr, double(w.nnz()), x, batch, y, opt, pick<Csr>(opt.isa, scalar::csr, avx2::csr, avx512::csr));
 }
 void matmul(const Bitmask& w, const float* x, std::int64_t batch, float* y, const Options& opt) {
-  run(w, w.rows, w.row_ptr, x, batch, y, opt, pick<Bitmask>(opt.isa, scalar::bitmask, avx2::bitmask, avx512::bitmask));
+  run(w, w.rows, w.row_ptr, double(w.nnz()), x, batch, y, opt,
+      pick<Bitmask>(opt.isa, scalar::bitmask, avx2::bitmask, avx512::bitmask));
 }
 void matmul(const Bsr& w, const float* x, std::int64_t batch, float* y, const Options& opt) {
-  run(w, w.block_rows, w.block_ptr, x, batch, y, opt, pick<Bsr>(opt.isa, scalar::bsr, avx2::bsr, avx512::bsr));
+  run(w, w.block_rows, w.block_ptr, double(w.values.size()), x, batch, y, opt,
+      pick<Bsr>(opt.isa, scalar::bsr, avx2::bsr, avx512::bsr));
 }
 void matmul(const NM& w, const float* x, std::int64_t batch, float* y, const Options& opt) {
-  run(w, w.rows, Uniform{}, x, batch, y, opt, pick<NM>(opt.isa, scalar::nm, avx2::nm, avx512::nm));
+  run(w, w.rows, Uniform{}, double(w.values.size()), x, batch, y, opt, pick<NM>(opt.isa, scalar::nm, avx2::nm, avx512::nm));
 }
 
 void matmul_dense(const float* w, std::int64_t rows, std::int64_t cols, const float* x, std::int64_t batch, float* y,
@@ -212,7 +225,7 @@ void matmul_dense(const float* w, std::int64_t rows, std::int64_t cols, const fl
   // LLaMA-shape model, 62.7 ms per token with OpenBLAS threads, 45.8 ms with them idle).
   if (batch <= 0) return;
   openblas_set_num_threads(1);
-  const int parts = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(opt.threads, rows / 16)));
+  const int parts = parts_for(opt, rows / 16, double(rows) * double(cols) * double(batch));
   Pool::get().run(parts, [&](int p) {
     const std::int64_t r0 = rows * p / parts, r1 = rows * (p + 1) / parts;
     if (r0 >= r1) return;
