@@ -192,10 +192,21 @@ int oneshot_job(const OneShotJob& job);
 // llama2.c checkpoint ⇄ Hugging Face LLaMA folder (OUT ending in .bin: llama2.c).
 int convert_job(const std::string& in, const std::string& out);
 
+// prunus shrink MODEL -o OUT: structured pruning that removes channels (prunus/shrink.h).
+struct ShrinkJob {
+  std::string input, out, masked;  // masked: also write the same-shape model with the channels zeroed
+  double sparsity = 0.5;
+  std::string criterion = "l2";
+  std::int64_t round_to = 1;
+  std::uint64_t seed = 0;
+};
+int shrink_job(const ShrinkJob& job);
+
 // prunus bench MODEL: the whole model in prunus_runtime, sparse formats vs the runtime's dense
 // path in one process (graph models: latency per batch; llama2.c .bin: decode tokens/s).
 struct BenchJob {
   std::string model, report;
+  std::string baseline;          // another model (e.g. before shrinking): its dense path is timed too
   std::vector<std::int64_t> batches = {1, 64};
   int threads = 1;
   double seconds = 2.0;          // measuring budget per batch size (dense + sparse)

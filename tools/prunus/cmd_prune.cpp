@@ -70,4 +70,21 @@ void add_sensitivity(CLI::App& app, Action& action) {
   });
 }
 
+void add_shrink(CLI::App& app, Action& action) {
+  auto j = std::make_shared<ShrinkJob>();
+  auto* cmd = app.add_subcommand(
+      "shrink",
+      "Structured pruning that physically removes channels/neurons: traces the model's graph (residual adds pruned "
+      "together, BatchNorm with its conv, flatten-aware), keeps the strongest channels of each group and writes a "
+      "smaller model for the runtime (prunus infer / bench / run)");
+  cmd->add_option("model", j->input, "Model file written by prunus (with its runtime graph)")->required();
+  cmd->add_option("-o,--out", j->out, "Smaller model to write")->required();
+  cmd->add_option("--sparsity", j->sparsity, "Fraction of each group's channels removed")->capture_default_str();
+  cmd->add_option("--criterion", j->criterion, "l1 | l2 (group norm, BatchNorm scale applied) | random")->capture_default_str();
+  cmd->add_option("--round-to", j->round_to, "Keep a multiple of this many channels per group (e.g. 8)")->capture_default_str();
+  cmd->add_option("--seed", j->seed, "Seed for --criterion random")->capture_default_str();
+  cmd->add_option("--masked", j->masked, "Also write the same-shape model with the removed channels zeroed");
+  cmd->callback([&action, j] { action = [j] { return shrink_job(*j); }; });
+}
+
 }  // namespace prunus::cli

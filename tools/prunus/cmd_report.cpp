@@ -33,6 +33,8 @@ void add_bench(CLI::App& app, Action& action) {
   cmd->add_option("--seconds", j->seconds, "Measuring time per batch size")->capture_default_str();
   cmd->add_option("--tokens", j->tokens, "Tokens decoded per timed call (llama2.c)")->capture_default_str();
   cmd->add_option("--report", j->report, "Also write FILE.json and FILE.html (plots) beside it");
+  cmd->add_option("--baseline", j->baseline,
+                  "Also time this model's dense path (e.g. the model before prunus shrink) and report the speed-up over it");
   cmd->callback([&action, j] { action = [j] { return bench_job(*j); }; });
 }
 

@@ -71,6 +71,10 @@ int bench_job(const BenchJob& job) {
   const int rounds = 5;
   const double min_round = job.seconds / rounds / 2;  // dense and sparse share the budget
   json rep = {{"job", "bench"}, {"model", job.model}, {"threads", job.threads}};
+  if (!job.baseline.empty()) {
+    if (!fs::exists(job.baseline)) fail(job.baseline, "not found");
+    rep["baseline"] = job.baseline;
+  }
   std::vector<std::vector<std::string>> table;
   json layers;
   if (job.model.ends_with(".bin")) {  // llama2.c checkpoint: decode speed
@@ -103,6 +107,7 @@ int bench_job(const BenchJob& job) {
   } else {
     json rows = json::array();
     table = {{"batch", "dense", "sparse", "speed-up", "samples/s (sparse)"}};
+    if (!job.baseline.empty()) table[0].insert(table[0].begin() + 1, {"baseline (dense)", "vs baseline"});
     for (auto b : job.batches) {
       runtime::LoadOptions lo;
       lo.batch_hint = b;
@@ -126,6 +131,23 @@ int bench_job(const BenchJob& job) {
                        fmt::format("{:.2f}x", td / ts), fmt::format("{:.0f}", double(b) / ts)});
       rows.push_back({{"batch", b}, {"dense_seconds", td}, {"sparse_seconds", ts}, {"speedup", td / ts},
                       {"max_abs_difference", err}});
+      if (!job.baseline.empty()) {
+        // Another model with the same input (e.g. the one before `prunus shrink`), on its dense path.
+        runtime::LoadOptions blo;
+        blo.batch_hint = b;
+        blo.kernel.threads = job.threads;
+        blo.dense = true;
+        const auto base = runtime::Model::load(job.baseline, blo);
+        if (base.input_size() != sparse.input_size())
+          fail(job.baseline, fmt::format("takes {} inputs per sample, {} takes {}", base.input_size(), job.model,
+                                         sparse.input_size()));
+        const double tb = time_per_call([&] { (void)base.forward(x.data(), b); }, min_round, rounds);
+        const double best = std::min(td, ts);
+        table.back().insert(table.back().begin() + 1,
+                            {fmt::format("{:.1f} us", tb * 1e6), fmt::format("{:.2f}x", tb / best)});
+        rows.back()["baseline_seconds"] = tb;
+        rows.back()["speedup_vs_baseline"] = tb / best;
+      }
       if (b == job.batches.front()) {
         layers = layers_json(sparse.layers());
         rep["runtime"] = {{"batch", b}, {"threads", job.threads}, {"layers", layers}};

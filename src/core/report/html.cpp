@@ -340,8 +340,10 @@ std::string bench_section(const json& r) {
   if (const json* lat = at(r, {"latency"}); lat && lat->is_array() && !lat->empty()) {
     std::vector<std::vector<std::string>> t{{"batch", "dense", "sparse", "speed-up"}};
     std::vector<std::string> cats;
-    std::vector<double> d, sp, su;
+    std::vector<double> d, sp, su, base, subase;
     for (const auto& x : *lat) {
+      base.push_back(num(x, {"baseline_seconds"}).value_or(NAN) * 1e6);
+      subase.push_back(num(x, {"speedup_vs_baseline"}).value_or(NAN));
       const auto b = str(x, {"batch"});
       const double td = num(x, {"dense_seconds"}).value_or(NAN), ts = num(x, {"sparse_seconds"}).value_or(NAN);
       t.push_back({b, fmt::format("{:.1f} µs", td * 1e6), fmt::format("{:.1f} µs", ts * 1e6), fmt::format("{:.2f}×", td / ts)});
@@ -349,7 +351,13 @@ std::string bench_section(const json& r) {
       d.push_back(td * 1e6), sp.push_back(ts * 1e6), su.push_back(td / ts);
     }
     svg::BarChart lc{"Latency per call (µs)", "µs", cats, {{"dense path", d}, {"sparse formats", sp}}};
+    if (at(r, {"baseline"})) {
+      t[0].push_back("baseline " + str(r, {"baseline"}));
+      for (std::size_t i = 0; i < base.size(); ++i) t[i + 1].push_back(fmt::format("{:.1f} µs", base[i]));
+      lc.groups.insert(lc.groups.begin(), {"baseline (dense)", base});
+    }
     svg::BarChart sc{"Whole-model speed-up over the dense path", "× dense", cats, {{"speed-up", su}}};
+    if (at(r, {"baseline"})) sc.groups.push_back({"over the baseline", subase});
     sc.reference = 1.0, sc.reference_label = "dense";
     s += "<h2>Whole model in the runtime</h2>" + table(t) + "<div class=\"plots\">" + svg::bar_chart(lc) +
          svg::bar_chart(sc) + "</div>";

@@ -1,0 +1,49 @@
+// prunus/shrink.h — structured pruning that physically shrinks a model (no libtorch).
+//
+// Works on any model file the runtime executes (safetensors + the prunus.graph JSON). The
+// dependency graph is traced from that graph, not hand-listed: every conv/linear output starts
+// a channel space; relu, max-pool, global average pooling and flatten carry it; an add merges
+// the spaces it adds (all members of a residual group are pruned together); BatchNorm folded
+// into a conv follows its conv; consumers are the convs (input channels) and linears (input
+// columns; after a flatten each channel owns H×W consecutive columns) that read a space. The
+// graph's input and the final output are never pruned.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace prunus::shrink {
+
+struct Options {
+  double sparsity = 0.5;          // fraction of each prunable group's channels removed
+  std::string criterion = "l2";   // l1 | l2: group norm over every producer's row (BN scale applied); random
+  std::int64_t round_to = 1;      // kept channels rounded up to a multiple of this (8, 16: hardware-friendly)
+  std::uint64_t seed = 0;         // random criterion
+};
+
+struct Group {
+  std::vector<std::string> producers;  // weights whose output channels form the group
+  std::vector<std::string> consumers;  // weights that read it
+  std::int64_t channels = 0;
+  std::vector<std::int64_t> kept;      // ascending channel indices
+};
+
+struct Plan {
+  std::vector<Group> groups;                       // prunable groups only
+  std::int64_t macs_before = 0, macs_after = 0;    // multiply-adds per sample (conv + linear)
+  std::int64_t params_before = 0, params_after = 0;
+};
+
+// Traces the graph of `path` and chooses the channels to keep. InputError naming the file for
+// a model without a graph, unknown ops, or inconsistent shapes.
+Plan plan(const std::string& path, const Options& opt);
+
+// Writes the model with the pruned channels removed (new shapes, same graph) atomically.
+void write_shrunk(const std::string& path, const Plan& plan, const std::string& out);
+// Writes the same-shape model with the pruned channels zeroed (weights, bias, BN scale and
+// shift): its outputs equal the shrunk model's, which is how tests check the rewrite.
+void write_masked(const std::string& path, const Plan& plan, const std::string& out);
+
+}  // namespace prunus::shrink

@@ -1,0 +1,375 @@
+// Structured pruning on the runtime graph: trace channel spaces, group them, keep the
+// strongest channels, rewrite the tensors. Torch-free: it reads and writes model files only.
+#include "prunus/shrink.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "prunus/io.h"
+#include "prunus/recipe.h"
+#include "prunus/report.h"
+#include "prunus/safetensors.h"
+
+namespace prunus::shrink {
+using nlohmann::json;
+
+namespace {
+
+struct Tensor {
+  std::vector<std::int64_t> shape;
+  std::vector<float> data;
+};
+
+// A conv/linear whose output channels define a space; BatchNorm folded after a conv.
+struct Producer {
+  std::string weight, bias;
+  std::string bn_weight, bn_bias, bn_mean, bn_var;
+  double eps = 1e-5;
+  int space = -1;
+};
+// A conv/linear reading a space: `unit` consecutive input columns per channel (H×W after a flatten).
+struct Consumer {
+  std::string weight;
+  int space = -1;
+  std::int64_t unit = 1;
+};
+struct OpCost {  // for multiply-add counts
+  int out_space = -1, in_space = -1;
+  std::int64_t out = 0, in = 0, per = 1;  // macs = out × in × per (per: k·k·oh·ow or unit)
+};
+
+struct Trace {
+  std::vector<int> parent;  // union-find over spaces
+  std::vector<bool> fixed;
+  std::vector<std::int64_t> channels;
+  std::vector<Producer> producers;
+  std::vector<Consumer> consumers;
+  std::vector<OpCost> costs;
+  int find(int s) { return parent[s] == s ? s : parent[s] = find(parent[s]); }
+  int add_space(std::int64_t c, bool is_fixed) {
+    parent.push_back(static_cast<int>(parent.size()));
+    fixed.push_back(is_fixed);
+    channels.push_back(c);
+    return parent.back();
+  }
+  void unite(int a, int b) {
+    a = find(a), b = find(b);
+    if (a == b) return;
+    parent[b] = a;
+    fixed[a] = fixed[a] || fixed[b];
+  }
+};
+
+struct Value {
+  int space = -1;
+  std::int64_t c = 0, h = 1, w = 1, unit = 1;  // unit: columns per channel once flattened
+};
+
+Trace trace(const safetensors::File& f) {
+  const std::string& path = f.path();
+  auto it = f.metadata().find("prunus.graph");
+  if (it == f.metadata().end()) fail(path, "no prunus.graph: structured pruning needs a model the runtime can run");
+  Trace t;
+  try {
+    const json g = json::parse(it->second);
+    const auto& in = g.at("input");
+    if (!in.is_array() || in.size() != 3) fail(path, "prunus.graph: input must be [C, H, W]");
+    std::vector<Value> slots;
+    std::map<std::string, int> names;
+    Value v0{t.add_space(in[0].get<std::int64_t>(), true), in[0].get<std::int64_t>(), in[1].get<std::int64_t>(),
+             in[2].get<std::int64_t>(), 1};
+    slots.push_back(v0);
+    names["input"] = 0;
+    int prev = 0;
+    auto slot = [&](const json& name) {
+      auto n = names.find(name.get<std::string>());
+      if (n == names.end()) fail(path, fmt::format("prunus.graph: unknown value '{}'", name.get<std::string>()));
+      return n->second;
+    };
+    auto shape_of = [&](const std::string& name) { return f.at(name).shape; };
+    for (const auto& o : g.at("ops")) {
+      const std::string kind = o.at("op").get<std::string>();
+      Value x = slots[static_cast<std::size_t>(o.contains("input") ? slot(o.at("input")) : prev)];
+      Value y = x;
+      if (kind == "normalize" || kind == "relu") {
+      } else if (kind == "flatten") {
+        y.unit = x.unit * x.h * x.w, y.h = y.w = 1;
+      } else if (kind == "global_avg_pool") {
+        y.h = y.w = 1;
+      } else if (kind == "maxpool2d") {
+        const auto k = o.value("kernel", std::int64_t(2)), s = o.value("stride", k);
+        y.h = (x.h - k) / s + 1, y.w = (x.w - k) / s + 1;
+      } else if (kind == "add") {
+        const Value a = slots[static_cast<std::size_t>(slot(o.at("inputs")[0]))];
+        const Value b = slots[static_cast<std::size_t>(slot(o.at("inputs")[1]))];
+        t.unite(a.space, b.space);
+        y = a;
+      } else if (kind == "conv2d") {
+        const std::string wn = o.at("weight").get<std::string>();
+        const auto ws = shape_of(wn);
+        if (ws.size() != 4 || ws[1] != x.c || x.unit != 1) fail(path, fmt::format("prunus.graph: conv {} does not fit its input", wn));
+        const auto stride = o.value("stride", std::int64_t(1)), pad = o.value("padding", std::int64_t(0));
+        t.consumers.push_back({wn, x.space, 1});
+        y.space = t.add_space(ws[0], false);
+        y.c = ws[0];
+        y.h = (x.h + 2 * pad - ws[2]) / stride + 1, y.w = (x.w + 2 * pad - ws[3]) / stride + 1;
+        Producer p{wn, o.value("bias", std::string())};
+        if (o.contains("bn")) {
+          const auto& bn = o.at("bn");
+          p.bn_weight = bn.at("weight"), p.bn_bias = bn.at("bias"), p.bn_mean = bn.at("running_mean");
+          p.bn_var = bn.at("running_var"), p.eps = bn.value("eps", 1e-5);
+        }
+        p.space = y.space;
+        t.producers.push_back(p);
+        t.costs.push_back({y.space, x.space, ws[0], ws[1], ws[2] * ws[3] * y.h * y.w});
+      } else if (kind == "linear") {
+        const std::string wn = o.at("weight").get<std::string>();
+        const auto ws = shape_of(wn);
+        const std::int64_t unit = x.unit * x.h * x.w;
+        if (ws.size() != 2 || ws[1] != x.c * unit) fail(path, fmt::format("prunus.graph: linear {} does not fit its input", wn));
+        t.consumers.push_back({wn, x.space, unit});
+        y = Value{t.add_space(ws[0], false), ws[0], 1, 1, 1};
+        Producer p{wn, o.value("bias", std::string())};
+        p.space = y.space;
+        t.producers.push_back(p);
+        t.costs.push_back({y.space, x.space, ws[0], ws[1] / unit, unit});
+      } else {
+        fail(path, fmt::format("prunus.graph: structured pruning does not know op '{}'", kind));
+      }
+      slots.push_back(y);
+      prev = static_cast<int>(slots.size()) - 1;
+      if (o.contains("output")) names[o.at("output").get<std::string>()] = prev;
+    }
+    t.fixed[static_cast<std::size_t>(t.find(slots[static_cast<std::size_t>(prev)].space))] = true;  // the logits
+  } catch (const json::exception& e) {
+    fail(path, std::string("prunus.graph: ") + e.what());
+  }
+  return t;
+}
+
+Tensor load(const safetensors::File& f, const std::string& name) {
+  const auto& v = f.at(name);
+  return {v.shape, v.to_f32()};
+}
+
+// Keeps `idx` (each standing for `unit` consecutive entries) along dimension `dim`.
+void select(Tensor& t, std::size_t dim, const std::vector<std::int64_t>& idx, std::int64_t unit) {
+  std::int64_t outer = 1, inner = 1;
+  for (std::size_t d = 0; d < dim; ++d) outer *= t.shape[d];
+  for (std::size_t d = dim + 1; d < t.shape.size(); ++d) inner *= t.shape[d];
+  const std::int64_t n = t.shape[dim];
+  std::vector<float> out;
+  out.reserve(static_cast<std::size_t>(outer * std::int64_t(idx.size()) * unit * inner));
+  for (std::int64_t o = 0; o < outer; ++o)
+    for (auto i : idx)
+      for (std::int64_t u = 0; u < unit; ++u) {
+        const float* src = t.data.data() + (o * n + i * unit + u) * inner;
+        out.insert(out.end(), src, src + inner);
+      }
+  t.data = std::move(out);
+  t.shape[dim] = std::int64_t(idx.size()) * unit;
+}
+
+std::vector<std::int64_t> complement(const std::vector<std::int64_t>& kept, std::int64_t n) {
+  std::vector<std::int64_t> out;
+  for (std::int64_t i = 0, k = 0; i < n; ++i) {
+    if (k < std::int64_t(kept.size()) && kept[static_cast<std::size_t>(k)] == i) ++k;
+    else out.push_back(i);
+  }
+  return out;
+}
+
+// The kept channels of every space (all channels for spaces that are not pruned).
+std::vector<std::vector<std::int64_t>> kept_by_space(Trace& t, const Plan& plan, const std::string& path) {
+  std::vector<std::vector<std::int64_t>> kept(t.parent.size());
+  for (std::size_t s = 0; s < t.parent.size(); ++s) {
+    kept[s].resize(static_cast<std::size_t>(t.channels[s]));
+    std::iota(kept[s].begin(), kept[s].end(), 0);
+  }
+  for (const auto& g : plan.groups) {
+    bool found = false;
+    for (const auto& p : t.producers)
+      if (p.weight == g.producers.front()) {
+        const int root = t.find(p.space);
+        for (std::size_t s = 0; s < t.parent.size(); ++s)
+          if (t.find(static_cast<int>(s)) == root) kept[s] = g.kept;
+        found = true;
+      }
+    if (!found) fail(path, fmt::format("the plan names {}, which this model does not have", g.producers.front()));
+  }
+  return kept;
+}
+
+void write_model(const std::string& path, const Plan& plan, const std::string& out, bool shrink) {
+  const auto f = safetensors::File::open(path);
+  Trace t = trace(f);
+  const auto kept = kept_by_space(t, plan, path);
+  std::map<std::string, Tensor> tensors;
+  std::vector<const safetensors::TensorView*> others;  // integer buffers (BatchNorm's counter): copied as they are
+  for (const auto& v : f.tensors()) {
+    if (v.dtype == safetensors::DType::F32 || v.dtype == safetensors::DType::F16 || v.dtype == safetensors::DType::BF16 ||
+        v.dtype == safetensors::DType::F64)
+      tensors[v.name] = load(f, v.name);
+    else
+      others.push_back(&v);
+  }
+  for (const auto& p : t.producers) {
+    const auto& k = kept[static_cast<std::size_t>(p.space)];
+    if (std::int64_t(k.size()) == t.channels[static_cast<std::size_t>(p.space)]) continue;
+    for (const auto& name : {p.weight, p.bias, p.bn_weight, p.bn_bias, p.bn_mean, p.bn_var}) {
+      if (name.empty()) continue;
+      auto& x = tensors.at(name);
+      if (shrink) {
+        select(x, 0, k, 1);
+      } else if (name != p.bn_mean && name != p.bn_var) {  // zero: weight rows, bias, BN scale and shift
+        const std::int64_t row = x.data.size() / static_cast<std::size_t>(x.shape[0]);
+        for (auto c : complement(k, x.shape[0])) std::fill_n(x.data.begin() + c * row, row, 0.0f);
+      }
+    }
+  }
+  if (shrink)
+    for (const auto& c : t.consumers) {
+      const auto& k = kept[static_cast<std::size_t>(c.space)];
+      if (std::int64_t(k.size()) != t.channels[static_cast<std::size_t>(c.space)]) select(tensors.at(c.weight), 1, k, c.unit);
+    }
+  std::vector<safetensors::TensorToWrite> w;
+  for (const auto& [name, x] : tensors) w.push_back({name, safetensors::DType::F32, x.shape, x.data.data()});
+  std::vector<std::vector<std::uint8_t>> raw;
+  raw.reserve(others.size());
+  for (const auto* v : others) {
+    raw.emplace_back(v->data, v->data + v->nbytes);
+    w.push_back({v->name, v->dtype, v->shape, raw.back().data()});
+  }
+  auto meta = f.metadata();
+  json groups = json::array();
+  for (const auto& g : plan.groups)
+    groups.push_back({{"producers", g.producers}, {"channels", g.channels}, {"kept", g.kept.size()}});
+  meta[shrink ? "prunus.shrunk" : "prunus.structured_mask"] = groups.dump();
+  safetensors::write(out, w, meta);
+}
+
+}  // namespace
+
+Plan plan(const std::string& path, const Options& opt) {
+  if (!(opt.sparsity >= 0 && opt.sparsity < 1)) fail("--sparsity", fmt::format("{} is outside [0, 1)", opt.sparsity));
+  if (opt.round_to < 1) fail("--round-to", "must be at least 1");
+  if (opt.criterion != "l1" && opt.criterion != "l2" && opt.criterion != "random")
+    fail("--criterion " + opt.criterion, "structured pruning knows l1, l2 and random");
+  const auto f = safetensors::File::open(path);
+  Trace t = trace(f);
+  Plan plan;
+  std::mt19937_64 rng(opt.seed);
+  std::map<int, Group> by_root;
+  for (const auto& p : t.producers) {
+    const int root = t.find(p.space);
+    if (t.fixed[static_cast<std::size_t>(root)]) continue;
+    auto& g = by_root[root];
+    g.producers.push_back(p.weight);
+    g.channels = t.channels[static_cast<std::size_t>(p.space)];
+  }
+  for (const auto& c : t.consumers)
+    if (auto it = by_root.find(t.find(c.space)); it != by_root.end()) it->second.consumers.push_back(c.weight);
+  for (auto& [root, g] : by_root) {
+    // Group score: each producer's row norm (× its BatchNorm scale), summed over the group.
+    std::vector<double> score(static_cast<std::size_t>(g.channels), 0.0);
+    for (const auto& p : t.producers) {
+      if (t.find(p.space) != root) continue;
+      const auto w = load(f, p.weight);
+      const std::int64_t row = static_cast<std::int64_t>(w.data.size()) / g.channels;
+      std::vector<float> gamma, var;
+      if (!p.bn_weight.empty()) gamma = load(f, p.bn_weight).data, var = load(f, p.bn_var).data;
+      for (std::int64_t c = 0; c < g.channels; ++c) {
+        double s = 0;
+        for (std::int64_t i = 0; i < row; ++i) {
+          const double x = w.data[static_cast<std::size_t>(c * row + i)];
+          s += opt.criterion == "l1" ? std::abs(x) : x * x;
+        }
+        if (opt.criterion == "l2") s = std::sqrt(s);
+        if (!gamma.empty()) s *= std::abs(gamma[static_cast<std::size_t>(c)]) / std::sqrt(var[static_cast<std::size_t>(c)] + p.eps);
+        score[static_cast<std::size_t>(c)] += s;
+      }
+    }
+    if (opt.criterion == "random")
+      for (auto& s : score) s = std::uniform_real_distribution<double>(0, 1)(rng);
+    std::int64_t keep = g.channels - static_cast<std::int64_t>(std::floor(opt.sparsity * double(g.channels) + 1e-9));
+    keep = std::min(g.channels, std::max<std::int64_t>(1, (keep + opt.round_to - 1) / opt.round_to * opt.round_to));
+    std::vector<std::int64_t> order(static_cast<std::size_t>(g.channels));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return score[a] > score[b]; });
+    g.kept.assign(order.begin(), order.begin() + keep);
+    std::sort(g.kept.begin(), g.kept.end());
+    plan.groups.push_back(g);
+  }
+  // Multiply-adds and parameters per sample, before and after.
+  std::vector<std::int64_t> after(t.parent.size());
+  for (std::size_t s = 0; s < t.parent.size(); ++s) after[s] = t.channels[s];
+  for (const auto& [root, g] : by_root)
+    for (std::size_t s = 0; s < t.parent.size(); ++s)
+      if (t.find(static_cast<int>(s)) == root) after[s] = static_cast<std::int64_t>(g.kept.size());
+  for (const auto& c : t.costs) {
+    plan.macs_before += c.out * c.in * c.per;
+    plan.macs_after += after[static_cast<std::size_t>(c.out_space)] * after[static_cast<std::size_t>(c.in_space)] * c.per;
+  }
+  for (const auto& v : f.tensors()) plan.params_before += v.numel();
+  plan.params_after = plan.params_before;
+  {
+    // Parameters after: the same rewrite as write_shrunk, counted.
+    const auto kept = kept_by_space(t, plan, path);
+    for (const auto& p : t.producers) {
+      const auto n = t.channels[static_cast<std::size_t>(p.space)], k = std::int64_t(kept[static_cast<std::size_t>(p.space)].size());
+      for (const auto& name : {p.weight, p.bias, p.bn_weight, p.bn_bias, p.bn_mean, p.bn_var})
+        if (!name.empty()) plan.params_after -= f.at(name).numel() / n * (n - k);
+    }
+    for (const auto& c : t.consumers) {
+      const auto n = t.channels[static_cast<std::size_t>(c.space)], k = std::int64_t(kept[static_cast<std::size_t>(c.space)].size());
+      const auto& ws = f.at(c.weight).shape;
+      // Rows of a consumer may already have been cut as a producer: count with the kept rows.
+      std::int64_t rows = ws[0];
+      for (const auto& p : t.producers)
+        if (p.weight == c.weight) rows = std::int64_t(kept[static_cast<std::size_t>(p.space)].size());
+      plan.params_after -= rows * (f.at(c.weight).numel() / ws[0] / (n * c.unit)) * (n - k) * c.unit;
+    }
+  }
+  return plan;
+}
+
+void write_shrunk(const std::string& path, const Plan& plan, const std::string& out) { write_model(path, plan, out, true); }
+void write_masked(const std::string& path, const Plan& plan, const std::string& out) { write_model(path, plan, out, false); }
+
+}  // namespace prunus::shrink
+
+namespace prunus {
+
+int shrink_job(const ShrinkJob& job) {
+  namespace fs = std::filesystem;
+  if (job.out.empty()) fail("--out", "an output file is required");
+  for (const auto& o : {job.out, job.masked})
+    if (auto d = fs::path(o).parent_path(); !o.empty() && !d.empty() && !fs::is_directory(d))
+      fail(o, "output directory does not exist");
+  shrink::Options opt{job.sparsity, job.criterion, job.round_to, job.seed};
+  const auto plan = shrink::plan(job.input, opt);
+  if (plan.groups.empty()) fail(job.input, "no channel group can be pruned (every space feeds the output)");
+  std::vector<std::vector<std::string>> table{{"group (producers)", "consumers", "channels", "kept"}};
+  for (const auto& g : plan.groups)
+    table.push_back({fmt::format("{}", fmt::join(g.producers, " + ")), fmt::format("{}", fmt::join(g.consumers, ", ")),
+                     std::to_string(g.channels), std::to_string(g.kept.size())});
+  shrink::write_shrunk(job.input, plan, job.out);
+  if (!job.masked.empty()) shrink::write_masked(job.input, plan, job.masked);
+  std::printf("%s", report::text_table(table).c_str());
+  std::printf("multiply-adds per sample %lld -> %lld (%.2fx fewer); parameters %lld -> %lld; wrote %s%s%s\n",
+              static_cast<long long>(plan.macs_before), static_cast<long long>(plan.macs_after),
+              double(plan.macs_before) / double(std::max<std::int64_t>(plan.macs_after, 1)),
+              static_cast<long long>(plan.params_before), static_cast<long long>(plan.params_after), job.out.c_str(),
+              job.masked.empty() ? "" : " and ", job.masked.c_str());
+  return 0;
+}
+
+}  // namespace prunus

@@ -1,0 +1,113 @@
+// Structured pruning that shrinks the model: the rewritten model (fewer channels) gives the
+// same outputs as the same-shape model with those channels zeroed, for an MLP, a conv net and
+// a residual net (whose add groups must be pruned together).
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "prunus/models.h"
+#include "prunus/runtime.h"
+#include "prunus/safetensors.h"
+#include "prunus/shrink.h"
+#include "test_util.h"
+
+using namespace prunus;
+
+namespace {
+
+// Random BatchNorm statistics and affine parameters, so a wrong BN rewrite shows.
+void randomize_bn(Net& net) {
+  torch::NoGradGuard ng;
+  torch::manual_seed(7);
+  for (auto& item : net.named_buffers()) {
+    auto& t = item.value();
+    if (item.key().find("running_mean") != std::string::npos) t.normal_(0, 0.3);
+    else if (item.key().find("running_var") != std::string::npos) t.uniform_(0.5, 2.0);
+  }
+  for (auto& item : net.named_parameters())
+    if (item.key().find("bn") != std::string::npos) item.value().normal_(0.2, 0.5);
+}
+
+std::vector<float> run(const std::string& path, const std::vector<float>& x, std::int64_t batch) {
+  runtime::LoadOptions lo;
+  lo.dense = true;
+  return runtime::Model::load(path, lo).forward(x.data(), batch);
+}
+
+}  // namespace
+
+class Shrink : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Shrink, ShrunkModelMatchesTheMaskedOneAndIsSmaller) {
+  test::TempDir dir;
+  auto net = make_model(GetParam());
+  randomize_bn(*net);
+  save_model(dir.file("dense.safetensors"), *net);
+  shrink::Options opt;
+  opt.sparsity = 0.5;
+  opt.round_to = 4;
+  const auto plan = shrink::plan(dir.file("dense.safetensors"), opt);
+  ASSERT_FALSE(plan.groups.empty());
+  for (const auto& g : plan.groups) {
+    EXPECT_TRUE(g.kept.size() % 4 == 0 || std::int64_t(g.kept.size()) == g.channels) << g.producers.front();
+    EXPECT_LT(std::int64_t(g.kept.size()), g.channels) << g.producers.front();
+  }
+  EXPECT_LT(plan.macs_after, plan.macs_before);
+  shrink::write_shrunk(dir.file("dense.safetensors"), plan, dir.file("shrunk.safetensors"));
+  shrink::write_masked(dir.file("dense.safetensors"), plan, dir.file("masked.safetensors"));
+  // The parameter count the plan predicted is what was written.
+  std::int64_t written = 0;
+  const auto shrunk = safetensors::File::open(dir.file("shrunk.safetensors"));
+  for (const auto& v : shrunk.tensors()) written += v.numel();
+  EXPECT_EQ(written, plan.params_after);
+  EXPECT_LT(plan.params_after, plan.params_before);
+
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(0, 1);
+  std::vector<float> x(3 * 28 * 28);
+  for (auto& v : x) v = u(rng);
+  const auto ys = run(dir.file("shrunk.safetensors"), x, 3), ym = run(dir.file("masked.safetensors"), x, 3),
+             yd = run(dir.file("dense.safetensors"), x, 3);
+  ASSERT_EQ(ys.size(), ym.size());
+  double scale = 0, err = 0, moved = 0;
+  for (std::size_t i = 0; i < ys.size(); ++i) {
+    scale = std::max(scale, double(std::abs(ym[i])));
+    err = std::max(err, double(std::abs(ys[i] - ym[i])));
+    moved = std::max(moved, double(std::abs(yd[i] - ym[i])));
+  }
+  EXPECT_LE(err, 1e-4 * std::max(scale, 1.0)) << "shrunk and masked outputs differ";
+  EXPECT_GT(moved, 1e-3) << "pruning changed nothing: the comparison would not catch a wrong rewrite";
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, Shrink, ::testing::Values("lenet300", "lenet5", "resnet"));
+
+TEST(Shrink, ResidualAddsArePrunedAsOneGroupAndTheLogitsNever) {
+  test::TempDir dir;
+  auto net = make_model("resnet");
+  save_model(dir.file("r.safetensors"), *net);
+  const auto plan = shrink::plan(dir.file("r.safetensors"), {});
+  bool stem_group = false;
+  for (const auto& g : plan.groups) {
+    auto has = [&](const std::string& n) { return std::find(g.producers.begin(), g.producers.end(), n) != g.producers.end(); };
+    // stem → layer1 (no downsampling): the block's output is stem + layer1.bn2(conv2), one space.
+    if (has("stem.weight")) {
+      stem_group = true;
+      EXPECT_TRUE(has("layer1.conv2.weight"));
+      EXPECT_EQ(g.producers.size(), 2u);
+    }
+    EXPECT_FALSE(has("fc.weight"));
+  }
+  EXPECT_TRUE(stem_group);
+}
+
+TEST(Shrink, ModelsWithoutAGraphAndBadOptionsAreRejected) {
+  test::TempDir dir;
+  const float w[4] = {1, 2, 3, 4};
+  safetensors::write(dir.file("plain.safetensors"), {{"w", safetensors::DType::F32, {2, 2}, w}});
+  EXPECT_THROW(shrink::plan(dir.file("plain.safetensors"), {}), InputError);
+  auto net = make_model("lenet300");
+  save_model(dir.file("m.safetensors"), *net);
+  shrink::Options o;
+  o.sparsity = 1.0;
+  EXPECT_THROW(shrink::plan(dir.file("m.safetensors"), o), InputError);
+}
