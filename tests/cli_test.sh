@@ -157,6 +157,14 @@ grep -q 'allocation for 80.00% overall (80.00% after rounding' "$T/sens.out" && 
 [[ $(grep -o 'class="marker"' "$T/sens.html" | wc -l) -eq 3 ]] && grep -q '"allocation"' "$T/sens.json" \
   && ok "sensitivity: sens.json + sens.html with the allocation ringed on each of 3 curves" \
   || bad "sensitivity report: $(ls "$T" | grep sens)"
+# Structured pruning that shrinks the model; the smaller file runs in the runtime only.
+"$PRUNUS" shrink "$T/dense.safetensors" -o "$T/shrunk.safetensors" --sparsity 0.5 --round-to 8 >"$T/shrink.out" 2>&1 \
+  && grep -q 'fc1.weight .* 300 .*152' "$T/shrink.out" && ok "shrink: fc1 300 -> 152 neurons (half, rounded up to 8)" \
+  || bad "shrink: $(cat "$T/shrink.out")"
+"$PRUNUS" infer "$T/shrunk.safetensors" --test-limit 200 >"$T/shrunk.infer" 2>&1 && grep -q 'fc1 .*152x784' "$T/shrunk.infer" \
+  && ok "the shrunk model runs in the runtime with its new shapes" || bad "infer shrunk: $(tail -3 "$T/shrunk.infer")"
+expect_error "shrunk model in a training verb" "a shrunk model (prunus shrink)" \
+  "$PRUNUS" prune "$T/shrunk.safetensors" --sparsity 0.5 -o "$T/x.safetensors"
 expect_error "sensitivity: bad level" "level 1.5 is outside (0, 1)" "$PRUNUS" sensitivity "$T/dense.safetensors" -o "$T/s.csv" --levels 0.5,1.5
 
 # Determinism across thread counts: LeNet-300-100 (Linear layers) gives the same bytes with 1 and

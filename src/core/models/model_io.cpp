@@ -80,6 +80,9 @@ std::shared_ptr<Net> load_model(const std::string& path) {
   auto it = f.metadata().find("prunus.arch");
   if (it == f.metadata().end())
     fail(path, "not a Prunus model: __metadata__ has no 'prunus.arch' (which architecture?)");
+  if (f.metadata().count("prunus.shrunk"))
+    fail(path, "a shrunk model (prunus shrink) has new layer sizes: it runs in the runtime (prunus infer, bench, run), "
+               "not in the training verbs");
   std::shared_ptr<Net> net;
   try {
     net = make_model(it->second);

@@ -293,14 +293,19 @@ std::vector<float> Model::forward(const float* x, std::int64_t batch) const {
           for (std::int64_t y = 0; y < os.h; ++y)
             for (std::int64_t x0 = 0; x0 < os.w; ++x0) {
               float* row = &cols[((n * os.h + y) * os.w + x0) * width];
+              // One contiguous run per kernel row: in NHWC the taps kx..kx+m of a row and their
+              // channels are adjacent both in the input and in the im2col row. (A copy per tap
+              // cost more than the GEMM for LeNet-5's one-channel first conv.)
+              const std::int64_t ix0 = x0 * op.stride - op.padding;
+              const std::int64_t kx0 = std::max<std::int64_t>(0, -ix0), kx1 = std::min<std::int64_t>(k, is.w - ix0);
+              if (kx0 >= kx1) continue;
+              const std::int64_t run = (kx1 - kx0) * is.c;
               for (std::int64_t ky = 0; ky < k; ++ky) {
                 const std::int64_t iy = y * op.stride - op.padding + ky;
                 if (iy < 0 || iy >= is.h) continue;
-                for (std::int64_t kx = 0; kx < k; ++kx) {
-                  const std::int64_t ix = x0 * op.stride - op.padding + kx;
-                  if (ix < 0 || ix >= is.w) continue;
-                  std::copy_n(&a[((n * is.h + iy) * is.w + ix) * is.c], is.c, row + (ky * k + kx) * is.c);
-                }
+                const float* src = &a[((n * is.h + iy) * is.w + ix0 + kx0) * is.c];
+                float* dst = row + (ky * k + kx0) * is.c;
+                for (std::int64_t i = 0; i < run; ++i) dst[i] = src[i];
               }
             }
         lin.forward(cols.data(), positions, out.data());
