@@ -163,8 +163,10 @@ grep -q 'allocation for 80.00% overall (80.00% after rounding' "$T/sens.out" && 
   || bad "shrink: $(cat "$T/shrink.out")"
 "$PRUNUS" infer "$T/shrunk.safetensors" --test-limit 200 >"$T/shrunk.infer" 2>&1 && grep -q 'fc1 .*152x784' "$T/shrunk.infer" \
   && ok "the shrunk model runs in the runtime with its new shapes" || bad "infer shrunk: $(tail -3 "$T/shrunk.infer")"
-expect_error "shrunk model in a training verb" "a shrunk model (prunus shrink)" \
-  "$PRUNUS" prune "$T/shrunk.safetensors" --sparsity 0.5 -o "$T/x.safetensors"
+"$PRUNUS" finetune "$T/shrunk.safetensors" --epochs 1 --train-limit 2000 --test-limit 500 --no-progress \
+  -o "$T/shrunk_ft.safetensors" >"$T/shrunk_ft.out" 2>&1 && "$PRUNUS" inspect "$T/shrunk_ft.safetensors" --formats off \
+  | grep -q 'fc1.weight .*\[152, 784\]' && ok "the shrunk model fine-tunes in libtorch and keeps its shapes" \
+  || bad "finetune shrunk: $(tail -3 "$T/shrunk_ft.out")"
 expect_error "sensitivity: bad level" "level 1.5 is outside (0, 1)" "$PRUNUS" sensitivity "$T/dense.safetensors" -o "$T/s.csv" --levels 0.5,1.5
 
 # Determinism across thread counts: LeNet-300-100 (Linear layers) gives the same bytes with 1 and

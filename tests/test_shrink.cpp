@@ -5,6 +5,7 @@
 
 #include <random>
 
+#include "prunus/data.h"
 #include "prunus/models.h"
 #include "prunus/runtime.h"
 #include "prunus/safetensors.h"
@@ -77,6 +78,17 @@ TEST_P(Shrink, ShrunkModelMatchesTheMaskedOneAndIsSmaller) {
   }
   EXPECT_LE(err, 1e-4 * std::max(scale, 1.0)) << "shrunk and masked outputs differ";
   EXPECT_GT(moved, 1e-3) << "pruning changed nothing: the comparison would not catch a wrong rewrite";
+
+  // The shrunk file reloads in libtorch with its new widths and computes the same function.
+  auto small = load_model(dir.file("shrunk.safetensors"));
+  small->eval();
+  torch::NoGradGuard ng;
+  auto xt = (torch::from_blob(x.data(), {3, 1, 28, 28}).clone() - data::kPixelMean) / data::kPixelStd;
+  auto yt = small->forward(xt).contiguous();
+  double terr = 0;
+  for (std::size_t i = 0; i < ys.size(); ++i) terr = std::max(terr, double(std::abs(yt.data_ptr<float>()[i] - ys[i])));
+  EXPECT_LE(terr, 1e-4 * std::max(scale, 1.0)) << "libtorch forward of the shrunk model differs from the runtime's";
+  EXPECT_LT(small->parameters()[0].numel(), net->parameters()[0].numel());
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, Shrink, ::testing::Values("lenet300", "lenet5", "resnet"));

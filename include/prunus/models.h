@@ -16,22 +16,35 @@
 
 namespace prunus {
 
+// Output channels per layer (torch name without ".weight"), for models whose layers were
+// shrunk by structured pruning; a layer not listed keeps the architecture's default.
+using Widths = std::map<std::string, std::int64_t>;
+
 // Every Prunus model: a torch::nn::Module with a forward and its architecture name.
 class Net : public torch::nn::Module {
  public:
-  explicit Net(std::string arch) : arch_(std::move(arch)) {}
+  explicit Net(std::string arch, Widths widths = {}) : arch_(std::move(arch)), widths_(std::move(widths)) {}
   virtual torch::Tensor forward(torch::Tensor x) = 0;  // [N,1,28,28] → logits [N,10]
   const std::string& arch() const { return arch_; }
+  const Widths& widths() const { return widths_; }
   // The graph the libtorch-free runtime executes (prunus/runtime.h), as JSON over raw
   // inputs (pixel / 255); empty when the runtime cannot run this architecture yet.
   virtual std::string runtime_graph() const { return ""; }
 
+ protected:
+  std::int64_t width(const std::string& layer, std::int64_t fallback) const {
+    auto it = widths_.find(layer);
+    return it == widths_.end() ? fallback : it->second;
+  }
+
  private:
   std::string arch_;
+  Widths widths_;
 };
 
 // "lenet300" (LeNet-300-100), "lenet5", "resnet" (a small residual CNN with BatchNorm).
-std::shared_ptr<Net> make_model(const std::string& arch);
+// `widths` overrides layer sizes (load_model reads them from a shrunk model's tensors).
+std::shared_ptr<Net> make_model(const std::string& arch, const Widths& widths = {});
 
 // The weights a sparsifier prunes: every Linear/Conv weight (dim ≥ 2), in module order.
 std::vector<std::pair<std::string, torch::Tensor>> prunable_weights(Net& net);

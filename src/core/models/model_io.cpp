@@ -80,12 +80,15 @@ std::shared_ptr<Net> load_model(const std::string& path) {
   auto it = f.metadata().find("prunus.arch");
   if (it == f.metadata().end())
     fail(path, "not a Prunus model: __metadata__ has no 'prunus.arch' (which architecture?)");
-  if (f.metadata().count("prunus.shrunk"))
-    fail(path, "a shrunk model (prunus shrink) has new layer sizes: it runs in the runtime (prunus infer, bench, run), "
-               "not in the training verbs");
+  // Layer widths come from the file: a model shrunk by structured pruning has fewer channels
+  // than the architecture's defaults. Every shape is still checked against the built model.
+  Widths widths;
+  for (const auto& v : f.tensors())
+    if (v.name.size() > 7 && v.name.ends_with(".weight") && (v.shape.size() == 2 || v.shape.size() == 4))
+      widths[v.name.substr(0, v.name.size() - 7)] = v.shape[0];
   std::shared_ptr<Net> net;
   try {
-    net = make_model(it->second);
+    net = make_model(it->second, widths);
   } catch (const InputError& e) {
     fail(path, e.what());
   }

@@ -15,10 +15,11 @@ namespace {
 // LeNet-300-100 (LeCun et al. 1998; the network of Han et al. 2015's pruning results).
 class LeNet300 : public Net {
  public:
-  LeNet300() : Net("lenet300") {
-    fc1 = register_module("fc1", nn::Linear(784, 300));
-    fc2 = register_module("fc2", nn::Linear(300, 100));
-    fc3 = register_module("fc3", nn::Linear(100, 10));
+  explicit LeNet300(const Widths& w) : Net("lenet300", w) {
+    const auto h1 = width("fc1", 300), h2 = width("fc2", 100);
+    fc1 = register_module("fc1", nn::Linear(784, h1));
+    fc2 = register_module("fc2", nn::Linear(h1, h2));
+    fc3 = register_module("fc3", nn::Linear(h2, 10));
   }
   std::string runtime_graph() const override {
     return fmt::format(
@@ -40,12 +41,13 @@ class LeNet300 : public Net {
 // LeNet-5 with ReLU and max pooling (conv 6@5×5 pad 2, conv 16@5×5, fc 120-84-10).
 class LeNet5 : public Net {
  public:
-  LeNet5() : Net("lenet5") {
-    conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(1, 6, 5).padding(2)));
-    conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(6, 16, 5)));
-    fc1 = register_module("fc1", nn::Linear(16 * 5 * 5, 120));
-    fc2 = register_module("fc2", nn::Linear(120, 84));
-    fc3 = register_module("fc3", nn::Linear(84, 10));
+  explicit LeNet5(const Widths& w) : Net("lenet5", w) {
+    const auto c1 = width("conv1", 6), c2 = width("conv2", 16), f1 = width("fc1", 120), f2 = width("fc2", 84);
+    conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(1, c1, 5).padding(2)));
+    conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(c1, c2, 5)));
+    fc1 = register_module("fc1", nn::Linear(c2 * 5 * 5, f1));
+    fc2 = register_module("fc2", nn::Linear(f1, f2));
+    fc3 = register_module("fc3", nn::Linear(f2, 10));
   }
   std::string runtime_graph() const override {
     return fmt::format(
@@ -74,10 +76,11 @@ class LeNet5 : public Net {
 // Basic residual block: conv-bn-relu-conv-bn + shortcut (1×1 conv-bn when shape changes).
 class BasicBlockImpl : public nn::Module {
  public:
-  BasicBlockImpl(int64_t in, int64_t out, int64_t stride) {
-    conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(false)));
-    bn1 = register_module("bn1", nn::BatchNorm2d(out));
-    conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(out, out, 3).padding(1).bias(false)));
+  // in → mid (conv1) → out (conv2), plus the shortcut; mid differs from out once shrunk.
+  BasicBlockImpl(int64_t in, int64_t mid, int64_t out, int64_t stride) {
+    conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(in, mid, 3).stride(stride).padding(1).bias(false)));
+    bn1 = register_module("bn1", nn::BatchNorm2d(mid));
+    conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(mid, out, 3).padding(1).bias(false)));
     bn2 = register_module("bn2", nn::BatchNorm2d(out));
     if (stride != 1 || in != out) {
       down_conv = register_module("down_conv", nn::Conv2d(nn::Conv2dOptions(in, out, 1).stride(stride).bias(false)));
@@ -98,13 +101,16 @@ TORCH_MODULE(BasicBlock);
 // A small ResNet for 28×28 inputs: stem 16 ch, stages of 16/32/64 channels.
 class ResNetSmall : public Net {
  public:
-  ResNetSmall() : Net("resnet") {
-    stem = register_module("stem", nn::Conv2d(nn::Conv2dOptions(1, 16, 3).padding(1).bias(false)));
-    stem_bn = register_module("stem_bn", nn::BatchNorm2d(16));
-    layer1 = register_module("layer1", BasicBlock(16, 16, 1));
-    layer2 = register_module("layer2", BasicBlock(16, 32, 2));
-    layer3 = register_module("layer3", BasicBlock(32, 64, 2));
-    fc = register_module("fc", nn::Linear(64, 10));
+  explicit ResNetSmall(const Widths& w) : Net("resnet", w) {
+    // The stem and layer1's output are added, so they share one width (as do a block's conv2
+    // and its shortcut).
+    const auto s = width("stem", 16), o2 = width("layer2.conv2", 32), o3 = width("layer3.conv2", 64);
+    stem = register_module("stem", nn::Conv2d(nn::Conv2dOptions(1, s, 3).padding(1).bias(false)));
+    stem_bn = register_module("stem_bn", nn::BatchNorm2d(s));
+    layer1 = register_module("layer1", BasicBlock(s, width("layer1.conv1", 16), s, 1));
+    layer2 = register_module("layer2", BasicBlock(s, width("layer2.conv1", 32), o2, 2));
+    layer3 = register_module("layer3", BasicBlock(o2, width("layer3.conv1", 64), o3, 2));
+    fc = register_module("fc", nn::Linear(o3, 10));
   }
   // BatchNorm runs folded into the convolution before it (eval mode).
   std::string runtime_graph() const override {
@@ -150,10 +156,12 @@ class ResNetSmall : public Net {
 
 }  // namespace
 
-std::shared_ptr<Net> make_model(const std::string& arch) {
-  if (arch == "lenet300") return std::make_shared<LeNet300>();
-  if (arch == "lenet5") return std::make_shared<LeNet5>();
-  if (arch == "resnet") return std::make_shared<ResNetSmall>();
+std::shared_ptr<Net> make_model(const std::string& arch, const Widths& widths) {
+  for (const auto& [layer, w] : widths)
+    if (w < 1 || w > (1 << 20)) fail("model '" + arch + "'", fmt::format("layer {} has width {}", layer, w));
+  if (arch == "lenet300") return std::make_shared<LeNet300>(widths);
+  if (arch == "lenet5") return std::make_shared<LeNet5>(widths);
+  if (arch == "resnet") return std::make_shared<ResNetSmall>(widths);
   fail("model '" + arch + "'", fmt::format("unknown architecture (known: {})", fmt::join(model_names(), ", ")));
 }
 

@@ -174,7 +174,7 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
 
   // Stage 2: prune while fine-tuning (or one-shot when there is no fine-tuning).
   sw = Stopwatch();
-  auto sparse = make_model(dense->arch());
+  auto sparse = make_model(dense->arch(), dense->widths());
   copy_state(*sparse, *dense);
   const std::int64_t steps_per_epoch = (train.size() + r.finetune.batch_size - 1) / r.finetune.batch_size;
   auto sp = Sparsifier::from_config(pruned_params(*sparse), r.prune, steps_per_epoch, r.seed);
