@@ -14,10 +14,12 @@ fails=0 interrupts=0
 ms_now() { echo $(( $(date +%s%N) / 1000000 )); }
 sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
 
-# job NAME OUTPUT-FILE-TO-COMPARE OUT-ARG... -- COMMAND...: one uninterrupted reference run, then
-# TRIALS runs interrupted at random delays (each resumed and re-interrupted until it finishes).
+# job NAME RESULT-SUFFIX READY COMMAND...: one uninterrupted reference run, then TRIALS runs
+# interrupted at random delays (each resumed and re-interrupted until it finishes). READY, when
+# not empty, is a log line to wait for before the delay starts (work under way). Trial 0 waits
+# half the run, so every job is interrupted at least once.
 job() {
-  local name=$1 result=$2; shift 2
+  local name=$1 result=$2 ready=$3; shift 3
   local -a cmd=("$@")
   local ref="$T/$name.ref" start full_ms
   rm -rf "$T"/out*
@@ -25,18 +27,25 @@ job() {
   "${cmd[@]}" >"$T/log" 2>&1 || { echo "FAIL - $name: reference run failed: $(tail -2 "$T/log")"; fails=$((fails + 1)); return; }
   full_ms=$(( $(ms_now) - start ))
   cp "$T/out$result" "$ref"
+  local job_interrupts=0
   for ((trial = 0; trial < TRIALS; trial++)); do
     rm -rf "$T"/out*
     local -a delays=() resume=() rc=1 attempts=0
     while [[ $rc -ne 0 && $attempts -lt 12 ]]; do
       "${cmd[@]}" "${resume[@]}" >"$T/log" 2>&1 &
-      local pid=$! d=$(( RANDOM % (full_ms + 1) ))
+      local pid=$! d=$(( RANDOM % (full_ms + 1) )) t0
+      [[ $trial -eq 0 && $attempts -eq 0 ]] && d=$(( full_ms / 2 ))
+      t0=$(ms_now)
+      if [[ -n "$ready" ]]; then
+        for _ in $(seq 1 600); do grep -q "$ready" "$T/log" && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.01; done
+        d=$(( d * (full_ms - ($(ms_now) - t0)) / (full_ms + 1) )); [[ $d -lt 0 ]] && d=0
+      fi
       sleep_ms "$d"
       kill -INT "$pid" 2>/dev/null
       wait "$pid"; rc=$?
       delays+=("${d}ms:rc$rc")
       if [[ $rc -ne 0 && $rc -ne 130 ]]; then break; fi
-      [[ $rc -eq 130 ]] && interrupts=$((interrupts + 1))
+      [[ $rc -eq 130 ]] && interrupts=$((interrupts + 1)) && job_interrupts=$((job_interrupts + 1))
       resume=(--resume); attempts=$((attempts + 1))
     done
     if [[ $rc -eq 0 ]] && cmp -s "$ref" "$T/out$result"; then
@@ -48,11 +57,12 @@ job() {
       echo "FAIL - $name trial $trial: checkpoint left after the finished run"; fails=$((fails + 1))
     fi
   done
+  if [[ $job_interrupts -eq 0 ]]; then echo "FAIL - $name: no trial caught the job mid-run"; fails=$((fails + 1)); fi
 }
 
 DATA=${PRUNUS_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 if [[ -f "$DATA/train-images-idx3-ubyte" || -f "$DATA/train-images-idx3-ubyte.gz" ]]; then
-  job train "" "$PRUNUS" train --epochs 3 --train-limit 12000 --test-limit 500 --seed 5 --data "$DATA" --no-progress -o "$T/out"
+  job train "" "" "$PRUNUS" train --epochs 3 --train-limit 12000 --test-limit 500 --seed 5 --data "$DATA" --no-progress -o "$T/out"
   cat >"$T/gradual.yaml" <<YAML
 model: lenet300
 seed: 9
@@ -61,13 +71,13 @@ train: {epochs: 2, lr: 0.05}
 prune: {sparsity: 0.8, scope: global, schedule: {kind: gradual, begin_epoch: 0, end_epoch: 2, frequency: 20}}
 finetune: {epochs: 3, lr: 0.02}
 YAML
-  job recipe /sparse.safetensors "$PRUNUS" run "$T/gradual.yaml" --no-progress -o "$T/out"
+  job recipe /sparse.safetensors "" "$PRUNUS" run "$T/gradual.yaml" --no-progress -o "$T/out"
 else
   echo "SKIPPED: train and recipe resume: Fashion-MNIST not found in $DATA"; fails=$((fails + 1))
 fi
 if [[ -n "$SHARED" && -f "$SHARED/models/stories260K.bin" ]]; then
-  job oneshot .bin "$PRUNUS" oneshot "$SHARED/models/stories260K.bin" --method sparsegpt --sparsity 0.5 \
-    --calib "$SHARED/data/tinystories_valid.txt" --nsamples 16 --no-progress -o "$T/out.bin"
+  job oneshot .bin "block 1/" "$PRUNUS" oneshot "$SHARED/models/stories260K.bin" --method sparsegpt --sparsity 0.5 \
+    --calib "$SHARED/data/tinystories_valid.txt" --nsamples 16 -o "$T/out.bin"
 else
   echo "SKIPPED: oneshot resume: $SHARED/models/stories260K.bin not found (the shared test data)"
 fi
