@@ -7,12 +7,17 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <random>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <torch/torch.h>
+
+#include "prunus/data.h"
 #include "prunus/io.h"
+#include "prunus/models.h"
 #include "prunus/recipe.h"
 #include "prunus/report.h"
 #include "prunus/runtime.h"
@@ -43,6 +48,23 @@ double time_per_call(F&& call, double min_round, int rounds) {
   }
   std::sort(per_call.begin(), per_call.end());
   return per_call[per_call.size() / 2];
+}
+
+// libtorch's forward of a Prunus model file on the same raw inputs (normalised as the graph
+// does), one call per timed iteration; nullopt when libtorch cannot build this file's model.
+std::optional<double> libtorch_time(const std::string& path, const std::vector<float>& x, std::int64_t batch,
+                                    double min_round, int rounds) {
+  std::shared_ptr<Net> net;
+  try {
+    net = load_model(path);
+  } catch (const InputError&) {
+    return std::nullopt;
+  }
+  if (static_cast<std::int64_t>(x.size()) != batch * 28 * 28) return std::nullopt;
+  net->eval();
+  torch::NoGradGuard ng;
+  auto xt = (torch::from_blob(const_cast<float*>(x.data()), {batch, 1, 28, 28}).clone() - data::kPixelMean) / data::kPixelStd;
+  return time_per_call([&] { (void)net->forward(xt); }, min_round, rounds);
 }
 
 json layers_json(const std::vector<runtime::LayerInfo>& layers) {
@@ -106,8 +128,12 @@ int bench_job(const BenchJob& job) {
     rep["runtime"] = {{"batch", 1}, {"threads", job.threads}, {"layers", layers}};
   } else {
     json rows = json::array();
-    table = {{"batch", "dense", "sparse", "speed-up", "samples/s (sparse)"}};
-    if (!job.baseline.empty()) table[0].insert(table[0].begin() + 1, {"baseline (dense)", "vs baseline"});
+    table = {{"batch", "dense", "sparse", "speed-up", "samples/s (sparse)", "libtorch"}};
+    if (!job.baseline.empty()) {
+      table[0].insert(table[0].begin() + 1, {"baseline (dense)", "vs baseline"});
+      table[0].push_back("libtorch baseline");
+      table[0].push_back("libtorch vs baseline");
+    }
     for (auto b : job.batches) {
       runtime::LoadOptions lo;
       lo.batch_hint = b;
@@ -131,6 +157,11 @@ int bench_job(const BenchJob& job) {
                        fmt::format("{:.2f}x", td / ts), fmt::format("{:.0f}", double(b) / ts)});
       rows.push_back({{"batch", b}, {"dense_seconds", td}, {"sparse_seconds", ts}, {"speedup", td / ts},
                       {"max_abs_difference", err}});
+      // libtorch's own forward of the same file: the other dense path a user has.
+      torch::set_num_threads(job.threads);
+      const auto tt = libtorch_time(job.model, x, b, min_round, rounds);
+      table.back().push_back(tt ? fmt::format("{:.1f} us", *tt * 1e6) : "-");
+      if (tt) rows.back()["libtorch_seconds"] = *tt;
       if (!job.baseline.empty()) {
         // Another model with the same input (e.g. the one before `prunus shrink`), on its dense path.
         runtime::LoadOptions blo;
@@ -147,6 +178,10 @@ int bench_job(const BenchJob& job) {
                             {fmt::format("{:.1f} us", tb * 1e6), fmt::format("{:.2f}x", tb / best)});
         rows.back()["baseline_seconds"] = tb;
         rows.back()["speedup_vs_baseline"] = tb / best;
+        const auto tbt = libtorch_time(job.baseline, x, b, min_round, rounds);
+        table.back().push_back(tbt ? fmt::format("{:.1f} us", *tbt * 1e6) : "-");
+        table.back().push_back(tbt && tt ? fmt::format("{:.2f}x", *tbt / *tt) : "-");
+        if (tbt) rows.back()["baseline_libtorch_seconds"] = *tbt;
       }
       if (b == job.batches.front()) {
         layers = layers_json(sparse.layers());
