@@ -120,7 +120,12 @@ int run_model(const RunModelOptions& o) {
     for (std::int64_t k = 0; k < b; ++k) {
       const float* row = logits.data() + k * model.output_size();
       const auto arg = std::max_element(row, row + model.output_size()) - row;
-      out += std::to_string(arg) + "\n";
+      if (o.logits) {
+        for (std::int64_t c = 0; c < model.output_size(); ++c) out += fmt::format("{}{:.9g}", c ? " " : "", row[c]);
+        out += "\n";
+      } else {
+        out += std::to_string(arg) + "\n";
+      }
       if (!labels.empty()) correct += arg == labels[i + k];
     }
   }

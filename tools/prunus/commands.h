@@ -45,11 +45,13 @@ void add_llm(CLI::App& app, Action& action);
 void add_report(CLI::App& app, Action& action);
 void add_bench(CLI::App& app, Action& action);
 void add_shrink(CLI::App& app, Action& action);
+void add_export(CLI::App& app, Action& action);
 // `prunus run MODEL.safetensors INPUT`: the runtime on an IDX image file (cmd_infer.cpp).
 struct RunModelOptions {
   std::string model, input, labels;
   std::int64_t batch = 1;
   int threads = 1;
+  bool logits = false;  // print each sample's logits instead of its class
 };
 int run_model(const RunModelOptions& o);
 

@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   prunus::cli::add_report(app, action);
   prunus::cli::add_bench(app, action);
   prunus::cli::add_shrink(app, action);
+  prunus::cli::add_export(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -1,0 +1,199 @@
+// ONNX export from the runtime graph: each graph op becomes the ONNX node(s) with the same
+// meaning (the runtime computes in NHWC internally, but the graph's semantics — and its
+// flatten order, C×H×W — are PyTorch's NCHW ones, which are ONNX's too).
+#include "prunus/export.h"
+
+#include <map>
+#include <set>
+#include <vector>
+
+#include <onnx/onnx_pb.h>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "prunus/io.h"
+#include "prunus/safetensors.h"
+
+namespace prunus::exporter {
+using nlohmann::json;
+
+namespace {
+
+struct Builder {
+  onnx::GraphProto* g;
+  const safetensors::File& f;
+  std::set<std::string> done;
+  int counter = 0;
+
+  std::string fresh(const std::string& stem) { return fmt::format("{}_{}", stem, counter++); }
+  // A weight from the model file as a float initializer (once per name).
+  std::string tensor(const std::string& name) {
+    if (done.insert(name).second) {
+      const auto& v = f.at(name);
+      const auto data = v.to_f32();
+      auto* t = g->add_initializer();
+      t->set_name(name);
+      t->set_data_type(onnx::TensorProto::FLOAT);
+      for (auto d : v.shape) t->add_dims(d);
+      t->set_raw_data(std::string(reinterpret_cast<const char*>(data.data()), data.size() * sizeof(float)));
+    }
+    return name;
+  }
+  std::string scalar(float value) {
+    const std::string name = fresh("const");
+    auto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    t->set_raw_data(std::string(reinterpret_cast<const char*>(&value), sizeof value));
+    return name;
+  }
+  onnx::NodeProto* node(const std::string& op, std::vector<std::string> in, const std::string& out) {
+    auto* n = g->add_node();
+    n->set_op_type(op);
+    n->set_name(out);
+    for (const auto& i : in) n->add_input(i);
+    n->add_output(out);
+    return n;
+  }
+  static void ints(onnx::NodeProto* n, const char* name, std::vector<std::int64_t> v) {
+    auto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::INTS);
+    for (auto x : v) a->add_ints(x);
+  }
+  static void integer(onnx::NodeProto* n, const char* name, std::int64_t v) {
+    auto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::INT);
+    a->set_i(v);
+  }
+  static void real(onnx::NodeProto* n, const char* name, float v) {
+    auto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::FLOAT);
+    a->set_f(v);
+  }
+};
+
+void value_info(onnx::ValueInfoProto* v, const std::string& name, std::vector<std::int64_t> dims) {
+  v->set_name(name);
+  auto* tt = v->mutable_type()->mutable_tensor_type();
+  tt->set_elem_type(onnx::TensorProto::FLOAT);
+  auto* shape = tt->mutable_shape();
+  shape->add_dim()->set_dim_param("N");
+  for (auto d : dims) shape->add_dim()->set_dim_value(d);
+}
+
+}  // namespace
+
+void write_onnx(const std::string& model_path, const std::string& out_path) {
+  const auto f = safetensors::File::open(model_path);
+  auto it = f.metadata().find("prunus.graph");
+  if (it == f.metadata().end()) fail(model_path, "no prunus.graph: ONNX export needs a model the runtime can run");
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.set_producer_name("prunus");
+  m.set_producer_version(version());
+  auto* opset = m.add_opset_import();
+  opset->set_domain("");
+  opset->set_version(13);
+  auto* g = m.mutable_graph();
+  g->set_name(f.metadata().count("prunus.arch") ? f.metadata().at("prunus.arch") : "prunus");
+  Builder b{g, f};
+  try {
+    const json graph = json::parse(it->second);
+    const auto& in = graph.at("input");
+    std::vector<std::int64_t> in_dims;
+    for (const auto& d : in) in_dims.push_back(d.get<std::int64_t>());
+    value_info(g->add_input(), "pixels", in_dims);
+    // Each value: its ONNX name and rank (4: N,C,H,W; 2: N,features).
+    struct Val {
+      std::string name;
+      int rank;
+    };
+    std::map<std::string, Val> named{{"input", {"pixels", 4}}};
+    Val prev{"pixels", 4};
+    auto lookup = [&](const json& name) {
+      auto n = named.find(name.get<std::string>());
+      if (n == named.end()) fail(model_path, fmt::format("prunus.graph: unknown value '{}'", name.get<std::string>()));
+      return n->second;
+    };
+    for (const auto& o : graph.at("ops")) {
+      const std::string kind = o.at("op").get<std::string>();
+      const Val x = o.contains("input") ? lookup(o.at("input")) : prev;
+      Val y{b.fresh(kind), x.rank};
+      if (kind == "normalize") {
+        const std::string centred = b.fresh("centred");
+        b.node("Sub", {x.name, b.scalar(o.at("mean").get<float>())}, centred);
+        b.node("Div", {centred, b.scalar(o.at("std").get<float>())}, y.name);
+      } else if (kind == "relu") {
+        b.node("Relu", {x.name}, y.name);
+      } else if (kind == "flatten") {
+        Builder::integer(b.node("Flatten", {x.name}, y.name), "axis", 1);
+        y.rank = 2;
+      } else if (kind == "add") {
+        b.node("Add", {lookup(o.at("inputs")[0]).name, lookup(o.at("inputs")[1]).name}, y.name);
+        y.rank = lookup(o.at("inputs")[0]).rank;
+      } else if (kind == "global_avg_pool") {
+        b.node("GlobalAveragePool", {x.name}, y.name);
+      } else if (kind == "maxpool2d") {
+        const auto k = o.value("kernel", std::int64_t(2)), s = o.value("stride", k);
+        auto* n = b.node("MaxPool", {x.name}, y.name);
+        Builder::ints(n, "kernel_shape", {k, k});
+        Builder::ints(n, "strides", {s, s});
+      } else if (kind == "conv2d") {
+        const std::string w = o.at("weight").get<std::string>();
+        const auto& ws = f.at(w).shape;
+        if (ws.size() != 4) fail(model_path, fmt::format("conv weight {} is not 4-D", w));
+        std::vector<std::string> ins{x.name, b.tensor(w)};
+        if (o.contains("bias")) ins.push_back(b.tensor(o.at("bias").get<std::string>()));
+        const bool bn = o.contains("bn");
+        const std::string conv_out = bn ? b.fresh("conv") : y.name;
+        auto* n = b.node("Conv", ins, conv_out);
+        const auto s = o.value("stride", std::int64_t(1)), p = o.value("padding", std::int64_t(0));
+        Builder::ints(n, "kernel_shape", {ws[2], ws[3]});
+        Builder::ints(n, "strides", {s, s});
+        Builder::ints(n, "pads", {p, p, p, p});
+        if (bn) {
+          const auto& q = o.at("bn");
+          auto* bnn = b.node("BatchNormalization",
+                             {conv_out, b.tensor(q.at("weight")), b.tensor(q.at("bias")), b.tensor(q.at("running_mean")),
+                              b.tensor(q.at("running_var"))},
+                             y.name);
+          Builder::real(bnn, "epsilon", q.value("eps", 1e-5f));
+        }
+      } else if (kind == "linear") {
+        std::string a = x.name;
+        if (x.rank != 2) {  // after a global pool: [N, C, 1, 1] → [N, C]
+          a = b.fresh("flat");
+          Builder::integer(b.node("Flatten", {x.name}, a), "axis", 1);
+        }
+        std::vector<std::string> ins{a, b.tensor(o.at("weight").get<std::string>())};
+        if (o.contains("bias")) ins.push_back(b.tensor(o.at("bias").get<std::string>()));
+        Builder::integer(b.node("Gemm", ins, y.name), "transB", 1);
+        y.rank = 2;
+      } else {
+        fail(model_path, fmt::format("ONNX export does not know the graph op '{}'", kind));
+      }
+      if (o.contains("output")) named[o.at("output").get<std::string>()] = y;
+      prev = y;
+    }
+    if (prev.rank != 2) fail(model_path, "the graph does not end in a [N, K] value");
+    b.node("Identity", {prev.name}, "logits");
+    std::int64_t classes = 0;
+    for (auto i = graph.at("ops").size(); i-- > 0;)
+      if (graph.at("ops")[i].at("op") == "linear") {
+        classes = f.at(graph.at("ops")[i].at("weight").get<std::string>()).shape.at(0);
+        break;
+      }
+    value_info(g->add_output(), "logits", {classes});
+  } catch (const json::exception& e) {
+    fail(model_path, std::string("prunus.graph: ") + e.what());
+  }
+  std::string bytes;
+  if (!m.SerializeToString(&bytes)) fail(out_path, "could not serialise the ONNX model");
+  atomic_write(out_path, bytes);
+}
+
+}  // namespace prunus::exporter

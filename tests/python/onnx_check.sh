@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# ONNX export against onnxruntime (PyPI, in the test venv): for an MLP (dense, 90% pruned,
+# shrunk), a CNN (dense, shrunk) and a residual CNN with BatchNorm, the exported file's logits
+# on 1000 Fashion-MNIST test images must match `prunus run MODEL IMAGES --logits` (the runtime)
+# and give the same classes.
+set -uo pipefail
+PY=${1:?python}; PRUNUS=${2:?prunus}
+if [[ ! -x "$PY" ]] || ! "$PY" -c "import onnxruntime" 2>/dev/null; then
+  echo "FAIL: no Python with onnxruntime at $PY (./run.sh test installs it)"; exit 1
+fi
+DATA=${PRUNUS_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+[[ -f "$DATA/t10k-images-idx3-ubyte.gz" ]] || { echo "FAIL: Fashion-MNIST not found in $DATA"; exit 1; }
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+set -e
+"$PRUNUS" train --epochs 1 --train-limit 3000 --test-limit 100 --no-progress -o "$T/mlp.safetensors" >/dev/null
+"$PRUNUS" prune "$T/mlp.safetensors" --sparsity 0.9 -o "$T/mlp90.safetensors" >/dev/null
+"$PRUNUS" shrink "$T/mlp.safetensors" --sparsity 0.5 --round-to 8 -o "$T/mlp_shrunk.safetensors" >/dev/null
+"$PRUNUS" train --model lenet5 --epochs 1 --train-limit 2000 --test-limit 100 --no-progress -o "$T/cnn.safetensors" >/dev/null
+"$PRUNUS" shrink "$T/cnn.safetensors" --sparsity 0.5 -o "$T/cnn_shrunk.safetensors" >/dev/null
+"$PRUNUS" train --model resnet --epochs 1 --train-limit 500 --test-limit 100 --no-progress -o "$T/res.safetensors" >/dev/null
+"$PRUNUS" shrink "$T/res.safetensors" --sparsity 0.5 -o "$T/res_shrunk.safetensors" >/dev/null
+# 1000 test images as their own IDX file.
+"$PY" - "$DATA/t10k-images-idx3-ubyte.gz" "$T/images" <<'PY'
+import gzip, sys
+raw = gzip.open(sys.argv[1]).read()
+open(sys.argv[2], "wb").write(raw[:4] + (1000).to_bytes(4, "big") + raw[8:16] + raw[16:16 + 1000 * 784])
+PY
+set +e
+fails=0
+for m in mlp mlp90 mlp_shrunk cnn cnn_shrunk res res_shrunk; do
+  "$PRUNUS" export "$T/$m.safetensors" -o "$T/$m.onnx" >/dev/null || { echo "FAIL - export $m"; fails=$((fails + 1)); continue; }
+  "$PRUNUS" run "$T/$m.safetensors" "$T/images" --logits --batch 50 >"$T/$m.logits" 2>/dev/null
+  "$PY" - "$T/$m.onnx" "$T/images" "$T/$m.logits" "$T/$m.safetensors" "$m" <<'PY' || fails=$((fails + 1))
+import sys, numpy as np, onnxruntime as ort
+onnx_path, images, logits_path, model, name = sys.argv[1:]
+raw = open(images, "rb").read()
+x = np.frombuffer(raw[16:], np.uint8).reshape(-1, 1, 28, 28).astype(np.float32) / 255
+ours = np.loadtxt(logits_path, dtype=np.float64)
+theirs = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"]).run(["logits"], {"pixels": x})[0]
+err = np.abs(theirs - ours).max() / max(1.0, np.abs(ours).max())
+same = (theirs.argmax(1) == ours.argmax(1)).mean()
+ok = err <= 1e-4 and same == 1.0
+print(f"{'ok  ' if ok else 'FAIL'} - {name}: onnxruntime vs prunus runtime, 1000 images: max relative logit difference {err:.2e}, same class {same:.1%}")
+sys.exit(0 if ok else 1)
+PY
+done
+# Zeros survive the export: the 90% model's ONNX file is the same size as the dense one's (dense
+# initializers) and compresses far better (its zeros are exact).
+dense_z=$(gzip -c "$T/mlp.onnx" | wc -c); sparse_z=$(gzip -c "$T/mlp90.onnx" | wc -c)
+if [[ $sparse_z -lt $((dense_z / 3)) ]]; then echo "ok   - pruned zeros kept: gzip of the 90% ONNX $sparse_z bytes vs dense $dense_z"
+else echo "FAIL - 90% ONNX does not compress: $sparse_z vs $dense_z"; fails=$((fails + 1)); fi
+"$PRUNUS" export "$T/mlp.safetensors" -o "$T/x.txt" 2>"$T/err"; rc=$?
+[[ $rc -eq 2 && ! -e "$T/x.txt" ]] && echo "ok   - bad output name: exit 2" || { echo "FAIL - bad output name rc=$rc"; fails=$((fails + 1)); }
+echo "$fails failure(s)"
+[[ $fails -eq 0 ]]
