@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "prunus/io.h"
+#include "prunus/runtime.h"
 #include "prunus/safetensors.h"
 
 namespace prunus::exporter {
@@ -91,6 +92,10 @@ void write_onnx(const std::string& model_path, const std::string& out_path) {
   const auto f = safetensors::File::open(model_path);
   auto it = f.metadata().find("prunus.graph");
   if (it == f.metadata().end()) fail(model_path, "no prunus.graph: ONNX export needs a model the runtime can run");
+  // The runtime's (fuzzed) loader validates the graph against the tensors first.
+  runtime::LoadOptions lo;
+  lo.dense = true;
+  (void)runtime::Model::from_file(f, lo);
   onnx::ModelProto m;
   m.set_ir_version(8);
   m.set_producer_name("prunus");

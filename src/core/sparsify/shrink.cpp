@@ -16,6 +16,7 @@
 #include "prunus/io.h"
 #include "prunus/recipe.h"
 #include "prunus/report.h"
+#include "prunus/runtime.h"
 #include "prunus/safetensors.h"
 
 namespace prunus::shrink {
@@ -77,6 +78,11 @@ Trace trace(const safetensors::File& f) {
   const std::string& path = f.path();
   auto it = f.metadata().find("prunus.graph");
   if (it == f.metadata().end()) fail(path, "no prunus.graph: structured pruning needs a model the runtime can run");
+  // The runtime's loader validates the whole graph (ops, names, shapes, chaining, finite
+  // values; fuzzed): tracing below may then assume a well-formed graph.
+  runtime::LoadOptions lo;
+  lo.dense = true;
+  (void)runtime::Model::from_file(f, lo);
   Trace t;
   try {
     const json g = json::parse(it->second);
