@@ -72,7 +72,7 @@ json layers_json(const std::vector<runtime::LayerInfo>& layers) {
   for (const auto& l : layers)
     a.push_back({{"name", l.name}, {"format", l.format}, {"rows", l.rows}, {"cols", l.cols}, {"nnz", l.nnz},
                  {"bytes", l.bytes}, {"dense_bytes", l.dense_bytes}, {"seconds", l.seconds},
-                 {"dense_seconds", l.dense_seconds}, {"sparsity", l.rows * l.cols ? 1.0 - double(l.nnz) / double(l.rows * l.cols) : 0.0}});
+                 {"dense_seconds", l.dense_seconds}, {"sparsity", l.rows * l.cols != 0 ? 1.0 - double(l.nnz) / double(l.rows * l.cols) : 0.0}});
   return a;
 }
 

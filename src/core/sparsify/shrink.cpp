@@ -127,7 +127,8 @@ Trace trace(const safetensors::File& f) {
         y.space = t.add_space(ws[0], false);
         y.c = ws[0];
         y.h = (x.h + 2 * pad - ws[2]) / stride + 1, y.w = (x.w + 2 * pad - ws[3]) / stride + 1;
-        Producer p{wn, o.value("bias", std::string())};
+        Producer p;
+        p.weight = wn, p.bias = o.value("bias", std::string());
         if (o.contains("bn")) {
           const auto& bn = o.at("bn");
           p.bn_weight = bn.at("weight"), p.bn_bias = bn.at("bias"), p.bn_mean = bn.at("running_mean");
@@ -135,7 +136,7 @@ Trace trace(const safetensors::File& f) {
         }
         p.space = y.space;
         t.producers.push_back(p);
-        t.costs.push_back({y.space, x.space, ws[0], ws[1], ws[2] * ws[3] * y.h * y.w});
+        t.costs.push_back(OpCost{y.space, x.space, ws[0], ws[1], ws[2] * ws[3] * y.h * y.w});
       } else if (kind == "linear") {
         const std::string wn = o.at("weight").get<std::string>();
         const auto ws = shape_of(wn);
@@ -143,7 +144,8 @@ Trace trace(const safetensors::File& f) {
         if (ws.size() != 2 || ws[1] != x.c * unit) fail(path, fmt::format("prunus.graph: linear {} does not fit its input", wn));
         t.consumers.push_back({wn, x.space, unit});
         y = Value{t.add_space(ws[0], false), ws[0], 1, 1, 1};
-        Producer p{wn, o.value("bias", std::string())};
+        Producer p;
+        p.weight = wn, p.bias = o.value("bias", std::string());
         p.space = y.space;
         t.producers.push_back(p);
         t.costs.push_back({y.space, x.space, ws[0], ws[1] / unit, unit});
