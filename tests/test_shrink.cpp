@@ -123,3 +123,57 @@ TEST(Shrink, ModelsWithoutAGraphAndBadOptionsAreRejected) {
   o.sparsity = 1.0;
   EXPECT_THROW(shrink::plan(dir.file("m.safetensors"), o), InputError);
 }
+
+TEST(Shrink, ActivationCriterionKeepsTheChannelsThatFireHandComputed) {
+  // fc1 rows alternate strong (1.0) and weak (0.001) weights on an all-0.5 input: the mean
+  // |output| of even neurons is ~1000× the odd ones', so halving fc1 keeps exactly the even ones.
+  test::TempDir dir;
+  auto net = make_model("lenet300");
+  {
+    torch::NoGradGuard ng;
+    for (auto& item : net->named_parameters()) {
+      if (item.key() == "fc1.weight")
+        for (std::int64_t r = 0; r < 300; ++r) item.value()[r].fill_(r % 2 == 0 ? 1.0 : 0.001);
+      if (item.key() == "fc1.bias") item.value().zero_();
+    }
+  }
+  save_model(dir.file("m.safetensors"), *net);
+  shrink::Options opt;
+  opt.criterion = "activation";
+  opt.calib.assign(4 * 784, 0.5f);
+  opt.calib_count = 4;
+  const auto plan = shrink::plan(dir.file("m.safetensors"), opt);
+  const shrink::Group* fc1 = nullptr;
+  for (const auto& g : plan.groups)
+    if (g.producers.front() == "fc1.weight") fc1 = &g;
+  ASSERT_NE(fc1, nullptr);
+  ASSERT_EQ(fc1->kept.size(), 150u);
+  for (std::size_t i = 0; i < 150; ++i) EXPECT_EQ(fc1->kept[i], std::int64_t(2 * i));
+  opt.calib_count = 0;
+  EXPECT_THROW(shrink::plan(dir.file("m.safetensors"), opt), InputError);  // activation needs data
+}
+
+TEST(Shrink, BatchNormScaleCriterionRanksByGammaHandComputed) {
+  // Network slimming on the ResNet's stem group (stem_bn and layer1.bn2): channel c gets
+  // |γ| = c + 1 in both, so removing half keeps the upper half of the channels.
+  test::TempDir dir;
+  auto net = make_model("resnet");
+  {
+    torch::NoGradGuard ng;
+    for (auto& item : net->named_parameters())
+      if (item.key() == "stem_bn.weight" || item.key() == "layer1.bn2.weight")
+        for (std::int64_t c = 0; c < item.value().size(0); ++c) item.value()[c].fill_(c % 2 ? -(c + 1.0) : c + 1.0);
+  }
+  save_model(dir.file("r.safetensors"), *net);
+  shrink::Options opt;
+  opt.criterion = "bn";
+  const auto plan = shrink::plan(dir.file("r.safetensors"), opt);
+  bool found = false;
+  for (const auto& g : plan.groups)
+    if (g.producers.front() == "stem.weight") {
+      found = true;
+      ASSERT_EQ(g.kept.size(), 8u);
+      for (std::size_t i = 0; i < 8; ++i) EXPECT_EQ(g.kept[i], std::int64_t(8 + i));
+    }
+  EXPECT_TRUE(found);
+}

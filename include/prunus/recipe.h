@@ -199,6 +199,8 @@ struct ShrinkJob {
   std::string criterion = "l2";
   std::int64_t round_to = 1;
   std::uint64_t seed = 0;
+  std::string calib_data;               // activation criterion: Fashion-MNIST directory (default: Debian's)
+  std::int64_t calib_samples = 256;
 };
 int shrink_job(const ShrinkJob& job);
 

@@ -50,6 +50,12 @@ class Model {
   // x: [batch × input_size] (raw inputs in the graph's input layout, C×H×W, before the
   // normalize op) → [batch × output_size].
   std::vector<float> forward(const float* x, std::int64_t batch) const;
+  // The same, calling `observe(layer, values, positions, channels)` after every conv and linear
+  // (bias and folded BatchNorm applied, before any activation): values are [positions ×
+  // channels], positions = batch × output H × W. For calibration (activation statistics).
+  using Observer = std::function<void(const std::string& layer, const float* values, std::int64_t positions,
+                                      std::int64_t channels)>;
+  std::vector<float> forward(const float* x, std::int64_t batch, const Observer& observe) const;
 
   std::int64_t input_size() const { return input_.size(); }
   std::int64_t output_size() const { return output_size_; }

@@ -18,9 +18,15 @@ namespace prunus::shrink {
 
 struct Options {
   double sparsity = 0.5;          // fraction of each prunable group's channels removed
-  std::string criterion = "l2";   // l1 | l2: group norm over every producer's row (BN scale applied); random
+  // l1 | l2: group norm over every producer's row (BN scale applied);
+  // bn: network slimming, |γ| of the producers' BatchNorm (groups without BatchNorm: l2);
+  // activation: mean |output| per channel over calibration samples (bias and BN applied);
+  // random (seeded).
+  std::string criterion = "l2";
   std::int64_t round_to = 1;      // kept channels rounded up to a multiple of this (8, 16: hardware-friendly)
   std::uint64_t seed = 0;         // random criterion
+  std::vector<float> calib;       // activation: raw inputs in [0, 1], calib_count samples
+  std::int64_t calib_count = 0;
 };
 
 struct Group {

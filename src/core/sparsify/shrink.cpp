@@ -13,6 +13,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "prunus/idx.h"
 #include "prunus/io.h"
 #include "prunus/recipe.h"
 #include "prunus/report.h"
@@ -269,10 +270,35 @@ void write_model(const std::string& path, const Plan& plan, const std::string& o
 Plan plan(const std::string& path, const Options& opt) {
   if (!(opt.sparsity >= 0 && opt.sparsity < 1)) fail("--sparsity", fmt::format("{} is outside [0, 1)", opt.sparsity));
   if (opt.round_to < 1) fail("--round-to", "must be at least 1");
-  if (opt.criterion != "l1" && opt.criterion != "l2" && opt.criterion != "random")
-    fail("--criterion " + opt.criterion, "structured pruning knows l1, l2 and random");
+  if (opt.criterion != "l1" && opt.criterion != "l2" && opt.criterion != "random" && opt.criterion != "bn" &&
+      opt.criterion != "activation")
+    fail("--criterion " + opt.criterion, "structured pruning knows l1, l2, bn, activation and random");
   const auto f = safetensors::File::open(path);
   Trace t = trace(f);
+  // activation: mean |output| per channel of every conv/linear over the calibration samples.
+  std::map<std::string, std::vector<double>> act;
+  if (opt.criterion == "activation") {
+    runtime::LoadOptions lo;
+    lo.dense = true;
+    const auto model = runtime::Model::from_file(f, lo);
+    if (opt.calib_count < 1 || std::int64_t(opt.calib.size()) != opt.calib_count * model.input_size())
+      fail("--criterion activation", "needs calibration samples (--calib-data)");
+    std::map<std::string, std::int64_t> seen;
+    const std::int64_t chunk = 64;
+    for (std::int64_t i = 0; i < opt.calib_count; i += chunk) {
+      const std::int64_t b = std::min(chunk, opt.calib_count - i);
+      model.forward(opt.calib.data() + i * model.input_size(), b,
+                    [&](const std::string& layer, const float* v, std::int64_t positions, std::int64_t channels) {
+                      auto& a = act[layer + ".weight"];
+                      a.resize(static_cast<std::size_t>(channels), 0.0);
+                      for (std::int64_t p = 0; p < positions; ++p)
+                        for (std::int64_t c = 0; c < channels; ++c) a[static_cast<std::size_t>(c)] += std::abs(v[p * channels + c]);
+                      seen[layer + ".weight"] += positions;
+                    });
+    }
+    for (auto& [name, a] : act)
+      for (auto& x : a) x /= double(seen[name]);
+  }
   Plan plan;
   std::mt19937_64 rng(opt.seed);
   std::map<int, Group> by_root;
@@ -288,8 +314,24 @@ Plan plan(const std::string& path, const Options& opt) {
   for (auto& [root, g] : by_root) {
     // Group score: each producer's row norm (× its BatchNorm scale), summed over the group.
     std::vector<double> score(static_cast<std::size_t>(g.channels), 0.0);
+    bool group_has_bn = false;
+    for (const auto& p : t.producers)
+      if (t.find(p.space) == root && !p.bn_weight.empty()) group_has_bn = true;
     for (const auto& p : t.producers) {
       if (t.find(p.space) != root) continue;
+      if (opt.criterion == "activation") {
+        const auto it = act.find(p.weight);
+        if (it == act.end() || std::int64_t(it->second.size()) != g.channels)
+          fail(path, fmt::format("no activations observed for {}", p.weight));
+        for (std::int64_t c = 0; c < g.channels; ++c) score[static_cast<std::size_t>(c)] += it->second[static_cast<std::size_t>(c)];
+        continue;
+      }
+      if (opt.criterion == "bn" && group_has_bn) {  // network slimming: |γ| alone
+        if (p.bn_weight.empty()) continue;
+        const auto gamma = load(f, p.bn_weight).data;
+        for (std::int64_t c = 0; c < g.channels; ++c) score[static_cast<std::size_t>(c)] += std::abs(gamma[static_cast<std::size_t>(c)]);
+        continue;
+      }
       const auto w = load(f, p.weight);
       const std::int64_t row = static_cast<std::int64_t>(w.data.size()) / g.channels;
       std::vector<float> gamma, var;
@@ -300,7 +342,7 @@ Plan plan(const std::string& path, const Options& opt) {
           const double x = w.data[static_cast<std::size_t>(c * row + i)];
           s += opt.criterion == "l1" ? std::abs(x) : x * x;
         }
-        if (opt.criterion == "l2") s = std::sqrt(s);
+        if (opt.criterion != "l1") s = std::sqrt(s);
         if (!gamma.empty()) s *= std::abs(gamma[static_cast<std::size_t>(c)]) / std::sqrt(var[static_cast<std::size_t>(c)] + p.eps);
         score[static_cast<std::size_t>(c)] += s;
       }
@@ -358,11 +400,25 @@ namespace prunus {
 
 int shrink_job(const ShrinkJob& job) {
   namespace fs = std::filesystem;
+  if (job.calib_samples < 1) fail("--calib-samples", "must be at least 1");
   if (job.out.empty()) fail("--out", "an output file is required");
   for (const auto& o : {job.out, job.masked})
     if (auto d = fs::path(o).parent_path(); !o.empty() && !d.empty() && !fs::is_directory(d))
       fail(o, "output directory does not exist");
   shrink::Options opt{job.sparsity, job.criterion, job.round_to, job.seed};
+  if (job.criterion == "activation") {
+    // The first calib_samples training images, as the runtime takes them (pixels / 255).
+    const std::string dir = job.calib_data.empty() ? "/usr/share/datasets/fashion-mnist" : job.calib_data;
+    std::string file = dir + "/train-images-idx3-ubyte";
+    if (!fs::exists(file)) file += ".gz";
+    if (!fs::exists(file)) fail(dir, "no train-images-idx3-ubyte[.gz] for --criterion activation (pass --calib-data DIR)");
+    const auto images = idx::read(file);
+    std::int64_t per = 1;
+    for (std::size_t d = 1; d < images.dims.size(); ++d) per *= images.dims[d];
+    opt.calib_count = std::min<std::int64_t>(job.calib_samples, images.dims[0]);
+    opt.calib.resize(static_cast<std::size_t>(opt.calib_count * per));
+    for (std::size_t i = 0; i < opt.calib.size(); ++i) opt.calib[i] = images.data[i] / 255.0f;
+  }
   const auto plan = shrink::plan(job.input, opt);
   if (plan.groups.empty()) fail(job.input, "no channel group can be pruned (every space feeds the output)");
   std::vector<std::vector<std::string>> table{{"group (producers)", "consumers", "channels", "kept"}};

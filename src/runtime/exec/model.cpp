@@ -229,7 +229,9 @@ Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
   return m;
 }
 
-std::vector<float> Model::forward(const float* x, std::int64_t batch) const {
+std::vector<float> Model::forward(const float* x, std::int64_t batch) const { return forward(x, batch, nullptr); }
+
+std::vector<float> Model::forward(const float* x, std::int64_t batch, const Observer& observe) const {
   // Every value is [batch × H × W × C].
   std::vector<std::vector<float>> v(static_cast<std::size_t>(slots_));
   {
@@ -312,6 +314,7 @@ std::vector<float> Model::forward(const float* x, std::int64_t batch) const {
         const auto& bias = biases_[op.layer];
         for (std::int64_t p = 0; p < positions; ++p)
           for (std::int64_t c = 0; c < os.c; ++c) out[p * os.c + c] += bias[c];
+        if (observe) observe(infos_[op.layer].name, out.data(), positions, os.c);
         break;
       }
       case Op::Linear: {
@@ -320,6 +323,7 @@ std::vector<float> Model::forward(const float* x, std::int64_t batch) const {
         const auto& bias = biases_[op.layer];
         for (std::int64_t b = 0; b < batch; ++b)
           for (std::int64_t r = 0; r < os.c; ++r) out[b * os.c + r] += bias[r];
+        if (observe) observe(infos_[op.layer].name, out.data(), batch, os.c);
         break;
       }
     }
