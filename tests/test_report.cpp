@@ -57,6 +57,12 @@ TEST(Report, PlotsCountTheirDataAndEmptyPlotsSaySo) {
   const auto e = svg::line_chart(empty);
   EXPECT_NE(e.find("data-points=\"0\""), std::string::npos);
   EXPECT_NE(e.find("no data"), std::string::npos);
+  // Degenerate ranges draw (and end): a tiny spread, and values near the largest double.
+  svg::LineChart tiny{"t", "x", "y"};
+  tiny.series.push_back({"a", {1, 2}, {1.0, 1.0 + 1e-300}});
+  EXPECT_NE(svg::line_chart(tiny).find("data-points=\"2\""), std::string::npos);
+  svg::BarChart huge{"t", "y", {"a"}, {{"s", {1e308}}}};
+  EXPECT_NE(svg::bar_chart(huge).find("data-points=\"1\""), std::string::npos);
   svg::BarChart b{"t", "y", {"l1", "l2"}, {{"s", {0.5, 0.9}}}, true};
   const auto bs = svg::bar_chart(b);
   EXPECT_NE(bs.find("data-points=\"2\""), std::string::npos);
