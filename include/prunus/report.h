@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "prunus/runtime.h"
+
 namespace prunus::report {
 
 struct LayerRow {
@@ -50,6 +52,15 @@ std::string render_comparison_html(const std::vector<std::pair<std::string, nloh
 // One run: writes report.html beside its JSON (or `out`); several: a side-by-side page at `out`
 // (default compare.html). Returns the exit code; InputError naming the file for bad JSON.
 int report_job(const std::vector<std::string>& runs, const std::string& out);
+
+// Writes `rep` to `json_path` (atomically) and the page drawn from it beside it: X.json → X.html
+// (any other name gets ".html" appended). Returns the HTML path.
+std::string write_report(const std::string& json_path, const nlohmann::json& rep);
+// A --report argument: must end in .json and its directory must exist (InputError otherwise);
+// checked before any work. Empty: no report, nothing to check.
+void check_report_path(const std::string& json_path);
+// What the runtime did with each layer (format, bytes, measured times): report.json's "runtime".
+nlohmann::json runtime_layers_json(const std::vector<runtime::LayerInfo>& layers);
 
 // For report.json: the command line (set once by main), date and machine.
 void set_command_line(int argc, char** argv);

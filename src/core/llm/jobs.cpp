@@ -194,9 +194,7 @@ int oneshot_job(const OneShotJob& job) {
                           {"nsamples", cfg.nsamples}, {"seqlen", cfg.seqlen}, {"seed", cfg.seed},
                           {"seconds", r.seconds}, {"calib_seconds", r.calib_seconds},
                           {"peak_rss_bytes", r.peak_rss_bytes}, {"layers", layers}};
-    atomic_write(job.report, rep.dump(2) + "\n");
-    const std::string html = (job.report.ends_with(".json") ? job.report.substr(0, job.report.size() - 5) : job.report) + ".html";
-    atomic_write(html, report::render_html(rep));
+    report::write_report(job.report, rep);
   }
   return 0;
 }

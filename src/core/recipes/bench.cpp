@@ -67,15 +67,6 @@ std::optional<double> libtorch_time(const std::string& path, const std::vector<f
   return time_per_call([&] { (void)net->forward(xt); }, min_round, rounds);
 }
 
-json layers_json(const std::vector<runtime::LayerInfo>& layers) {
-  json a = json::array();
-  for (const auto& l : layers)
-    a.push_back({{"name", l.name}, {"format", l.format}, {"rows", l.rows}, {"cols", l.cols}, {"nnz", l.nnz},
-                 {"bytes", l.bytes}, {"dense_bytes", l.dense_bytes}, {"seconds", l.seconds},
-                 {"dense_seconds", l.dense_seconds}, {"sparsity", l.rows * l.cols != 0 ? 1.0 - double(l.nnz) / double(l.rows * l.cols) : 0.0}});
-  return a;
-}
-
 }  // namespace
 
 int bench_job(const BenchJob& job) {
@@ -85,11 +76,7 @@ int bench_job(const BenchJob& job) {
   if (job.threads < 1) fail("--threads", "must be at least 1");
   if (!(job.seconds > 0)) fail("--seconds", "must be positive");
   if (!fs::exists(job.model)) fail(job.model, "not found");
-  if (!job.report.empty()) {
-    if (!job.report.ends_with(".json")) fail("--report " + job.report, "the report file must end in .json");
-    if (auto d = fs::path(job.report).parent_path(); !d.empty() && !fs::is_directory(d))
-      fail(job.report, "report directory does not exist");
-  }
+  report::check_report_path(job.report);
   const int rounds = 5;
   const double min_round = job.seconds / rounds / 2;  // dense and sparse share the budget
   json rep = {{"job", "bench"}, {"model", job.model}, {"threads", job.threads}};
@@ -124,7 +111,7 @@ int bench_job(const BenchJob& job) {
                      {"sparse_tokens_per_second", steps / ts},
                      {"dense_weight_bytes", dense.weight_bytes()},
                      {"sparse_weight_bytes", sparse.weight_bytes()}};
-    layers = layers_json(sparse.layers());
+    layers = report::runtime_layers_json(sparse.layers());
     rep["runtime"] = {{"batch", 1}, {"threads", job.threads}, {"layers", layers}};
   } else {
     json rows = json::array();
@@ -184,7 +171,7 @@ int bench_job(const BenchJob& job) {
         if (tbt) rows.back()["baseline_libtorch_seconds"] = *tbt;
       }
       if (b == job.batches.front()) {
-        layers = layers_json(sparse.layers());
+        layers = report::runtime_layers_json(sparse.layers());
         rep["runtime"] = {{"batch", b}, {"threads", job.threads}, {"layers", layers}};
       }
     }
@@ -201,10 +188,7 @@ int bench_job(const BenchJob& job) {
     rep["layers"] = rows;
     rep["prunus_version"] = version();
     rep["run"] = report::run_info();
-    atomic_write(job.report, rep.dump(2) + "\n");
-    const auto html = job.report.substr(0, job.report.size() - 5) + ".html";
-    atomic_write(html, report::render_html(rep));
-    std::printf("report: %s (plots: %s)\n", job.report.c_str(), html.c_str());
+    std::printf("report: %s (plots: %s)\n", job.report.c_str(), report::write_report(job.report, rep).c_str());
   }
   return 0;
 }

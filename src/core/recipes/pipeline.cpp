@@ -71,13 +71,8 @@ std::vector<PrunedParam> pruned_params(Net& net) {
 json runtime_json(const std::string& path) {
   runtime::LoadOptions lo;
   lo.batch_hint = 1;
-  json layers = json::array();
   const auto model = runtime::Model::load(path, lo);  // layers() refers into it
-  for (const auto& l : model.layers())
-    layers.push_back({{"name", l.name}, {"format", l.format}, {"rows", l.rows}, {"cols", l.cols}, {"nnz", l.nnz},
-                      {"bytes", l.bytes}, {"dense_bytes", l.dense_bytes}, {"seconds", l.seconds},
-                      {"dense_seconds", l.dense_seconds}});
-  return {{"batch", lo.batch_hint}, {"threads", lo.kernel.threads}, {"layers", layers}};
+  return {{"batch", lo.batch_hint}, {"threads", lo.kernel.threads}, {"layers", report::runtime_layers_json(model.layers())}};
 }
 
 // Every prunable layer's mask for the report's pictures (at most 1024×1024 of each).
@@ -276,8 +271,7 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   }
   rep["stages"]["runtime_measure"] = {{"seconds", sw.seconds()}};
   rep["total_seconds"] = total.seconds();
-  atomic_write((fs::path(out) / "report.json").string(), rep.dump(2) + "\n");
-  atomic_write((fs::path(out) / "report.html").string(), report::render_html(rep));
+  const auto html_path = report::write_report((fs::path(out) / "report.json").string(), rep);
 
   std::vector<std::vector<std::string>> table{{"layer", "shape", "nnz", "sparsity", "dense", "encoded", "format"}};
   for (const auto& row : rows)
@@ -295,20 +289,14 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   std::printf("\naccuracy drop %.2f points; wall time %.1f s; wrote %s, %s, %s\n",
               100.0 * (dense_eval.accuracy - sparse_eval.accuracy), total.seconds(), dense_path.c_str(),
               sparse_path.c_str(), (fs::path(out) / "report.json").c_str());
-  std::printf("report with plots: %s\n", (fs::path(out) / "report.html").c_str());
+  std::printf("report with plots: %s\n", html_path.c_str());
   return 0;
 }
 
 namespace {
 
 // --report of train/prune/finetune: the run summary, what the job measured, the per-layer table
-// and masks; JSON and the HTML drawn from it. The output directory is checked before any work.
-void check_report_path(const std::string& path) {
-  if (path.empty()) return;
-  if (!path.ends_with(".json")) fail("--report " + path, "the report file must end in .json (the HTML goes beside it)");
-  if (auto dir = fs::path(path).parent_path(); !dir.empty() && !fs::is_directory(dir))
-    fail(path, "report directory does not exist");
-}
+// and masks; JSON and the HTML drawn from it (the path is checked before any work).
 void write_job_report(const std::string& path, Net& net, json rep, const std::string& model_file) {
   if (path.empty()) return;
   try {
@@ -322,9 +310,7 @@ void write_job_report(const std::string& path, Net& net, json rep, const std::st
   for (const auto& row : layer_rows(net)) layers.push_back(report::to_json(row));
   rep["layers"] = layers;
   rep["masks"] = masks_json(net);
-  atomic_write(path, rep.dump(2) + "\n");
-  atomic_write(path.substr(0, path.size() - 5) + ".html", report::render_html(rep));
-  std::printf("report: %s (plots: %s.html)\n", path.c_str(), path.substr(0, path.size() - 5).c_str());
+  std::printf("report: %s (plots: %s)\n", path.c_str(), report::write_report(path, rep).c_str());
 }
 
 }  // namespace
@@ -334,7 +320,7 @@ int train_job(const TrainJob& job, const JobOptions& opt) {
   if (job.train.epochs < 1) fail("--epochs", "must be at least 1");
   make_model(job.model);  // unknown architecture: fail before anything else
   check_output(job.out);
-  check_report_path(opt.report);
+  report::check_report_path(opt.report);
   data::check_available(job.data);
   setup(job.seed, job.threads);
   auto train = data::load_split(job.data, "train");
@@ -368,7 +354,7 @@ int prune_job(const PruneJob& job, const JobOptions& opt) {
                                       job.finetune.epochs));
   }
   check_output(job.out);
-  check_report_path(opt.report);
+  report::check_report_path(opt.report);
   setup(job.seed, job.threads);
   auto net = load_model(job.input);
   std::int64_t steps_per_epoch = 1;
@@ -417,7 +403,7 @@ int finetune_job(const FinetuneJob& job, const JobOptions& opt) {
   validate(job.train, "fine-tune options");
   if (job.train.epochs < 1) fail("--epochs", "must be at least 1");
   check_output(job.out);
-  check_report_path(opt.report);
+  report::check_report_path(opt.report);
   data::check_available(job.data);
   setup(job.seed, job.threads);
   auto net = load_model(job.input);

@@ -158,8 +158,7 @@ int sensitivity_job(const SensitivityJob& job, const JobOptions& opt) {
   }
   // Beside the CSV: sens.csv → sens.json + sens.html.
   const std::string stem = job.out.ends_with(".csv") ? job.out.substr(0, job.out.size() - 4) : job.out;
-  atomic_write(stem + ".json", rep.dump(2) + "\n");
-  atomic_write(stem + ".html", report::render_html(rep));
+  report::write_report(stem + ".json", rep);
   std::printf("wrote %s, %s.json and %s.html (plots)\n", job.out.c_str(), stem.c_str(), stem.c_str());
   if (job.target > 0) {
     const auto a = allocate(curves, job.target);

@@ -666,6 +666,31 @@ json read_report(const std::string& path) {
 }
 }  // namespace
 
+std::string write_report(const std::string& json_path, const json& rep) {
+  const std::string html =
+      (json_path.ends_with(".json") ? json_path.substr(0, json_path.size() - 5) : json_path) + ".html";
+  atomic_write(json_path, rep.dump(2) + "\n");
+  atomic_write(html, render_html(rep));
+  return html;
+}
+
+void check_report_path(const std::string& json_path) {
+  if (json_path.empty()) return;
+  if (!json_path.ends_with(".json"))
+    fail("--report " + json_path, "the report file must end in .json (the HTML goes beside it)");
+  if (auto dir = std::filesystem::path(json_path).parent_path(); !dir.empty() && !std::filesystem::is_directory(dir))
+    fail(json_path, "report directory does not exist");
+}
+
+json runtime_layers_json(const std::vector<runtime::LayerInfo>& layers) {
+  json a = json::array();
+  for (const auto& l : layers)
+    a.push_back({{"name", l.name}, {"format", l.format}, {"rows", l.rows}, {"cols", l.cols}, {"nnz", l.nnz},
+                 {"bytes", l.bytes}, {"dense_bytes", l.dense_bytes}, {"seconds", l.seconds},
+                 {"dense_seconds", l.dense_seconds}});
+  return a;
+}
+
 int report_job(const std::vector<std::string>& runs, const std::string& out) {
   namespace fs = std::filesystem;
   if (runs.empty()) fail("prunus report", "name at least one run folder or report JSON");
