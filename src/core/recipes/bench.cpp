@@ -50,18 +50,23 @@ double time_per_call(F&& call, double min_round, int rounds) {
   return per_call[per_call.size() / 2];
 }
 
-// libtorch's forward of a Prunus model file on the same raw inputs (normalised as the graph
-// does), one call per timed iteration; nullopt when libtorch cannot build this file's model.
-std::optional<double> libtorch_time(const std::string& path, const std::vector<float>& x, std::int64_t batch,
-                                    double min_round, int rounds) {
-  std::shared_ptr<Net> net;
+// The file as a libtorch model in eval mode, or null when libtorch cannot build it.
+std::shared_ptr<Net> libtorch_model(const std::string& path) {
+  if (path.empty()) return nullptr;
   try {
-    net = load_model(path);
+    auto net = load_model(path);
+    net->eval();
+    return net;
   } catch (const InputError&) {
-    return std::nullopt;
+    return nullptr;
   }
-  if (static_cast<std::int64_t>(x.size()) != batch * 28 * 28) return std::nullopt;
-  net->eval();
+}
+
+// libtorch's forward on the same raw inputs (normalised as the graph does), one call per timed
+// iteration; nullopt without a libtorch model.
+std::optional<double> libtorch_time(const std::shared_ptr<Net>& net, const std::vector<float>& x, std::int64_t batch,
+                                    double min_round, int rounds) {
+  if (!net || static_cast<std::int64_t>(x.size()) != batch * 28 * 28) return std::nullopt;
   torch::NoGradGuard ng;
   auto xt = (torch::from_blob(const_cast<float*>(x.data()), {batch, 1, 28, 28}).clone() - data::kPixelMean) / data::kPixelStd;
   return time_per_call([&] { (void)net->forward(xt); }, min_round, rounds);
@@ -115,6 +120,7 @@ int bench_job(const BenchJob& job) {
     rep["runtime"] = {{"batch", 1}, {"threads", job.threads}, {"layers", layers}};
   } else {
     json rows = json::array();
+    const auto torch_model = libtorch_model(job.model), torch_baseline = libtorch_model(job.baseline);
     table = {{"batch", "dense", "sparse", "speed-up", "samples/s (sparse)", "libtorch"}};
     if (!job.baseline.empty()) {
       table[0].insert(table[0].begin() + 1, {"baseline (dense)", "vs baseline"});
@@ -146,7 +152,7 @@ int bench_job(const BenchJob& job) {
                       {"max_abs_difference", err}});
       // libtorch's own forward of the same file: the other dense path a user has.
       torch::set_num_threads(job.threads);
-      const auto tt = libtorch_time(job.model, x, b, min_round, rounds);
+      const auto tt = libtorch_time(torch_model, x, b, min_round, rounds);
       table.back().push_back(tt ? fmt::format("{:.1f} us", *tt * 1e6) : "-");
       if (tt) rows.back()["libtorch_seconds"] = *tt;
       if (!job.baseline.empty()) {
@@ -165,7 +171,7 @@ int bench_job(const BenchJob& job) {
                             {fmt::format("{:.1f} us", tb * 1e6), fmt::format("{:.2f}x", tb / best)});
         rows.back()["baseline_seconds"] = tb;
         rows.back()["speedup_vs_baseline"] = tb / best;
-        const auto tbt = libtorch_time(job.baseline, x, b, min_round, rounds);
+        const auto tbt = libtorch_time(torch_baseline, x, b, min_round, rounds);
         table.back().push_back(tbt ? fmt::format("{:.1f} us", *tbt * 1e6) : "-");
         table.back().push_back(tbt && tt ? fmt::format("{:.2f}x", *tbt / *tt) : "-");
         if (tbt) rows.back()["baseline_libtorch_seconds"] = *tbt;
