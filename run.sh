@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 PACKAGES=(
   cmake ninja-build g++ ccache pkg-config
   libtorch-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev libopenblas-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libeigen3-dev libonnx-dev libprotobuf-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libeigen3-dev libonnx-dev libprotobuf-dev libgloo-dev
   dataset-fashion-mnist
   python3 python3-venv
   clang libclang-rt-14-dev

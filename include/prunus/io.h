@@ -50,6 +50,10 @@ class MappedFile {
 using ByteSink = std::function<void(const void* data, std::size_t size)>;
 void atomic_write(const std::string& path, const std::function<void(const ByteSink&)>& write);
 void atomic_write(const std::string& path, std::string_view content);
+// In a distributed job every rank computes what rank 0 computes and only rank 0 writes:
+// with writes disabled, atomic_write returns without touching the disk.
+void set_writes_enabled(bool enabled);
+bool writes_enabled();
 
 // Reads a whole (small) file into a string; InputError if it cannot.
 std::string read_text_file(const std::string& path);

@@ -83,6 +83,11 @@ struct OneShotConfig {
   double owl_m = 5.0;                 // OWL: an outlier exceeds m × the block's mean Wanda score
   std::vector<std::string> skip;      // linears whose name contains one of these stay dense
   bool progress = true;
+  // Where the calibration and the solves run ("cpu", "cuda", "cuda:1"). In a distributed
+  // job (prunus launch) the calibration windows are split over the ranks, their statistics
+  // all-reduced, and SparseGPT's per-linear solves spread over the ranks: the masks and
+  // weights equal the one-process result.
+  std::string device = "cpu";
   // Ctrl-C stops after the block in progress and saves the finished blocks here; `resume`
   // continues from it (the calibration activations are recomputed through the pruned blocks,
   // so the result is byte-identical to an uninterrupted run). Empty: no checkpointing.

@@ -187,6 +187,7 @@ struct OneShotJob {
   LlmTextOptions text;
   bool progress = true;
   bool resume = false;            // continue from OUT.ckpt (written by Ctrl-C)
+  std::string device = "cpu";     // cpu | cuda (a distributed job: each rank on cuda:LOCAL_RANK)
 };
 int oneshot_job(const OneShotJob& job);
 // llama2.c checkpoint ⇄ Hugging Face LLaMA folder (OUT ending in .bin: llama2.c).

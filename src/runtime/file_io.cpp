@@ -1,3 +1,4 @@
+#include <atomic>
 #include <csignal>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -77,7 +78,15 @@ void fsync_dir(const fs::path& dir) {
 
 }  // namespace
 
+namespace {
+std::atomic<bool> g_writes_enabled{true};
+}  // namespace
+
+void set_writes_enabled(bool enabled) { g_writes_enabled = enabled; }
+bool writes_enabled() { return g_writes_enabled; }
+
 void atomic_write(const std::string& path, const std::function<void(const ByteSink&)>& write) {
+  if (!g_writes_enabled) return;
   fs::path target(path);
   fs::path dir = target.parent_path();
   if (!dir.empty() && !fs::is_directory(dir)) fail(path, "directory does not exist");

@@ -81,6 +81,9 @@ void add_llm(CLI::App& app, Action& action) {
     cmd->add_option("--report", j->report, "Write a JSON report (per-layer zeros, times, peak RSS)");
     cmd->add_option("--skip", j->skip, "Keep linears whose name contains this dense (repeatable), e.g. down_proj");
     cmd->add_option("--threads", j->text.threads, "Intra-op threads");
+    cmd->add_option("--device", j->device,
+                    "cpu | cuda | cuda:N; under prunus launch, cuda means one GPU per rank (cuda:LOCAL_RANK)")
+        ->capture_default_str();
     auto quiet = std::make_shared<bool>(false);
     cmd->add_flag("--no-progress", *quiet, "No per-block progress lines");
     cmd->add_flag("--resume", j->resume,

@@ -46,6 +46,7 @@ void add_report(CLI::App& app, Action& action);
 void add_bench(CLI::App& app, Action& action);
 void add_shrink(CLI::App& app, Action& action);
 void add_export(CLI::App& app, Action& action);
+void add_launch(CLI::App& app, Action& action);
 // `prunus run MODEL.safetensors INPUT`: the runtime on an IDX image file (cmd_infer.cpp).
 struct RunModelOptions {
   std::string model, input, labels;

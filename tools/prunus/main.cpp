@@ -1,6 +1,7 @@
 // prunus <verb> — one binary, thin over the library. Bad input: one line on stderr naming
 // the file and the problem, exit code 2.
 #include <malloc.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <exception>
@@ -8,6 +9,7 @@
 #include <string>
 
 #include "commands.h"
+#include "prunus/distributed.h"
 #include "prunus/io.h"
 #include "prunus/report.h"
 
@@ -44,6 +46,7 @@ int main(int argc, char** argv) {
   prunus::cli::add_bench(app, action);
   prunus::cli::add_shrink(app, action);
   prunus::cli::add_export(app, action);
+  prunus::cli::add_launch(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -56,13 +59,32 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "prunus: %s (see prunus --help)\n", first_line(e.what()).c_str());
     return 2;
   }
+  // Under `prunus launch` (or torchrun-style variables) this process is one rank of a job.
+  const std::string verb = app.get_subcommands().front()->get_name();
+  bool distributed = false;
+  auto fail_rank = [&](const std::string& message) {
+    std::fprintf(stderr, "prunus: error: %s\n", first_line(message).c_str());
+    if (distributed) {
+      prunus::dist::report_failure(message);
+      // Leave at once: a peer may be gone, and c10d's destructors would wait for it.
+      std::fflush(nullptr);
+      ::_exit(2);
+    }
+    return 2;
+  };
   try {
-    return action();
-  } catch (const prunus::InputError& e) {
-    std::fprintf(stderr, "prunus: error: %s\n", first_line(e.what()).c_str());
-    return 2;
+    if (verb != "launch" && verb != "report") {
+      const char* ws = std::getenv("WORLD_SIZE");
+      if (ws && std::string(ws) != "1" && verb != "train" && verb != "prune" && verb != "finetune" &&
+          verb != "sensitivity" && verb != "run" && verb != "oneshot")
+        prunus::fail("prunus " + verb, std::string("runs in one process, but WORLD_SIZE is ") + ws +
+                                           " (distributed verbs: train, prune, finetune, run, sensitivity, oneshot)");
+      distributed = prunus::dist::init_from_env(prunus::dist::options_from_env());
+    }
+    const int rc = action();
+    prunus::dist::finalize();
+    return rc;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "prunus: error: %s\n", first_line(e.what()).c_str());
-    return 2;
+    return fail_rank(e.what());
   }
 }

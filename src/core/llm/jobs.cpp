@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "prunus/distributed.h"
 #include "prunus/io.h"
 #include "prunus/llm.h"
 #include "util/interrupt.h"
@@ -132,6 +133,15 @@ int oneshot_job(const OneShotJob& job) {
   cfg.blocksize = job.blocksize;
   cfg.progress = job.progress;
   cfg.skip = job.skip;
+  cfg.device = job.device;
+  if (job.device == "cuda" && dist::world().active()) cfg.device = fmt::format("cuda:{}", dist::world().local_rank());
+  try {
+    const torch::Device d(cfg.device);
+    if (d.is_cuda() && !torch::cuda::is_available()) fail("--device " + job.device, "this libtorch or machine has no CUDA");
+    if (!d.is_cuda() && !d.is_cpu()) fail("--device " + job.device, "expected cpu, cuda or cuda:N");
+  } catch (const c10::Error&) {
+    fail("--device " + job.device, "expected cpu, cuda or cuda:N");
+  }
   if (!job.nm.empty()) {
     if (std::sscanf(job.nm.c_str(), "%lld:%lld", reinterpret_cast<long long*>(&cfg.n), reinterpret_cast<long long*>(&cfg.m)) != 2 ||
         !(cfg.n > 0 && cfg.n < cfg.m && cfg.m <= 16))
@@ -183,6 +193,9 @@ int oneshot_job(const OneShotJob& job) {
     z += l.zeros;
     layers.push_back({{"name", l.name}, {"numel", l.numel}, {"zeros", l.zeros}, {"seconds", l.seconds}, {"damp", l.damp}});
   }
+  if (dist::world().active())
+    std::printf("%d ranks: each calibrated on its share of the %lld windows (statistics all-reduced)\n",
+                dist::world().size(), static_cast<long long>(cfg.nsamples));
   std::printf("%s %s: %lld of %lld decoder-linear weights zero (%.2f%%); %.2f s (calibration forward %.2f s); "
               "peak RSS %s; wrote %s\n",
               cfg.method.c_str(), job.nm.empty() ? fmt::format("{:.0f}%", 100 * cfg.sparsity).c_str() : job.nm.c_str(),
@@ -193,6 +206,7 @@ int oneshot_job(const OneShotJob& job) {
                           {"block_sparsity", r.block_sparsity}, {"block_outlier_ratio", r.block_outlier_ratio},
                           {"nsamples", cfg.nsamples}, {"seqlen", cfg.seqlen}, {"seed", cfg.seed},
                           {"seconds", r.seconds}, {"calib_seconds", r.calib_seconds},
+                          {"ranks", dist::world().size()}, {"device", cfg.device},
                           {"peak_rss_bytes", r.peak_rss_bytes}, {"layers", layers}};
     report::write_report(job.report, rep);
   }

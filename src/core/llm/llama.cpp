@@ -58,6 +58,8 @@ torch::Tensor Model::block(int l, const torch::Tensor& x, const Observer& observ
   };
   auto h = rmsnorm(x, w(p + "input_layernorm.weight"), c.norm_eps);
   auto [cos, sin] = rope_tables(T, hs, c.rope_theta);
+  cos = cos.to(x.device());
+  sin = sin.to(x.device());
   auto q = rope(lin("self_attn.q_proj", h).view({B, T, H, hs}), cos, sin).transpose(1, 2);
   auto k = rope(lin("self_attn.k_proj", h).view({B, T, KV, hs}), cos, sin).transpose(1, 2);
   auto v = lin("self_attn.v_proj", h).view({B, T, KV, hs}).transpose(1, 2);
@@ -66,7 +68,7 @@ torch::Tensor Model::block(int l, const torch::Tensor& x, const Observer& observ
     v = v.repeat_interleave(H / KV, 1);
   }
   auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(hs));
-  auto causal = torch::ones({T, T}, torch::kBool).triu(1);
+  auto causal = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
   scores = scores.masked_fill(causal, -std::numeric_limits<float>::infinity());
   auto att = torch::matmul(torch::softmax(scores, -1), v).transpose(1, 2).reshape({B, T, H * hs});
   auto x2 = x + lin("self_attn.o_proj", att);

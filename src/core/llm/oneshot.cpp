@@ -14,6 +14,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "prunus/distributed.h"
 #include "prunus/io.h"
 #include "prunus/llm.h"
 #include "prunus/safetensors.h"
@@ -43,7 +44,7 @@ namespace {
 torch::Tensor lowest_per_row(const torch::Tensor& score, double s) {
   const std::int64_t cols = score.size(1);
   const auto k = static_cast<std::int64_t>(std::llround(s * double(cols)));
-  auto mask = torch::zeros(score.sizes(), torch::kBool);
+  auto mask = torch::zeros(score.sizes(), score.options().dtype(torch::kBool));
   if (k == 0) return mask;
   auto order = std::get<1>(torch::sort(score, /*stable=*/true, 1, false)).narrow(1, 0, k);
   return mask.scatter_(1, order, true);
@@ -55,7 +56,7 @@ torch::Tensor lowest_per_group(const torch::Tensor& score, std::int64_t n, std::
   if (cols % m != 0) fail("N:M pruning", fmt::format("input size {} is not a multiple of M = {}", cols, m));
   auto g = score.reshape({rows, cols / m, m});
   auto order = std::get<1>(torch::sort(g, /*stable=*/true, 2, false)).narrow(2, 0, m - n);
-  return torch::zeros(g.sizes(), torch::kBool).scatter_(2, order, true).reshape({rows, cols});
+  return torch::zeros(g.sizes(), g.options().dtype(torch::kBool)).scatter_(2, order, true).reshape({rows, cols});
 }
 
 torch::Tensor mask_for(const torch::Tensor& score, const OneShotConfig& cfg) {
@@ -114,11 +115,11 @@ double sparsegpt_prune(torch::Tensor& W, torch::Tensor H, const OneShotConfig& c
       // Exactly round(s · rows · count) in this block, lowest w²/[H⁻¹]²_jj first.
       auto score = (W1.pow(2) / d.pow(2).unsqueeze(0)).reshape({1, -1});
       const auto k = static_cast<std::int64_t>(std::llround(cfg.sparsity * double(score.numel())));
-      mask1 = torch::zeros({score.numel()}, torch::kBool);
+      mask1 = torch::zeros({score.numel()}, W.options().dtype(torch::kBool));
       if (k > 0) mask1.index_fill_(0, std::get<1>(torch::sort(score.reshape({-1}), true, 0, false)).narrow(0, 0, k), true);
       mask1 = mask1.reshape(W1.sizes());
     } else {
-      mask1 = torch::zeros(W1.sizes(), torch::kBool);
+      mask1 = torch::zeros(W1.sizes(), W.options().dtype(torch::kBool));
     }
     for (std::int64_t i = 0; i < count; ++i) {
       if (cfg.m > 0 && i % cfg.m == 0) {
@@ -129,10 +130,9 @@ double sparsegpt_prune(torch::Tensor& W, torch::Tensor H, const OneShotConfig& c
         mask1.scatter_(1, order, true);
       }
       auto w = W1.select(1, i);
-      const double di = d[i].item<double>();
       auto q = w.masked_fill(mask1.select(1, i), 0.0);
       Q1.select(1, i).copy_(q);
-      auto err = (w - q) / di;
+      auto err = (w - q) / d[i];  // a tensor, not .item(): no device sync per column
       W1.narrow(1, i, count - i).sub_(torch::outer(err, Hinv1.select(0, i).narrow(0, i, count - i)));
       Err1.select(1, i).copy_(err);
     }
@@ -173,11 +173,33 @@ torch::Tensor calibration_batch(const std::vector<std::int32_t>& tokens, std::in
   return batch;
 }
 
+// Calibration windows per forward chunk. A distributed run splits the windows on chunk
+// boundaries, so every chunk's statistics are computed exactly as in one process.
+constexpr std::int64_t kChunk = 8;
+
 // Runs block l over x in chunks; `observe` sees each linear's input.
 torch::Tensor run_block(const Model& m, int l, const torch::Tensor& x, const Model::Observer& observe) {
   std::vector<torch::Tensor> outs;
-  for (std::int64_t s = 0; s < x.size(0); s += 8) outs.push_back(m.block(l, x.narrow(0, s, std::min<std::int64_t>(8, x.size(0) - s)), observe));
-  return torch::cat(outs);
+  for (std::int64_t s = 0; s < x.size(0); s += kChunk)
+    outs.push_back(m.block(l, x.narrow(0, s, std::min<std::int64_t>(kChunk, x.size(0) - s)), observe));
+  return outs.empty() ? x : torch::cat(outs);
+}
+
+// Statistics are summed in float64 (per chunk, then over the ranks): the sum then hardly
+// depends on its order, so one process and N ranks give the same float32 statistics.
+void accumulate(std::map<std::string, torch::Tensor>& acc, const std::string& name, const torch::Tensor& add) {
+  auto& a = acc[name];
+  a = a.defined() ? a.add_(add.to(torch::kFloat64)) : add.to(torch::kFloat64);
+}
+
+// Sums every rank's statistics (a fixed order of names on every rank) and row counts.
+void all_reduce_stats(std::map<std::string, torch::Tensor>& stats, std::int64_t& rows, const std::vector<std::string>& names) {
+  auto& g = dist::world();
+  if (!g.active()) return;
+  for (const auto& name : names) g.all_reduce_sum(stats.at(name), "the calibration statistics all-reduce");
+  auto r = torch::tensor({double(rows)}, torch::kFloat64);
+  g.all_reduce_sum(r, "the calibration row count");
+  rows = static_cast<std::int64_t>(r.item<double>());
 }
 
 // OWL's first pass: the dense model's outlier ratio per block.
@@ -187,14 +209,15 @@ std::vector<double> owl_outlier_ratios(const Model& m, torch::Tensor x, const On
     std::map<std::string, torch::Tensor> sq;
     std::int64_t rows = 0;
     x = run_block(m, l, x, [&](const std::string& name, const torch::Tensor& in) {
-      auto add = in.pow(2).sum(0);
-      auto& acc = sq[name];
-      acc = acc.defined() ? acc + add : add;
+      accumulate(sq, name, in.pow(2).sum(0));
       if (name.find("q_proj") != std::string::npos) rows += in.size(0);
     });
+    if (sq.empty())  // this rank has no calibration windows: zeros of the right shapes
+      for (const auto& name : m.linear_names(l)) sq[name] = torch::zeros({m.w(name).size(1)}, m.w(name).options().dtype(torch::kFloat64));
+    all_reduce_stats(sq, rows, m.linear_names(l));
     std::vector<torch::Tensor> metrics;
     for (const auto& name : m.linear_names(l))
-      metrics.push_back((m.w(name).abs() * (sq.at(name) / double(rows)).sqrt().unsqueeze(0)).reshape({-1}));
+      metrics.push_back((m.w(name).abs() * (sq.at(name) / double(rows)).to(torch::kFloat32).sqrt().unsqueeze(0)).reshape({-1}));
     auto all = torch::cat(metrics);
     ratios.push_back((all > all.mean() * cfg.owl_m).sum().item<double>() / double(all.numel()));
   }
@@ -284,8 +307,17 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
   OneShotResult res;
   const std::int64_t seqlen = cfg.seqlen > 0 ? cfg.seqlen : m.config.seq_len;
   const bool needs_data = cfg.method != "magnitude";
+  auto& g = dist::world();
+  const torch::Device device(cfg.device);
+  if (device != torch::Device(torch::kCPU))
+    for (auto& [name, w] : m.weights) w = w.to(device);
   torch::Tensor x;  // calibration activations entering the current block [N, T, D]
-  if (needs_data) x = m.embed(calibration_batch(calib_tokens, cfg.nsamples, seqlen, cfg.seed));
+  if (needs_data) {
+    // The same seeded windows on every rank; each rank calibrates on its share of them.
+    auto windows = calibration_batch(calib_tokens, cfg.nsamples, seqlen, cfg.seed);
+    const auto [lo, hi] = dist::shard(cfg.nsamples, kChunk);
+    x = m.embed(windows.narrow(0, lo, hi - lo).to(device));
+  }
   std::vector<double> block_sparsity(static_cast<std::size_t>(m.config.n_layers), cfg.sparsity);
   if (cfg.method == "owl") {
     res.block_outlier_ratio = owl_outlier_ratios(m, x, cfg);
@@ -321,11 +353,20 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
       };
       run_block(m, l, x, [&](const std::string& name, const torch::Tensor& in) {
         if (shares_input(name)) return;
-        auto add = hessian ? torch::matmul(in.t(), in) : in.pow(2).sum(0);
-        auto& acc = stats[name];
-        acc = acc.defined() ? acc + add : add;
+        accumulate(stats, name, hessian ? torch::matmul(in.t(), in) : in.pow(2).sum(0));
         if (name.find("q_proj") != std::string::npos) rows_seen += in.size(0);
       });
+      std::vector<std::string> own_inputs;
+      for (const auto& name : m.linear_names(l))
+        if (!shares_input(name)) {
+          own_inputs.push_back(name);
+          if (!stats.count(name)) {  // a rank without windows contributes zeros
+            const auto cols = m.w(name).size(1);
+            stats[name] = hessian ? torch::zeros({cols, cols}, m.w(name).options().dtype(torch::kFloat64))
+                                  : torch::zeros({cols}, m.w(name).options().dtype(torch::kFloat64));
+          }
+        }
+      all_reduce_stats(stats, rows_seen, own_inputs);
       const std::string p = fmt::format("model.layers.{}.", l);
       stats[p + "self_attn.k_proj.weight"] = stats[p + "self_attn.v_proj.weight"] = stats.at(p + "self_attn.q_proj.weight");
       stats[p + "mlp.up_proj.weight"] = stats.at(p + "mlp.gate_proj.weight");
@@ -333,7 +374,18 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
     }
     OneShotConfig layer_cfg = cfg;
     layer_cfg.sparsity = block_sparsity[static_cast<std::size_t>(l)];
-    for (const auto& name : m.linear_names(l)) {
+    const auto names = m.linear_names(l);
+    // SparseGPT's solves are the expensive part: each linear is solved by one rank (balanced
+    // by cost) and its result broadcast. The cheap criteria run on every rank alike.
+    std::vector<int> owner(names.size(), g.rank());
+    if (cfg.method == "sparsegpt" && g.active()) {
+      std::vector<double> cost;
+      for (const auto& name : names)
+        cost.push_back(skipped(name) ? 0.0 : double(m.w(name).size(1)) * double(m.w(name).size(0) + m.w(name).size(1)));
+      owner = dist::assign_owners(cost);
+    }
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      const auto& name = names[i];
       const auto t0 = std::chrono::steady_clock::now();
       auto& W = m.weights.at(name);
       LayerResult lr;
@@ -343,16 +395,29 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
       } else if (cfg.method == "magnitude") {
         W.masked_fill_(magnitude_mask(W, layer_cfg), 0.0);
       } else if (cfg.method == "wanda" || cfg.method == "owl") {
-        W.masked_fill_(wanda_mask(W, stats.at(name) / double(rows_seen), layer_cfg), 0.0);
+        W.masked_fill_(wanda_mask(W, (stats.at(name) / double(rows_seen)).to(torch::kFloat32), layer_cfg), 0.0);
       } else {
-        auto pruned = W.clone();
-        lr.damp = sparsegpt_prune(pruned, stats.at(name) * (2.0 / double(rows_seen)), layer_cfg, name);
-        W.copy_(pruned);
+        auto damp = torch::zeros({1}, torch::kFloat64);
+        if (owner[i] == g.rank()) {
+          auto pruned = W.clone();
+          damp[0] = sparsegpt_prune(pruned, (stats.at(name) * (2.0 / double(rows_seen))).to(torch::kFloat32), layer_cfg, name);
+          W.copy_(pruned);
+        }
+        if (g.active()) {
+          g.broadcast(W, owner[i], "the broadcast of a pruned weight");
+          g.broadcast(damp, owner[i], "the broadcast of a pruned weight");
+        }
+        lr.damp = damp.item<double>();
       }
       lr.numel = W.numel();
       lr.zeros = W.numel() - W.count_nonzero().item<std::int64_t>();
       lr.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       res.layers.push_back(lr);
+    }
+    if (g.active()) {
+      std::vector<torch::Tensor> ws;
+      for (const auto& name : names) ws.push_back(m.w(name));
+      g.check_same(ws, fmt::format("pruned weights of block {}", l));
     }
     // The next block sees this block's output with its pruned weights.
     if (needs_data) x = run_block(m, l, x, nullptr);
@@ -361,18 +426,22 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
       std::fprintf(stderr, "%s: block %d/%lld pruned (%.1f s, ETA %.1f s)\n", cfg.method.c_str(), l + 1,
                    static_cast<long long>(m.config.n_layers), el,
                    el / (l + 1 - first) * double(m.config.n_layers - l - 1));
-    if (!cfg.checkpoint.empty() && l + 1 < m.config.n_layers && (interrupt_requested() || l == cfg.stop_after_block)) {
+    // Every rank stops after the same block.
+    const bool stop = g.any(interrupt_requested() || l == cfg.stop_after_block, "the interrupt check");
+    if (!cfg.checkpoint.empty() && l + 1 < m.config.n_layers && stop) {
       res.seconds = seconds_before + el;
       save_oneshot_checkpoint(m, l + 1, res, fp, cfg.checkpoint);
       std::fprintf(stderr, "interrupted: blocks 1-%d saved to %s (continue with --resume)\n", l + 1,
                    cfg.checkpoint.c_str());
       res.interrupted = true;
       res.peak_rss_bytes = peak_rss_bytes();
+      for (auto& [name, w] : m.weights) w = w.to(torch::kCPU);
       return res;
     }
   }
   res.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   res.peak_rss_bytes = peak_rss_bytes();
+  for (auto& [name, w] : m.weights) w = w.to(torch::kCPU);
   return res;
 }
 

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "prunus/data.h"
+#include "prunus/distributed.h"
 #include "prunus/io.h"
 #include "prunus/models.h"
 #include "prunus/recipe.h"
@@ -108,29 +109,42 @@ int sensitivity_job(const SensitivityJob& job, const JobOptions& opt) {
   std::sort(levels.begin(), levels.end());
   levels.erase(std::unique(levels.begin(), levels.end()), levels.end());
   const auto weights = prunable_weights(*net);
-  std::vector<Curve> curves;
-  Progress bar("sensitivity", static_cast<std::int64_t>(weights.size() * levels.size()), opt.progress);
-  std::int64_t done = 0;
-  std::string csv = "layer,numel,sparsity,holdout_accuracy,drop_points\n";
+  // (layer, level) evaluations are dealt out to the ranks in turn and gathered: every rank
+  // ends with the whole table (rank 0 writes it).
+  auto& g = dist::world();
+  const std::int64_t jobs = static_cast<std::int64_t>(weights.size() * levels.size());
+  auto accuracy = torch::zeros({jobs}, torch::kFloat64);
+  Progress bar("sensitivity", (jobs + g.size() - 1 - g.rank()) / g.size(), opt.progress);
+  std::int64_t done = 0, k = 0;
   for (const auto& [name, w] : weights) {
-    Curve c{name, w.numel(), {0.0}, {0.0}};
-    csv += fmt::format("{},{},0,{:.6f},0\n", name, w.numel(), base);
     const auto original = w.detach().clone();
     for (double s : levels) {
+      if (k++ % g.size() != g.rank()) continue;
       if (interrupt_requested()) fail("sensitivity", "interrupted (nothing written)");
       // This layer alone, pruned to s by the criterion and pattern; then restored.
       Sparsifier sp({{name, w}}, make_criterion(job.criterion, job.seed), make_pattern(job.pattern), make_scope("layer"),
                     make_oneshot_schedule(s, 0));
       sp.prune_to(s);
-      const double acc = evaluate(*net, holdout).accuracy;
+      accuracy[k - 1] = evaluate(*net, holdout).accuracy;
       {
         torch::NoGradGuard ng;
         w.copy_(original);
       }
+      bar.update(++done, fmt::format("{} at {:.0f}%", name, 100 * s));
+    }
+  }
+  g.all_reduce_sum(accuracy, "the gathering of sensitivity results");
+  std::vector<Curve> curves;
+  std::string csv = "layer,numel,sparsity,holdout_accuracy,drop_points\n";
+  k = 0;
+  for (const auto& [name, w] : weights) {
+    Curve c{name, w.numel(), {0.0}, {0.0}};
+    csv += fmt::format("{},{},0,{:.6f},0\n", name, w.numel(), base);
+    for (double s : levels) {
+      const double acc = accuracy[k++].item<double>();
       c.levels.push_back(s);
       c.drop.push_back(100.0 * (base - acc));
       csv += fmt::format("{},{},{},{:.6f},{:.4f}\n", name, w.numel(), s, acc, 100.0 * (base - acc));
-      bar.update(++done, fmt::format("{} at {:.0f}%", name, 100 * s));
     }
     curves.push_back(std::move(c));
   }

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "prunus/distributed.h"
 #include "prunus/io.h"
 #include "prunus/train.h"
 #include "util/interrupt.h"
@@ -136,6 +137,62 @@ void load_checkpoint(const CheckpointOptions& ck, Net& net, torch::optim::Optimi
   opt.load(archive);
 }
 
+// Data parallelism: after each rank's backward over its share of the global batch, the
+// gradients are summed (each rank scaled its loss by share/batch, so the sum is the
+// gradient of the global batch mean), together with the step's loss and correct count.
+// Every rank then takes the same optimiser step on the same weights.
+struct StepTotals {
+  double loss_sum = 0;
+  std::int64_t correct = 0;
+};
+StepTotals all_reduce_gradients(Net& net, dist::Group& g, double local_loss_sum, std::int64_t local_correct) {
+  std::vector<torch::Tensor> parts;
+  for (auto& p : net.parameters())
+    parts.push_back(p.grad().defined() ? p.grad().reshape({-1}) : torch::zeros({p.numel()}, p.options()));
+  parts.push_back(torch::tensor({static_cast<float>(local_loss_sum), static_cast<float>(local_correct)}));
+  auto flat = torch::cat(parts);
+  g.all_reduce_sum(flat, "the gradient all-reduce");
+  std::int64_t at = 0;
+  for (auto& p : net.parameters()) {
+    auto src = flat.narrow(0, at, p.numel()).view(p.sizes());
+    if (p.grad().defined()) p.mutable_grad().copy_(src);
+    else p.mutable_grad() = src.clone();
+    at += p.numel();
+  }
+  return {static_cast<double>(flat[at].item<float>()), static_cast<std::int64_t>(std::llround(flat[at + 1].item<float>()))};
+}
+
+// BatchNorm statistics follow rank 0's (as PyTorch's DistributedDataParallel broadcasts
+// buffers before each forward): every rank's model stays identical.
+void broadcast_buffers(Net& net, dist::Group& g) {
+  if (!g.active()) return;
+  torch::NoGradGuard ng;
+  for (auto& b : net.buffers()) g.broadcast(b, 0, "the BatchNorm statistics broadcast");
+}
+
+// Test accuracy with the test set split over the ranks.
+Evaluation evaluate_sharded(Net& net, const data::Dataset& d, dist::Group& g) {
+  if (!g.active()) return evaluate(net, d);
+  const auto [lo, hi] = dist::shard(d.size());
+  const data::Dataset part{d.images.narrow(0, lo, hi - lo), d.labels.narrow(0, lo, hi - lo)};
+  Evaluation local = part.size() > 0 ? evaluate(net, part) : Evaluation{};
+  auto t = torch::tensor({local.accuracy * double(hi - lo), local.loss * double(hi - lo), double(hi - lo)}, torch::kFloat64);
+  g.all_reduce_sum(t, "the test evaluation");
+  Evaluation e;
+  e.samples = static_cast<std::int64_t>(t[2].item<double>());
+  e.accuracy = e.samples ? std::round(t[0].item<double>()) / double(e.samples) : 0;
+  e.loss = e.samples ? t[1].item<double>() / double(e.samples) : 0;
+  return e;
+}
+
+std::vector<torch::Tensor> model_and_masks(Net& net, const Sparsifier* sp) {
+  std::vector<torch::Tensor> all;
+  for (const auto& p : net.parameters()) all.push_back(p);
+  if (sp)
+    for (const auto& m : sp->masks()) all.push_back(m);
+  return all;
+}
+
 }  // namespace
 
 std::string checkpoint_stage(const std::string& path) {
@@ -238,6 +295,8 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
     return seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   };
   const std::int64_t first_step = pos.global_step;
+  auto& g = dist::world();
+  if (g.active()) g.check_same(model_and_masks(net_, sparsifier_), "initial weights and masks");
   for (; pos.epoch < cfg_.epochs; ++pos.epoch) {
     net_.train();
     const auto order = data::epoch_order(n, seed_, pos.epoch);
@@ -247,10 +306,12 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
     const auto epoch_start = std::chrono::steady_clock::now();
     double lr = cfg_.lr;
     for (; pos.step_in_epoch < steps_per_epoch; ++pos.step_in_epoch, ++pos.global_step) {
-      if (interrupt_requested() || pos.global_step == ck.stop_at_step) {
+      // Every rank stops at the same step (Ctrl-C reaches the ranks at different moments).
+      if (g.any(interrupt_requested() || pos.global_step == ck.stop_at_step, "the interrupt check")) {
         pos.seconds = elapsed();
+        broadcast_buffers(net_, g);
         if (!ck.path.empty()) {
-          save_checkpoint(ck, net_, *opt, sparsifier_, pos, result.history);
+          if (g.is_main()) save_checkpoint(ck, net_, *opt, sparsifier_, pos, result.history);
           std::fprintf(stderr, "\ninterrupted: checkpoint written to %s (continue with --resume)\n", ck.path.c_str());
         } else {
           std::fprintf(stderr, "\ninterrupted\n");
@@ -261,38 +322,56 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
       }
       if (sparsifier_ && sparsifier_->step(pos.global_step)) pos.target = sparsifier_->current_target();
       const std::int64_t begin = pos.step_in_epoch * bs;
-      const auto idx = order.narrow(0, begin, std::min(bs, n - begin));
+      const std::int64_t count = std::min(bs, n - begin);
+      const auto idx = order.narrow(0, begin, count);
       auto x = train.images.index_select(0, idx);
       auto y = train.labels.index_select(0, idx);
       if (cfg_.augment) {
         auto gen = at::detail::createCPUGenerator(seed_ * 7919ull + static_cast<std::uint64_t>(pos.global_step) + 1);
         x = data::augment(x, gen);
       }
+      // This rank's share of the global batch (all of it in one process).
+      const auto [lo, hi] = dist::shard(count);
+      x = x.narrow(0, lo, hi - lo);
+      y = y.narrow(0, lo, hi - lo);
       lr = lr_at(pos.global_step, steps_per_epoch);
-      for (auto& g : opt->param_groups()) g.options().set_lr(lr);
+      for (auto& group : opt->param_groups()) group.options().set_lr(lr);
       opt->zero_grad();
-      auto logits = net_.forward(x);
-      auto loss = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().label_smoothing(cfg_.label_smoothing));
-      if (cfg_.distill_alpha > 0) {
-        if (!teacher) fail("distill", "distillation is on but no teacher model was given");
-        torch::Tensor t_logits;
-        {
-          torch::NoGradGuard ng;
-          t_logits = teacher->forward(x);
+      broadcast_buffers(net_, g);
+      double l = 0;
+      std::int64_t step_correct = 0;
+      if (hi > lo) {
+        auto logits = net_.forward(x);
+        auto loss = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().label_smoothing(cfg_.label_smoothing));
+        if (cfg_.distill_alpha > 0) {
+          if (!teacher) fail("distill", "distillation is on but no teacher model was given");
+          torch::Tensor t_logits;
+          {
+            torch::NoGradGuard ng;
+            t_logits = teacher->forward(x);
+          }
+          loss = distillation_loss(logits, t_logits, loss, cfg_.distill_alpha, cfg_.distill_temperature);
         }
-        loss = distillation_loss(logits, t_logits, loss, cfg_.distill_alpha, cfg_.distill_temperature);
+        // Scaled by this rank's share: summed over the ranks, the gradient of the batch mean.
+        (g.active() ? loss * (double(hi - lo) / double(count)) : loss).backward();
+        l = loss.item<double>() * double(hi - lo);
+        step_correct = (logits.detach().argmax(1) == y).sum().item<std::int64_t>();
       }
-      loss.backward();
+      if (g.active()) {
+        const auto totals = all_reduce_gradients(net_, g, l, step_correct);
+        l = totals.loss_sum;
+        step_correct = totals.correct;
+      }
+      l /= double(count);
+      if (!std::isfinite(l))
+        fail("training", fmt::format("loss became {} at step {} (learning rate {} too high?)", l, pos.global_step, lr));
       if (sparsifier_ && sparsifier_->needs_gradients()) sparsifier_->accumulate_gradients();
       if (sparsifier_) sparsifier_->mask_gradients();
       opt->step();
       if (sparsifier_) sparsifier_->apply_masks();
-      const double l = loss.item<double>();
-      if (!std::isfinite(l))
-        fail("training", fmt::format("loss became {} at step {} (learning rate {} too high?)", l, pos.global_step, lr));
-      loss_sum += l * double(idx.size(0));
-      correct += (logits.argmax(1) == y).sum().item<std::int64_t>();
-      seen += idx.size(0);
+      loss_sum += l * double(count);
+      correct += step_correct;
+      seen += count;
       if (progress) {
         const double done = double(pos.global_step + 1 - first_step);
         const double eta = (elapsed() - seconds_before) / done * double(total_steps - pos.global_step - 1);
@@ -310,7 +389,10 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
     r.train_accuracy = seen ? double(correct) / double(seen) : 0;
     r.sparsity = pruned_sparsity(sparsifier_);
     r.target = pos.target;
-    if (test) r.test_accuracy = evaluate(net_, *test).accuracy;
+    broadcast_buffers(net_, g);
+    if (g.active())
+      g.check_same(model_and_masks(net_, sparsifier_), fmt::format("weights and masks after epoch {}", r.epoch));
+    if (test) r.test_accuracy = evaluate_sharded(net_, *test, g).accuracy;
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
     result.history.push_back(r);
     if (on_epoch_end) on_epoch_end(pos.epoch + 1);
@@ -324,7 +406,7 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
                         Progress::format_duration(eta));
     bar.finish(line);
   }
-  if (!ck.path.empty() && fs::exists(ck.path)) fs::remove(ck.path);
+  if (g.is_main() && !ck.path.empty() && fs::exists(ck.path)) fs::remove(ck.path);
   result.seconds = elapsed();
   return result;
 }
