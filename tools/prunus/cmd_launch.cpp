@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -54,7 +55,8 @@ struct LaunchOptions {
   int nproc = 2;
   std::string addr = "127.0.0.1";
   int port = 0;
-  std::string log_dir = "prunus-logs";
+  std::string log_dir = std::getenv("PRUNUS_LOG_DIR") && *std::getenv("PRUNUS_LOG_DIR") ? std::getenv("PRUNUS_LOG_DIR")
+                                                                                       : "prunus-logs";
   int timeout = 120;
   std::vector<std::string> command;
 };

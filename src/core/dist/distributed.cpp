@@ -341,8 +341,24 @@ bool init_from_env(const InitOptions& opt) {
   const int port = env_int("MASTER_PORT", -1, 1, 65535);
   if (!addr || !*addr) fail("environment variable MASTER_ADDR", "is not set");
   if (port < 0) fail("environment variable MASTER_PORT", "is not set");
+  {
+    // c10d logs every retry of the rendezvous on stderr; what matters is in our one line.
+    std::fflush(stderr);
+    const int saved = ::dup(2), devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (devnull >= 0) ::dup2(devnull, 2), ::close(devnull);
+    auto restore = [&] {
+      if (saved >= 0) ::dup2(saved, 2), ::close(saved);
+    };
+    try {
+      g_world = std::make_unique<C10dGroup>(rank, size, local_rank, addr, static_cast<std::uint16_t>(port), opt.timeout);
+    } catch (...) {
+      restore();
+      throw;
+    }
+    restore();
+  }
+  // After joining, so that a rank that cannot join says so where it was started.
   if (rank != 0) redirect_to_log(rank);
-  g_world = std::make_unique<C10dGroup>(rank, size, local_rank, addr, static_cast<std::uint16_t>(port), opt.timeout);
   // Every rank computes what rank 0 computes; only rank 0's files are written.
   set_writes_enabled(rank == 0);
   return true;
