@@ -106,6 +106,7 @@ struct OneShotResult {
   std::vector<LayerResult> layers;
   std::vector<double> block_sparsity;      // per decoder block (OWL varies it)
   std::vector<double> block_outlier_ratio; // OWL's layer-wise outlier ratios
+  std::vector<double> block_seconds;       // wall time of each block pruned by this run
   double seconds = 0;
   double calib_seconds = 0;
   std::int64_t peak_rss_bytes = 0;

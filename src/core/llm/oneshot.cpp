@@ -340,6 +340,7 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
   res.resumed_from_block = first;
   const double seconds_before = res.seconds;
   for (int l = first; l < m.config.n_layers; ++l) {
+    const auto block_start = std::chrono::steady_clock::now();
     // Statistics of each linear's input over all calibration tokens.
     std::map<std::string, torch::Tensor> stats;  // wanda: Σx² per column; sparsegpt: Σxxᵀ
     std::int64_t rows_seen = 0;
@@ -421,6 +422,8 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
     }
     // The next block sees this block's output with its pruned weights.
     if (needs_data) x = run_block(m, l, x, nullptr);
+    if (device.is_cuda()) torch::cuda::synchronize(device.index());
+    res.block_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - block_start).count());
     const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     if (cfg.progress)
       std::fprintf(stderr, "%s: block %d/%lld pruned (%.1f s, ETA %.1f s)\n", cfg.method.c_str(), l + 1,
