@@ -114,6 +114,7 @@ int main(int argc, char** argv) {
                           {"block_seconds", r.block_seconds},
                           {"seconds", r.seconds},
                           {"calib_seconds", r.calib_seconds},
+                          {"solve_seconds_rank0", r.solve_seconds},
                           {"mask_hash", fmt::format("{:016x}", all_masks)},
                           {"weight_hash", fmt::format("{:016x}", all_weights)},
                           {"mask_hashes", hashes}};

@@ -108,7 +108,8 @@ struct OneShotResult {
   std::vector<double> block_outlier_ratio; // OWL's layer-wise outlier ratios
   std::vector<double> block_seconds;       // wall time of each block pruned by this run
   double seconds = 0;
-  double calib_seconds = 0;
+  double calib_seconds = 0;  // statistics pass (forward + accumulation + all-reduce)
+  double solve_seconds = 0;  // this rank's own pruning of the linears it owns
   std::int64_t peak_rss_bytes = 0;
   bool interrupted = false;   // stopped by Ctrl-C; cfg.checkpoint holds the finished blocks
   int resumed_from_block = 0; // first block this run pruned (> 0 when resumed)

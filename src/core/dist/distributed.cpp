@@ -179,6 +179,11 @@ class C10dGroup final : public Group {
   void finalize() {
     barrier("the final barrier");
     stop_heartbeat();
+#ifdef PRUNUS_WITH_NCCL
+    // libtorch 2.x wants an explicit shutdown before the communicator is destroyed.
+    if constexpr (requires(c10d::ProcessGroupNCCL& p) { p.shutdown(); })
+      if (nccl_) nccl_->shutdown();
+#endif
   }
 
  private:

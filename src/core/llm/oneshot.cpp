@@ -371,6 +371,7 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
       const std::string p = fmt::format("model.layers.{}.", l);
       stats[p + "self_attn.k_proj.weight"] = stats[p + "self_attn.v_proj.weight"] = stats.at(p + "self_attn.q_proj.weight");
       stats[p + "mlp.up_proj.weight"] = stats.at(p + "mlp.gate_proj.weight");
+      if (device.is_cuda()) torch::cuda::synchronize(device.index());
       res.calib_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
     OneShotConfig layer_cfg = cfg;
@@ -385,12 +386,17 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
         cost.push_back(skipped(name) ? 0.0 : double(m.w(name).size(1)) * double(m.w(name).size(0) + m.w(name).size(1)));
       owner = dist::assign_owners(cost);
     }
+    // Each rank prunes what it owns without waiting for the others; then every SparseGPT
+    // result travels from its owner. (damp, seconds) travel with it.
+    std::vector<torch::Tensor> info(names.size());
+    const auto solve_start = std::chrono::steady_clock::now();
     for (std::size_t i = 0; i < names.size(); ++i) {
       const auto& name = names[i];
+      info[i] = torch::zeros({2}, torch::kFloat64);
+      if (owner[i] != g.rank()) continue;
       const auto t0 = std::chrono::steady_clock::now();
       auto& W = m.weights.at(name);
-      LayerResult lr;
-      lr.name = name;
+      double damp = 0;
       if (skipped(name)) {
         // stays dense
       } else if (cfg.method == "magnitude") {
@@ -398,21 +404,27 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
       } else if (cfg.method == "wanda" || cfg.method == "owl") {
         W.masked_fill_(wanda_mask(W, (stats.at(name) / double(rows_seen)).to(torch::kFloat32), layer_cfg), 0.0);
       } else {
-        auto damp = torch::zeros({1}, torch::kFloat64);
-        if (owner[i] == g.rank()) {
-          auto pruned = W.clone();
-          damp[0] = sparsegpt_prune(pruned, (stats.at(name) * (2.0 / double(rows_seen))).to(torch::kFloat32), layer_cfg, name);
-          W.copy_(pruned);
-        }
-        if (g.active()) {
-          g.broadcast(W, owner[i], "the broadcast of a pruned weight");
-          g.broadcast(damp, owner[i], "the broadcast of a pruned weight");
-        }
-        lr.damp = damp.item<double>();
+        auto pruned = W.clone();
+        damp = sparsegpt_prune(pruned, (stats.at(name) * (2.0 / double(rows_seen))).to(torch::kFloat32), layer_cfg, name);
+        W.copy_(pruned);
       }
+      if (device.is_cuda()) torch::cuda::synchronize(device.index());
+      info[i][0] = damp;
+      info[i][1] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    res.solve_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - solve_start).count();
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      auto& W = m.weights.at(names[i]);
+      if (cfg.method == "sparsegpt" && g.active()) {
+        g.broadcast(W, owner[i], "the broadcast of a pruned weight");
+        g.broadcast(info[i], owner[i], "the broadcast of a pruned weight");
+      }
+      LayerResult lr;
+      lr.name = names[i];
+      lr.damp = info[i][0].item<double>();
+      lr.seconds = info[i][1].item<double>();
       lr.numel = W.numel();
       lr.zeros = W.numel() - W.count_nonzero().item<std::int64_t>();
-      lr.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       res.layers.push_back(lr);
     }
     if (g.active()) {
