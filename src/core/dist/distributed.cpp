@@ -4,6 +4,8 @@
 #include "prunus/distributed.h"
 
 #include <fcntl.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -99,6 +101,30 @@ std::string first_line(const std::string& s) {
   return nl == std::string::npos ? s : s.substr(0, nl);
 }
 
+// Waits until something listens at host:port (rank 0's store), polling every 10 ms: c10d's
+// own client backs off for a second or more when it arrives before the server.
+void wait_for_listener(const std::string& host, std::uint16_t port, milliseconds timeout) {
+  const auto deadline = steady_clock::now() + timeout;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  while (steady_clock::now() < deadline) {
+    addrinfo* res = nullptr;
+    if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) == 0) {
+      bool up = false;
+      for (auto* a = res; a && !up; a = a->ai_next) {
+        const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) continue;
+        up = ::connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+        ::close(fd);
+      }
+      ::freeaddrinfo(res);
+      if (up) return;
+    }
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+}
+
 std::int64_t now_ms() { return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count(); }
 
 std::vector<std::uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
@@ -118,6 +144,7 @@ class C10dGroup final : public Group {
     so.waitWorkers = true;
     so.timeout = timeout_;
     try {
+      if (rank_ != 0) wait_for_listener(host_, port_, timeout_);
       store_ = c10::make_intrusive<c10d::TCPStore>(host_, so);
       auto gloo_opts = c10d::ProcessGroupGloo::Options::create(timeout_);
       const bool loopback = host_ == "127.0.0.1" || host_ == "localhost";

@@ -144,12 +144,15 @@ void load_checkpoint(const CheckpointOptions& ck, Net& net, torch::optim::Optimi
 struct StepTotals {
   double loss_sum = 0;
   std::int64_t correct = 0;
+  bool stop = false;  // some rank saw Ctrl-C: every rank stops before the next step
 };
-StepTotals all_reduce_gradients(Net& net, dist::Group& g, double local_loss_sum, std::int64_t local_correct) {
+StepTotals all_reduce_gradients(Net& net, dist::Group& g, double local_loss_sum, std::int64_t local_correct,
+                                bool local_stop) {
   std::vector<torch::Tensor> parts;
   for (auto& p : net.parameters())
     parts.push_back(p.grad().defined() ? p.grad().reshape({-1}) : torch::zeros({p.numel()}, p.options()));
-  parts.push_back(torch::tensor({static_cast<float>(local_loss_sum), static_cast<float>(local_correct)}));
+  parts.push_back(torch::tensor(
+      {static_cast<float>(local_loss_sum), static_cast<float>(local_correct), local_stop ? 1.0f : 0.0f}));
   auto flat = torch::cat(parts);
   g.all_reduce_sum(flat, "the gradient all-reduce");
   std::int64_t at = 0;
@@ -159,7 +162,8 @@ StepTotals all_reduce_gradients(Net& net, dist::Group& g, double local_loss_sum,
     else p.mutable_grad() = src.clone();
     at += p.numel();
   }
-  return {static_cast<double>(flat[at].item<float>()), static_cast<std::int64_t>(std::llround(flat[at + 1].item<float>()))};
+  return {static_cast<double>(flat[at].item<float>()), static_cast<std::int64_t>(std::llround(flat[at + 1].item<float>())),
+          flat[at + 2].item<float>() > 0};
 }
 
 // BatchNorm statistics follow rank 0's (as PyTorch's DistributedDataParallel broadcasts
@@ -297,6 +301,7 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
   const std::int64_t first_step = pos.global_step;
   auto& g = dist::world();
   if (g.active()) g.check_same(model_and_masks(net_, sparsifier_), "initial weights and masks");
+  bool stop_seen = false;
   for (; pos.epoch < cfg_.epochs; ++pos.epoch) {
     net_.train();
     const auto order = data::epoch_order(n, seed_, pos.epoch);
@@ -306,8 +311,9 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
     const auto epoch_start = std::chrono::steady_clock::now();
     double lr = cfg_.lr;
     for (; pos.step_in_epoch < steps_per_epoch; ++pos.step_in_epoch, ++pos.global_step) {
-      // Every rank stops at the same step (Ctrl-C reaches the ranks at different moments).
-      if (g.any(interrupt_requested() || pos.global_step == ck.stop_at_step, "the interrupt check")) {
+      // Every rank stops at the same step: Ctrl-C reaches the ranks at different moments, so
+      // in a distributed run each rank's flag rides on the previous step's gradient all-reduce.
+      if ((g.active() ? stop_seen : interrupt_requested()) || pos.global_step == ck.stop_at_step) {
         pos.seconds = elapsed();
         broadcast_buffers(net_, g);
         if (!ck.path.empty()) {
@@ -358,7 +364,8 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
         step_correct = (logits.detach().argmax(1) == y).sum().item<std::int64_t>();
       }
       if (g.active()) {
-        const auto totals = all_reduce_gradients(net_, g, l, step_correct);
+        const auto totals = all_reduce_gradients(net_, g, l, step_correct, interrupt_requested());
+        stop_seen = totals.stop;
         l = totals.loss_sum;
         step_correct = totals.correct;
       }
