@@ -79,6 +79,18 @@ kill -INT $L; wait $L; rc=$?
 cmp -s full.safetensors int.safetensors && ok "resumed 2-process run is byte-identical to an uninterrupted one" \
   || bad "resumed run differs"
 
+# A rank killed mid-run: rank 0 leaves a checkpoint of the last complete step, and --resume
+# on two fresh ranks ends with the bytes of the uninterrupted run.
+"$PRUNUS" launch --nproc 2 --timeout 5 -- "${FT6[@]}" -o killed.safetensors >kill.out 2>&1 &
+L=$!
+for _ in $(seq 1 100); do grep -q "finetune epoch 1/6" kill.out 2>/dev/null && break; sleep 0.05; done
+kill -9 "$(rank_pid $L 1)"; wait $L
+grep -q "checkpoint written to killed.safetensors.ckpt" kill.out && [[ -f killed.safetensors.ckpt ]] \
+  && ok "a lost rank: rank 0 writes a checkpoint" || bad "no checkpoint after a lost rank: $(tail -3 kill.out)"
+"$PRUNUS" launch --nproc 2 -- "${FT6[@]}" -o killed.safetensors --resume >out 2>&1 || bad "resume after a lost rank: $(tail -3 out)"
+cmp -s full.safetensors killed.safetensors && ok "resumed after a lost rank: byte-identical to the uninterrupted run" \
+  || bad "resume after a lost rank differs"
+
 # Distributed sensitivity: the (layer, level) evaluations are dealt out and gathered.
 SE=(sensitivity dense.safetensors --holdout 1000 --levels 0.5 0.8 0.95 --target 0.8 --no-progress --threads 1)
 "$PRUNUS" "${SE[@]}" -o s1.csv >out1 2>&1 || bad "sensitivity 1 process: $(tail -2 out1)"

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -25,6 +26,13 @@ class Tensor;
 }
 
 namespace prunus::dist {
+
+// A collective failed because another rank died, hung past the timeout or failed itself; the
+// message names it. Jobs catch it to leave a checkpoint on rank 0 before they stop.
+class PeerFailure : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 class Group {
  public:

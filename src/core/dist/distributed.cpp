@@ -221,7 +221,7 @@ class C10dGroup final : public Group {
       work->wait(timeout_);
     } catch (const std::exception& e) {
       peer_failed_ = true;
-      throw std::runtime_error(diagnose(what, first_line(e.what())));
+      throw PeerFailure(diagnose(what, first_line(e.what())));
     }
   }
 

@@ -340,118 +340,129 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
   res.resumed_from_block = first;
   const double seconds_before = res.seconds;
   for (int l = first; l < m.config.n_layers; ++l) {
-    const auto block_start = std::chrono::steady_clock::now();
-    // Statistics of each linear's input over all calibration tokens.
-    std::map<std::string, torch::Tensor> stats;  // wanda: Σx² per column; sparsegpt: Σxxᵀ
-    std::int64_t rows_seen = 0;
-    const bool hessian = cfg.method == "sparsegpt";
-    if (needs_data) {
-      const auto t0 = std::chrono::steady_clock::now();
-      // q/k/v read the same input, as do gate/up: accumulate once, share the statistics.
-      auto shares_input = [](const std::string& name) {
-        return name.find("k_proj") != std::string::npos || name.find("v_proj") != std::string::npos ||
-               name.find("up_proj") != std::string::npos;
-      };
-      run_block(m, l, x, [&](const std::string& name, const torch::Tensor& in) {
-        if (shares_input(name)) return;
-        accumulate(stats, name, hessian ? torch::matmul(in.t(), in) : in.pow(2).sum(0));
-        if (name.find("q_proj") != std::string::npos) rows_seen += in.size(0);
-      });
-      std::vector<std::string> own_inputs;
-      for (const auto& name : m.linear_names(l))
-        if (!shares_input(name)) {
-          own_inputs.push_back(name);
-          if (!stats.count(name)) {  // a rank without windows contributes zeros
-            const auto cols = m.w(name).size(1);
-            stats[name] = hessian ? torch::zeros({cols, cols}, m.w(name).options().dtype(torch::kFloat64))
-                                  : torch::zeros({cols}, m.w(name).options().dtype(torch::kFloat64));
+    try {
+      const auto block_start = std::chrono::steady_clock::now();
+      // Statistics of each linear's input over all calibration tokens.
+      std::map<std::string, torch::Tensor> stats;  // wanda: Σx² per column; sparsegpt: Σxxᵀ
+      std::int64_t rows_seen = 0;
+      const bool hessian = cfg.method == "sparsegpt";
+      if (needs_data) {
+        const auto t0 = std::chrono::steady_clock::now();
+        // q/k/v read the same input, as do gate/up: accumulate once, share the statistics.
+        auto shares_input = [](const std::string& name) {
+          return name.find("k_proj") != std::string::npos || name.find("v_proj") != std::string::npos ||
+                 name.find("up_proj") != std::string::npos;
+        };
+        run_block(m, l, x, [&](const std::string& name, const torch::Tensor& in) {
+          if (shares_input(name)) return;
+          accumulate(stats, name, hessian ? torch::matmul(in.t(), in) : in.pow(2).sum(0));
+          if (name.find("q_proj") != std::string::npos) rows_seen += in.size(0);
+        });
+        std::vector<std::string> own_inputs;
+        for (const auto& name : m.linear_names(l))
+          if (!shares_input(name)) {
+            own_inputs.push_back(name);
+            if (!stats.count(name)) {  // a rank without windows contributes zeros
+              const auto cols = m.w(name).size(1);
+              stats[name] = hessian ? torch::zeros({cols, cols}, m.w(name).options().dtype(torch::kFloat64))
+                                    : torch::zeros({cols}, m.w(name).options().dtype(torch::kFloat64));
+            }
           }
-        }
-      all_reduce_stats(stats, rows_seen, own_inputs);
-      const std::string p = fmt::format("model.layers.{}.", l);
-      stats[p + "self_attn.k_proj.weight"] = stats[p + "self_attn.v_proj.weight"] = stats.at(p + "self_attn.q_proj.weight");
-      stats[p + "mlp.up_proj.weight"] = stats.at(p + "mlp.gate_proj.weight");
-      if (device.is_cuda()) torch::cuda::synchronize(device.index());
-      res.calib_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    }
-    OneShotConfig layer_cfg = cfg;
-    layer_cfg.sparsity = block_sparsity[static_cast<std::size_t>(l)];
-    const auto names = m.linear_names(l);
-    // SparseGPT's solves are the expensive part: each linear is solved by one rank (balanced
-    // by cost) and its result broadcast. The cheap criteria run on every rank alike.
-    std::vector<int> owner(names.size(), g.rank());
-    if (cfg.method == "sparsegpt" && g.active()) {
-      std::vector<double> cost;
-      for (const auto& name : names)
-        cost.push_back(skipped(name) ? 0.0 : double(m.w(name).size(1)) * double(m.w(name).size(0) + m.w(name).size(1)));
-      owner = dist::assign_owners(cost);
-    }
-    // Each rank prunes what it owns without waiting for the others; then every SparseGPT
-    // result travels from its owner. (damp, seconds) travel with it.
-    std::vector<torch::Tensor> info(names.size());
-    const auto solve_start = std::chrono::steady_clock::now();
-    for (std::size_t i = 0; i < names.size(); ++i) {
-      const auto& name = names[i];
-      info[i] = torch::zeros({2}, torch::kFloat64);
-      if (owner[i] != g.rank()) continue;
-      const auto t0 = std::chrono::steady_clock::now();
-      auto& W = m.weights.at(name);
-      double damp = 0;
-      if (skipped(name)) {
-        // stays dense
-      } else if (cfg.method == "magnitude") {
-        W.masked_fill_(magnitude_mask(W, layer_cfg), 0.0);
-      } else if (cfg.method == "wanda" || cfg.method == "owl") {
-        W.masked_fill_(wanda_mask(W, (stats.at(name) / double(rows_seen)).to(torch::kFloat32), layer_cfg), 0.0);
-      } else {
-        auto pruned = W.clone();
-        damp = sparsegpt_prune(pruned, (stats.at(name) * (2.0 / double(rows_seen))).to(torch::kFloat32), layer_cfg, name);
-        W.copy_(pruned);
+        all_reduce_stats(stats, rows_seen, own_inputs);
+        const std::string p = fmt::format("model.layers.{}.", l);
+        stats[p + "self_attn.k_proj.weight"] = stats[p + "self_attn.v_proj.weight"] = stats.at(p + "self_attn.q_proj.weight");
+        stats[p + "mlp.up_proj.weight"] = stats.at(p + "mlp.gate_proj.weight");
+        if (device.is_cuda()) torch::cuda::synchronize(device.index());
+        res.calib_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       }
-      if (device.is_cuda()) torch::cuda::synchronize(device.index());
-      info[i][0] = damp;
-      info[i][1] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    }
-    res.solve_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - solve_start).count();
-    for (std::size_t i = 0; i < names.size(); ++i) {
-      auto& W = m.weights.at(names[i]);
+      OneShotConfig layer_cfg = cfg;
+      layer_cfg.sparsity = block_sparsity[static_cast<std::size_t>(l)];
+      const auto names = m.linear_names(l);
+      // SparseGPT's solves are the expensive part: each linear is solved by one rank (balanced
+      // by cost) and its result broadcast. The cheap criteria run on every rank alike.
+      std::vector<int> owner(names.size(), g.rank());
       if (cfg.method == "sparsegpt" && g.active()) {
-        g.broadcast(W, owner[i], "the broadcast of a pruned weight");
-        g.broadcast(info[i], owner[i], "the broadcast of a pruned weight");
+        std::vector<double> cost;
+        for (const auto& name : names)
+          cost.push_back(skipped(name) ? 0.0 : double(m.w(name).size(1)) * double(m.w(name).size(0) + m.w(name).size(1)));
+        owner = dist::assign_owners(cost);
       }
-      LayerResult lr;
-      lr.name = names[i];
-      lr.damp = info[i][0].item<double>();
-      lr.seconds = info[i][1].item<double>();
-      lr.numel = W.numel();
-      lr.zeros = W.numel() - W.count_nonzero().item<std::int64_t>();
-      res.layers.push_back(lr);
-    }
-    if (g.active()) {
-      std::vector<torch::Tensor> ws;
-      for (const auto& name : names) ws.push_back(m.w(name));
-      g.check_same(ws, fmt::format("pruned weights of block {}", l));
-    }
-    // The next block sees this block's output with its pruned weights.
-    if (needs_data) x = run_block(m, l, x, nullptr);
-    if (device.is_cuda()) torch::cuda::synchronize(device.index());
-    res.block_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - block_start).count());
-    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    if (cfg.progress)
-      std::fprintf(stderr, "%s: block %d/%lld pruned (%.1f s, ETA %.1f s)\n", cfg.method.c_str(), l + 1,
-                   static_cast<long long>(m.config.n_layers), el,
-                   el / (l + 1 - first) * double(m.config.n_layers - l - 1));
-    // Every rank stops after the same block.
-    const bool stop = g.any(interrupt_requested() || l == cfg.stop_after_block, "the interrupt check");
-    if (!cfg.checkpoint.empty() && l + 1 < m.config.n_layers && stop) {
-      res.seconds = seconds_before + el;
-      save_oneshot_checkpoint(m, l + 1, res, fp, cfg.checkpoint);
-      std::fprintf(stderr, "interrupted: blocks 1-%d saved to %s (continue with --resume)\n", l + 1,
-                   cfg.checkpoint.c_str());
-      res.interrupted = true;
-      res.peak_rss_bytes = peak_rss_bytes();
-      for (auto& [name, w] : m.weights) w = w.to(torch::kCPU);
-      return res;
+      // Each rank prunes what it owns without waiting for the others; then every SparseGPT
+      // result travels from its owner. (damp, seconds) travel with it.
+      std::vector<torch::Tensor> info(names.size());
+      const auto solve_start = std::chrono::steady_clock::now();
+      for (std::size_t i = 0; i < names.size(); ++i) {
+        const auto& name = names[i];
+        info[i] = torch::zeros({2}, torch::kFloat64);
+        if (owner[i] != g.rank()) continue;
+        const auto t0 = std::chrono::steady_clock::now();
+        auto& W = m.weights.at(name);
+        double damp = 0;
+        if (skipped(name)) {
+          // stays dense
+        } else if (cfg.method == "magnitude") {
+          W.masked_fill_(magnitude_mask(W, layer_cfg), 0.0);
+        } else if (cfg.method == "wanda" || cfg.method == "owl") {
+          W.masked_fill_(wanda_mask(W, (stats.at(name) / double(rows_seen)).to(torch::kFloat32), layer_cfg), 0.0);
+        } else {
+          auto pruned = W.clone();
+          damp = sparsegpt_prune(pruned, (stats.at(name) * (2.0 / double(rows_seen))).to(torch::kFloat32), layer_cfg, name);
+          W.copy_(pruned);
+        }
+        if (device.is_cuda()) torch::cuda::synchronize(device.index());
+        info[i][0] = damp;
+        info[i][1] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      }
+      res.solve_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - solve_start).count();
+      for (std::size_t i = 0; i < names.size(); ++i) {
+        auto& W = m.weights.at(names[i]);
+        if (cfg.method == "sparsegpt" && g.active()) {
+          g.broadcast(W, owner[i], "the broadcast of a pruned weight");
+          g.broadcast(info[i], owner[i], "the broadcast of a pruned weight");
+        }
+        LayerResult lr;
+        lr.name = names[i];
+        lr.damp = info[i][0].item<double>();
+        lr.seconds = info[i][1].item<double>();
+        lr.numel = W.numel();
+        lr.zeros = W.numel() - W.count_nonzero().item<std::int64_t>();
+        res.layers.push_back(lr);
+      }
+      if (g.active()) {
+        std::vector<torch::Tensor> ws;
+        for (const auto& name : names) ws.push_back(m.w(name));
+        g.check_same(ws, fmt::format("pruned weights of block {}", l));
+      }
+      // The next block sees this block's output with its pruned weights.
+      if (needs_data) x = run_block(m, l, x, nullptr);
+      if (device.is_cuda()) torch::cuda::synchronize(device.index());
+      res.block_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - block_start).count());
+      const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+      if (cfg.progress)
+        std::fprintf(stderr, "%s: block %d/%lld pruned (%.1f s, ETA %.1f s)\n", cfg.method.c_str(), l + 1,
+                     static_cast<long long>(m.config.n_layers), el,
+                     el / (l + 1 - first) * double(m.config.n_layers - l - 1));
+      // Every rank stops after the same block.
+      const bool stop = g.any(interrupt_requested() || l == cfg.stop_after_block, "the interrupt check");
+      if (!cfg.checkpoint.empty() && l + 1 < m.config.n_layers && stop) {
+        res.seconds = seconds_before + el;
+        save_oneshot_checkpoint(m, l + 1, res, fp, cfg.checkpoint);
+        std::fprintf(stderr, "interrupted: blocks 1-%d saved to %s (continue with --resume)\n", l + 1,
+                     cfg.checkpoint.c_str());
+        res.interrupted = true;
+        res.peak_rss_bytes = peak_rss_bytes();
+        for (auto& [name, w] : m.weights) w = w.to(torch::kCPU);
+        return res;
+      }
+    } catch (const dist::PeerFailure& e) {
+      // A rank was lost: rank 0 keeps the blocks that every rank finished.
+      if (g.is_main() && !cfg.checkpoint.empty() && l > first) {
+        res.layers.resize(static_cast<std::size_t>(l) * m.linear_names(0).size());
+        save_oneshot_checkpoint(m, l, res, fp, cfg.checkpoint);
+        throw dist::PeerFailure(fmt::format("{}; blocks 1-{} saved to {} (continue with --resume)", e.what(), l,
+                                            cfg.checkpoint));
+      }
+      throw;
     }
   }
   res.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();

@@ -326,65 +326,78 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
         result.seconds = pos.seconds;
         return result;
       }
-      if (sparsifier_ && sparsifier_->step(pos.global_step)) pos.target = sparsifier_->current_target();
-      const std::int64_t begin = pos.step_in_epoch * bs;
-      const std::int64_t count = std::min(bs, n - begin);
-      const auto idx = order.narrow(0, begin, count);
-      auto x = train.images.index_select(0, idx);
-      auto y = train.labels.index_select(0, idx);
-      if (cfg_.augment) {
-        auto gen = at::detail::createCPUGenerator(seed_ * 7919ull + static_cast<std::uint64_t>(pos.global_step) + 1);
-        x = data::augment(x, gen);
-      }
-      // This rank's share of the global batch (all of it in one process).
-      const auto [lo, hi] = dist::shard(count);
-      x = x.narrow(0, lo, hi - lo);
-      y = y.narrow(0, lo, hi - lo);
-      lr = lr_at(pos.global_step, steps_per_epoch);
-      for (auto& group : opt->param_groups()) group.options().set_lr(lr);
-      opt->zero_grad();
-      broadcast_buffers(net_, g);
-      double l = 0;
-      std::int64_t step_correct = 0;
-      if (hi > lo) {
-        auto logits = net_.forward(x);
-        auto loss = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().label_smoothing(cfg_.label_smoothing));
-        if (cfg_.distill_alpha > 0) {
-          if (!teacher) fail("distill", "distillation is on but no teacher model was given");
-          torch::Tensor t_logits;
-          {
-            torch::NoGradGuard ng;
-            t_logits = teacher->forward(x);
-          }
-          loss = distillation_loss(logits, t_logits, loss, cfg_.distill_alpha, cfg_.distill_temperature);
+      try {  // a peer lost mid-step: rank 0 keeps the state before this step (see the catch)
+        if (sparsifier_ && sparsifier_->step(pos.global_step)) pos.target = sparsifier_->current_target();
+        const std::int64_t begin = pos.step_in_epoch * bs;
+        const std::int64_t count = std::min(bs, n - begin);
+        const auto idx = order.narrow(0, begin, count);
+        auto x = train.images.index_select(0, idx);
+        auto y = train.labels.index_select(0, idx);
+        if (cfg_.augment) {
+          auto gen = at::detail::createCPUGenerator(seed_ * 7919ull + static_cast<std::uint64_t>(pos.global_step) + 1);
+          x = data::augment(x, gen);
         }
-        // Scaled by this rank's share: summed over the ranks, the gradient of the batch mean.
-        (g.active() ? loss * (double(hi - lo) / double(count)) : loss).backward();
-        l = loss.item<double>() * double(hi - lo);
-        step_correct = (logits.detach().argmax(1) == y).sum().item<std::int64_t>();
-      }
-      if (g.active()) {
-        const auto totals = all_reduce_gradients(net_, g, l, step_correct, interrupt_requested());
-        stop_seen = totals.stop;
-        l = totals.loss_sum;
-        step_correct = totals.correct;
-      }
-      l /= double(count);
-      if (!std::isfinite(l))
-        fail("training", fmt::format("loss became {} at step {} (learning rate {} too high?)", l, pos.global_step, lr));
-      if (sparsifier_ && sparsifier_->needs_gradients()) sparsifier_->accumulate_gradients();
-      if (sparsifier_) sparsifier_->mask_gradients();
-      opt->step();
-      if (sparsifier_) sparsifier_->apply_masks();
-      loss_sum += l * double(count);
-      correct += step_correct;
-      seen += count;
-      if (progress) {
-        const double done = double(pos.global_step + 1 - first_step);
-        const double eta = (elapsed() - seconds_before) / done * double(total_steps - pos.global_step - 1);
-        bar.update(pos.step_in_epoch + 1, fmt::format("loss {:.4f} acc {:.2f}% | run ETA {}", loss_sum / double(seen),
-                                                      100.0 * double(correct) / double(seen),
-                                                      Progress::format_duration(eta)));
+        // This rank's share of the global batch (all of it in one process).
+        const auto [lo, hi] = dist::shard(count);
+        x = x.narrow(0, lo, hi - lo);
+        y = y.narrow(0, lo, hi - lo);
+        lr = lr_at(pos.global_step, steps_per_epoch);
+        for (auto& group : opt->param_groups()) group.options().set_lr(lr);
+        opt->zero_grad();
+        broadcast_buffers(net_, g);
+        double l = 0;
+        std::int64_t step_correct = 0;
+        if (hi > lo) {
+          auto logits = net_.forward(x);
+          auto loss = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().label_smoothing(cfg_.label_smoothing));
+          if (cfg_.distill_alpha > 0) {
+            if (!teacher) fail("distill", "distillation is on but no teacher model was given");
+            torch::Tensor t_logits;
+            {
+              torch::NoGradGuard ng;
+              t_logits = teacher->forward(x);
+            }
+            loss = distillation_loss(logits, t_logits, loss, cfg_.distill_alpha, cfg_.distill_temperature);
+          }
+          // Scaled by this rank's share: summed over the ranks, the gradient of the batch mean.
+          (g.active() ? loss * (double(hi - lo) / double(count)) : loss).backward();
+          l = loss.item<double>() * double(hi - lo);
+          step_correct = (logits.detach().argmax(1) == y).sum().item<std::int64_t>();
+        }
+        if (g.active()) {
+          const auto totals = all_reduce_gradients(net_, g, l, step_correct, interrupt_requested());
+          stop_seen = totals.stop;
+          l = totals.loss_sum;
+          step_correct = totals.correct;
+        }
+        l /= double(count);
+        if (!std::isfinite(l))
+          fail("training", fmt::format("loss became {} at step {} (learning rate {} too high?)", l, pos.global_step, lr));
+        if (sparsifier_ && sparsifier_->needs_gradients()) sparsifier_->accumulate_gradients();
+        if (sparsifier_) sparsifier_->mask_gradients();
+        opt->step();
+        if (sparsifier_) sparsifier_->apply_masks();
+        loss_sum += l * double(count);
+        correct += step_correct;
+        seen += count;
+        if (progress) {
+          const double done = double(pos.global_step + 1 - first_step);
+          const double eta = (elapsed() - seconds_before) / done * double(total_steps - pos.global_step - 1);
+          bar.update(pos.step_in_epoch + 1, fmt::format("loss {:.4f} acc {:.2f}% | run ETA {}", loss_sum / double(seen),
+                                                        100.0 * double(correct) / double(seen),
+                                                        Progress::format_duration(eta)));
+        }
+      } catch (const dist::PeerFailure& e) {
+        // Every collective of a step comes before its optimiser step, so the weights and the
+        // optimiser are still those before this step (the schedule's pruning at this step, if
+        // any, is redone on resume).
+        if (g.is_main() && !ck.path.empty()) {
+          pos.seconds = elapsed();
+          save_checkpoint(ck, net_, *opt, sparsifier_, pos, result.history);
+          throw dist::PeerFailure(std::string(e.what()) + "; checkpoint written to " + ck.path +
+                                  " (continue with --resume)");
+        }
+        throw;
       }
     }
     pos.step_in_epoch = 0;
