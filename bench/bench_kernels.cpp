@@ -8,6 +8,8 @@
 //   build/bench/prunus_kernel_bench                       4096×4096, batch 1 and 64, 1 and 2 threads
 //   build/bench/prunus_kernel_bench --full                all shapes and batches of the issue
 //   build/bench/prunus_kernel_bench --hot                 weights stay in cache (labelled "hot")
+//   build/bench/prunus_kernel_bench --benchmark_filter='openblas|int8|prunus_(bitmask|nm|csr)/(90|2:4)'
+//                                                          the INT8 rows with their fp32 and dense baselines
 //   (any Google Benchmark flag works too, e.g. --benchmark_format=json)
 #include <benchmark/benchmark.h>
 #include <cblas.h>
@@ -186,6 +188,12 @@ void register_shape(const Case& c, const std::vector<int>& threads_list) {
         }
         prunus_format("csr", [](const Problem& q) { return k::to_csr(q.dense.data(), q.rows, q.cols); });
         prunus_format("bitmask", [](const Problem& q) { return k::to_bitmask(q.dense.data(), q.rows, q.cols); });
+        // INT8 weights (per-row scales) and per-token INT8 activations, int32 accumulation.
+        if (nm) {
+          const int n = p.pattern[0] - '0', m = p.pattern[2] - '0';
+          prunus_format("int8_nm", [=](const Problem& q) { return k::quantize_nm(q.dense.data(), q.rows, q.cols, n, m); });
+        }
+        prunus_format("int8_bitmask", [](const Problem& q) { return k::quantize_bitmask(q.dense.data(), q.rows, q.cols); });
         if (!nm && !block) {
           reg("eigen_sparse", [=, &p](benchmark::State& st) {
             Eigen::setNbThreads(threads);

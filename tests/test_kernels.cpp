@@ -243,3 +243,118 @@ TEST(SparseLinear, ChoosesAFormatThatPaysAndComputesTheSameProduct) {
     for (std::size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], ref[i], 1e-5 * (bound[i] + 1)) << what << " at " << i;
   }
 }
+
+// ------------------------------------------------------------------ INT8
+namespace {
+
+// Every ISA and thread count gives the scalar reference's bits (integer sums are exact), and
+// the result stays within the quantization error of the fp32 product.
+template <class Format>
+void check_int8_variants(const Format& f, const std::vector<float>& w, std::int64_t rows, std::int64_t cols,
+                         std::mt19937& rng, const std::string& what) {
+  for (std::int64_t batch : {1, 2, 5, 64}) {
+    std::vector<float> x(static_cast<std::size_t>(batch * cols));
+    std::uniform_real_distribution<float> val(-2, 2);
+    for (auto& v : x) v = val(rng);
+    std::vector<double> ref, bound;
+    reference(w, rows, cols, x, batch, ref, bound);
+    for (float act_scale : {0.0f, 2.5f / 127}) {  // dynamic per row; static, some values saturate
+      std::vector<float> expect(static_cast<std::size_t>(batch * rows));
+      k::matmul(f, x.data(), batch, expect.data(), {k::Isa::Scalar, 1, 0.0}, act_scale);
+      if (act_scale == 0)  // each factor off by at most half its step: |Δ| ≤ Σ |w|·a/2 + |x|·s/2 + a·s/4
+        for (std::int64_t b = 0; b < batch; ++b) {
+          double a = 0;
+          for (std::int64_t c = 0; c < cols; ++c) a = std::max(a, std::fabs(double(x[b * cols + c])) / 127);
+          for (std::int64_t r = 0; r < rows; ++r) {
+            double s = 0, tol = 0;
+            for (std::int64_t c = 0; c < cols; ++c) s = std::max(s, std::fabs(double(w[r * cols + c])) / 127);
+            for (std::int64_t c = 0; c < cols; ++c)
+              if (w[r * cols + c] != 0.0f)
+                tol += std::fabs(w[r * cols + c]) * a / 2 + std::fabs(x[b * cols + c]) * s / 2 + a * s / 4;
+            const auto i = static_cast<std::size_t>(b * rows + r);
+            ASSERT_LE(std::fabs(double(expect[i]) - ref[i]), tol * 1.001 + 1e-6) << what << " batch " << batch;
+          }
+        }
+      for (k::Isa isa : k::supported_isas())
+        for (int threads : {1, 2, 3}) {
+          std::vector<float> y(expect.size(), std::nanf(""));
+          k::matmul(f, x.data(), batch, y.data(), {isa, threads, 0.0}, act_scale);
+          ASSERT_EQ(std::memcmp(y.data(), expect.data(), y.size() * 4), 0)
+              << what << " isa=" << k::isa_name(isa) << " threads=" << threads << " batch=" << batch
+              << " static=" << (act_scale > 0);
+        }
+    }
+  }
+}
+
+template <class Format>
+void check_int8_dequantized(const Format& f, const std::vector<float>& w, std::int64_t rows, std::int64_t cols,
+                            const std::string& what) {
+  std::vector<float> back(w.size(), 1.0f);
+  k::to_dense(f, back.data());
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float amax = 0;
+    for (std::int64_t c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(w[r * cols + c]));
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const float a = w[r * cols + c], b = back[r * cols + c];
+      if (a == 0.0f) ASSERT_EQ(b, 0.0f) << what << ": a zero must stay zero";
+      else ASSERT_LE(std::fabs(a - b), amax / 127 * 0.5001f) << what;
+    }
+  }
+}
+
+}  // namespace
+
+TEST(Kernels, Int8HandComputedProduct) {
+  // w = [1, 0, -0.5]: s = 1/127, q = [127, 0, -64] (-63.5 rounds to even); x = [2, 5, -1]:
+  // a = 5/127, x_q = [51, 127, -25]; Σ = 127·51 + (-64)(-25) = 8077.
+  const std::vector<float> w = {1.0f, 0.0f, -0.5f}, x = {2.0f, 5.0f, -1.0f};
+  const auto f = k::quantize_bitmask(w.data(), 1, 3);
+  ASSERT_EQ(f.nnz(), 2);
+  EXPECT_EQ(f.values[0], 127);
+  EXPECT_EQ(f.values[1], -64);
+  const float expect = static_cast<float>(8077) * ((5.0f / 127.0f) * (1.0f / 127.0f));
+  for (k::Isa isa : k::supported_isas()) {
+    float y = 0;
+    k::matmul(f, x.data(), 1, &y, {isa, 1, 0.0});
+    EXPECT_EQ(y, expect) << k::isa_name(isa);
+  }
+}
+
+TEST(Kernels, Int8BitmaskMatchesReference) {
+  std::printf("INT8 AVX-512 (VNNI + VBMI2) kernels %s\n", k::int8_vnni_supported() ? "tested" : "not available here: AVX2 runs");
+  std::mt19937 rng(11);
+  for (const auto& c : kShapes) {
+    auto w = random_sparse(c.rows, c.cols, c.sparsity, rng);
+    const auto f = k::quantize_bitmask(w.data(), c.rows, c.cols);
+    const std::string what = "int8 bitmask " + std::to_string(c.rows) + "x" + std::to_string(c.cols);
+    check_int8_dequantized(f, w, c.rows, c.cols, what);
+    check_int8_variants(f, w, c.rows, c.cols, rng, what);
+  }
+}
+
+TEST(Kernels, Int8NmMatchesReference) {
+  std::mt19937 rng(12);
+  const std::pair<int, int> nms[] = {{2, 4}, {4, 8}, {1, 4}, {3, 4}, {8, 16}};
+  const std::pair<int, int> shapes[] = {{1, 16}, {5, 32}, {9, 48}, {33, 64}, {7, 192}, {3, 4096}, {20, 200}};
+  for (auto [n, m] : nms)
+    for (auto [rows, cols] : shapes) {
+      if (cols % m) continue;
+      for (bool sparser : {false, true}) {
+        auto w = random_nm(rows, cols, n, m, rng, sparser);
+        const auto f = k::quantize_nm(w.data(), rows, cols, n, m);
+        const std::string what = "int8 " + std::to_string(n) + ":" + std::to_string(m) + " on " + std::to_string(rows) +
+                                 "x" + std::to_string(cols);
+        check_int8_dequantized(f, w, rows, cols, what);
+        check_int8_variants(f, w, rows, cols, rng, what);
+      }
+    }
+}
+
+TEST(Kernels, Int8RejectsWhatItCannotHold) {
+  std::vector<float> w = {1, 2, 3, 0, 1, 0, 0, 1};
+  EXPECT_THROW(k::quantize_nm(w.data(), 1, 8, 2, 4), std::invalid_argument);
+  EXPECT_THROW(k::quantize_nm(w.data(), 1, 6, 1, 4), std::invalid_argument);
+  std::vector<float> wide(70000, 1.0f);
+  EXPECT_THROW(k::quantize_bitmask(wide.data(), 1, 70000), std::invalid_argument);  // int32 sums could overflow
+}

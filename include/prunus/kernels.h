@@ -97,6 +97,51 @@ void matmul(const Csr& w, const float* x, std::int64_t batch, float* y, const Op
 void matmul(const Bitmask& w, const float* x, std::int64_t batch, float* y, const Options& opt = {});
 void matmul(const Bsr& w, const float* x, std::int64_t batch, float* y, const Options& opt = {});
 void matmul(const NM& w, const float* x, std::int64_t batch, float* y, const Options& opt = {});
+// ------------------------------------------------------------------ INT8
+// Weights quantized symmetrically per output row: s_r = max|w_r| / 127, q = round(w / s_r)
+// (a zero stays exactly zero). Activations are quantized per input row at each call (dynamic,
+// per token): a_b = max|x_b| / 127, x_q = round(x / a_b), or with a fixed per-tensor scale
+// (static, calibrated) when one is given. y = a_b · s_r · Σ q·x_q with int32 accumulation:
+// exact in integers, so every ISA variant gives the same bits as the scalar reference.
+// The AVX-512 variants need VNNI (vpdpbusd) and VBMI/VBMI2 (byte permutes and compress);
+// without them the AVX2 variant runs (16-bit madd).
+struct Int8Bitmask {
+  std::int64_t rows = 0, cols = 0;
+  std::int64_t words_per_row = 0;       // ceil(cols / 64)
+  std::vector<std::uint64_t> bits;      // rows × words_per_row
+  std::vector<std::uint32_t> row_ptr;   // rows + 1
+  std::vector<std::int8_t> values;      // non-zeros in order, padded with 128 zeros
+  std::vector<float> scale;             // per row
+  std::vector<std::int32_t> row_sum;    // Σ q per row (for the unsigned-activation offset)
+  std::int64_t nnz() const { return row_ptr.empty() ? 0 : row_ptr.back(); }
+  std::uint64_t bytes() const;
+};
+
+// N:M with int8 values: each window of `window` columns (128, or 64 when n/m > 1/2) keeps
+// window·n/m slots, padded to 64 per window; `pos` gives each slot's column within its window.
+struct Int8NM {
+  std::int64_t rows = 0, cols = 0, n = 2, m = 4;
+  std::int64_t window = 128, windows_per_row = 0;
+  std::vector<std::int8_t> values;      // rows × windows_per_row × 64
+  std::vector<std::uint8_t> pos;        // same layout
+  std::vector<float> scale;
+  std::vector<std::int32_t> row_sum;
+  std::uint64_t bytes() const;          // values + 2-bit-per-slot index as stored on disk, + scales
+};
+
+Int8Bitmask quantize_bitmask(const float* w, std::int64_t rows, std::int64_t cols);
+// Throws std::invalid_argument if a group of m has more than n non-zeros or cols % m != 0.
+Int8NM quantize_nm(const float* w, std::int64_t rows, std::int64_t cols, std::int64_t n, std::int64_t m);
+void to_dense(const Int8Bitmask& a, float* out);  // dequantized: q · s_r
+void to_dense(const Int8NM& a, float* out);
+bool int8_vnni_supported();  // avx512 f/bw/vl + vnni + vbmi + vbmi2
+
+// Y[batch × rows] = X[batch × cols] · Wᵀ. act_scale > 0: static per-tensor activation scale
+// (values beyond ±127·scale saturate); 0: dynamic per-row scales.
+void matmul(const Int8Bitmask& w, const float* x, std::int64_t batch, float* y, const Options& opt = {},
+            float act_scale = 0);
+void matmul(const Int8NM& w, const float* x, std::int64_t batch, float* y, const Options& opt = {}, float act_scale = 0);
+
 // The runtime's own dense path (row-major W), same convention.
 void matmul_dense(const float* w, std::int64_t rows, std::int64_t cols, const float* x, std::int64_t batch,
                   float* y, const Options& opt = {});
@@ -111,11 +156,16 @@ namespace prunus::kernels {
 // kept. Dense competes, so a sparse format is chosen only when it measured faster.
 class SparseLinear {
  public:
-  enum class Format { Dense, Csr, Bitmask, Bsr, NM };
+  enum class Format { Dense, Csr, Bitmask, Bsr, NM, Int8Bitmask, Int8NM };
   static const char* format_name(Format f);
 
   static SparseLinear build(const float* w, std::int64_t rows, std::int64_t cols, std::int64_t batch_hint,
                             const Options& opt = {});
+  // INT8 weights (per-row scales; zeros stay zero) with per-token INT8 activations: the
+  // bitmask form, or N:M when the rows obey 2:4 or 4:8 and it measures faster. The dense
+  // fp32 time is measured too, for speedup().
+  static SparseLinear build_int8(const float* w, std::int64_t rows, std::int64_t cols, std::int64_t batch_hint,
+                                 const Options& opt = {});
   // Always dense (OpenBLAS): the baseline the sparse formats are measured against.
   static SparseLinear dense(const float* w, std::int64_t rows, std::int64_t cols, const Options& opt = {});
   // Y[batch × rows] = X[batch × cols] · Wᵀ.
@@ -142,6 +192,8 @@ class SparseLinear {
   Bitmask bitmask_;
   Bsr bsr_;
   NM nm_;
+  Int8Bitmask int8_bitmask_;
+  Int8NM int8_nm_;
   double seconds_ = 0, dense_seconds_ = 0;
 };
 

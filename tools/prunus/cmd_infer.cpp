@@ -22,6 +22,7 @@ struct Options {
   std::int64_t batch = 1;
   int threads = 1;
   bool dense = false;
+  bool int8 = false;
 };
 
 std::string find(const std::string& dir, const std::string& stem) {
@@ -48,6 +49,7 @@ int infer(const Options& o) {
   runtime::LoadOptions lo;
   lo.batch_hint = o.batch;
   lo.dense = o.dense;
+  lo.int8 = o.int8;
   lo.kernel.threads = o.threads;
   auto model = runtime::Model::load(o.model, lo);
   const auto images = idx::read(find(o.data, "t10k-images-idx3-ubyte"));
@@ -79,11 +81,17 @@ int infer(const Options& o) {
   std::printf("%s", report::text_table(table).c_str());
   // End to end at the batch size, against the same model with every layer dense.
   lo.dense = true;
+  lo.int8 = false;
   auto dense_model = runtime::Model::load(o.model, lo);
   const std::int64_t b = std::min(o.batch, n);
   const double t = latency(model, x, b), td = latency(dense_model, x, b);
-  std::printf("%s: test accuracy %.2f%% (%lld samples, runtime, no libtorch)\n", o.model.c_str(),
-              100.0 * double(correct) / double(n), static_cast<long long>(n));
+  std::uint64_t bytes = 0, dense_bytes = 0;
+  for (const auto& l : model.layers()) bytes += l.bytes, dense_bytes += l.dense_bytes;
+  std::printf("%s: test accuracy %.2f%% (%lld samples, runtime%s, no libtorch); weights %s in memory (dense fp32 %s: "
+              "%.1fx smaller)\n",
+              o.model.c_str(), 100.0 * double(correct) / double(n), static_cast<long long>(n),
+              o.int8 ? ", INT8 weights and activations" : "", report::human_bytes(bytes).c_str(),
+              report::human_bytes(dense_bytes).c_str(), double(dense_bytes) / double(bytes));
   std::printf("batch %lld, %d thread(s): %.1f us per forward (dense runtime path %.1f us): %.2fx\n",
               static_cast<long long>(b), o.threads, t * 1e6, td * 1e6, td / t);
   return 0;
@@ -150,6 +158,8 @@ void add_infer(CLI::App& app, Action& action) {
   cmd->add_option("--batch", o->batch, "Batch size (formats are chosen for it)")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--threads", o->threads, "Kernel threads")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_flag("--dense", o->dense, "Keep every layer dense");
+  cmd->add_flag("--int8", o->int8,
+                "Post-training INT8: weights per output channel (zeros stay zero), activations per token, int32 sums");
   cmd->callback([&action, o] { action = [o] { return infer(*o); }; });
 }
 

@@ -13,8 +13,9 @@ namespace prunus::runtime {
 inline std::pair<kernels::SparseLinear, LayerInfo> build_layer(std::string name, const std::vector<float>& w,
                                                                std::int64_t rows, std::int64_t cols,
                                                                std::int64_t batch_hint, const LoadOptions& opt) {
-  auto lin = opt.dense ? kernels::SparseLinear::dense(w.data(), rows, cols, opt.kernel)
-                       : kernels::SparseLinear::build(w.data(), rows, cols, batch_hint, opt.kernel);
+  auto lin = opt.dense  ? kernels::SparseLinear::dense(w.data(), rows, cols, opt.kernel)
+             : opt.int8 ? kernels::SparseLinear::build_int8(w.data(), rows, cols, batch_hint, opt.kernel)
+                        : kernels::SparseLinear::build(w.data(), rows, cols, batch_hint, opt.kernel);
   LayerInfo info;
   info.name = std::move(name);
   info.format = kernels::SparseLinear::format_name(lin.format());

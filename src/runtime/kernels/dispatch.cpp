@@ -1,4 +1,5 @@
 // Run-time ISA choice, the worker pool, nnz-balanced work split, and the public matmuls.
+#include <algorithm>
 #include <cmath>
 #include <condition_variable>
 #include <cstdlib>
@@ -214,6 +215,64 @@ void matmul(const Bsr& w, const float* x, std::int64_t batch, float* y, const Op
 }
 void matmul(const NM& w, const float* x, std::int64_t batch, float* y, const Options& opt) {
   run(w, w.rows, Uniform{}, double(w.values.size()), x, batch, y, opt, pick<NM>(opt.isa, scalar::nm, avx2::nm, avx512::nm));
+}
+
+namespace {
+
+// Quantizes X to unsigned bytes (x_q + 128), rows padded to a multiple of 128 with the zero
+// code, plus slack for the 128-byte window loads; one scale per row.
+struct QuantizedInput {
+  std::vector<std::uint8_t> xq;
+  std::vector<float> scale;
+  std::int64_t stride = 0;
+};
+const QuantizedInput& quantize_input(const float* x, std::int64_t batch, std::int64_t cols, float act_scale) {
+  thread_local QuantizedInput q;
+  q.stride = (cols + 127) / 128 * 128;
+  q.xq.assign(static_cast<std::size_t>(batch * q.stride + 128), 128);
+  q.scale.resize(static_cast<std::size_t>(batch));
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const float* xb = x + b * cols;
+    float a = act_scale;
+    if (a <= 0) {
+      float amax = 0;
+      for (std::int64_t c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(xb[c]));
+      a = amax > 0 ? amax / 127.0f : 1.0f;
+    }
+    q.scale[b] = a;
+    const float inv = 1.0f / a;
+    std::uint8_t* out = q.xq.data() + b * q.stride;
+    for (std::int64_t c = 0; c < cols; ++c)
+      out[c] = static_cast<std::uint8_t>(std::clamp(std::nearbyint(xb[c] * inv), -127.0f, 127.0f) + 128.0f);
+  }
+  return q;
+}
+
+template <class W, class Prefix, class Kernel>
+void run_int8(const W& w, const Prefix& prefix, double macs, const float* x, std::int64_t batch, float* y,
+              const Options& opt, float act_scale, Kernel s, Kernel v2, Kernel v5) {
+  if (batch <= 0) return;
+  if (!isa_supported(opt.isa)) throw std::invalid_argument(std::string("ISA not supported here: ") + isa_name(opt.isa));
+  // The AVX-512 INT8 kernels need VNNI and VBMI/VBMI2; otherwise AVX2 runs.
+  const Kernel kernel = opt.isa == Isa::Avx512 && int8_vnni_supported() ? v5 : opt.isa == Isa::Scalar ? s : v2;
+  const auto& q = quantize_input(x, batch, w.cols, act_scale);
+  const Int8Args a{q.xq.data(), q.stride, q.scale.data(), batch, y};
+  const int parts = parts_for(opt, w.rows, macs * double(batch));
+  Pool::get().run(parts, [&](int p) {
+    const std::int64_t r0 = split_point(prefix, w.rows, p, parts), r1 = split_point(prefix, w.rows, p + 1, parts);
+    if (r0 < r1) kernel(w, a, r0, r1);
+  });
+}
+
+}  // namespace
+
+void matmul(const Int8Bitmask& w, const float* x, std::int64_t batch, float* y, const Options& opt, float act_scale) {
+  run_int8(w, w.row_ptr, double(w.nnz()), x, batch, y, opt, act_scale, &scalar::int8_bitmask, &avx2::int8_bitmask,
+           &avx512::int8_bitmask);
+}
+void matmul(const Int8NM& w, const float* x, std::int64_t batch, float* y, const Options& opt, float act_scale) {
+  run_int8(w, Uniform{}, double(w.rows * w.windows_per_row * 64), x, batch, y, opt, act_scale, &scalar::int8_nm,
+           &avx2::int8_nm, &avx512::int8_nm);
 }
 
 void matmul_dense(const float* w, std::int64_t rows, std::int64_t cols, const float* x, std::int64_t batch, float* y,

@@ -38,4 +38,26 @@ extern double g_vbmi2_max_density;
 void bitmask_gemv_vbmi2(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1);
 }  // namespace avx512
 
+// INT8: activations already quantized to unsigned bytes (x_q + 128), one scale per row.
+struct Int8Args {
+  const std::uint8_t* xq;  // [batch × padded_cols], padding = 128 (zero)
+  std::int64_t x_stride;   // padded_cols: a multiple of 128
+  const float* x_scale;    // [batch]
+  std::int64_t batch;
+  float* y;                // [batch × rows]
+};
+// One expression for every variant, so that equal integer sums give equal floats.
+inline float int8_dequant(std::int32_t acc, float x_scale, float w_scale) {
+  return static_cast<float>(acc) * (x_scale * w_scale);
+}
+#define PRUNUS_INT8_FAMILY(ns)                                                              \
+  namespace ns {                                                                            \
+  void int8_bitmask(const Int8Bitmask& w, const Int8Args& a, std::int64_t r0, std::int64_t r1); \
+  void int8_nm(const Int8NM& w, const Int8Args& a, std::int64_t r0, std::int64_t r1);           \
+  }
+PRUNUS_INT8_FAMILY(scalar)
+PRUNUS_INT8_FAMILY(avx2)
+PRUNUS_INT8_FAMILY(avx512)
+#undef PRUNUS_INT8_FAMILY
+
 }  // namespace prunus::kernels

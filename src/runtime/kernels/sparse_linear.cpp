@@ -31,6 +31,8 @@ const char* SparseLinear::format_name(Format f) {
     case Format::Bitmask: return "bitmask";
     case Format::Bsr: return "bsr4x4";
     case Format::NM: return "n:m";
+    case Format::Int8Bitmask: return "int8-bitmask";
+    case Format::Int8NM: return "int8-n:m";
   }
   return "?";
 }
@@ -42,6 +44,8 @@ std::uint64_t SparseLinear::bytes() const {
     case Format::Bitmask: return bitmask_.bytes();
     case Format::Bsr: return bsr_.bytes();
     case Format::NM: return nm_.bytes();
+    case Format::Int8Bitmask: return int8_bitmask_.bytes();
+    case Format::Int8NM: return int8_nm_.bytes();
   }
   return 0;
 }
@@ -53,7 +57,43 @@ void SparseLinear::forward(const float* x, std::int64_t batch, float* y) const {
     case Format::Bitmask: return matmul(bitmask_, x, batch, y, opt_);
     case Format::Bsr: return matmul(bsr_, x, batch, y, opt_);
     case Format::NM: return matmul(nm_, x, batch, y, opt_);
+    case Format::Int8Bitmask: return matmul(int8_bitmask_, x, batch, y, opt_);
+    case Format::Int8NM: return matmul(int8_nm_, x, batch, y, opt_);
   }
+}
+
+SparseLinear SparseLinear::build_int8(const float* w, std::int64_t rows, std::int64_t cols, std::int64_t batch_hint,
+                                      const Options& opt) {
+  SparseLinear s;
+  s.rows_ = rows;
+  s.cols_ = cols;
+  s.opt_ = opt;
+  for (std::int64_t i = 0; i < rows * cols; ++i) s.nnz_ += w[i] != 0.0f;
+  const std::int64_t batch = std::max<std::int64_t>(1, batch_hint);
+  std::vector<float> x(static_cast<std::size_t>(batch * cols), 1.0f), y(static_cast<std::size_t>(batch * rows));
+  {
+    std::vector<float> dense(w, w + rows * cols);
+    s.dense_seconds_ = time_call([&] { matmul_dense(dense.data(), rows, cols, x.data(), batch, y.data(), opt); });
+  }
+  s.int8_bitmask_ = quantize_bitmask(w, rows, cols);
+  s.format_ = Format::Int8Bitmask;
+  s.seconds_ = time_call([&] { matmul(s.int8_bitmask_, x.data(), batch, y.data(), opt); });
+  for (auto [n, m] : {std::pair{2, 4}, std::pair{4, 8}}) {
+    if (cols % m) continue;
+    try {
+      auto nm = quantize_nm(w, rows, cols, n, m);
+      const double t = time_call([&] { matmul(nm, x.data(), batch, y.data(), opt); });
+      if (t < s.seconds_) {
+        s.int8_nm_ = std::move(nm);
+        s.int8_bitmask_ = {};
+        s.format_ = Format::Int8NM;
+        s.seconds_ = t;
+      }
+      break;
+    } catch (const std::invalid_argument&) {
+    }
+  }
+  return s;
 }
 
 SparseLinear SparseLinear::dense(const float* w, std::int64_t rows, std::int64_t cols, const Options& opt) {

@@ -1,0 +1,59 @@
+// INT8 kernels, AVX-512 VNNI + VBMI/VBMI2. Bitmask: per 64 columns, vpcompressb picks the
+// activation bytes under the row's mask into a buffer, which then meets the packed weights
+// 64 at a time in vpdpbusd (u8 × s8 → int32). N:M: per window, vpermt2b gathers the kept
+// columns' activation bytes from 128 by the stored positions, then one vpdpbusd.
+#include <immintrin.h>
+
+#include <bit>
+#include <vector>
+
+#include "kernels_internal.h"
+
+namespace prunus::kernels::avx512 {
+
+void int8_bitmask(const Int8Bitmask& w, const Int8Args& a, std::int64_t r0, std::int64_t r1) {
+  thread_local std::vector<std::uint8_t> buf;
+  buf.resize(static_cast<std::size_t>(w.words_per_row * 64 + 128));
+  std::uint8_t* sel = buf.data();
+  for (std::int64_t b = 0; b < a.batch; ++b) {
+    const std::uint8_t* x = a.xq + b * a.x_stride;
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const std::uint64_t* bits = w.bits.data() + r * w.words_per_row;
+      std::int64_t off = 0;
+      for (std::int64_t word = 0; word < w.words_per_row; ++word) {
+        const std::uint64_t m = bits[word];
+        if (!m) continue;
+        const __m512i xv = _mm512_loadu_si512(x + word * 64);
+        _mm512_storeu_si512(sel + off, _mm512_maskz_compress_epi8(m, xv));
+        off += std::popcount(m);
+      }
+      _mm512_storeu_si512(sel + off, _mm512_setzero_si512());  // the last vector's tail meets zeros
+      const std::int8_t* v = w.values.data() + w.row_ptr[r];
+      __m512i acc = _mm512_setzero_si512();
+      for (std::int64_t i = 0; i < off; i += 64)
+        acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(sel + i), _mm512_loadu_si512(v + i));
+      a.y[b * w.rows + r] = int8_dequant(_mm512_reduce_add_epi32(acc) - 128 * w.row_sum[r], a.x_scale[b], w.scale[r]);
+    }
+  }
+}
+
+void int8_nm(const Int8NM& w, const Int8Args& a, std::int64_t r0, std::int64_t r1) {
+  const std::int64_t per_row = w.windows_per_row * 64;
+  for (std::int64_t b = 0; b < a.batch; ++b) {
+    const std::uint8_t* x = a.xq + b * a.x_stride;
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const std::uint8_t* p = w.pos.data() + r * per_row;
+      const std::int8_t* v = w.values.data() + r * per_row;
+      __m512i acc = _mm512_setzero_si512();
+      for (std::int64_t win = 0; win < w.windows_per_row; ++win) {
+        const std::uint8_t* xw = x + win * w.window;
+        const __m512i sel = _mm512_permutex2var_epi8(_mm512_loadu_si512(xw), _mm512_loadu_si512(p + win * 64),
+                                                     _mm512_loadu_si512(xw + 64));
+        acc = _mm512_dpbusd_epi32(acc, sel, _mm512_loadu_si512(v + win * 64));
+      }
+      a.y[b * w.rows + r] = int8_dequant(_mm512_reduce_add_epi32(acc) - 128 * w.row_sum[r], a.x_scale[b], w.scale[r]);
+    }
+  }
+}
+
+}  // namespace prunus::kernels::avx512
