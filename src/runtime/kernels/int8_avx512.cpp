@@ -4,6 +4,7 @@
 // columns' activation bytes from 128 by the stored positions, then one vpdpbusd.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <bit>
 #include <vector>
 
@@ -11,30 +12,83 @@
 
 namespace prunus::kernels::avx512 {
 
-void int8_bitmask(const Int8Bitmask& w, const Int8Args& a, std::int64_t r0, std::int64_t r1) {
+namespace {
+
+// Batch 1: for each row, vpcompressb picks the activation bytes under the row's mask into a
+// buffer (64 columns per step), which then meets the packed weights 64 at a time. (Two rows
+// interleaved to overlap the offset chains measured slower: 0.81 vs 0.65 ms at 50%.)
+void bitmask_gemv(const Int8Bitmask& w, const Int8Args& a, std::int64_t r0, std::int64_t r1) {
   thread_local std::vector<std::uint8_t> buf;
   buf.resize(static_cast<std::size_t>(w.words_per_row * 64 + 128));
   std::uint8_t* sel = buf.data();
-  for (std::int64_t b = 0; b < a.batch; ++b) {
-    const std::uint8_t* x = a.xq + b * a.x_stride;
-    for (std::int64_t r = r0; r < r1; ++r) {
-      const std::uint64_t* bits = w.bits.data() + r * w.words_per_row;
-      std::int64_t off = 0;
-      for (std::int64_t word = 0; word < w.words_per_row; ++word) {
-        const std::uint64_t m = bits[word];
-        if (!m) continue;
-        const __m512i xv = _mm512_loadu_si512(x + word * 64);
-        _mm512_storeu_si512(sel + off, _mm512_maskz_compress_epi8(m, xv));
-        off += std::popcount(m);
+  const std::uint8_t* x = a.xq;
+  for (std::int64_t r = r0; r < r1; ++r) {
+    const std::uint64_t* bits = w.bits.data() + r * w.words_per_row;
+    std::int64_t off = 0;
+    for (std::int64_t word = 0; word < w.words_per_row; ++word) {
+      const std::uint64_t m = bits[word];
+      if (!m) continue;
+      _mm512_storeu_si512(sel + off, _mm512_maskz_compress_epi8(m, _mm512_loadu_si512(x + word * 64)));
+      off += std::popcount(m);
+    }
+    _mm512_storeu_si512(sel + off, _mm512_setzero_si512());  // the last vector's tail meets zeros
+    const std::int8_t* v = w.values.data() + w.row_ptr[r];
+    __m512i acc = _mm512_setzero_si512();
+    for (std::int64_t i = 0; i < off; i += 64)
+      acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(sel + i), _mm512_loadu_si512(v + i));
+    a.y[r] = int8_dequant(_mm512_reduce_add_epi32(acc) - 128 * w.row_sum[r], a.x_scale[0], w.scale[r]);
+  }
+}
+
+// Batch > 1: four rows at a time are expanded to dense bytes (vpexpandb), then every batch
+// row meets them 64 columns per step, one activation load feeding four vpdpbusd; all-zero
+// column words are skipped.
+void bitmask_gemm(const Int8Bitmask& w, const Int8Args& a, std::int64_t r0, std::int64_t r1) {
+  constexpr int kRows = 4;
+  thread_local std::vector<std::int8_t> dense;
+  const std::int64_t W = w.words_per_row;
+  dense.resize(static_cast<std::size_t>(kRows * W * 64));
+  thread_local std::vector<std::uint64_t> any;
+  any.resize(static_cast<std::size_t>(W));
+  for (std::int64_t r = r0; r < r1; r += kRows) {
+    const int nr = static_cast<int>(std::min<std::int64_t>(kRows, r1 - r));
+    for (std::int64_t word = 0; word < W; ++word) any[word] = 0;
+    for (int i = 0; i < kRows; ++i) {
+      std::int8_t* d = dense.data() + i * W * 64;
+      if (i >= nr) {  // missing rows of the last group multiply as zeros
+        for (std::int64_t word = 0; word < W; ++word) _mm512_storeu_si512(d + word * 64, _mm512_setzero_si512());
+        continue;
       }
-      _mm512_storeu_si512(sel + off, _mm512_setzero_si512());  // the last vector's tail meets zeros
-      const std::int8_t* v = w.values.data() + w.row_ptr[r];
-      __m512i acc = _mm512_setzero_si512();
-      for (std::int64_t i = 0; i < off; i += 64)
-        acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(sel + i), _mm512_loadu_si512(v + i));
-      a.y[b * w.rows + r] = int8_dequant(_mm512_reduce_add_epi32(acc) - 128 * w.row_sum[r], a.x_scale[b], w.scale[r]);
+      const std::uint64_t* bits = w.bits.data() + (r + i) * W;
+      const std::int8_t* v = w.values.data() + w.row_ptr[r + i];
+      for (std::int64_t word = 0; word < W; ++word) {
+        _mm512_storeu_si512(d + word * 64, _mm512_maskz_expandloadu_epi8(bits[word], v));
+        v += std::popcount(bits[word]);
+        any[word] |= bits[word];
+      }
+    }
+    for (std::int64_t b = 0; b < a.batch; ++b) {
+      const std::uint8_t* x = a.xq + b * a.x_stride;
+      __m512i acc[kRows] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                            _mm512_setzero_si512()};
+      for (std::int64_t word = 0; word < W; ++word) {
+        if (!any[word]) continue;
+        const __m512i xv = _mm512_loadu_si512(x + word * 64);
+        for (int i = 0; i < kRows; ++i)
+          acc[i] = _mm512_dpbusd_epi32(acc[i], xv, _mm512_loadu_si512(dense.data() + (i * W + word) * 64));
+      }
+      for (int i = 0; i < nr; ++i)
+        a.y[b * w.rows + r + i] =
+            int8_dequant(_mm512_reduce_add_epi32(acc[i]) - 128 * w.row_sum[r + i], a.x_scale[b], w.scale[r + i]);
     }
   }
+}
+
+}  // namespace
+
+void int8_bitmask(const Int8Bitmask& w, const Int8Args& a, std::int64_t r0, std::int64_t r1) {
+  if (a.batch == 1) bitmask_gemv(w, a, r0, r1);
+  else bitmask_gemm(w, a, r0, r1);
 }
 
 void int8_nm(const Int8NM& w, const Int8Args& a, std::int64_t r0, std::int64_t r1) {
