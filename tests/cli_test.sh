@@ -56,6 +56,11 @@ acc_rt=$(grep -o 'test accuracy [0-9.]*%' "$T/infer" | grep -o '[0-9.]*%')
 [[ -n "$acc_eval" && "$acc_eval" == "$acc_rt" ]] && ok "runtime accuracy equals libtorch ($acc_rt)" \
   || bad "runtime accuracy '$acc_rt' vs eval '$acc_eval': $(tail -3 "$T/infer")"
 grep -qE '^fc1 +300x784 +58800 ' "$T/infer" && ok "infer lists each layer's format" || bad "infer table: $(head -4 "$T/infer")"
+# INT8 (per-channel weights, per-token activations): every layer int8, accuracy within a point.
+"$PRUNUS" infer "$T/sparse.safetensors" --test-limit 500 --batch 16 --int8 >"$T/infer8" 2>&1
+acc_8=$(grep -o 'test accuracy [0-9.]*%' "$T/infer8" | grep -o '[0-9.]*')
+[[ $(grep -c ' int8-' "$T/infer8") -eq 3 ]] && awk -v a="$acc_8" -v b="${acc_rt%\%}" 'BEGIN { exit !(a != "" && a - b <= 1 && b - a <= 1) }' \
+  && ok "infer --int8: all 3 layers INT8, accuracy $acc_8% vs fp32 $acc_rt" || bad "infer --int8: $(cat "$T/infer8")"
 # prunus run MODEL INPUT: one class per image, and the accuracy infer reports on the same images.
 "$PRUNUS" run "$T/sparse.safetensors" "$DATA/t10k-images-idx3-ubyte.gz" --labels "$DATA/t10k-labels-idx1-ubyte.gz" \
   --batch 64 >"$T/classes" 2>"$T/run_err"
@@ -113,6 +118,9 @@ for m in lenet5 resnet; do
   acc_r=$("$PRUNUS" infer "$T/$m-sparse.safetensors" --test-limit 200 --batch 8 | grep -o 'test accuracy [0-9.]*%' | grep -o '[0-9.]*%')
   [[ -n "$acc_e" && "$acc_e" == "$acc_r" ]] && ok "$m in the runtime: accuracy $acc_r as libtorch" \
     || bad "$m runtime accuracy '$acc_r' vs libtorch '$acc_e'"
+  acc_8=$("$PRUNUS" infer "$T/$m-sparse.safetensors" --test-limit 200 --batch 8 --int8 | grep -o 'test accuracy [0-9.]*%' | grep -o '[0-9.]*')
+  awk -v a="$acc_8" -v b="${acc_r%\%}" 'BEGIN { exit !(a != "" && a - b <= 2 && b - a <= 2) }' \
+    && ok "$m INT8 in the runtime: accuracy $acc_8% vs fp32 $acc_r" || bad "$m INT8 accuracy '$acc_8' vs fp32 '$acc_r'"
 done
 
 # A whole recipe, twice: same bytes, exact global sparsity, a report with what users need.
