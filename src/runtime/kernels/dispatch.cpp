@@ -229,7 +229,11 @@ struct QuantizedInput {
 const QuantizedInput& quantize_input(const float* x, std::int64_t batch, std::int64_t cols, float act_scale) {
   thread_local QuantizedInput q;
   q.stride = (cols + 127) / 128 * 128;
-  q.xq.assign(static_cast<std::size_t>(batch * q.stride + 128), 128);
+  q.xq.resize(static_cast<std::size_t>(batch * q.stride + 128));
+  // Padding holds the zero code (128); the values are written below.
+  for (std::int64_t b = 0; b < batch; ++b)
+    std::memset(q.xq.data() + b * q.stride + cols, 128, static_cast<std::size_t>(q.stride - cols));
+  std::memset(q.xq.data() + batch * q.stride, 128, 128);
   q.scale.resize(static_cast<std::size_t>(batch));
   for (std::int64_t b = 0; b < batch; ++b) {
     const float* xb = x + b * cols;
@@ -242,8 +246,12 @@ const QuantizedInput& quantize_input(const float* x, std::int64_t batch, std::in
     q.scale[b] = a;
     const float inv = 1.0f / a;
     std::uint8_t* out = q.xq.data() + b * q.stride;
-    for (std::int64_t c = 0; c < cols; ++c)
-      out[c] = static_cast<std::uint8_t>(std::clamp(std::nearbyint(xb[c] * inv), -127.0f, 127.0f) + 128.0f);
+    // Round half away from zero, written so the compiler vectorizes it (std::nearbyint is a
+    // libm call per value, which made INT8 convolutions 4x slower than fp32).
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const float v = std::clamp(xb[c] * inv, -127.0f, 127.0f);
+      out[c] = static_cast<std::uint8_t>(static_cast<int>(v + (v >= 0 ? 0.5f : -0.5f)) + 128);
+    }
   }
   return q;
 }
