@@ -87,6 +87,19 @@ class Model {
   std::int64_t output_size_ = 0;
 };
 
+// INT8 model files: every conv/linear weight of `in` (a Prunus model with prunus.graph) is
+// stored as per-output-channel INT8 codes with a bitmask of its non-zeros — name.q8.shape,
+// name.q8.bitmask (U8, bit j of byte k = column 8k+j), name.q8.values (I8), name.q8.scale
+// (F32) — so a 90%-sparse model takes ~0.23 bytes a weight instead of 4. Layers whose name
+// contains one of `keep_fp32` stay fp32; biases and BatchNorm stay fp32. Model::load reads
+// both forms; with LoadOptions::int8 the codes are used as they are (re-quantizing q·s gives
+// q back). Written atomically.
+struct QuantizeReport {
+  std::uint64_t bytes_in = 0, bytes_out = 0;
+  std::vector<std::string> quantized, kept;
+};
+QuantizeReport quantize_file(const std::string& in, const std::string& out, const std::vector<std::string>& keep_fp32);
+
 // ------------------------------------------------------------------ LLaMA decoder
 // The LLaMA forward of llama2.c (RMSNorm, RoPE on interleaved pairs, grouped-query attention,
 // SwiGLU) one token at a time with a KV cache, every decoder linear in the format that

@@ -102,6 +102,7 @@ int infer(const Options& o) {
 int run_model(const RunModelOptions& o) {
   runtime::LoadOptions lo;
   lo.batch_hint = o.batch;
+  lo.int8 = o.int8;
   lo.kernel.threads = o.threads;
   auto model = runtime::Model::load(o.model, lo);
   const auto images = idx::read(o.input);

@@ -18,6 +18,7 @@ void add_run(CLI::App& app, Action& action) {
   cmd->add_option("input", model_run->input, "With a model file: the IDX images to classify");
   cmd->add_option("--labels", model_run->labels, "With a model file: IDX labels, to print the accuracy");
   cmd->add_flag("--logits", model_run->logits, "With a model file: print each sample's logits instead of its class");
+  cmd->add_flag("--int8", model_run->int8, "With a model file: INT8 weights and per-token INT8 activations");
   cmd->add_option("--batch", model_run->batch, "With a model file: batch size (formats are chosen for it)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("-o,--out", *out, "Output directory (overrides the recipe's 'out')");

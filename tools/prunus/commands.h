@@ -47,12 +47,14 @@ void add_bench(CLI::App& app, Action& action);
 void add_shrink(CLI::App& app, Action& action);
 void add_export(CLI::App& app, Action& action);
 void add_launch(CLI::App& app, Action& action);
+void add_quantize(CLI::App& app, Action& action);
 // `prunus run MODEL.safetensors INPUT`: the runtime on an IDX image file (cmd_infer.cpp).
 struct RunModelOptions {
   std::string model, input, labels;
   std::int64_t batch = 1;
   int threads = 1;
   bool logits = false;  // print each sample's logits instead of its class
+  bool int8 = false;    // INT8 weights and activations
 };
 int run_model(const RunModelOptions& o);
 

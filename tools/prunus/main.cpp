@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
   prunus::cli::add_shrink(app, action);
   prunus::cli::add_export(app, action);
   prunus::cli::add_launch(app, action);
+  prunus::cli::add_quantize(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -2,6 +2,7 @@
 // it with NHWC activations; convolutions are im2col products through kernels::SparseLinear.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 
 #include <fmt/format.h>
@@ -43,6 +44,70 @@ std::int64_t positive(const std::string& path, const json& o, const char* key, s
   const auto v = json_int(path, o.at(key), key);
   if (v < min || v > 4096) fail(path, fmt::format("prunus.graph: '{}' = {} is out of range", key, v));
   return v;
+}
+
+// A conv/linear weight: stored as fp32 `name`, or (prunus quantize) as INT8 with a bitmask:
+// name.q8.shape (I64), name.q8.bitmask (U8 [rows, ceil(cols/8)], bit j of byte k is column
+// 8k+j), name.q8.values (I8, the non-zeros in row-major order), name.q8.scale (F32 [rows]).
+// Dequantized here (q·scale); LoadOptions::int8 re-quantizes to the same codes.
+struct Weight {
+  std::vector<std::int64_t> shape;
+  std::vector<float> values;
+};
+
+Weight read_weight(const safetensors::File& file, const std::string& name) {
+  const std::string& path = file.path();
+  if (const auto* t = file.find(name)) return {t->shape, finite_f32(path, *t)};
+  const auto* shape_t = file.find(name + ".q8.shape");
+  if (!shape_t) fail(path, fmt::format("tensor '{}' not found (neither fp32 nor INT8 '{}.q8.*')", name, name));
+  auto need = [&](const std::string& suffix, safetensors::DType dtype) -> const safetensors::TensorView& {
+    const auto& t = file.at(name + suffix);
+    if (t.dtype != dtype)
+      fail(path, fmt::format("tensor '{}{}' has dtype {}, expected {}", name, suffix, safetensors::dtype_name(t.dtype),
+                             safetensors::dtype_name(dtype)));
+    return t;
+  };
+  const auto& sh = need(".q8.shape", safetensors::DType::I64);
+  if (sh.shape.size() != 1 || sh.numel() < 2 || sh.numel() > 4) fail(path, fmt::format("'{}.q8.shape' must hold 2 to 4 dimensions", name));
+  Weight w;
+  w.shape.resize(static_cast<std::size_t>(sh.numel()));
+  std::memcpy(w.shape.data(), sh.data, w.shape.size() * 8);
+  std::int64_t cols = 1;
+  for (std::size_t i = 0; i < w.shape.size(); ++i) {
+    if (w.shape[i] <= 0 || w.shape[i] > (1 << 24)) fail(path, fmt::format("'{}.q8.shape' has a bad dimension", name));
+    if (i > 0) cols *= w.shape[i];
+    if (cols > (1 << 24)) fail(path, fmt::format("'{}.q8.shape' is too large", name));
+  }
+  const std::int64_t rows = w.shape[0];
+  if (rows * cols > (std::int64_t(1) << 26)) fail(path, fmt::format("'{}.q8.shape' is too large", name));
+  const std::int64_t row_bytes = (cols + 7) / 8;
+  const auto& bits = need(".q8.bitmask", safetensors::DType::U8);
+  if (bits.shape != std::vector<std::int64_t>{rows, row_bytes})
+    fail(path, fmt::format("'{}.q8.bitmask' must be [{}, {}]", name, rows, row_bytes));
+  const auto& vals = need(".q8.values", safetensors::DType::I8);
+  const auto& scale = need(".q8.scale", safetensors::DType::F32);
+  if (scale.shape != std::vector<std::int64_t>{rows}) fail(path, fmt::format("'{}.q8.scale' must be [{}]", name, rows));
+  const auto sc = finite_f32(path, scale);
+  const std::uint8_t* b = bits.data;
+  const auto* v = reinterpret_cast<const std::int8_t*>(vals.data);
+  std::int64_t set = 0;
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t k = 0; k < row_bytes; ++k) {
+      const std::uint8_t byte = b[r * row_bytes + k];
+      if (k == row_bytes - 1 && cols % 8 && (byte >> (cols % 8)))
+        fail(path, fmt::format("'{}.q8.bitmask' sets bits past the last column", name));
+      set += __builtin_popcount(byte);
+    }
+  if (vals.shape.size() != 1 || vals.numel() != set)
+    fail(path, fmt::format("'{}.q8.values' holds {} values but the bitmask sets {}", name, vals.numel(), set));
+  w.values.assign(static_cast<std::size_t>(rows * cols), 0.0f);
+  std::int64_t at = 0;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    if (!(sc[r] > 0)) fail(path, fmt::format("'{}.q8.scale' must be positive", name));
+    for (std::int64_t c = 0; c < cols; ++c)
+      if (b[r * row_bytes + c / 8] >> (c % 8) & 1) w.values[r * cols + c] = float(v[at++]) * sc[r];
+  }
+  return w;
 }
 
 }  // namespace
@@ -142,7 +207,7 @@ Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
       } else if (kind == "conv2d") {
         op.kind = Op::Conv;
         const auto wname = o.at("weight").get<std::string>();
-        const auto& wv = file.at(wname);
+        const auto wv = read_weight(file, wname);
         if (wv.shape.size() != 4 || wv.shape[2] != wv.shape[3])
           fail(path, fmt::format("conv2d weight '{}' must be [out, in, k, k]", wname));
         const std::int64_t oc = wv.shape[0], ic = wv.shape[1], k = wv.shape[2];
@@ -159,7 +224,7 @@ Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
         if (out.size() > (std::int64_t(1) << 24) || oh * ow * k * k * ic > (std::int64_t(1) << 26))
           fail(path, fmt::format("prunus.graph: conv2d '{}' makes a {}x{}x{} value (im2col {} floats a sample): too "
                                  "large", wname, oc, oh, ow, oh * ow * k * k * ic));
-        const auto w = finite_f32(path, wv);
+        const auto& w = wv.values;
         std::vector<float> bias(static_cast<std::size_t>(oc), 0.0f);
         if (o.contains("bias")) bias = vector_of(o.at("bias").get<std::string>(), oc);
         std::vector<float> scale(static_cast<std::size_t>(oc), 1.0f);
@@ -189,14 +254,14 @@ Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
       } else if (kind == "linear") {
         op.kind = Op::Linear;
         const auto wname = o.at("weight").get<std::string>();
-        const auto& wv = file.at(wname);
+        auto wv = read_weight(file, wname);
         if (wv.shape.size() != 2) fail(path, fmt::format("linear weight '{}' must be 2-D", wname));
         const std::int64_t rows = wv.shape[0], cols = wv.shape[1];
         if (in.h != 1 || in.w != 1)
           fail(path, fmt::format("linear '{}' reads a {}x{}x{} value: flatten or pool it first", wname, in.c, in.h, in.w));
         if (cols != in.c)
           fail(path, fmt::format("linear weight '{}' expects {} inputs but the graph gives {}", wname, cols, in.c));
-        auto w = finite_f32(path, wv);
+        auto w = std::move(wv.values);
         std::vector<float> bias(static_cast<std::size_t>(rows), 0.0f);
         if (o.contains("bias")) bias = vector_of(o.at("bias").get<std::string>(), rows);
         op.layer = add_layer(wname, std::move(w), rows, cols, std::move(bias), opt.batch_hint);
