@@ -61,6 +61,17 @@ grep -qE '^fc1 +300x784 +58800 ' "$T/infer" && ok "infer lists each layer's form
 acc_8=$(grep -o 'test accuracy [0-9.]*%' "$T/infer8" | grep -o '[0-9.]*')
 [[ $(grep -c ' int8-' "$T/infer8") -eq 3 ]] && awk -v a="$acc_8" -v b="${acc_rt%\%}" 'BEGIN { exit !(a != "" && a - b <= 1 && b - a <= 1) }' \
   && ok "infer --int8: all 3 layers INT8, accuracy $acc_8% vs fp32 $acc_rt" || bad "infer --int8: $(cat "$T/infer8")"
+# prunus quantize: the INT8 file is a fraction of the fp32 one, safetensors readers open it, and
+# the runtime gets the same INT8 logits from it as from quantizing the fp32 file at load.
+"$PRUNUS" quantize "$T/sparse.safetensors" -o "$T/q8.safetensors" >"$T/q8.out" 2>&1 || bad "quantize: $(cat "$T/q8.out")"
+ratio=$(( $(stat -c %s "$T/sparse.safetensors") / $(stat -c %s "$T/q8.safetensors") ))
+[[ $ratio -ge 5 ]] && ok "quantize: INT8 file ${ratio}x smaller than fp32 ($(tail -1 "$T/q8.out"))" || bad "quantize ratio $ratio"
+"$PRUNUS" run "$T/sparse.safetensors" "$DATA/t10k-images-idx3-ubyte.gz" --int8 --logits --batch 64 >"$T/l_fp" 2>/dev/null
+"$PRUNUS" run "$T/q8.safetensors" "$DATA/t10k-images-idx3-ubyte.gz" --int8 --logits --batch 64 >"$T/l_q8" 2>/dev/null
+[[ $(wc -l <"$T/l_q8") -eq 10000 ]] && cmp -s "$T/l_fp" "$T/l_q8" && ok "INT8 file: identical INT8 logits on 10000 images" \
+  || bad "INT8 file logits differ"
+expect_error "quantize onto itself" "must not overwrite" "$PRUNUS" quantize "$T/q8.safetensors" -o "$T/q8.safetensors"
+expect_error "quantize an INT8 file" "already quantized" "$PRUNUS" quantize "$T/q8.safetensors" -o "$T/q8b.safetensors"
 # prunus run MODEL INPUT: one class per image, and the accuracy infer reports on the same images.
 "$PRUNUS" run "$T/sparse.safetensors" "$DATA/t10k-images-idx3-ubyte.gz" --labels "$DATA/t10k-labels-idx1-ubyte.gz" \
   --batch 64 >"$T/classes" 2>"$T/run_err"
@@ -121,6 +132,11 @@ for m in lenet5 resnet; do
   acc_8=$("$PRUNUS" infer "$T/$m-sparse.safetensors" --test-limit 200 --batch 8 --int8 | grep -o 'test accuracy [0-9.]*%' | grep -o '[0-9.]*')
   awk -v a="$acc_8" -v b="${acc_r%\%}" 'BEGIN { exit !(a != "" && a - b <= 2 && b - a <= 2) }' \
     && ok "$m INT8 in the runtime: accuracy $acc_8% vs fp32 $acc_r" || bad "$m INT8 accuracy '$acc_8' vs fp32 '$acc_r'"
+  "$PRUNUS" quantize "$T/$m-sparse.safetensors" -o "$T/$m-q8.safetensors" >/dev/null 2>&1 || bad "quantize $m"
+  "$PRUNUS" run "$T/$m-sparse.safetensors" "$DATA/t10k-images-idx3-ubyte.gz" --int8 --logits --batch 16 >"$T/l_fp" 2>/dev/null
+  "$PRUNUS" run "$T/$m-q8.safetensors" "$DATA/t10k-images-idx3-ubyte.gz" --int8 --logits --batch 16 >"$T/l_q8" 2>/dev/null
+  cmp -s "$T/l_fp" "$T/l_q8" && [[ $(wc -l <"$T/l_q8") -eq 10000 ]] \
+    && ok "$m INT8 file (BatchNorm folded): identical INT8 logits" || bad "$m INT8 file logits differ"
 done
 
 # A whole recipe, twice: same bytes, exact global sparsity, a report with what users need.

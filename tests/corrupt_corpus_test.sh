@@ -29,6 +29,7 @@ for f in "$CORPUS"/graph_*.safetensors; do
   check "$(basename "$f")" "$f" "$T/none" "$PRUNUS" infer "$f" --test-limit 1
   check "$(basename "$f") (shrink)" "$f" "$T/small.safetensors" "$PRUNUS" shrink "$f" -o "$T/small.safetensors"
   check "$(basename "$f") (export)" "$f" "$T/model.onnx" "$PRUNUS" export "$f" -o "$T/model.onnx"
+  check "$(basename "$f") (quantize)" "$f" "$T/q8.safetensors" "$PRUNUS" quantize "$f" -o "$T/q8.safetensors"
 done
 for f in "$CORPUS"/llama_*.bin; do
   check "$(basename "$f")" "$f" "$T/out.bin" "$PRUNUS" convert "$f" "$T/out.bin"

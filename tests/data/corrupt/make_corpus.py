@@ -92,6 +92,24 @@ def safetensors_cases():
     g6 = {"input": [1, 2, 2], "ops": [{"op": "conv2d", "weight": "w"}]}
     write("graph_conv_bad_weight.safetensors",
           st({"__metadata__": {"prunus.arch": "lenet5", "prunus.graph": json.dumps(g6)}, **ok_hdr}, f32(1, 2, 3, 4)))
+    # INT8 weights (prunus quantize): w.q8.shape / bitmask / values / scale, each broken once.
+    gq = json.dumps({"input": [4], "ops": [{"op": "linear", "weight": "w"}]})
+
+    def q8(shape=(2, 4), bits=(0b0011, 0b0101), values=(1, 2, 3, 4), scale=(0.1, 0.2), values_dtype="I8"):
+        parts = [("w.q8.shape", "I64", [len(shape)], struct.pack(f"<{len(shape)}q", *shape)),
+                 ("w.q8.bitmask", "U8", [2, 1], bytes(bits)),
+                 ("w.q8.values", values_dtype, [len(values)], struct.pack(f"<{len(values)}b", *values)),
+                 ("w.q8.scale", "F32", [len(scale)], f32(*scale))]
+        hdr, data = {"__metadata__": {"prunus.arch": "lenet300", "prunus.graph": gq}}, b""
+        for name, dtype, shp, raw in parts:
+            hdr[name] = {"dtype": dtype, "shape": shp, "data_offsets": [len(data), len(data) + len(raw)]}
+            data += raw
+        return st(hdr, data)
+    write("graph_q8_values_count.safetensors", q8(values=(1, 2, 3)))
+    write("graph_q8_bits_past_end.safetensors", q8(bits=(0b10000001, 0b0101), values=(1, 2, 3, 4)))
+    write("graph_q8_nan_scale.safetensors", q8(scale=(math.nan, 0.2)))
+    write("graph_q8_zero_dim.safetensors", q8(shape=(2, 0)))
+    write("graph_q8_values_dtype.safetensors", q8(values_dtype="U8"))
 
 
 def llama2c_cases():
