@@ -100,5 +100,27 @@ with tempfile.TemporaryDirectory() as tmp:
                 z, n = int((got[w] == 0).sum()), dense[w].size
                 check(z == round(sparsity * n), f"layer: {w} has exactly round(s*n) = {round(sparsity * n)} zeros (got {z})")
 
+    # 3. prunus quantize: numpy decodes the INT8 file (bitmask little-endian per row byte,
+    #    values in row-major order, one scale per row) back to the pruned weights.
+    pruned_path = os.path.join(tmp, "sparse_global.safetensors")
+    q8_path = os.path.join(tmp, "q8.safetensors")
+    r = prunus("quantize", pruned_path, "-o", q8_path)
+    check(r.returncode == 0, f"prunus quantize ({r.stderr.strip()})")
+    pruned, q8 = load_file(pruned_path), load_file(q8_path)
+    for w in ["fc1.weight", "fc2.weight", "fc3.weight"]:
+        shape = tuple(int(d) for d in q8[w + ".q8.shape"])
+        rows, cols = shape[0], int(np.prod(shape[1:]))
+        bits = np.unpackbits(q8[w + ".q8.bitmask"], axis=1, bitorder="little")[:, :cols].astype(bool)
+        deq = np.zeros((rows, cols), np.float32)
+        deq[bits] = q8[w + ".q8.values"].astype(np.float32)
+        scale = q8[w + ".q8.scale"]
+        deq *= scale[:, None]
+        ref = pruned[w].reshape(rows, cols)
+        check(shape == pruned[w].shape, f"q8 {w}: shape {shape}")
+        check(np.array_equal(bits, ref != 0), f"q8 {w}: the bitmask is exactly the non-zeros")
+        check(np.allclose(scale, np.abs(ref).max(axis=1) / 127, rtol=1e-6), f"q8 {w}: scale = max|w|/127 per row")
+        check(bool(np.all(np.abs(deq - ref) <= scale[:, None] * 0.5001)), f"q8 {w}: within half a step of the weights")
+        check(q8[w + ".q8.values"].dtype == np.int8 and int(np.abs(q8[w + ".q8.values"]).max()) <= 127, f"q8 {w}: int8 codes")
+
 print(f"{failures} failure(s)")
 sys.exit(1 if failures else 0)
