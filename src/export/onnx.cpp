@@ -3,6 +3,7 @@
 // flatten order, C×H×W — are PyTorch's NCHW ones, which are ONNX's too).
 #include "prunus/export.h"
 
+#include <cstring>
 #include <map>
 #include <set>
 #include <vector>
@@ -28,8 +29,54 @@ struct Builder {
   int counter = 0;
 
   std::string fresh(const std::string& stem) { return fmt::format("{}_{}", stem, counter++); }
-  // A weight from the model file as a float initializer (once per name).
+  // The shape of a weight, fp32 or INT8 (prunus quantize: name.q8.shape).
+  std::vector<std::int64_t> shape(const std::string& name) {
+    if (const auto* t = f.find(name)) return t->shape;
+    const auto& sh = f.at(name + ".q8.shape");
+    std::vector<std::int64_t> out(static_cast<std::size_t>(sh.numel()));
+    std::memcpy(out.data(), sh.data, out.size() * 8);
+    return out;
+  }
+  // An INT8 weight as QDQ: an int8 initializer (zeros where the bitmask has none), per-output-
+  // channel scales and zero points, and DequantizeLinear(axis 0) making the float tensor `name`.
+  void dequantized(const std::string& name) {
+    const auto dims = shape(name);
+    const std::int64_t rows = dims[0];
+    std::int64_t cols = 1;
+    for (std::size_t i = 1; i < dims.size(); ++i) cols *= dims[i];
+    const std::int64_t row_bytes = (cols + 7) / 8;
+    const auto* bits = f.at(name + ".q8.bitmask").data;
+    const auto* vals = reinterpret_cast<const std::int8_t*>(f.at(name + ".q8.values").data);
+    std::string codes(static_cast<std::size_t>(rows * cols), '\0');
+    std::int64_t k = 0;
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = 0; c < cols; ++c)
+        if (bits[r * row_bytes + c / 8] >> (c % 8) & 1) codes[static_cast<std::size_t>(r * cols + c)] = static_cast<char>(vals[k++]);
+    auto* q = g->add_initializer();
+    q->set_name(name + ".int8");
+    q->set_data_type(onnx::TensorProto::INT8);
+    for (auto d : dims) q->add_dims(d);
+    q->set_raw_data(codes);
+    const auto scale = f.at(name + ".q8.scale").to_f32();
+    auto* sc = g->add_initializer();
+    sc->set_name(name + ".scale");
+    sc->set_data_type(onnx::TensorProto::FLOAT);
+    sc->add_dims(rows);
+    sc->set_raw_data(std::string(reinterpret_cast<const char*>(scale.data()), scale.size() * sizeof(float)));
+    auto* zp = g->add_initializer();
+    zp->set_name(name + ".zero_point");
+    zp->set_data_type(onnx::TensorProto::INT8);
+    zp->add_dims(rows);
+    zp->set_raw_data(std::string(static_cast<std::size_t>(rows), '\0'));
+    integer(node("DequantizeLinear", {name + ".int8", name + ".scale", name + ".zero_point"}, name), "axis", 0);
+  }
+  // A weight from the model file as a float initializer (once per name); INT8 weights come
+  // through DequantizeLinear.
   std::string tensor(const std::string& name) {
+    if (!f.find(name) && f.find(name + ".q8.values")) {
+      if (done.insert(name).second) dequantized(name);
+      return name;
+    }
     if (done.insert(name).second) {
       const auto& v = f.at(name);
       const auto data = v.to_f32();
@@ -149,7 +196,7 @@ void write_onnx(const std::string& model_path, const std::string& out_path) {
         Builder::ints(n, "strides", {s, s});
       } else if (kind == "conv2d") {
         const std::string w = o.at("weight").get<std::string>();
-        const auto& ws = f.at(w).shape;
+        const auto ws = b.shape(w);
         if (ws.size() != 4) fail(model_path, fmt::format("conv weight {} is not 4-D", w));
         std::vector<std::string> ins{x.name, b.tensor(w)};
         if (o.contains("bias")) ins.push_back(b.tensor(o.at("bias").get<std::string>()));
@@ -189,7 +236,7 @@ void write_onnx(const std::string& model_path, const std::string& out_path) {
     std::int64_t classes = 0;
     for (auto i = graph.at("ops").size(); i-- > 0;)
       if (graph.at("ops")[i].at("op") == "linear") {
-        classes = f.at(graph.at("ops")[i].at("weight").get<std::string>()).shape.at(0);
+        classes = b.shape(graph.at("ops")[i].at("weight").get<std::string>()).at(0);
         break;
       }
     value_info(g->add_output(), "logits", {classes});

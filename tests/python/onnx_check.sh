@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ONNX export against onnxruntime (PyPI, in the test venv): for an MLP (dense, 90% pruned,
-# shrunk), a CNN (dense, shrunk) and a residual CNN with BatchNorm, the exported file's logits
+# shrunk, INT8), a CNN (dense, shrunk) and a residual CNN with BatchNorm (and INT8), the exported file's logits
 # on 1000 Fashion-MNIST test images must match `prunus run MODEL IMAGES --logits` (the runtime)
 # and give the same classes.
 set -uo pipefail
@@ -19,6 +19,9 @@ set -e
 "$PRUNUS" shrink "$T/cnn.safetensors" --sparsity 0.5 -o "$T/cnn_shrunk.safetensors" >/dev/null
 "$PRUNUS" train --model resnet --epochs 1 --train-limit 500 --test-limit 100 --no-progress -o "$T/res.safetensors" >/dev/null
 "$PRUNUS" shrink "$T/res.safetensors" --sparsity 0.5 -o "$T/res_shrunk.safetensors" >/dev/null
+# INT8 files (prunus quantize): exported as QDQ (int8 initializers + DequantizeLinear per channel).
+"$PRUNUS" quantize "$T/mlp90.safetensors" -o "$T/mlp90_q8.safetensors" >/dev/null
+"$PRUNUS" quantize "$T/res.safetensors" -o "$T/res_q8.safetensors" >/dev/null
 # 1000 test images as their own IDX file.
 "$PY" - "$DATA/t10k-images-idx3-ubyte.gz" "$T/images" <<'PY'
 import gzip, sys
@@ -27,7 +30,7 @@ open(sys.argv[2], "wb").write(raw[:4] + (1000).to_bytes(4, "big") + raw[8:16] + 
 PY
 set +e
 fails=0
-for m in mlp mlp90 mlp_shrunk cnn cnn_shrunk res res_shrunk; do
+for m in mlp mlp90 mlp_shrunk cnn cnn_shrunk res res_shrunk mlp90_q8 res_q8; do
   "$PRUNUS" export "$T/$m.safetensors" -o "$T/$m.onnx" >/dev/null || { echo "FAIL - export $m"; fails=$((fails + 1)); continue; }
   "$PRUNUS" run "$T/$m.safetensors" "$T/images" --logits --batch 50 >"$T/$m.logits" 2>/dev/null
   "$PY" - "$T/$m.onnx" "$T/images" "$T/$m.logits" "$T/$m.safetensors" "$m" <<'PY' || fails=$((fails + 1))
@@ -47,6 +50,13 @@ done
 # Zeros survive the export: the 90% model's ONNX file is the same size as the dense one's (dense
 # initializers) and compresses far better (its zeros are exact).
 dense_z=$(gzip -c "$T/mlp.onnx" | wc -c); sparse_z=$(gzip -c "$T/mlp90.onnx" | wc -c)
+# The QDQ file holds int8 codes (a quarter of the fp32 file's bytes, or less) and one
+# DequantizeLinear node per weight (the op type appears once per node in the protobuf).
+q8_size=$(stat -c %s "$T/mlp90_q8.onnx"); fp_size=$(stat -c %s "$T/mlp90.onnx")
+dq=$(grep -a -o DequantizeLinear "$T/mlp90_q8.onnx" | wc -l)
+if [[ $q8_size -le $((fp_size / 3)) && $dq -eq 3 ]]; then
+  echo "ok   - INT8 export is QDQ: $dq DequantizeLinear, $q8_size bytes vs fp32 $fp_size"
+else echo "FAIL - INT8 export: $q8_size bytes vs fp32 $fp_size"; fails=$((fails + 1)); fi
 if [[ $sparse_z -lt $((dense_z / 3)) ]]; then echo "ok   - pruned zeros kept: gzip of the 90% ONNX $sparse_z bytes vs dense $dense_z"
 else echo "FAIL - 90% ONNX does not compress: $sparse_z vs $dense_z"; fails=$((fails + 1)); fi
 "$PRUNUS" export "$T/mlp.safetensors" -o "$T/x.txt" 2>"$T/err"; rc=$?
