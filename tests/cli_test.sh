@@ -70,6 +70,10 @@ ratio=$(( $(stat -c %s "$T/sparse.safetensors") / $(stat -c %s "$T/q8.safetensor
 "$PRUNUS" run "$T/q8.safetensors" "$DATA/t10k-images-idx3-ubyte.gz" --int8 --logits --batch 64 >"$T/l_q8" 2>/dev/null
 [[ $(wc -l <"$T/l_q8") -eq 10000 ]] && cmp -s "$T/l_fp" "$T/l_q8" && ok "INT8 file: identical INT8 logits on 10000 images" \
   || bad "INT8 file logits differ"
+"$PRUNUS" quantize "$T/sparse.safetensors" -o "$T/q8keep.safetensors" --keep-fp32 fc3 >/dev/null 2>&1
+"$PRUNUS" infer "$T/q8keep.safetensors" --test-limit 100 --int8 >"$T/keep.out" 2>&1
+[[ $(grep -c ' int8-' "$T/keep.out") -eq 2 ]] && grep -qE '^fc3 .* (dense|csr|bitmask) ' "$T/keep.out" \
+  && ok "quantize --keep-fp32 fc3: fc3 stays fp32 under --int8" || bad "keep-fp32: $(head -6 "$T/keep.out")"
 expect_error "quantize onto itself" "must not overwrite" "$PRUNUS" quantize "$T/q8.safetensors" -o "$T/q8.safetensors"
 expect_error "quantize an INT8 file" "already quantized" "$PRUNUS" quantize "$T/q8.safetensors" -o "$T/q8b.safetensors"
 # prunus run MODEL INPUT: one class per image, and the accuracy infer reports on the same images.

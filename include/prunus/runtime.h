@@ -37,6 +37,7 @@ struct LoadOptions {
   std::int64_t batch_hint = 1;   // the batch size to choose formats for
   bool dense = false;            // keep every layer dense (the runtime's dense path)
   bool int8 = false;             // INT8 weights and per-token INT8 activations in every conv/linear
+                                 // (except layers an INT8 file keeps in fp32)
   kernels::Options kernel;
 };
 

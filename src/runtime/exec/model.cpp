@@ -154,7 +154,10 @@ Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
     // A conv or linear layer: weight rows × cols (cols in the order the im2col buffer uses).
     auto add_layer = [&](const std::string& wname, std::vector<float> w, std::int64_t rows, std::int64_t cols,
                          std::vector<float> bias, std::int64_t batch_hint) {
-      auto [lin, info] = build_layer(wname.substr(0, wname.rfind(".weight")), w, rows, cols, batch_hint, opt);
+      // An INT8 file's layers that `prunus quantize --keep-fp32` kept stay fp32 under --int8 too.
+      LoadOptions layer_opt = opt;
+      if (opt.int8 && file.metadata().count("prunus.quant") && file.find(wname)) layer_opt.int8 = false;
+      auto [lin, info] = build_layer(wname.substr(0, wname.rfind(".weight")), w, rows, cols, batch_hint, layer_opt);
       m.infos_.push_back(info);
       m.layers_.push_back(std::move(lin));
       m.biases_.push_back(std::move(bias));
