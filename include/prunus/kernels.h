@@ -180,6 +180,10 @@ class SparseLinear {
   double measured_seconds() const { return seconds_; }        // chosen format, per call
   double measured_dense_seconds() const { return dense_seconds_; }
   double speedup() const { return seconds_ > 0 ? dense_seconds_ / seconds_ : 1.0; }
+  // INT8 formats: one static per-tensor activation scale (0: per token at each call).
+  void set_act_scale(float s) { act_scale_ = s; }
+  float act_scale() const { return act_scale_; }
+  bool is_int8() const { return format_ == Format::Int8Bitmask || format_ == Format::Int8NM; }
   // The dense weights when the format is Dense (e.g. a classifier shared with the embedding).
   const float* dense_data() const { return format_ == Format::Dense ? dense_.data() : nullptr; }
 
@@ -195,6 +199,7 @@ class SparseLinear {
   Int8Bitmask int8_bitmask_;
   Int8NM int8_nm_;
   double seconds_ = 0, dense_seconds_ = 0;
+  float act_scale_ = 0;
 };
 
 }  // namespace prunus::kernels

@@ -59,12 +59,22 @@ class Model {
                                       std::int64_t channels)>;
   std::vector<float> forward(const float* x, std::int64_t batch, const Observer& observe) const;
 
+  // Static INT8 activation scales (models loaded with LoadOptions::int8): runs `batch` samples
+  // and gives each INT8 layer one per-tensor scale for its inputs from what it saw — "minmax"
+  // (max|x|/127), "percentile" (the 99.99th percentile of |x|, /127) or "mse" (the clipping
+  // of max|x|·k/100, k = 30…100, with the least squared quantization error on the samples).
+  // Without it, activations are quantized per token at each call. Returns the scales.
+  std::vector<float> calibrate_int8(const float* x, std::int64_t batch, const std::string& method);
+
   std::int64_t input_size() const { return input_.size(); }
   std::int64_t output_size() const { return output_size_; }
   const std::vector<LayerInfo>& layers() const { return infos_; }  // conv and linear layers
   const std::string& arch() const { return arch_; }
 
  private:
+  using InputHook = std::function<void(std::size_t layer, const float* values, std::int64_t count)>;
+  std::vector<float> forward_impl(const float* x, std::int64_t batch, const Observer& observe,
+                                  const InputHook& inputs) const;
   struct Shape {  // per sample
     std::int64_t c = 1, h = 1, w = 1;
     std::int64_t size() const { return c * h * w; }

@@ -23,6 +23,8 @@ struct Options {
   int threads = 1;
   bool dense = false;
   bool int8 = false;
+  std::string calibrate;         // static activation scales: minmax | percentile | mse
+  std::int64_t calib_samples = 256;
 };
 
 std::string find(const std::string& dir, const std::string& stem) {
@@ -52,6 +54,19 @@ int infer(const Options& o) {
   lo.int8 = o.int8;
   lo.kernel.threads = o.threads;
   auto model = runtime::Model::load(o.model, lo);
+  if (!o.calibrate.empty()) {
+    if (!o.int8) fail("--calibrate", "static activation scales are for --int8");
+    // Calibration samples from the training set: the test set stays for the accuracy.
+    const auto train = idx::read(find(o.data, "train-images-idx3-ubyte"));
+    const std::int64_t n = std::min<std::int64_t>(o.calib_samples, train.dims[0]);
+    if (n < 1) fail("--calib-samples", "at least 1");
+    std::vector<float> cx(static_cast<std::size_t>(n * model.input_size()));
+    for (std::size_t i = 0; i < cx.size(); ++i) cx[i] = train.data[i] / 255.0f;
+    const auto scales = model.calibrate_int8(cx.data(), n, o.calibrate);
+    std::printf("static INT8 activation scales (%s, %lld training images):", o.calibrate.c_str(), static_cast<long long>(n));
+    for (float sc : scales) std::printf(" %.4g", sc);
+    std::printf("\n");
+  }
   const auto images = idx::read(find(o.data, "t10k-images-idx3-ubyte"));
   const auto labels = idx::read(find(o.data, "t10k-labels-idx1-ubyte"));
   if (images.dims.size() != 3 || std::int64_t(images.dims[1]) * images.dims[2] != model.input_size())
@@ -90,7 +105,7 @@ int infer(const Options& o) {
   std::printf("%s: test accuracy %.2f%% (%lld samples, runtime%s, no libtorch); weights %s in memory (dense fp32 %s: "
               "%.1fx smaller)\n",
               o.model.c_str(), 100.0 * double(correct) / double(n), static_cast<long long>(n),
-              o.int8 ? ", INT8 weights and activations" : "", report::human_bytes(bytes).c_str(),
+              o.int8 ? (o.calibrate.empty() ? ", INT8 weights and per-token activations" : ", INT8 weights and static activation scales") : "", report::human_bytes(bytes).c_str(),
               report::human_bytes(dense_bytes).c_str(), double(dense_bytes) / double(bytes));
   std::printf("batch %lld, %d thread(s): %.1f us per forward (dense runtime path %.1f us): %.2fx\n",
               static_cast<long long>(b), o.threads, t * 1e6, td * 1e6, td / t);
@@ -161,6 +176,9 @@ void add_infer(CLI::App& app, Action& action) {
   cmd->add_flag("--dense", o->dense, "Keep every layer dense");
   cmd->add_flag("--int8", o->int8,
                 "Post-training INT8: weights per output channel (zeros stay zero), activations per token, int32 sums");
+  cmd->add_option("--calibrate", o->calibrate,
+                  "--int8 with static per-tensor activation scales from training images: minmax | percentile | mse");
+  cmd->add_option("--calib-samples", o->calib_samples, "Training images for --calibrate")->capture_default_str();
   cmd->callback([&action, o] { action = [o] { return infer(*o); }; });
 }
 

@@ -300,6 +300,50 @@ Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
 std::vector<float> Model::forward(const float* x, std::int64_t batch) const { return forward(x, batch, nullptr); }
 
 std::vector<float> Model::forward(const float* x, std::int64_t batch, const Observer& observe) const {
+  return forward_impl(x, batch, observe, nullptr);
+}
+
+std::vector<float> Model::calibrate_int8(const float* x, std::int64_t batch, const std::string& method) {
+  if (method != "minmax" && method != "percentile" && method != "mse")
+    fail("--calibrate " + method, "unknown (known: minmax, percentile, mse)");
+  // |x| of every value each layer reads (a strided sample of at most 1M per layer).
+  std::vector<std::vector<float>> seen(layers_.size());
+  for (auto& l : layers_) l.set_act_scale(0);  // dynamic while observing
+  forward_impl(x, batch, nullptr, [&](std::size_t layer, const float* v, std::int64_t n) {
+    const std::int64_t step = std::max<std::int64_t>(1, n / (1 << 20));
+    for (std::int64_t i = 0; i < n; i += step) seen[layer].push_back(std::fabs(v[i]));
+  });
+  std::vector<float> scales(layers_.size(), 0.0f);
+  for (std::size_t l = 0; l < layers_.size(); ++l) {
+    auto& a = seen[l];
+    if (a.empty() || !layers_[l].is_int8()) continue;
+    const float amax = *std::max_element(a.begin(), a.end());
+    float clip = amax;
+    if (method == "percentile") {
+      const auto k = static_cast<std::size_t>(0.9999 * double(a.size() - 1));
+      std::nth_element(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(k), a.end());
+      clip = a[k];
+    } else if (method == "mse") {
+      double best = INFINITY;
+      for (int k = 30; k <= 100; ++k) {
+        const float c = amax * float(k) / 100.0f, s = c / 127.0f;
+        if (!(s > 0)) continue;
+        double err = 0;
+        for (float v : a) {
+          const float q = std::min(std::nearbyint(v / s), 127.0f) * s;
+          err += double(v - q) * double(v - q);
+        }
+        if (err < best) best = err, clip = c;
+      }
+    }
+    scales[l] = clip > 0 ? clip / 127.0f : 1.0f;
+    layers_[l].set_act_scale(scales[l]);
+  }
+  return scales;
+}
+
+std::vector<float> Model::forward_impl(const float* x, std::int64_t batch, const Observer& observe,
+                                       const InputHook& inputs) const {
   // Every value is [batch × H × W × C].
   std::vector<std::vector<float>> v(static_cast<std::size_t>(slots_));
   {
@@ -378,6 +422,7 @@ std::vector<float> Model::forward(const float* x, std::int64_t batch, const Obse
                 for (std::int64_t i = 0; i < run; ++i) dst[i] = src[i];
               }
             }
+        if (inputs) inputs(op.layer, cols.data(), positions * width);
         lin.forward(cols.data(), positions, out.data());
         const auto& bias = biases_[op.layer];
         for (std::int64_t p = 0; p < positions; ++p)
@@ -387,6 +432,7 @@ std::vector<float> Model::forward(const float* x, std::int64_t batch, const Obse
       }
       case Op::Linear: {
         const auto& lin = layers_[op.layer];
+        if (inputs) inputs(op.layer, a.data(), batch * op.in_shape.size());
         lin.forward(a.data(), batch, out.data());
         const auto& bias = biases_[op.layer];
         for (std::int64_t b = 0; b < batch; ++b)

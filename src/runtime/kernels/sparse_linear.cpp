@@ -57,8 +57,8 @@ void SparseLinear::forward(const float* x, std::int64_t batch, float* y) const {
     case Format::Bitmask: return matmul(bitmask_, x, batch, y, opt_);
     case Format::Bsr: return matmul(bsr_, x, batch, y, opt_);
     case Format::NM: return matmul(nm_, x, batch, y, opt_);
-    case Format::Int8Bitmask: return matmul(int8_bitmask_, x, batch, y, opt_);
-    case Format::Int8NM: return matmul(int8_nm_, x, batch, y, opt_);
+    case Format::Int8Bitmask: return matmul(int8_bitmask_, x, batch, y, opt_, act_scale_);
+    case Format::Int8NM: return matmul(int8_nm_, x, batch, y, opt_, act_scale_);
   }
 }
 
