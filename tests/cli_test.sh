@@ -74,6 +74,14 @@ ratio=$(( $(stat -c %s "$T/sparse.safetensors") / $(stat -c %s "$T/q8.safetensor
 "$PRUNUS" infer "$T/q8keep.safetensors" --test-limit 100 --int8 >"$T/keep.out" 2>&1
 [[ $(grep -c ' int8-' "$T/keep.out") -eq 2 ]] && grep -qE '^fc3 .* (dense|csr|bitmask) ' "$T/keep.out" \
   && ok "quantize --keep-fp32 fc3: fc3 stays fp32 under --int8" || bad "keep-fp32: $(head -6 "$T/keep.out")"
+for c in minmax percentile mse; do
+  acc_c=$("$PRUNUS" infer "$T/q8.safetensors" --int8 --calibrate $c --calib-samples 64 --test-limit 500 --batch 16 \
+    | grep -o 'test accuracy [0-9.]*%' | grep -o '[0-9.]*')
+  awk -v a="$acc_c" -v b="${acc_rt%\%}" 'BEGIN { exit !(a != "" && a - b <= 1 && b - a <= 1) }' \
+    && ok "INT8 with static $c activation scales: $acc_c% vs fp32 $acc_rt" || bad "calibrate $c: '$acc_c' vs '$acc_rt'"
+done
+expect_error "unknown calibration" "unknown (known: minmax, percentile, mse)" "$PRUNUS" infer "$T/q8.safetensors" --int8 \
+  --calibrate median --test-limit 10
 expect_error "quantize onto itself" "must not overwrite" "$PRUNUS" quantize "$T/q8.safetensors" -o "$T/q8.safetensors"
 expect_error "quantize an INT8 file" "already quantized" "$PRUNUS" quantize "$T/q8.safetensors" -o "$T/q8b.safetensors"
 # prunus run MODEL INPUT: one class per image, and the accuracy infer reports on the same images.
