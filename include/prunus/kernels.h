@@ -188,6 +188,8 @@ class SparseLinear {
   const float* dense_data() const { return format_ == Format::Dense ? dense_.data() : nullptr; }
 
  private:
+  // Shape, options and non-zero count, no format yet.
+  static SparseLinear shell(const float* w, std::int64_t rows, std::int64_t cols, const Options& opt);
   Format format_ = Format::Dense;
   std::int64_t rows_ = 0, cols_ = 0, nnz_ = 0;
   Options opt_;

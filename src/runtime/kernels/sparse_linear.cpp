@@ -50,6 +50,15 @@ std::uint64_t SparseLinear::bytes() const {
   return 0;
 }
 
+SparseLinear SparseLinear::shell(const float* w, std::int64_t rows, std::int64_t cols, const Options& opt) {
+  SparseLinear s;
+  s.rows_ = rows;
+  s.cols_ = cols;
+  s.opt_ = opt;
+  for (std::int64_t i = 0; i < rows * cols; ++i) s.nnz_ += w[i] != 0.0f;
+  return s;
+}
+
 void SparseLinear::forward(const float* x, std::int64_t batch, float* y) const {
   switch (format_) {
     case Format::Dense: return matmul_dense(dense_.data(), rows_, cols_, x, batch, y, opt_);
@@ -64,11 +73,7 @@ void SparseLinear::forward(const float* x, std::int64_t batch, float* y) const {
 
 SparseLinear SparseLinear::build_int8(const float* w, std::int64_t rows, std::int64_t cols, std::int64_t batch_hint,
                                       const Options& opt) {
-  SparseLinear s;
-  s.rows_ = rows;
-  s.cols_ = cols;
-  s.opt_ = opt;
-  for (std::int64_t i = 0; i < rows * cols; ++i) s.nnz_ += w[i] != 0.0f;
+  SparseLinear s = shell(w, rows, cols, opt);
   const std::int64_t batch = std::max<std::int64_t>(1, batch_hint);
   std::vector<float> x(static_cast<std::size_t>(batch * cols), 1.0f), y(static_cast<std::size_t>(batch * rows));
   {
@@ -97,22 +102,14 @@ SparseLinear SparseLinear::build_int8(const float* w, std::int64_t rows, std::in
 }
 
 SparseLinear SparseLinear::dense(const float* w, std::int64_t rows, std::int64_t cols, const Options& opt) {
-  SparseLinear s;
-  s.rows_ = rows;
-  s.cols_ = cols;
-  s.opt_ = opt;
-  for (std::int64_t i = 0; i < rows * cols; ++i) s.nnz_ += w[i] != 0.0f;
+  SparseLinear s = shell(w, rows, cols, opt);
   s.dense_.assign(w, w + rows * cols);
   return s;
 }
 
 SparseLinear SparseLinear::build(const float* w, std::int64_t rows, std::int64_t cols, std::int64_t batch_hint,
                                  const Options& opt) {
-  SparseLinear s;
-  s.rows_ = rows;
-  s.cols_ = cols;
-  s.opt_ = opt;
-  for (std::int64_t i = 0; i < rows * cols; ++i) s.nnz_ += w[i] != 0.0f;
+  SparseLinear s = shell(w, rows, cols, opt);
   const std::int64_t batch = std::max<std::int64_t>(1, batch_hint);
   std::vector<float> x(static_cast<std::size_t>(batch * cols), 1.0f), y(static_cast<std::size_t>(batch * rows));
 
