@@ -476,3 +476,45 @@ TEST(Recipes, SetOverridesKeysBeforeValidation) {
   EXPECT_NE(expect_input_error([&] { load_recipe(path, {"prune.sparsity=1.5"}); }).find("outside [0, 1)"),
             std::string::npos);
 }
+
+// Static INT8 activation scales come from what each layer read: max|x| (minmax), a high
+// percentile, or an MSE-chosen clip between 0.3 and 1 of the max.
+TEST(Runtime, Int8CalibrationScalesAreWhatTheLayersSaw) {
+  const std::string path = ::testing::TempDir() + "/calib.safetensors";
+  auto w1 = torch::tensor({1.0f, 0.5f, -1.0f, 0.25f, -0.5f, 2.0f, 1.0f, -1.0f, 0.0f, 1.0f, 1.0f, 1.0f}).reshape({3, 4});
+  auto w2 = torch::tensor({1.0f, -1.0f, 0.5f, 2.0f, 0.0f, 1.0f}).reshape({2, 3});
+  write_tensors(path, {{"a.weight", w1}, {"b.weight", w2}},
+                {{"prunus.arch", "mlp"},
+                 {"prunus.graph",
+                  R"({"input":[4],"ops":[{"op":"linear","weight":"a.weight"},{"op":"relu"},{"op":"linear","weight":"b.weight"}]})"}});
+  const std::vector<float> x = {1, -2, 0.5f, 3, -4, 1, 1, 0};
+  // The second layer reads relu(W1·x) for both samples.
+  auto h = torch::relu(torch::matmul(torch::tensor(x).reshape({2, 4}), w1.t()));
+  const float h_max = h.abs().max().item<float>();
+  runtime::LoadOptions lo;
+  lo.int8 = true;
+  {
+    auto m = runtime::Model::load(path, lo);
+    const auto s = m.calibrate_int8(x.data(), 2, "minmax");
+    ASSERT_EQ(s.size(), 2u);
+    EXPECT_FLOAT_EQ(s[0], 4.0f / 127.0f);
+    // The second layer reads what the INT8 first layer produced: h within its quantization error.
+    EXPECT_NEAR(s[1], h_max / 127.0f, 0.02f * h_max / 127.0f);
+    EXPECT_NE(s[1], h_max / 127.0f);
+    const auto y = m.forward(x.data(), 2);
+    auto ref = torch::matmul(h, w2.t()).reshape({-1});
+    for (int i = 0; i < 4; ++i) EXPECT_NEAR(y[i], ref[i].item<float>(), 0.05f) << i;
+  }
+  {
+    auto m = runtime::Model::load(path, lo);
+    // 8 values |x| sorted: 0, 0.5, 1, 1, 1, 2, 3, 4; the 99.99th percentile index is 6 → 3.
+    EXPECT_FLOAT_EQ(m.calibrate_int8(x.data(), 2, "percentile")[0], 3.0f / 127.0f);
+  }
+  {
+    auto m = runtime::Model::load(path, lo);
+    const auto s = m.calibrate_int8(x.data(), 2, "mse");
+    EXPECT_GE(s[0], 0.3f * 4.0f / 127.0f - 1e-7f);
+    EXPECT_LE(s[0], 4.0f / 127.0f + 1e-7f);
+    EXPECT_NE(expect_input_error([&] { m.calibrate_int8(x.data(), 2, "median"); }).find("unknown"), std::string::npos);
+  }
+}
