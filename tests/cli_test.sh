@@ -82,6 +82,8 @@ for c in minmax percentile mse; do
 done
 expect_error "unknown calibration" "unknown (known: minmax, percentile, mse)" "$PRUNUS" infer "$T/q8.safetensors" --int8 \
   --calibrate median --test-limit 10
+expect_error "training verbs name an INT8 file as such" "an INT8 file written by prunus quantize" \
+  "$PRUNUS" finetune "$T/q8.safetensors" -o "$T/never.safetensors" --epochs 1
 expect_error "quantize onto itself" "must not overwrite" "$PRUNUS" quantize "$T/q8.safetensors" -o "$T/q8.safetensors"
 expect_error "quantize an INT8 file" "already quantized" "$PRUNUS" quantize "$T/q8.safetensors" -o "$T/q8b.safetensors"
 # prunus run MODEL INPUT: one class per image, and the accuracy infer reports on the same images.

@@ -32,6 +32,9 @@ std::shared_ptr<Net> load_model(const std::string& path) {
   auto it = f.metadata().find("prunus.arch");
   if (it == f.metadata().end())
     fail(path, "not a Prunus model: __metadata__ has no 'prunus.arch' (which architecture?)");
+  if (f.metadata().count("prunus.quant"))
+    fail(path, "an INT8 file written by prunus quantize: it runs in the runtime (infer, run, export); give this "
+               "verb the fp32 model");
   // Layer widths come from the file: a model shrunk by structured pruning has fewer channels
   // than the architecture's defaults. Every shape is still checked against the built model.
   Widths widths;

@@ -79,6 +79,8 @@ Trace trace(const safetensors::File& f) {
   const std::string& path = f.path();
   auto it = f.metadata().find("prunus.graph");
   if (it == f.metadata().end()) fail(path, "no prunus.graph: structured pruning needs a model the runtime can run");
+  if (f.metadata().count("prunus.quant"))
+    fail(path, "an INT8 file written by prunus quantize: shrink the fp32 model, then quantize the result");
   // The runtime's loader validates the whole graph (ops, names, shapes, chaining, finite
   // values; fuzzed): tracing below may then assume a well-formed graph.
   runtime::LoadOptions lo;
