@@ -50,6 +50,23 @@ std::uint64_t SparseLinear::bytes() const {
   return 0;
 }
 
+namespace {
+
+// A batch of ones at the expected batch size, for timing a layer's candidate formats, and
+// the dense baseline every candidate is compared with.
+struct Probe {
+  std::int64_t rows, cols, batch;
+  std::vector<float> x, y;
+  Probe(std::int64_t r, std::int64_t c, std::int64_t batch_hint)
+      : rows(r), cols(c), batch(std::max<std::int64_t>(1, batch_hint)),
+        x(static_cast<std::size_t>(batch * c), 1.0f), y(static_cast<std::size_t>(batch * r)) {}
+  double time_dense(const std::vector<float>& dense, const Options& opt) {
+    return time_call([&] { matmul_dense(dense.data(), rows, cols, x.data(), batch, y.data(), opt); });
+  }
+};
+
+}  // namespace
+
 SparseLinear SparseLinear::shell(const float* w, std::int64_t rows, std::int64_t cols, const Options& opt) {
   SparseLinear s;
   s.rows_ = rows;
@@ -74,12 +91,11 @@ void SparseLinear::forward(const float* x, std::int64_t batch, float* y) const {
 SparseLinear SparseLinear::build_int8(const float* w, std::int64_t rows, std::int64_t cols, std::int64_t batch_hint,
                                       const Options& opt) {
   SparseLinear s = shell(w, rows, cols, opt);
-  const std::int64_t batch = std::max<std::int64_t>(1, batch_hint);
-  std::vector<float> x(static_cast<std::size_t>(batch * cols), 1.0f), y(static_cast<std::size_t>(batch * rows));
-  {
-    std::vector<float> dense(w, w + rows * cols);
-    s.dense_seconds_ = time_call([&] { matmul_dense(dense.data(), rows, cols, x.data(), batch, y.data(), opt); });
-  }
+  Probe p(rows, cols, batch_hint);
+  s.dense_seconds_ = p.time_dense(std::vector<float>(w, w + rows * cols), opt);
+  const std::int64_t batch = p.batch;
+  auto& x = p.x;
+  auto& y = p.y;
   s.int8_bitmask_ = quantize_bitmask(w, rows, cols);
   s.format_ = Format::Int8Bitmask;
   s.seconds_ = time_call([&] { matmul(s.int8_bitmask_, x.data(), batch, y.data(), opt); });
@@ -110,11 +126,12 @@ SparseLinear SparseLinear::dense(const float* w, std::int64_t rows, std::int64_t
 SparseLinear SparseLinear::build(const float* w, std::int64_t rows, std::int64_t cols, std::int64_t batch_hint,
                                  const Options& opt) {
   SparseLinear s = shell(w, rows, cols, opt);
-  const std::int64_t batch = std::max<std::int64_t>(1, batch_hint);
-  std::vector<float> x(static_cast<std::size_t>(batch * cols), 1.0f), y(static_cast<std::size_t>(batch * rows));
-
+  Probe p(rows, cols, batch_hint);
   std::vector<float> dense(w, w + rows * cols);
-  s.dense_seconds_ = time_call([&] { matmul_dense(dense.data(), rows, cols, x.data(), batch, y.data(), opt); });
+  s.dense_seconds_ = p.time_dense(dense, opt);
+  const std::int64_t batch = p.batch;
+  auto& x = p.x;
+  auto& y = p.y;
   struct Candidate {
     Format format;
     double seconds;
