@@ -16,16 +16,25 @@ sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
 
 # job NAME RESULT-SUFFIX READY COMMAND...: one uninterrupted reference run, then TRIALS runs
 # interrupted at random delays (each resumed and re-interrupted until it finishes). READY, when
-# not empty, is a log line to wait for before the delay starts (work under way). Trial 0 waits
-# half the run, so every job is interrupted at least once.
+# not empty, is a log line (grep pattern) to wait for before the delay starts (work under way).
+# Trial 0 waits half the work, so every job is interrupted at least once.
 job() {
   local name=$1 result=$2 ready=$3; shift 3
   local -a cmd=("$@")
   local ref="$T/$name.ref" start full_ms
   rm -rf "$T"/out*
+  # The reference run also times the READY line: delays are drawn from the work after it (the
+  # time a signal can land mid-job), not from the whole run, whose start-up varies with load.
   start=$(ms_now)
-  "${cmd[@]}" >"$T/log" 2>&1 || { echo "FAIL - $name: reference run failed: $(tail -2 "$T/log")"; fails=$((fails + 1)); return; }
+  "${cmd[@]}" >"$T/log" 2>&1 &
+  local rpid=$! ready_ms=0 work_ms
+  if [[ -n "$ready" ]]; then
+    while kill -0 "$rpid" 2>/dev/null && ! grep -q "$ready" "$T/log"; do sleep 0.01; done
+    ready_ms=$(( $(ms_now) - start ))
+  fi
+  wait "$rpid" || { echo "FAIL - $name: reference run failed: $(tail -2 "$T/log")"; fails=$((fails + 1)); return; }
   full_ms=$(( $(ms_now) - start ))
+  work_ms=$(( full_ms - ready_ms ))
   cp "$T/out$result" "$ref"
   local job_interrupts=0
   for ((trial = 0; trial < TRIALS; trial++)); do
@@ -33,12 +42,10 @@ job() {
     local -a delays=() resume=() rc=1 attempts=0
     while [[ $rc -ne 0 && $attempts -lt 12 ]]; do
       "${cmd[@]}" "${resume[@]}" >"$T/log" 2>&1 &
-      local pid=$! d=$(( RANDOM % (full_ms + 1) )) t0
-      [[ $trial -eq 0 && $attempts -eq 0 ]] && d=$(( full_ms / 2 ))
-      t0=$(ms_now)
+      local pid=$! d=$(( RANDOM % (work_ms + 1) ))
+      [[ $trial -eq 0 && $attempts -eq 0 ]] && d=$(( work_ms / 2 ))
       if [[ -n "$ready" ]]; then
-        for _ in $(seq 1 600); do grep -q "$ready" "$T/log" && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.01; done
-        d=$(( d * (full_ms - ($(ms_now) - t0)) / (full_ms + 1) )); [[ $d -lt 0 ]] && d=0
+        while kill -0 "$pid" 2>/dev/null && ! grep -q "$ready" "$T/log"; do sleep 0.01; done
       fi
       sleep_ms "$d"
       kill -INT "$pid" 2>/dev/null
@@ -49,7 +56,7 @@ job() {
       resume=(--resume); attempts=$((attempts + 1))
     done
     if [[ $rc -eq 0 ]] && cmp -s "$ref" "$T/out$result"; then
-      echo "ok   - $name trial $trial: SIGINT at ${delays[*]} (reference run ${full_ms} ms) → identical bytes"
+      echo "ok   - $name trial $trial: SIGINT at ${delays[*]} (reference run ${full_ms} ms, delays from its last ${work_ms} ms) → identical bytes"
     else
       echo "FAIL - $name trial $trial: SIGINT at ${delays[*]}: rc=$rc $(tail -2 "$T/log")"; fails=$((fails + 1))
     fi
@@ -76,7 +83,7 @@ else
   echo "SKIPPED: train and recipe resume: Fashion-MNIST not found in $DATA"; fails=$((fails + 1))
 fi
 if [[ -n "$SHARED" && -f "$SHARED/models/stories260K.bin" ]]; then
-  job oneshot .bin "block 1/" "$PRUNUS" oneshot "$SHARED/models/stories260K.bin" --method sparsegpt --sparsity 0.5 \
+  job oneshot .bin "block [0-9]*/" "$PRUNUS" oneshot "$SHARED/models/stories260K.bin" --method sparsegpt --sparsity 0.5 \
     --calib "$SHARED/data/tinystories_valid.txt" --nsamples 16 -o "$T/out.bin"
 else
   echo "SKIPPED: oneshot resume: $SHARED/models/stories260K.bin not found (the shared test data)"

@@ -1,8 +1,11 @@
 // Language models: llama2.c files, tokenizer, forward, one-shot pruning methods.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "prunus/io.h"
@@ -116,6 +119,100 @@ TEST(Llama2c, TokenizerMatchesTheReferenceCountAndRejectsAMismatchedVocab) {
   EXPECT_EQ(t[t.size() - 3], 0xe2 + 3);
   EXPECT_THROW(llama2c::Tokenizer::read(shared_dir() + "/models/tok512.bin", 500), InputError);
   EXPECT_THROW(llama2c::Tokenizer::read(shared_dir() + "/models/tok512.bin", 600), InputError);
+}
+
+// llama2.c's encode as written in run.c (full rescan per merge): the reference the heap-based
+// Tokenizer::encode must match token for token.
+struct NaiveBpe {
+  std::vector<std::string> vocab;
+  std::vector<float> scores;
+  int find(const std::string& s) const {
+    for (std::size_t i = 0; i < vocab.size(); ++i)
+      if (vocab[i] == s) return static_cast<int>(i);
+    return -1;
+  }
+  std::vector<std::int32_t> encode(const std::string& text) const {
+    std::vector<std::int32_t> t{1};  // BOS
+    if (!text.empty() && find(" ") >= 0) t.push_back(find(" "));
+    std::string buf;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) buf.clear();
+      buf.push_back(text[i]);
+      if (i + 1 < text.size() && (static_cast<unsigned char>(text[i + 1]) & 0xC0) == 0x80 && buf.size() < 4) continue;
+      const int id = find(buf);
+      if (id >= 0) t.push_back(id);
+      else
+        for (unsigned char b : buf) t.push_back(b + 3);
+      buf.clear();
+    }
+    for (;;) {
+      float best = -1e10f;
+      int best_id = -1, best_at = -1;
+      for (std::size_t i = 0; i + 1 < t.size(); ++i) {
+        const int id = find(vocab[t[i]] + vocab[t[i + 1]]);
+        if (id >= 0 && scores[id] > best) best = scores[id], best_id = id, best_at = static_cast<int>(i);
+      }
+      if (best_id < 0) break;
+      t[best_at] = best_id;
+      t.erase(t.begin() + best_at + 1);
+    }
+    return t;
+  }
+  std::string bytes() const {  // llama2.c tokenizer file
+    std::string out(4, '\0');
+    std::int32_t max_len = 0;
+    for (const auto& v : vocab) max_len = std::max<std::int32_t>(max_len, static_cast<std::int32_t>(v.size()));
+    std::memcpy(out.data(), &max_len, 4);
+    for (std::size_t i = 0; i < vocab.size(); ++i) {
+      const std::int32_t len = static_cast<std::int32_t>(vocab[i].size());
+      out.append(reinterpret_cast<const char*>(&scores[i]), 4);
+      out.append(reinterpret_cast<const char*>(&len), 4);
+      out += vocab[i];
+    }
+    return out;
+  }
+};
+
+TEST(Llama2c, TokenizerMergesExactlyAsTheRescanningReference) {
+  // A vocabulary full of score ties and overlapping merges (aaa…, abab…), where the heap's
+  // tie-break (leftmost pair) and its stale-pair checks matter.
+  NaiveBpe ref;
+  ref.vocab = {"<unk>", "<s>", "</s>"};
+  for (int b = 0; b < 256; ++b) ref.vocab.push_back(fmt::format("<0x{:02X}>", b));
+  for (std::string v : {" ", "a", "b", "c", "aa", "ab", "ba", "bb", "aaa", "aab", "abab", " a", " ab", "cab", "abc", "caa",
+                        "aaaa", "bab", "\xc3\xa9", "a\xc3\xa9"})
+    ref.vocab.push_back(v);
+  std::mt19937 rng(7);
+  ref.scores.assign(ref.vocab.size(), 0.0f);
+  for (std::size_t i = 259; i < ref.vocab.size(); ++i) ref.scores[i] = static_cast<float>(rng() % 4);  // many ties
+  const auto bytes = ref.bytes();
+  const auto tok = llama2c::Tokenizer::parse(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size(), "synthetic",
+                                             static_cast<std::int32_t>(ref.vocab.size()));
+  const std::vector<std::string> alphabet = {"a", "b", "c", " ", "\xc3\xa9", "z", "\xe2\x98\x83"};
+  for (int trial = 0; trial < 300; ++trial) {
+    std::string text;
+    const int n = static_cast<int>(rng() % 40);
+    for (int i = 0; i < n; ++i) text += alphabet[rng() % (trial % 2 ? 3 : alphabet.size())];
+    ASSERT_EQ(tok.encode(text, true, false), ref.encode(text)) << "text '" << text << "'";
+  }
+  // The real 512-token vocabulary on real lines, when the shared data is there.
+  if (!have_shared()) return;
+  NaiveBpe real;
+  const auto file = test::read_bytes(shared_dir() + "/models/tok512.bin");
+  for (std::size_t p = 4; p < file.size();) {
+    float score;
+    std::int32_t len;
+    std::memcpy(&score, &file[p], 4);
+    std::memcpy(&len, &file[p + 4], 4);
+    real.scores.push_back(score);
+    real.vocab.push_back(file.substr(p + 8, static_cast<std::size_t>(len)));
+    p += 8 + static_cast<std::size_t>(len);
+  }
+  const auto tok512 = llama2c::Tokenizer::read(shared_dir() + "/models/tok512.bin", 512);
+  std::ifstream in(shared_dir() + "/data/tinystories_valid.txt");
+  std::string line;
+  for (int i = 0; i < 40 && std::getline(in, line); ++i)
+    ASSERT_EQ(tok512.encode(line, true, false), real.encode(line)) << "line " << i;
 }
 
 TEST(Llm, GreedyDecodingReproducesTheLlama2cSample) {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace prunus::llama2c {
@@ -62,7 +63,7 @@ class Tokenizer {
  private:
   std::vector<std::string> vocab_;
   std::vector<float> scores_;
-  std::map<std::string, std::int32_t> lookup_;
+  std::unordered_map<std::string, std::int32_t> lookup_;
 };
 
 }  // namespace prunus::llama2c

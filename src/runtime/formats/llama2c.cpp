@@ -213,24 +213,52 @@ std::vector<std::int32_t> Tokenizer::encode(const std::string& text, bool bos, b
     }
     buf.clear();
   }
-  // Merge the best-scoring adjacent pair until no pair is in the vocabulary.
-  const std::size_t first = 0;  // as llama2.c: BOS takes part (no merge with it exists)
-  for (;;) {
-    float best = -1e10f;
-    int best_id = -1;
-    std::size_t best_at = 0;
-    for (std::size_t i = first; i + 1 < tokens.size(); ++i) {
-      const int id = find(vocab_[tokens[i]] + vocab_[tokens[i + 1]]);
-      if (id >= 0 && scores_[id] > best) {
-        best = scores_[id];
-        best_id = id;
-        best_at = i;
-      }
-    }
-    if (best_id < 0) break;
-    tokens[best_at] = best_id;
-    tokens.erase(tokens.begin() + static_cast<std::ptrdiff_t>(best_at) + 1);
+  // Merge the best-scoring adjacent pair (leftmost on ties) until no pair is in the vocabulary,
+  // as llama2.c's encode does — but with a heap of candidate pairs over a linked list instead of
+  // a full rescan per merge, which made tokenizing a corpus quadratic in document length.
+  // Symbols keep their first index, so index order is sequence order and breaks ties as a
+  // left-to-right scan would; a popped pair is used only if it still joins the same two tokens.
+  struct Symbol {
+    std::int32_t id;
+    std::int32_t prev, next;  // -1 at the ends
+  };
+  struct Candidate {
+    float score;
+    std::int32_t left, right, left_id, right_id, merged;
+  };
+  auto later = [](const Candidate& a, const Candidate& b) {  // heap order: best score, then leftmost
+    return a.score != b.score ? a.score < b.score : a.left > b.left;
+  };
+  std::vector<Symbol> syms(tokens.size());
+  for (std::size_t i = 0; i < tokens.size(); ++i)
+    syms[i] = {tokens[i], static_cast<std::int32_t>(i) - 1,
+               i + 1 < tokens.size() ? static_cast<std::int32_t>(i + 1) : -1};
+  std::vector<Candidate> heap;
+  auto consider = [&](std::int32_t left) {
+    if (left < 0 || syms[left].next < 0) return;
+    const std::int32_t right = syms[left].next;
+    const int merged = find(vocab_[syms[left].id] + vocab_[syms[right].id]);
+    if (merged < 0) return;
+    heap.push_back({scores_[merged], left, right, syms[left].id, syms[right].id, merged});
+    std::push_heap(heap.begin(), heap.end(), later);
+  };
+  for (std::size_t i = 0; i + 1 < syms.size(); ++i) consider(static_cast<std::int32_t>(i));
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), later);
+    const Candidate c = heap.back();
+    heap.pop_back();
+    Symbol& l = syms[c.left];
+    if (l.next != c.right || l.id != c.left_id || syms[c.right].id != c.right_id) continue;  // stale
+    l.id = c.merged;
+    l.next = syms[c.right].next;
+    if (l.next >= 0) syms[l.next].prev = c.left;
+    syms[c.right].id = -1;  // gone: no candidate names it any more
+    consider(l.prev);
+    consider(c.left);
   }
+  std::size_t kept = 0;
+  for (std::int32_t i = syms.empty() ? -1 : 0; i >= 0; i = syms[i].next) tokens[kept++] = syms[i].id;
+  tokens.resize(kept);
   if (eos && kEos < vocab_size()) tokens.push_back(kEos);
   return tokens;
 }
