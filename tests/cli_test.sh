@@ -80,6 +80,30 @@ for c in minmax percentile mse; do
   awk -v a="$acc_c" -v b="${acc_rt%\%}" 'BEGIN { exit !(a != "" && a - b <= 1 && b - a <= 1) }' \
     && ok "INT8 with static $c activation scales: $acc_c% vs fp32 $acc_rt" || bad "calibrate $c: '$acc_c' vs '$acc_rt'"
 done
+# Static scales stored in the file (quantize --calibrate): the runtime uses them without being
+# asked, and gets exactly what calibrating at load gets.
+"$PRUNUS" quantize "$T/sparse.safetensors" -o "$T/q8cal.safetensors" --calibrate percentile --calib-samples 64 \
+  >"$T/q8cal.out" 2>&1 || bad "quantize --calibrate: $(cat "$T/q8cal.out")"
+"$PRUNUS" infer "$T/q8cal.safetensors" --int8 --test-limit 500 --batch 16 >"$T/cal_stored" 2>&1
+acc_s=$(grep -o 'test accuracy [0-9.]*%' "$T/cal_stored")
+acc_l=$("$PRUNUS" infer "$T/q8.safetensors" --int8 --calibrate percentile --calib-samples 64 --test-limit 500 --batch 16 \
+  | grep -o 'test accuracy [0-9.]*%')
+grep -q "stored for 3 layers" "$T/q8cal.out" && grep -q "the file's static activation scales (3 layers)" "$T/cal_stored" \
+  && [[ -n "$acc_s" && "$acc_s" == "$acc_l" ]] && ok "quantize --calibrate: scales stored, used by --int8 ($acc_s, as calibrated at load)" \
+  || bad "stored scales: '$acc_s' vs '$acc_l': $(tail -1 "$T/cal_stored")"
+"$PRUNUS" infer "$T/q8cal.safetensors" --int8 --dynamic --test-limit 50 | grep -q "per-token activations" \
+  && ok "infer --dynamic: per-token scales over the stored ones" || bad "infer --dynamic"
+# Quantization-aware fine-tuning: masks held (same non-zeros per layer), ranges saved with the
+# model, carried by quantize, used by the runtime.
+"$PRUNUS" finetune "$T/sparse.safetensors" --qat --epochs 1 --lr 0.005 --train-limit 1000 --test-limit 200 --no-progress \
+  -o "$T/qat.safetensors" >"$T/qat.out" 2>&1 || bad "finetune --qat: $(tail -2 "$T/qat.out")"
+"$PRUNUS" inspect "$T/sparse.safetensors" | awk '$1 ~ /weight/ {print $1, $4}' >"$T/nnz_before"
+"$PRUNUS" inspect "$T/qat.safetensors" | awk '$1 ~ /weight/ {print $1, $4}' >"$T/nnz_after"
+"$PRUNUS" quantize "$T/qat.safetensors" -o "$T/qat-q8.safetensors" >/dev/null 2>&1
+[[ -s "$T/nnz_before" ]] && cmp -s "$T/nnz_before" "$T/nnz_after" && head -c 4096 "$T/qat-q8.safetensors" | grep -aq prunus.act_scales \
+  && "$PRUNUS" infer "$T/qat-q8.safetensors" --int8 --test-limit 200 | grep -q "the file's static activation scales (3 layers)" \
+  && ok "finetune --qat: non-zeros held per layer, learned scales carried into the INT8 file and used" \
+  || bad "qat: $(paste -d' ' "$T/nnz_before" "$T/nnz_after" | head -3)"
 expect_error "unknown calibration" "unknown (known: minmax, percentile, mse)" "$PRUNUS" infer "$T/q8.safetensors" --int8 \
   --calibrate median --test-limit 10
 expect_error "training verbs name an INT8 file as such" "an INT8 file written by prunus quantize" \

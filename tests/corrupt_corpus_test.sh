@@ -31,6 +31,10 @@ for f in "$CORPUS"/graph_*.safetensors; do
   check "$(basename "$f") (export)" "$f" "$T/model.onnx" "$PRUNUS" export "$f" -o "$T/model.onnx"
   check "$(basename "$f") (quantize)" "$f" "$T/q8.safetensors" "$PRUNUS" quantize "$f" -o "$T/q8.safetensors"
 done
+for f in "$CORPUS"/actscales_*.safetensors; do
+  check "$(basename "$f")" "$f" "$T/none" "$PRUNUS" infer "$f" --int8 --test-limit 1
+  check "$(basename "$f") (quantize)" "$f" "$T/q8.safetensors" "$PRUNUS" quantize "$f" -o "$T/q8.safetensors"
+done
 for f in "$CORPUS"/llama_*.bin; do
   check "$(basename "$f")" "$f" "$T/out.bin" "$PRUNUS" convert "$f" "$T/out.bin"
 done

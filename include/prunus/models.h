@@ -5,6 +5,7 @@
 // without flags.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -31,6 +32,14 @@ class Net : public torch::nn::Module {
   // inputs (pixel / 255); empty when the runtime cannot run this architecture yet.
   virtual std::string runtime_graph() const { return ""; }
 
+  // Sees (and may replace) the input of every Linear/Conv layer, named as in prunable_weights
+  // without ".weight": quantization-aware training fake-quantizes activations here. Empty: none.
+  using InputHook = std::function<torch::Tensor(const std::string& layer, const torch::Tensor& x)>;
+  void set_input_hook(InputHook hook) { input_hook_ = std::move(hook); }
+  torch::Tensor layer_input(const std::string& layer, const torch::Tensor& x) const {
+    return input_hook_ ? input_hook_(layer, x) : x;
+  }
+
  protected:
   std::int64_t width(const std::string& layer, std::int64_t fallback) const {
     auto it = widths_.find(layer);
@@ -40,6 +49,7 @@ class Net : public torch::nn::Module {
  private:
   std::string arch_;
   Widths widths_;
+  InputHook input_hook_;
 };
 
 // "lenet300" (LeNet-300-100), "lenet5", "resnet" (a small residual CNN with BatchNorm).

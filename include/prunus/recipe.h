@@ -32,6 +32,10 @@ struct TrainConfig {
   // loss = α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α)·CE(s, y). α = 0: off.
   double distill_alpha = 0.0;
   double distill_temperature = 4.0;
+  // Quantization-aware training: weights and layer inputs fake-quantized to INT8 in the forward
+  // pass (as `prunus quantize` + the runtime's --int8 deploy them), straight-through gradients,
+  // masks held. The learned input ranges are saved with the model as static activation scales.
+  bool qat = false;
 };
 
 // When masks change. oneshot: prune to the target at `begin`. gradual: Zhu & Gupta's

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,10 @@ struct LoadOptions {
   bool dense = false;            // keep every layer dense (the runtime's dense path)
   bool int8 = false;             // INT8 weights and per-token INT8 activations in every conv/linear
                                  // (except layers an INT8 file keeps in fp32)
+  // With int8: static per-tensor input scales from the file's "prunus.act_scales" (written by
+  // quantization-aware training or `prunus quantize --calibrate`) where it has them; false or
+  // absent: per-token scales at run time.
+  bool stored_act_scales = true;
   kernels::Options kernel;
 };
 
@@ -70,6 +75,8 @@ class Model {
   std::int64_t output_size() const { return output_size_; }
   const std::vector<LayerInfo>& layers() const { return infos_; }  // conv and linear layers
   const std::string& arch() const { return arch_; }
+  // INT8 layers running with static input scales from the file (LoadOptions::stored_act_scales).
+  int static_act_layers() const { return static_act_layers_; }
 
  private:
   using InputHook = std::function<void(std::size_t layer, const float* values, std::int64_t count)>;
@@ -96,6 +103,7 @@ class Model {
   std::vector<std::vector<float>> biases_;
   std::vector<LayerInfo> infos_;
   std::int64_t output_size_ = 0;
+  int static_act_layers_ = 0;
 };
 
 // INT8 model files: every conv/linear weight of `in` (a Prunus model with prunus.graph) is
@@ -109,7 +117,10 @@ struct QuantizeReport {
   std::uint64_t bytes_in = 0, bytes_out = 0;
   std::vector<std::string> quantized, kept;
 };
-QuantizeReport quantize_file(const std::string& in, const std::string& out, const std::vector<std::string>& keep_fp32);
+// `act_scales` (weight name → static INT8 input scale, e.g. from Model::calibrate_int8) is
+// stored as the file's "prunus.act_scales"; empty: the input file's scales, if any, are kept.
+QuantizeReport quantize_file(const std::string& in, const std::string& out, const std::vector<std::string>& keep_fp32,
+                             const std::map<std::string, float>& act_scales = {});
 
 // ------------------------------------------------------------------ LLaMA decoder
 // The LLaMA forward of llama2.c (RMSNorm, RoPE on interleaved pairs, grouped-query attention,

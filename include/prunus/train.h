@@ -40,7 +40,14 @@ struct TrainResult {
   bool interrupted = false;
   std::vector<EpochRecord> history;
   double seconds = 0;
+  // With TrainConfig::qat: each Linear/Conv input's INT8 scale by weight name ("fc1.weight").
+  std::map<std::string, float> act_scales;
 };
+
+// Model-file metadata key under which activation scales travel (JSON object, weight name →
+// scale): written after quantization-aware training, read by `prunus quantize` and the runtime.
+inline constexpr const char* kActScalesKey = "prunus.act_scales";
+std::string act_scales_json(const std::map<std::string, float>& scales);
 
 class Trainer {
  public:

@@ -25,6 +25,7 @@ struct Options {
   bool int8 = false;
   std::string calibrate;         // static activation scales: minmax | percentile | mse
   std::int64_t calib_samples = 256;
+  bool dynamic = false;          // --int8 with per-token scales even where the file stores static ones
 };
 
 std::string find(const std::string& dir, const std::string& stem) {
@@ -32,6 +33,22 @@ std::string find(const std::string& dir, const std::string& stem) {
     if (std::filesystem::exists(dir + "/" + stem + ext)) return dir + "/" + stem + ext;
   fail(dir + "/" + stem + ".gz", "dataset file not found (install dataset-fashion-mnist or pass --data DIR)");
 }
+
+}  // namespace
+
+std::vector<float> calibration_images(const std::string& dir, std::int64_t n, std::int64_t input_size) {
+  // From the training set: the test set stays for the accuracy.
+  const auto train = idx::read(find(dir, "train-images-idx3-ubyte"));
+  if (n < 1) fail("--calib-samples", "at least 1");
+  n = std::min<std::int64_t>(n, train.dims[0]);
+  if (train.dims.size() != 3 || std::int64_t(train.dims[1]) * train.dims[2] != input_size)
+    fail(dir, fmt::format("training images do not have the model's {} inputs", input_size));
+  std::vector<float> x(static_cast<std::size_t>(n * input_size));
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = train.data[i] / 255.0f;
+  return x;
+}
+
+namespace {
 
 // Mean seconds per forward of `batch` rows.
 double latency(const runtime::Model& m, const std::vector<float>& x, std::int64_t batch) {
@@ -52,17 +69,19 @@ int infer(const Options& o) {
   lo.batch_hint = o.batch;
   lo.dense = o.dense;
   lo.int8 = o.int8;
+  lo.stored_act_scales = !o.dynamic && o.calibrate.empty();
   lo.kernel.threads = o.threads;
+  if (o.dynamic && !o.int8) fail("--dynamic", "per-token activation scales are for --int8");
   auto model = runtime::Model::load(o.model, lo);
+  std::string act_mode = "INT8 weights and per-token activations";
+  if (model.static_act_layers() > 0)
+    act_mode = fmt::format("INT8 weights and the file's static activation scales ({} layers)", model.static_act_layers());
   if (!o.calibrate.empty()) {
     if (!o.int8) fail("--calibrate", "static activation scales are for --int8");
-    // Calibration samples from the training set: the test set stays for the accuracy.
-    const auto train = idx::read(find(o.data, "train-images-idx3-ubyte"));
-    const std::int64_t n = std::min<std::int64_t>(o.calib_samples, train.dims[0]);
-    if (n < 1) fail("--calib-samples", "at least 1");
-    std::vector<float> cx(static_cast<std::size_t>(n * model.input_size()));
-    for (std::size_t i = 0; i < cx.size(); ++i) cx[i] = train.data[i] / 255.0f;
+    const auto cx = calibration_images(o.data, o.calib_samples, model.input_size());
+    const std::int64_t n = static_cast<std::int64_t>(cx.size()) / model.input_size();
     const auto scales = model.calibrate_int8(cx.data(), n, o.calibrate);
+    act_mode = "INT8 weights and static activation scales";
     std::printf("static INT8 activation scales (%s, %lld training images):", o.calibrate.c_str(), static_cast<long long>(n));
     for (float sc : scales) std::printf(" %.4g", sc);
     std::printf("\n");
@@ -105,7 +124,7 @@ int infer(const Options& o) {
   std::printf("%s: test accuracy %.2f%% (%lld samples, runtime%s, no libtorch); weights %s in memory (dense fp32 %s: "
               "%.1fx smaller)\n",
               o.model.c_str(), 100.0 * double(correct) / double(n), static_cast<long long>(n),
-              o.int8 ? (o.calibrate.empty() ? ", INT8 weights and per-token activations" : ", INT8 weights and static activation scales") : "", report::human_bytes(bytes).c_str(),
+              o.int8 ? (", " + act_mode).c_str() : "", report::human_bytes(bytes).c_str(),
               report::human_bytes(dense_bytes).c_str(), double(dense_bytes) / double(bytes));
   std::printf("batch %lld, %d thread(s): %.1f us per forward (dense runtime path %.1f us): %.2fx\n",
               static_cast<long long>(b), o.threads, t * 1e6, td * 1e6, td / t);
@@ -179,6 +198,8 @@ void add_infer(CLI::App& app, Action& action) {
   cmd->add_option("--calibrate", o->calibrate,
                   "--int8 with static per-tensor activation scales from training images: minmax | percentile | mse");
   cmd->add_option("--calib-samples", o->calib_samples, "Training images for --calibrate")->capture_default_str();
+  cmd->add_flag("--dynamic", o->dynamic,
+                "--int8 with per-token activation scales even where the file stores static ones (QAT, quantize --calibrate)");
   cmd->callback([&action, o] { action = [o] { return infer(*o); }; });
 }
 

@@ -60,6 +60,10 @@ void add_finetune(CLI::App& app, Action& action) {
   cmd->add_option("-o,--out", job->out, "Model file to write")->required();
   add_common(cmd, *common, true);
   add_train_options(cmd, job->train);
+  cmd->add_flag("--qat", job->train.qat,
+                "Quantization-aware: fake INT8 weights (per output channel) and layer inputs (per tensor) in the forward "
+                "pass, straight-through gradients; the learned input ranges are saved as static activation scales that "
+                "prunus quantize and the runtime's --int8 use");
   cmd->callback([&action, job, common] {
     action = [job, common] {
       common->fill(*job);

@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -57,5 +58,8 @@ struct RunModelOptions {
   bool int8 = false;    // INT8 weights and activations
 };
 int run_model(const RunModelOptions& o);
+// The first n Fashion-MNIST training images of `dir` as raw inputs (pixel / 255), for
+// calibrating static INT8 activation scales (cmd_infer.cpp).
+std::vector<float> calibration_images(const std::string& dir, std::int64_t n, std::int64_t input_size);
 
 }  // namespace prunus::cli

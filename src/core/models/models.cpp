@@ -31,9 +31,9 @@ class LeNet300 : public Net {
   }
   torch::Tensor forward(torch::Tensor x) override {
     x = x.flatten(1);
-    x = torch::relu(fc1(x));
-    x = torch::relu(fc2(x));
-    return fc3(x);
+    x = torch::relu(fc1(layer_input("fc1", x)));
+    x = torch::relu(fc2(layer_input("fc2", x)));
+    return fc3(layer_input("fc3", x));
   }
   nn::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
 };
@@ -62,12 +62,12 @@ class LeNet5 : public Net {
         data::kPixelMean, data::kPixelStd);
   }
   torch::Tensor forward(torch::Tensor x) override {
-    x = F::max_pool2d(torch::relu(conv1(x)), F::MaxPool2dFuncOptions(2));
-    x = F::max_pool2d(torch::relu(conv2(x)), F::MaxPool2dFuncOptions(2));
+    x = F::max_pool2d(torch::relu(conv1(layer_input("conv1", x))), F::MaxPool2dFuncOptions(2));
+    x = F::max_pool2d(torch::relu(conv2(layer_input("conv2", x))), F::MaxPool2dFuncOptions(2));
     x = x.flatten(1);
-    x = torch::relu(fc1(x));
-    x = torch::relu(fc2(x));
-    return fc3(x);
+    x = torch::relu(fc1(layer_input("fc1", x)));
+    x = torch::relu(fc2(layer_input("fc2", x)));
+    return fc3(layer_input("fc3", x));
   }
   nn::Conv2d conv1{nullptr}, conv2{nullptr};
   nn::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
@@ -77,7 +77,9 @@ class LeNet5 : public Net {
 class BasicBlockImpl : public nn::Module {
  public:
   // in → mid (conv1) → out (conv2), plus the shortcut; mid differs from out once shrunk.
-  BasicBlockImpl(int64_t in, int64_t mid, int64_t out, int64_t stride) {
+  // `owner` (the Net) routes layer inputs through its hook under the names "<name>.conv1", ...
+  BasicBlockImpl(const Net* owner, std::string name, int64_t in, int64_t mid, int64_t out, int64_t stride)
+      : owner_(owner), name_(std::move(name)) {
     conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(in, mid, 3).stride(stride).padding(1).bias(false)));
     bn1 = register_module("bn1", nn::BatchNorm2d(mid));
     conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(mid, out, 3).padding(1).bias(false)));
@@ -88,13 +90,17 @@ class BasicBlockImpl : public nn::Module {
     }
   }
   torch::Tensor forward(torch::Tensor x) {
-    auto y = torch::relu(bn1(conv1(x)));
-    y = bn2(conv2(y));
-    auto skip = down_conv ? down_bn(down_conv(x)) : x;
+    auto y = torch::relu(bn1(conv1(owner_->layer_input(name_ + ".conv1", x))));
+    y = bn2(conv2(owner_->layer_input(name_ + ".conv2", y)));
+    auto skip = down_conv ? down_bn(down_conv(owner_->layer_input(name_ + ".down_conv", x))) : x;
     return torch::relu(y + skip);
   }
   nn::Conv2d conv1{nullptr}, conv2{nullptr}, down_conv{nullptr};
   nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, down_bn{nullptr};
+
+ private:
+  const Net* owner_;
+  std::string name_;
 };
 TORCH_MODULE(BasicBlock);
 
@@ -107,9 +113,9 @@ class ResNetSmall : public Net {
     const auto s = width("stem", 16), o2 = width("layer2.conv2", 32), o3 = width("layer3.conv2", 64);
     stem = register_module("stem", nn::Conv2d(nn::Conv2dOptions(1, s, 3).padding(1).bias(false)));
     stem_bn = register_module("stem_bn", nn::BatchNorm2d(s));
-    layer1 = register_module("layer1", BasicBlock(s, width("layer1.conv1", 16), s, 1));
-    layer2 = register_module("layer2", BasicBlock(s, width("layer2.conv1", 32), o2, 2));
-    layer3 = register_module("layer3", BasicBlock(o2, width("layer3.conv1", 64), o3, 2));
+    layer1 = register_module("layer1", BasicBlock(this, "layer1", s, width("layer1.conv1", 16), s, 1));
+    layer2 = register_module("layer2", BasicBlock(this, "layer2", s, width("layer2.conv1", 32), o2, 2));
+    layer3 = register_module("layer3", BasicBlock(this, "layer3", o2, width("layer3.conv1", 64), o3, 2));
     fc = register_module("fc", nn::Linear(o3, 10));
   }
   // BatchNorm runs folded into the convolution before it (eval mode).
@@ -143,10 +149,10 @@ class ResNetSmall : public Net {
     return g;
   }
   torch::Tensor forward(torch::Tensor x) override {
-    x = torch::relu(stem_bn(stem(x)));
+    x = torch::relu(stem_bn(stem(layer_input("stem", x))));
     x = layer3(layer2(layer1(x)));
     x = x.mean({2, 3});
-    return fc(x);
+    return fc(layer_input("fc", x));
   }
   nn::Conv2d stem{nullptr};
   nn::BatchNorm2d stem_bn{nullptr};

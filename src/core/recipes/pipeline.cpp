@@ -178,6 +178,7 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   if (r.prune.criterion == "synflow") synflow_prune(*sparse, *sp, r.prune.sparsity, r.prune.synflow_rounds);
   std::vector<EpochRecord> ft_history;
   json rounds = json::array();
+  std::map<std::string, float> act_scales;  // from quantization-aware fine-tuning
   // Distillation: the dense model teaches the pruned one (eval mode: BatchNorm statistics fixed).
   Net* teacher = r.finetune.distill_alpha > 0 ? dense.get() : nullptr;
   if (teacher) teacher->eval();
@@ -201,6 +202,7 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
       auto res = trainer.fit(train, &test, {ckpt, resume_stage == stage, stage}, opt.progress);
       if (res.interrupted) return kInterrupted;
       ft_history.insert(ft_history.end(), res.history.begin(), res.history.end());
+      act_scales = res.act_scales;
       const auto ev = evaluate(*sparse, test);
       std::fprintf(stderr, "round %lld/%lld: sparsity %.2f%%, test accuracy %.2f%%\n", static_cast<long long>(i),
                    static_cast<long long>(R), 100.0 * target, 100.0 * ev.accuracy);
@@ -214,6 +216,7 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
     auto res = trainer.fit(train, &test, {ckpt, resume_stage == "finetune", "finetune"}, opt.progress);
     if (res.interrupted) return kInterrupted;
     ft_history = res.history;
+    act_scales = res.act_scales;
   }
   if (sp->current_target() != r.prune.sparsity) sp->prune_to(r.prune.sparsity);
   sp->squash();
@@ -224,10 +227,11 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   const auto sparse_eval = evaluate(*sparse, test);
   stages["evaluate"] = {{"seconds", sw.seconds()}};
   sw = Stopwatch();
-  save_model(sparse_path, *sparse,
-             {{"prunus.recipe", r.name}, {"prunus.sparsity", fmt::format("{}", r.prune.sparsity)},
-              {"prunus.scope", r.prune.scope}, {"prunus.criterion", r.prune.criterion},
-              {"prunus.pattern", r.prune.pattern}});
+  std::map<std::string, std::string> sparse_meta{
+      {"prunus.recipe", r.name}, {"prunus.sparsity", fmt::format("{}", r.prune.sparsity)},
+      {"prunus.scope", r.prune.scope}, {"prunus.criterion", r.prune.criterion}, {"prunus.pattern", r.prune.pattern}};
+  if (!act_scales.empty()) sparse_meta[kActScalesKey] = act_scales_json(act_scales);
+  save_model(sparse_path, *sparse, sparse_meta);
 
   const auto dense_rows = layer_rows(*dense);
   const auto rows = layer_rows(*sparse);
@@ -416,7 +420,9 @@ int finetune_job(const FinetuneJob& job, const JobOptions& opt) {
   Trainer trainer(*net, job.train, job.seed, &sp);
   auto res = trainer.fit(train, &test, {checkpoint_for(job.out), opt.resume, "finetune"}, opt.progress);
   if (res.interrupted) return kInterrupted;
-  save_model(job.out, *net);
+  std::map<std::string, std::string> meta;
+  if (!res.act_scales.empty()) meta[kActScalesKey] = act_scales_json(res.act_scales);
+  save_model(job.out, *net, meta);
   const auto ev = evaluate(*net, test);
   std::printf("%s: test accuracy %s\n", job.out.c_str(), pct(ev.accuracy).c_str());
   write_job_report(opt.report, *net,

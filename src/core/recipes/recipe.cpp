@@ -73,7 +73,7 @@ struct Reader {
   }
   void train(const YAML::Node& n, TrainConfig& t, const std::string& where) {
     known_keys(n, where, {"epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "lr_schedule",
-                          "step_epochs", "gamma", "label_smoothing", "augment", "distill"});
+                          "step_epochs", "gamma", "label_smoothing", "augment", "distill", "qat"});
     if (auto d = n["distill"]) {
       known_keys(d, where + ".distill", {"alpha", "temperature"});
       get(d, "alpha", t.distill_alpha, where + ".distill");
@@ -90,6 +90,7 @@ struct Reader {
     get(n, "gamma", t.gamma, where);
     get(n, "label_smoothing", t.label_smoothing, where);
     get(n, "augment", t.augment, where);
+    get(n, "qat", t.qat, where);
   }
 };
 
@@ -293,6 +294,7 @@ void validate(const Recipe& r, const std::string& where) {
     fail(where, fmt::format("the gradual schedule ends at epoch {} but fine-tuning has only {} epochs",
                             r.prune.schedule.end_epoch, r.finetune.epochs));
   if (r.train.distill_alpha > 0) fail(where, "train.distill needs a teacher: distillation belongs to finetune");
+  if (r.train.qat) fail(where, "train.qat: quantization-aware training belongs to finetune (the last stage before INT8)");
   if (r.prune.schedule.kind == "gradual" && r.finetune.epochs == 0)
     fail(where, "a gradual schedule needs finetune.epochs > 0");
   if (r.prune.schedule.kind == "iterative") {

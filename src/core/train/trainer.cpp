@@ -1,6 +1,8 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <memory>
+#include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -9,6 +11,7 @@
 #include "prunus/distributed.h"
 #include "prunus/io.h"
 #include "prunus/train.h"
+#include "train/qat.h"
 #include "util/interrupt.h"
 #include "util/progress.h"
 #include "util/tensor_io.h"
@@ -69,8 +72,9 @@ double pruned_sparsity(const Sparsifier* sp) {
 }
 
 void save_checkpoint(const CheckpointOptions& ck, Net& net, torch::optim::Optimizer& opt, const Sparsifier* sp,
-                     const Position& pos, const std::vector<EpochRecord>& history) {
+                     const Position& pos, const std::vector<EpochRecord>& history, qat::FakeQuant* fq) {
   NamedTensors t;
+  if (fq) t.emplace_back("qat.ranges", fq->ranges());
   for (const auto& p : net.named_parameters()) t.emplace_back("model." + p.key(), p.value());
   for (const auto& b : net.named_buffers()) t.emplace_back("model." + b.key(), b.value());
   if (sp)
@@ -92,7 +96,7 @@ void save_checkpoint(const CheckpointOptions& ck, Net& net, torch::optim::Optimi
 }
 
 void load_checkpoint(const CheckpointOptions& ck, Net& net, torch::optim::Optimizer& opt, Sparsifier* sp, Position& pos,
-                     std::vector<EpochRecord>& history) {
+                     std::vector<EpochRecord>& history, qat::FakeQuant* fq) {
   auto f = safetensors::File::open(ck.path);
   auto it = f.metadata().find("prunus.checkpoint");
   if (it == f.metadata().end()) fail(ck.path, "not a Prunus checkpoint");
@@ -129,6 +133,10 @@ void load_checkpoint(const CheckpointOptions& ck, Net& net, torch::optim::Optimi
       masks.push_back(m);
     }
     sp->set_masks(std::move(masks));
+  }
+  if (fq) {
+    if (!f.find("qat.ranges")) fail(ck.path, "checkpoint has no QAT ranges (it was written without qat)");
+    load("qat.ranges", fq->ranges());
   }
   const auto& blob = f.at("optimizer");
   std::istringstream is(std::string(reinterpret_cast<const char*>(blob.data), blob.nbytes));
@@ -287,8 +295,15 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
   const std::int64_t steps_per_epoch = (n + bs - 1) / bs;
   const std::int64_t total_steps = steps_per_epoch * cfg_.epochs;
   Position pos;
+  // QAT: fake INT8 weights and layer inputs; input ranges start from the first 512 training
+  // images (the same on every rank), then follow the batches.
+  std::unique_ptr<qat::FakeQuant> fq;
+  if (cfg_.qat) {
+    fq = std::make_unique<qat::FakeQuant>(net_);
+    fq->init_ranges(train.images.narrow(0, 0, std::min<std::int64_t>(512, n)));
+  }
   if (ck.resume && !ck.path.empty() && fs::exists(ck.path)) {
-    load_checkpoint(ck, net_, *opt, sparsifier_, pos, result.history);
+    load_checkpoint(ck, net_, *opt, sparsifier_, pos, result.history, fq.get());
     if (sparsifier_) sparsifier_->apply_masks();
     std::fprintf(stderr, "resuming %s from %s at epoch %lld, step %lld\n", ck.stage.c_str(), ck.path.c_str(),
                  static_cast<long long>(pos.epoch + 1), static_cast<long long>(pos.step_in_epoch));
@@ -317,7 +332,7 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
         pos.seconds = elapsed();
         broadcast_buffers(net_, g);
         if (!ck.path.empty()) {
-          if (g.is_main()) save_checkpoint(ck, net_, *opt, sparsifier_, pos, result.history);
+          if (g.is_main()) save_checkpoint(ck, net_, *opt, sparsifier_, pos, result.history, fq.get());
           std::fprintf(stderr, "\ninterrupted: checkpoint written to %s (continue with --resume)\n", ck.path.c_str());
         } else {
           std::fprintf(stderr, "\ninterrupted\n");
@@ -347,6 +362,8 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
         broadcast_buffers(net_, g);
         double l = 0;
         std::int64_t step_correct = 0;
+        std::optional<qat::FakeQuant::QuantizedWeights> quantized;  // masters back before the step
+        if (fq) quantized.emplace(fq.get());
         if (hi > lo) {
           auto logits = net_.forward(x);
           auto loss = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().label_smoothing(cfg_.label_smoothing));
@@ -370,6 +387,8 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
           l = totals.loss_sum;
           step_correct = totals.correct;
         }
+        quantized.reset();
+        if (fq) fq->update_ranges(g);
         l /= double(count);
         if (!std::isfinite(l))
           fail("training", fmt::format("loss became {} at step {} (learning rate {} too high?)", l, pos.global_step, lr));
@@ -393,7 +412,7 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
         // any, is redone on resume).
         if (g.is_main() && !ck.path.empty()) {
           pos.seconds = elapsed();
-          save_checkpoint(ck, net_, *opt, sparsifier_, pos, result.history);
+          save_checkpoint(ck, net_, *opt, sparsifier_, pos, result.history, fq.get());
           throw dist::PeerFailure(std::string(e.what()) + "; checkpoint written to " + ck.path +
                                   " (continue with --resume)");
         }
@@ -412,7 +431,11 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
     broadcast_buffers(net_, g);
     if (g.active())
       g.check_same(model_and_masks(net_, sparsifier_), fmt::format("weights and masks after epoch {}", r.epoch));
-    if (test) r.test_accuracy = evaluate_sharded(net_, *test, g).accuracy;
+    if (test) {
+      std::optional<qat::FakeQuant::QuantizedWeights> quantized;  // QAT: the accuracy INT8 will have
+      if (fq) quantized.emplace(fq.get());
+      r.test_accuracy = evaluate_sharded(net_, *test, g).accuracy;
+    }
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
     result.history.push_back(r);
     if (on_epoch_end) on_epoch_end(pos.epoch + 1);
@@ -428,6 +451,7 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
   }
   if (g.is_main() && !ck.path.empty() && fs::exists(ck.path)) fs::remove(ck.path);
   result.seconds = elapsed();
+  if (fq) result.act_scales = fq->act_scales();
   return result;
 }
 

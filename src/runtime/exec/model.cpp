@@ -140,6 +140,20 @@ Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
     m.input_ = {dims[0], dims[1], dims[2]};
     if (m.input_.size() > (1 << 24)) fail(path, "prunus.graph: input too large");
 
+    // Static activation scales stored with the model (weight name → scale).
+    std::map<std::string, float> act_scales;
+    // Validated whatever the options, so a bad value is reported before it is carried on.
+    if (auto a = file.metadata().find("prunus.act_scales"); a != file.metadata().end()) {
+      const json j = json::parse(a->second, nullptr, /*allow_exceptions=*/false);
+      if (!j.is_object()) fail(path, "prunus.act_scales must be a JSON object (weight name → scale)");
+      for (const auto& [name, v] : j.items()) {
+        if (!v.is_number()) fail(path, fmt::format("prunus.act_scales: scale of '{}' is not a number", name));
+        const float sc = v.get<float>();
+        if (!(sc > 0) || !std::isfinite(sc))
+          fail(path, fmt::format("prunus.act_scales: scale of '{}' is {} (must be finite and > 0)", name, sc));
+        if (opt.int8 && opt.stored_act_scales) act_scales[name] = sc;
+      }
+    }
     std::map<std::string, int> names{{"input", 0}};
     std::int64_t activations = m.input_.size();
     if (graph["ops"].size() > 4096) fail(path, "prunus.graph: more than 4096 ops");
@@ -158,6 +172,10 @@ Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
       LoadOptions layer_opt = opt;
       if (opt.int8 && file.metadata().count("prunus.quant") && file.find(wname)) layer_opt.int8 = false;
       auto [lin, info] = build_layer(wname.substr(0, wname.rfind(".weight")), w, rows, cols, batch_hint, layer_opt);
+      if (auto sc = act_scales.find(wname); sc != act_scales.end() && lin.is_int8()) {
+        lin.set_act_scale(sc->second);
+        ++m.static_act_layers_;
+      }
       m.infos_.push_back(info);
       m.layers_.push_back(std::move(lin));
       m.biases_.push_back(std::move(bias));

@@ -14,10 +14,13 @@
 
 namespace prunus::runtime {
 
-QuantizeReport quantize_file(const std::string& in, const std::string& out, const std::vector<std::string>& keep_fp32) {
+QuantizeReport quantize_file(const std::string& in, const std::string& out, const std::vector<std::string>& keep_fp32,
+                             const std::map<std::string, float>& act_scales) {
   // Loading validates the graph against the tensors (and that every weight is finite).
   const auto file = safetensors::File::open(in);
-  (void)Model::from_file(file, LoadOptions{1, true, false, {}});
+  LoadOptions validate_only;
+  validate_only.dense = true;
+  (void)Model::from_file(file, validate_only);
   nlohmann::json graph = nlohmann::json::parse(file.metadata().at("prunus.graph"));
   auto kept = [&](const std::string& name) {
     for (const auto& k : keep_fp32)
@@ -92,7 +95,16 @@ QuantizeReport quantize_file(const std::string& in, const std::string& out, cons
   }
   auto meta = file.metadata();
   meta["prunus.graph"] = graph.dump();
-  meta["prunus.quant"] = "int8 weights per output channel, bitmask of non-zeros (name.q8.*); activations quantized at run time";
+  if (!act_scales.empty()) {
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& [name, sc] : act_scales) j[name] = sc;
+    meta["prunus.act_scales"] = j.dump();
+  }
+  meta["prunus.quant"] = meta.count("prunus.act_scales")
+                             ? "int8 weights per output channel, bitmask of non-zeros (name.q8.*); static int8 "
+                               "activation scales per layer input (prunus.act_scales)"
+                             : "int8 weights per output channel, bitmask of non-zeros (name.q8.*); activations "
+                               "quantized at run time";
   safetensors::write(out, outs, meta);
   rep.bytes_out = std::filesystem::exists(out) ? std::filesystem::file_size(out) : 0;
   return rep;

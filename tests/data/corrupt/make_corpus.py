@@ -110,6 +110,13 @@ def safetensors_cases():
     write("graph_q8_nan_scale.safetensors", q8(scale=(math.nan, 0.2)))
     write("graph_q8_zero_dim.safetensors", q8(shape=(2, 0)))
     write("graph_q8_values_dtype.safetensors", q8(values_dtype="U8"))
+    # Static activation scales (QAT, quantize --calibrate) on a valid graph: each broken once.
+    ga = json.dumps({"input": [2], "ops": [{"op": "linear", "weight": "w"}]})
+    for name, scales in [("not_object", "[0.1]"), ("negative", json.dumps({"w": -0.5})),
+                         ("not_number", json.dumps({"w": "big"})), ("not_json", "{w: 1")]:
+        write(f"actscales_{name}.safetensors",
+              st({"__metadata__": {"prunus.arch": "lenet300", "prunus.graph": ga, "prunus.act_scales": scales},
+                  **ok_hdr}, f32(1, 2, 3, 4)))
 
 
 def llama2c_cases():
