@@ -47,6 +47,15 @@ expect_error "bad N:M" "--nm 4:2" "$PRUNUS" oneshot "$M" -o "$T/x.bin" --nm 4:2 
 expect_error "sparsity out of range" "outside [0, 1)" "$PRUNUS" oneshot "$M" -o "$T/x.bin" --method magnitude --sparsity 1.5
 expect_error "wanda without calibration" "--calib" "$PRUNUS" oneshot "$M" -o "$T/x.bin" --method wanda
 [[ ! -e "$T/x.bin" ]] && ok "failed oneshot wrote nothing" || bad "failed oneshot left $T/x.bin"
+# compressed-tensors export: a folder vLLM reads; Prunus refuses to read it back as fp32, and a
+# .bin output for it is an error.
+"$PRUNUS" convert "$M" "$T/ct" --compressed-tensors int8 >"$T/ct.out" 2>&1 && grep -q "35 decoder linears int8" "$T/ct.out" \
+  && ok "convert --compressed-tensors: $(cat "$T/ct.out" | cut -d: -f2-)" || bad "convert --compressed-tensors: $(cat "$T/ct.out")"
+expect_error "a compressed-tensors folder is not read back" "$T/ct/config.json: has a quantization_config" \
+  "$PRUNUS" perplexity "$T/ct" "$TXT" --tokenizer "$TOK"
+expect_error "compressed-tensors to .bin" "writes a Hugging Face folder" "$PRUNUS" convert "$M" "$T/ct.bin" --compressed-tensors int8
+expect_error "unknown compressed-tensors layout" "unknown layout (known: int8, int8-bitmask)" \
+  "$PRUNUS" convert "$M" "$T/ct2" --compressed-tensors fp4
 
 echo "$fails failure(s)"
 [[ $fails -eq 0 ]]

@@ -195,7 +195,9 @@ struct OneShotJob {
 };
 int oneshot_job(const OneShotJob& job);
 // llama2.c checkpoint ⇄ Hugging Face LLaMA folder (OUT ending in .bin: llama2.c).
-int convert_job(const std::string& in, const std::string& out);
+// compressed: "" (plain), "int8" or "int8-bitmask": OUT is a Hugging Face folder in
+// compressed-tensors W8A8 int8 (llm::save_hf_compressed_int8).
+int convert_job(const std::string& in, const std::string& out, const std::string& compressed = "");
 
 // prunus shrink MODEL -o OUT: structured pruning that removes channels (prunus/shrink.h).
 struct ShrinkJob {

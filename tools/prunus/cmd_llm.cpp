@@ -5,14 +5,23 @@ namespace prunus::cli {
 
 void add_llm(CLI::App& app, Action& action) {
   {
-    auto io = std::make_shared<std::pair<std::string, std::string>>();
+    struct O {
+      std::string in, out;
+      std::string compressed;
+    };
+    auto o = std::make_shared<O>();
     auto* cmd = app.add_subcommand(
         "convert",
         "Convert a language model: llama2.c checkpoint (.bin) <-> Hugging Face LLaMA folder (config.json + "
         "model.safetensors; reads sharded folders and fp16/bf16 too). OUT ending in .bin is written as llama2.c.");
-    cmd->add_option("input", io->first, "llama2.c .bin or Hugging Face folder")->required();
-    cmd->add_option("output", io->second, "llama2.c .bin or folder to write")->required();
-    cmd->callback([&action, io] { action = [io] { return convert_job(io->first, io->second); }; });
+    cmd->add_option("input", o->in, "llama2.c .bin or Hugging Face folder")->required();
+    cmd->add_option("output", o->out, "llama2.c .bin or folder to write")->required();
+    cmd->add_option("--compressed-tensors", o->compressed,
+                    "Write the folder in compressed-tensors format (vLLM, transformers): decoder linears W8A8 int8, "
+                    "weights per output channel, activations per token at run time. int8: dense int8 codes (what current "
+                    "releases read); int8-bitmask: stacked with sparse-bitmask, zeros not stored (compressed-tensors <= "
+                    "0.14)");
+    cmd->callback([&action, o] { action = [o] { return convert_job(o->in, o->out, o->compressed); }; });
   }
   {
     struct O {

@@ -102,9 +102,13 @@ int generate_job(const std::string& model, const GenerateOptions& g, const LlmTe
   return 0;
 }
 
-int convert_job(const std::string& in, const std::string& out) {
+int convert_job(const std::string& in, const std::string& out, const std::string& compressed) {
+  const bool compressed_int8 = !compressed.empty();
+  if (compressed_int8 && compressed != "int8" && compressed != "int8-bitmask")
+    fail("--compressed-tensors " + compressed, "unknown layout (known: int8, int8-bitmask)");
   if (out.empty()) fail("convert", "an output path is required");
   const bool to_bin = out.size() > 4 && out.compare(out.size() - 4, 4, ".bin") == 0;
+  if (compressed_int8 && to_bin) fail(out, "--compressed-tensors writes a Hugging Face folder, not a .bin");
   if (to_bin) {
     if (auto dir = fs::path(out).parent_path(); !dir.empty() && !fs::is_directory(dir))
       fail(out, "output directory does not exist");
@@ -112,6 +116,14 @@ int convert_job(const std::string& in, const std::string& out) {
     fail(out, "exists and is not a directory (a Hugging Face folder is written there)");
   }
   auto m = llm::load(in);
+  if (compressed_int8) {
+    const bool bitmask = compressed == "int8-bitmask";
+    const auto r = llm::save_hf_compressed_int8(out, m, bitmask);
+    std::printf("%s -> %s (compressed-tensors int-quantized W8A8%s): %d decoder linears int8, %.2f%% zero codes (%s)\n",
+                in.c_str(), out.c_str(), bitmask ? " + sparse-bitmask" : "", r.layers, 100.0 * r.sparsity,
+                r.structure.c_str());
+    return 0;
+  }
   llm::save(out, m);
   std::printf("%s (%s) -> %s (%s): %lld layers, dim %lld, vocab %lld\n", in.c_str(),
               llm::is_hf_folder(in) ? "Hugging Face folder" : "llama2.c", out.c_str(),
