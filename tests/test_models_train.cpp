@@ -532,13 +532,13 @@ TEST(Qat, FakeQuantIsTheInt8GridPerChannelAndKeepsZeros) {
   EXPECT_FLOAT_EQ(q[0][2].item<float>(), -127 * s);
   EXPECT_FLOAT_EQ(q[0][3].item<float>(), std::nearbyint(0.25f / s) * s);
   EXPECT_TRUE(torch::equal(q[1], torch::zeros({4})));
-  // Activations: half away from zero (the runtime's rounding), clamped at ±127·scale,
-  // gradient straight through.
-  auto x = torch::tensor({0.5f, -0.5f, 1.49f, 300.0f, -300.0f}).requires_grad_();
+  // Activations: x / scale half to even (the runtime's and ONNX QuantizeLinear's rounding),
+  // saturated to [-128, 127]·scale, gradient straight through.
+  auto x = torch::tensor({0.5f, -0.5f, 1.5f, 1.49f, 300.0f, -300.0f}).requires_grad_();
   auto y = qat::fake_quant_activation(x, 1.0);
-  EXPECT_TRUE(torch::equal(y.detach(), torch::tensor({1.0f, -1.0f, 1.0f, 127.0f, -127.0f})));
+  EXPECT_TRUE(torch::equal(y.detach(), torch::tensor({0.0f, -0.0f, 2.0f, 1.0f, 127.0f, -128.0f})));
   y.sum().backward();
-  EXPECT_TRUE(torch::equal(x.grad(), torch::ones({5})));
+  EXPECT_TRUE(torch::equal(x.grad(), torch::ones({6})));
 }
 
 // Quantization-aware fine-tuning of an 80%-sparse LeNet-300: the zeros stay where they were,

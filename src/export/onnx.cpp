@@ -88,6 +88,23 @@ struct Builder {
     }
     return name;
   }
+  // Static INT8 activation scales stored with the model (weight name → scale); see quantized_input.
+  std::map<std::string, float> act_scales;
+  // The input of an INT8 layer whose file stores a static activation scale, as QDQ
+  // (QuantizeLinear → DequantizeLinear, int8, zero point 0): the arithmetic of the runtime's
+  // --int8 with stored scales. Other layers read x unchanged.
+  std::string quantized_input(const std::string& x, const std::string& weight) {
+    const auto sc = act_scales.find(weight);
+    if (sc == act_scales.end() || f.find(weight) || !f.find(weight + ".q8.values")) return x;
+    const std::string s = scalar(sc->second), zp = fresh("act_zero_point"), q = fresh("act_int8"), dq = fresh("act_qdq");
+    auto* z = g->add_initializer();
+    z->set_name(zp);
+    z->set_data_type(onnx::TensorProto::INT8);
+    z->set_raw_data(std::string(1, '\0'));
+    node("QuantizeLinear", {x, s, zp}, q);
+    node("DequantizeLinear", {q, s, zp}, dq);
+    return dq;
+  }
   std::string scalar(float value) {
     const std::string name = fresh("const");
     auto* t = g->add_initializer();
@@ -154,6 +171,10 @@ void write_onnx(const std::string& model_path, const std::string& out_path) {
   g->set_name(f.metadata().count("prunus.arch") ? f.metadata().at("prunus.arch") : "prunus");
   Builder b{g, f};
   try {
+    if (auto a = f.metadata().find("prunus.act_scales"); a != f.metadata().end()) {  // validated by the load above
+      const json scales = json::parse(a->second);
+      for (const auto& [name, v] : scales.items()) b.act_scales[name] = v.get<float>();
+    }
     const json graph = json::parse(it->second);
     const auto& in = graph.at("input");
     std::vector<std::int64_t> in_dims;
@@ -198,7 +219,7 @@ void write_onnx(const std::string& model_path, const std::string& out_path) {
         const std::string w = o.at("weight").get<std::string>();
         const auto ws = b.shape(w);
         if (ws.size() != 4) fail(model_path, fmt::format("conv weight {} is not 4-D", w));
-        std::vector<std::string> ins{x.name, b.tensor(w)};
+        std::vector<std::string> ins{b.quantized_input(x.name, w), b.tensor(w)};
         if (o.contains("bias")) ins.push_back(b.tensor(o.at("bias").get<std::string>()));
         const bool bn = o.contains("bn");
         const std::string conv_out = bn ? b.fresh("conv") : y.name;
@@ -221,7 +242,8 @@ void write_onnx(const std::string& model_path, const std::string& out_path) {
           a = b.fresh("flat");
           Builder::integer(b.node("Flatten", {x.name}, a), "axis", 1);
         }
-        std::vector<std::string> ins{a, b.tensor(o.at("weight").get<std::string>())};
+        const std::string w = o.at("weight").get<std::string>();
+        std::vector<std::string> ins{b.quantized_input(a, w), b.tensor(w)};
         if (o.contains("bias")) ins.push_back(b.tensor(o.at("bias").get<std::string>()));
         Builder::integer(b.node("Gemm", ins, y.name), "transB", 1);
         y.rank = 2;

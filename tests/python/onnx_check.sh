@@ -22,6 +22,10 @@ set -e
 # INT8 files (prunus quantize): exported as QDQ (int8 initializers + DequantizeLinear per channel).
 "$PRUNUS" quantize "$T/mlp90.safetensors" -o "$T/mlp90_q8.safetensors" >/dev/null
 "$PRUNUS" quantize "$T/res.safetensors" -o "$T/res_q8.safetensors" >/dev/null
+# With static activation scales stored (quantize --calibrate): activations QDQ'd too, against the
+# runtime's --int8 (W8A8) on the same file.
+"$PRUNUS" quantize "$T/mlp90.safetensors" -o "$T/mlp90_w8a8.safetensors" --calibrate minmax --calib-samples 256 >/dev/null
+"$PRUNUS" quantize "$T/res.safetensors" -o "$T/res_w8a8.safetensors" --calibrate percentile --calib-samples 256 >/dev/null
 # 1000 test images as their own IDX file.
 "$PY" - "$DATA/t10k-images-idx3-ubyte.gz" "$T/images" <<'PY'
 import gzip, sys
@@ -30,20 +34,38 @@ open(sys.argv[2], "wb").write(raw[:4] + (1000).to_bytes(4, "big") + raw[8:16] + 
 PY
 set +e
 fails=0
-for m in mlp mlp90 mlp_shrunk cnn cnn_shrunk res res_shrunk mlp90_q8 res_q8; do
+for m in mlp mlp90 mlp_shrunk cnn cnn_shrunk res res_shrunk mlp90_q8 res_q8 mlp90_w8a8 res_w8a8; do
   "$PRUNUS" export "$T/$m.safetensors" -o "$T/$m.onnx" >/dev/null || { echo "FAIL - export $m"; fails=$((fails + 1)); continue; }
-  "$PRUNUS" run "$T/$m.safetensors" "$T/images" --logits --batch 50 >"$T/$m.logits" 2>/dev/null
+  int8=(); [[ $m == *_w8a8 ]] && int8=(--int8)
+  "$PRUNUS" run "$T/$m.safetensors" "$T/images" --logits --batch 50 "${int8[@]}" >"$T/$m.logits" 2>/dev/null
   "$PY" - "$T/$m.onnx" "$T/images" "$T/$m.logits" "$T/$m.safetensors" "$m" <<'PY' || fails=$((fails + 1))
 import sys, numpy as np, onnxruntime as ort
 onnx_path, images, logits_path, model, name = sys.argv[1:]
 raw = open(images, "rb").read()
 x = np.frombuffer(raw[16:], np.uint8).reshape(-1, 1, 28, 28).astype(np.float32) / 255
 ours = np.loadtxt(logits_path, dtype=np.float64)
-theirs = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"]).run(["logits"], {"pixels": x})[0]
-err = np.abs(theirs - ours).max() / max(1.0, np.abs(ours).max())
-same = (theirs.argmax(1) == ours.argmax(1)).mean()
+def run(level):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = level
+    return ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"]).run(["logits"], {"pixels": x})[0]
+def compare(theirs):
+    return np.abs(theirs - ours).max() / max(1.0, np.abs(ours).max()), (theirs.argmax(1) == ours.argmax(1)).mean()
+err, same = compare(run(ort.GraphOptimizationLevel.ORT_ENABLE_ALL))
 ok = err <= 1e-4 and same == 1.0
-print(f"{'ok  ' if ok else 'FAIL'} - {name}: onnxruntime vs prunus runtime, 1000 images: max relative logit difference {err:.2e}, same class {same:.1%}")
+note = ""
+if name.endswith("_w8a8"):
+    # Activation QDQ: the ONNX semantics (QuantizeLinear: x / scale, half to even, saturated;
+    # DequantizeLinear; float Gemm/Conv) are what onnxruntime computes with its graph optimizer
+    # off, and must match the runtime's --int8. With it on, onnxruntime fuses the QDQ pairs into
+    # its own integer kernels, which requantize differently: close, not the same (the C++
+    # runtime matches the exact QDQ arithmetic to 1e-7 on the MLP, checked in numpy). In a deep
+    # net a last-bit float difference before a QuantizeLinear (a residual add, a pooled mean
+    # summed in another order) can move a code by one step, so the bound is looser than fp32's.
+    loose_err, loose_same = err, same
+    err, same = compare(run(ort.GraphOptimizationLevel.ORT_DISABLE_ALL))
+    ok = err <= 2e-3 and same >= 0.995 and loose_err <= 1e-2 and loose_same >= 0.98
+    note = f" (QDQ semantics, optimizer off; with onnxruntime's fused int8 kernels: {loose_err:.2e}, same class {loose_same:.1%})"
+print(f"{'ok  ' if ok else 'FAIL'} - {name}: onnxruntime vs prunus runtime, 1000 images: max relative logit difference {err:.2e}, same class {same:.1%}{note}")
 sys.exit(0 if ok else 1)
 PY
 done

@@ -21,8 +21,10 @@ torch::Tensor fake_quant_activation(const torch::Tensor& x, double scale) {
   torch::Tensor q;
   {
     torch::NoGradGuard ng;
-    const auto v = (x / scale).clamp(-127, 127);
-    q = torch::sign(v) * torch::floor(v.abs() + 0.5) * scale;  // the runtime rounds half away from zero
+    // The runtime's (and ONNX QuantizeLinear's) codes: x / scale, half to even, [-128, 127].
+    // A full tensor of divisors: PyTorch divides by a scalar as a multiply by its reciprocal,
+    // which moves codes at rounding boundaries.
+    q = torch::round(x / torch::full_like(x, scale)).clamp(-128, 127) * scale;
   }
   return x + (q - x).detach();
 }

@@ -3,8 +3,8 @@
 //
 // What is simulated is what `prunus quantize` + the runtime's --int8 deploy: weights symmetric
 // per output channel (scale max|w_row|/127, codes round-half-even in [-127, 127], a zero stays
-// zero) and each Linear/Conv input per tensor (scale = range/127, round half away from zero,
-// clamped to ±127). Per-channel codes do not change when BatchNorm is folded into a row
+// zero) and each Linear/Conv input per tensor (scale = range/127; x / scale rounded half to
+// even and saturated to [-128, 127], as ONNX QuantizeLinear). Per-channel codes do not change when BatchNorm is folded into a row
 // (folding scales a row), so the unfolded weights are quantized here.
 #pragma once
 

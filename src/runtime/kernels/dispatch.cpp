@@ -244,13 +244,15 @@ const QuantizedInput& quantize_input(const float* x, std::int64_t batch, std::in
       a = amax > 0 ? amax / 127.0f : 1.0f;
     }
     q.scale[b] = a;
-    const float inv = 1.0f / a;
     std::uint8_t* out = q.xq.data() + b * q.stride;
-    // Round half away from zero, written so the compiler vectorizes it (std::nearbyint is a
-    // libm call per value, which made INT8 convolutions 4x slower than fp32).
+    // ONNX QuantizeLinear's arithmetic, so an exported QDQ model computes the same codes:
+    // x / scale, rounded half to even, saturated to [-128, 127]. The rounding is the 1.5·2^23
+    // trick (exact for |v| < 2^22, which the clamp ensures) rather than std::nearbyint, a libm
+    // call per value that made INT8 convolutions 4x slower than fp32; it vectorizes.
+    constexpr float kRound = 12582912.0f;
     for (std::int64_t c = 0; c < cols; ++c) {
-      const float v = std::clamp(xb[c] * inv, -127.0f, 127.0f);
-      out[c] = static_cast<std::uint8_t>(static_cast<int>(v + (v >= 0 ? 0.5f : -0.5f)) + 128);
+      const float v = std::clamp(xb[c] / a, -128.0f, 127.0f);
+      out[c] = static_cast<std::uint8_t>(static_cast<int>((v + kRound) - kRound) + 128);
     }
   }
   return q;
