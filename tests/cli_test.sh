@@ -186,10 +186,11 @@ data: {train_limit: 6000, test_limit: 1000}
 train: {epochs: 2, lr: 0.05, weight_decay: 0.0005}
 prune: {sparsity: 0.9, scope: global, schedule: {kind: gradual, end_epoch: 1, frequency: 10}}
 finetune: {epochs: 2, lr: 0.02}
+quantize: {calibrate: minmax, calib_samples: 128}
 YAML
 "$PRUNUS" run "$T/tiny.yaml" -o "$T/run1" --no-progress >"$T/run1.log" 2>&1 && ok "run tiny recipe" || bad "run: $(tail -3 "$T/run1.log")"
 "$PRUNUS" run "$T/tiny.yaml" -o "$T/run2" --no-progress >/dev/null 2>&1
-for f in dense.safetensors sparse.safetensors; do
+for f in dense.safetensors sparse.safetensors int8.safetensors; do
   cmp -s "$T/run1/$f" "$T/run2/$f" && ok "same recipe twice: identical $f" || bad "$f differs between identical runs"
 done
 python3 - "$T/run1/report.json" <<'PY' && ok "report.json: exact 90% global sparsity, accuracies, bytes, stage times" || bad "report.json check"
@@ -206,8 +207,17 @@ for stage in ("train", "prune_finetune", "evaluate", "write"):
 assert len(r["stages"]["prune_finetune"]["history"]) == 2
 for l in r["layers"]:
     assert set(l) >= {"name", "shape", "nnz", "sparsity", "encoding", "encoded_bytes", "dense_bytes"}
+# The quantize stage: an INT8 file a fraction of the dense file, scored in the runtime within a
+# point of the sparse fp32 model, with static scales for all three layers.
+q = r["int8"]
+assert abs(q["test_accuracy"] - r["sparse"]["test_accuracy"]) <= 0.01, q
+assert q["bytes"] * 10 < q["bytes_dense_file"] and q["layers_int8"] == 3 and "minmax" in q["activations"], q
+assert r["stages"]["quantize"]["seconds"] >= 0
 PY
-grep -q 'accuracy drop' "$T/run1.log" && ok "summary printed" || bad "no summary"
+grep -q 'accuracy drop' "$T/run1.log" && grep -q 'sparse INT8 (runtime)' "$T/run1.log" && grep -q 'smaller than the dense file' "$T/run1.log" \
+  && ok "summary printed (dense, sparse, INT8 rows)" || bad "no summary: $(tail -8 "$T/run1.log")"
+"$PRUNUS" infer "$T/run1/int8.safetensors" --int8 --test-limit 50 | grep -q "the file's static activation scales (3 layers)" \
+  && ok "recipe INT8 file carries its calibrated scales" || bad "recipe INT8 file scales"
 
 # Sensitivity: each layer alone at each level, a CSV, and an allocation that reaches the target.
 "$PRUNUS" sensitivity "$T/dense.safetensors" -o "$T/sens.csv" --levels 0.5,0.9 --target 0.8 --holdout 500 \

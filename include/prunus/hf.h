@@ -6,8 +6,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
+#include <vector>
+
+#include "prunus/safetensors.h"
 
 namespace prunus::hf {
 
@@ -27,5 +31,23 @@ LlamaConfig parse_config(const std::string& text, const std::string& path);
 // the folder). InputError naming `path` for invalid JSON, a missing weight_map, non-string
 // entries, and shard names that leave the folder.
 std::map<std::string, std::string> parse_index(const std::string& text, const std::string& path);
+
+// compressed-tensors sparse layouts in a folder's config.json (quantization_config.
+// sparsity_config.format), mapped through this fixed list: none (no quantization_config),
+// "dense", "sparse-bitmask", "sparse-24-bitmask". A quantized folder (config_groups: int8, fp8,
+// ...) and an unknown format are InputErrors naming `path`.
+enum class SparseLayout { None, Dense, Bitmask, Bitmask24 };
+SparseLayout parse_sparse_layout(const std::string& config_text, const std::string& path);
+const char* sparse_layout_name(SparseLayout layout);
+
+// One compressed weight of such a folder, decompressed: `module` is the weight's module name
+// ("model.layers.0.mlp.down_proj"); its tensors are looked up by `find` under the current names
+// (module.shape / .compressed / .bitmask [/ .row_offsets]) or the older ones (module.weight.*).
+// Returns false when neither set exists (the weight is stored dense). Everything is validated
+// against `rows` × `cols`: shape, dtypes, bitmask size and bits past the last column, value
+// count = set bits (2:4: exactly two per group of four), row offsets, finite values.
+using TensorLookup = std::function<const safetensors::TensorView*(const std::string& name)>;
+bool decompress_weight(const TensorLookup& find, const std::string& module, SparseLayout layout, std::int64_t rows,
+                       std::int64_t cols, std::vector<float>& out, const std::string& path);
 
 }  // namespace prunus::hf

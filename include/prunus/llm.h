@@ -49,18 +49,23 @@ void save(const std::string& path, const Model& m);
 bool is_hf_folder(const std::string& path);
 Model load_hf(const std::string& dir);
 void save_hf(const std::string& dir, const Model& m);
-// A Hugging Face folder in the compressed-tensors format (W8A8 int8, "int-quantized"): every
-// decoder linear with symmetric per-output-channel int8 codes + weight_scale, inputs quantized
-// per token at run time; embeddings, norms and lm_head stay fp32. Pruned weights are zero codes.
-// sparse_bitmask: the codes stacked with "sparse-bitmask" (non-zero codes, packed bitmask, row
-// offsets: zeros not stored) — the sparse layout of compressed-tensors ≤ 0.14 and the vLLM
-// releases of that time; later releases dropped sparse compression and read only the dense one.
+// A Hugging Face folder in a compressed-tensors layout (config.json quantization_config; the
+// decoder linears compressed, embeddings, norms and lm_head fp32):
+// - Int8: W8A8 "int-quantized" — symmetric per-output-channel int8 codes + weight_scale, inputs
+//   quantized per token at run time; pruned weights are zero codes (what current releases read);
+// - Int8Bitmask: those codes stacked with "sparse-bitmask" (zeros not stored);
+// - SparseBitmask: fp32 values as "sparse-bitmask" (non-zero values, packed bitmask, row offsets);
+// - Sparse24Bitmask: fp32 values as "sparse-24-bitmask" (two of every four; a weight that is not
+//   2:4 is an InputError, never silently pruned further).
+// The sparse layouts are those of compressed-tensors <= 0.14 and the vLLM releases of that time
+// (later releases dropped sparse compression); load_hf reads them back.
+enum class CtLayout { Int8, Int8Bitmask, SparseBitmask, Sparse24Bitmask };
 struct CompressedTensorsReport {
   int layers = 0;
-  double sparsity = 0;         // zero codes over the decoder linears
+  double sparsity = 0;         // zeros (zero codes) over the decoder linears
   std::string structure;       // "2:4" or "unstructured"
 };
-CompressedTensorsReport save_hf_compressed_int8(const std::string& dir, const Model& m, bool sparse_bitmask);
+CompressedTensorsReport save_hf_compressed(const std::string& dir, const Model& m, CtLayout layout);
 
 // The default perplexity protocol: each non-empty line of the text is one document,
 // encoded with BOS and the tokenizer's leading space; documents are concatenated.

@@ -69,6 +69,19 @@ struct PruneConfig {
   std::map<std::string, double> layers;
 };
 
+// The last stage of a pipeline recipe (a `quantize:` section): the sparse model becomes an INT8
+// file (prunus quantize: weights per output channel, zeros stay zero, BatchNorm folded), run and
+// scored in the libtorch-free runtime with INT8 arithmetic.
+struct QuantizeConfig {
+  bool enabled = false;
+  // Activation scales: "" — the ones quantization-aware fine-tuning learned (finetune.qat), else
+  // per token at run time; minmax | percentile | mse — static ones calibrated on the first
+  // calib_samples training images.
+  std::string calibrate;
+  std::int64_t calib_samples = 256;
+  std::vector<std::string> keep_fp32;  // weight names containing one of these stay fp32
+};
+
 struct Recipe {
   std::string name = "builtin:lenet300-fmnist-gradual90";
   std::string model = "lenet300";
@@ -80,6 +93,7 @@ struct Recipe {
   TrainConfig finetune;              // pruning happens during this stage
   std::string input;                 // start from this model file instead of training
   std::string out_dir = "out";
+  QuantizeConfig quantize;           // INT8 after fine-tuning (off unless the recipe has it)
 };
 
 // The built-in default recipe: the main job of `./run.sh`.

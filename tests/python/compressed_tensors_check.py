@@ -41,19 +41,21 @@ def read_safetensors(path):
 def main(ct_dir, fp_dir):
     cfg = json.load(open(f"{ct_dir}/config.json"))
     qc = cfg["quantization_config"]
-    assert qc["quant_method"] == "compressed-tensors" and qc["format"] == "int-quantized", qc
-    assert qc["quantization_status"] == "compressed" and qc["ignore"] == ["lm_head"]
-    g = qc["config_groups"]["group_0"]
-    w, a = g["weights"], g["input_activations"]
-    assert g["targets"] == ["Linear"]
-    assert (w["num_bits"], w["type"], w["symmetric"], w["strategy"], w["dynamic"]) == (8, "int", True, "channel", False)
-    assert (a["num_bits"], a["type"], a["symmetric"], a["strategy"], a["dynamic"]) == (8, "int", True, "token", True)
+    assert qc["quant_method"] == "compressed-tensors", qc
+    quantized = "config_groups" in qc
+    if quantized:
+        assert qc["format"] == "int-quantized" and qc["quantization_status"] == "compressed" and qc["ignore"] == ["lm_head"]
+        g = qc["config_groups"]["group_0"]
+        w, a = g["weights"], g["input_activations"]
+        assert g["targets"] == ["Linear"]
+        assert (w["num_bits"], w["type"], w["symmetric"], w["strategy"], w["dynamic"]) == (8, "int", True, "channel", False)
+        assert (a["num_bits"], a["type"], a["symmetric"], a["strategy"], a["dynamic"]) == (8, "int", True, "token", True)
     sc = qc.get("sparsity_config") or {}
-    bitmask_layout = sc.get("format") == "sparse-bitmask"
-    if bitmask_layout:
+    fmt = sc.get("format", "dense")
+    bitmask_layout, layout24 = fmt == "sparse-bitmask", fmt == "sparse-24-bitmask"
+    assert fmt in ("dense", "sparse-bitmask", "sparse-24-bitmask") and (quantized or fmt != "dense"), sc
+    if sc:
         assert sc["targets"] == ["Linear"] and sc["ignore"] == ["lm_head"], sc
-    else:
-        assert sc == {}, sc
 
     ct = read_safetensors(f"{ct_dir}/model.safetensors")
     fp = read_safetensors(f"{fp_dir}/model.safetensors")
@@ -65,20 +67,32 @@ def main(ct_dir, fp_dir):
             continue
         rows, cols = wf.shape
         module = name[:-len(".weight")]
-        if bitmask_layout:  # under the module's name: shape, compressed, bitmask, row_offsets
-            assert name not in ct, f"{name}: stored densely in the bitmask layout"
-            assert list(ct[module + ".shape"]) == [rows, cols], name
-            bitmask, values, offsets = ct[module + ".bitmask"], ct[module + ".compressed"], ct[module + ".row_offsets"]
+        vdtype = np.int8 if quantized else np.float32
+        if bitmask_layout or layout24:  # under the module's name: shape, compressed, bitmask[, row_offsets]
+            assert name not in ct, f"{name}: stored densely in a sparse layout"
+            assert list(ct[module + ".shape"].reshape(-1)) == [rows, cols], name
+            bitmask, values = ct[module + ".bitmask"], ct[module + ".compressed"]
             assert bitmask.shape == (rows, (cols + 7) // 8) and bitmask.dtype == np.uint8, name
             mask = np.unpackbits(bitmask, axis=-1, count=cols, bitorder="little").astype(bool)
-            counts = mask.sum(1)
-            assert np.array_equal(offsets, np.cumsum(counts) - counts), f"{name}: row_offsets"
-            assert values.dtype == np.int8 and values.size == mask.sum() and np.all(values != 0), name
-            q = np.zeros((rows, cols), np.int8)
-            q[mask] = values
+            assert values.dtype == vdtype and values.size == mask.sum(), name
+            if layout24:  # two of every four, values [rows, cols / 2]
+                assert ct[module + ".shape"].shape == (2, 1) and values.shape == (rows, cols // 2), name
+                assert np.all(mask.reshape(rows, -1, 4).sum(2) == 2), f"{name}: not two of four"
+            else:
+                counts = mask.sum(1)
+                assert np.array_equal(ct[module + ".row_offsets"], np.cumsum(counts) - counts), f"{name}: row_offsets"
+                assert np.all(values != 0), name
+            q = np.zeros((rows, cols), vdtype)
+            q[mask] = values.reshape(-1)
         else:
             q = ct[name]
-            assert q.dtype == np.int8 and q.shape == (rows, cols), name
+            assert q.dtype == vdtype and q.shape == (rows, cols), name
+        if not quantized:  # fp32 values: exactly the weights
+            assert np.array_equal(q, wf), f"{name}: decompressed values differ from the fp32 weights"
+            codes[name] = q
+            zeros += (q == 0).sum()
+            total += q.size
+            continue
         scale = ct[name[:-len("weight")] + "weight_scale"]
         assert scale.shape == (rows, 1) and scale.dtype == np.float32, name
         amax = np.abs(wf).max(1, keepdims=True)
@@ -89,11 +103,12 @@ def main(ct_dir, fp_dir):
         codes[name], scales[name] = q, scale
         zeros += (q == 0).sum()
         total += q.size
-    if bitmask_layout:
+    if sc:
         assert abs(sc["global_sparsity"] - zeros / total) < 1e-6, (sc["global_sparsity"], zeros / total)
-    layout = f"int8 + sparse-bitmask ({sc['sparsity_structure']})" if bitmask_layout else "dense int8"
-    print(f"spec check, {layout}: {len(codes)} decoder linears, codes within half a step of the fp32 weights, "
-          f"{100 * zeros / total:.2f}% zero codes, other tensors unchanged")
+    layout = ("int8" if quantized else "fp32") + (f" + {fmt} ({sc['sparsity_structure']})" if sc else "")
+    what = "codes within half a step of" if quantized else "values equal to"
+    print(f"spec check, {layout}: {len(codes)} decoder linears, {what} the fp32 weights, "
+          f"{100 * zeros / total:.2f}% zeros, other tensors unchanged")
 
     try:
         import torch
@@ -102,11 +117,14 @@ def main(ct_dir, fp_dir):
     except ImportError as e:
         print(f"compressed_tensors package not importable here ({e}): spec check only")
         return 0
-    plain = {k: v for k, v in qc.items() if k not in ("sparsity_config", "version")}
-    QuantizationConfig.model_validate(plain)
-    print(f"compressed-tensors {compressed_tensors.__version__}: QuantizationConfig validates the config")
-    if not bitmask_layout:
+    if quantized:
+        plain = {k: v for k, v in qc.items() if k not in ("sparsity_config", "version")}
+        QuantizationConfig.model_validate(plain)
+        print(f"compressed-tensors {compressed_tensors.__version__}: QuantizationConfig validates the config")
+    if not (bitmask_layout or layout24):
         return 0
+    if not quantized:
+        return package_sparse_check(ct_dir, qc, fp, codes, ct, layout24)
     from compressed_tensors.compressors import BitmaskCompressor, ModelCompressor
     from compressed_tensors.compressors.quantized_compressors.naive_quantized import IntQuantizationCompressor
     from compressed_tensors.quantization.lifecycle.forward import quantize
@@ -133,6 +151,37 @@ def main(ct_dir, fp_dir):
     print(f"compressed-tensors {compressed_tensors.__version__}: config parsed by ModelCompressor; BitmaskCompressor "
           f"decompression and int-quantized dequantization equal ours on {len(codes)} layers; the package's own "
           f"compression of the fp32 weights gives our bytes")
+    return 0
+
+
+def package_sparse_check(ct_dir, qc, fp, codes, ct, layout24):
+    """fp32 sparse layouts through the package: decompression gives the fp32 weights exactly,
+    and the package's compression of those weights gives our tensors."""
+    import copy
+    import torch
+    import compressed_tensors
+    from compressed_tensors.compressors import ModelCompressor
+    mc = ModelCompressor.from_compression_config(copy.deepcopy(qc))
+    assert mc.quantization_compressor is None or not mc.quantization_compressor, "unexpected quantization"
+    dense = dict(mc.sparsity_compressor.decompress(ct_dir))
+    degenerate = 0
+    for name, w in codes.items():
+        got = dense[name].numpy()
+        assert got.dtype == np.float32 and np.array_equal(got, fp[name]), f"{name}: package decompression differs"
+        module = name[:-len(".weight")]
+        packed = mc.sparsity_compressor.compress({name: torch.from_numpy(fp[name].copy())}, compression_targets={module})
+        for key in ("shape", "compressed", "bitmask") + (() if layout24 else ("row_offsets",)):
+            mine, theirs = ct[f"{module}.{key}"], packed[f"{module}.{key}"].numpy()
+            if np.array_equal(mine, theirs.astype(mine.dtype)) and mine.shape == theirs.shape:
+                continue
+            # 2:4 groups with fewer than two non-zeros store zeros whose positions are the
+            # compressor's choice (torch.topk among equal |0|); everything else must match.
+            assert layout24 and key in ("bitmask", "compressed"), f"{name}.{key} differs"
+            degenerate += 1
+    note = f"; {degenerate} tensors differ only in which zeros a sparse 2:4 group stores" if degenerate else ""
+    print(f"compressed-tensors {compressed_tensors.__version__}: {type(mc.sparsity_compressor).__name__} decompresses our "
+          f"folder to the fp32 weights exactly on {len(codes)} layers; its compression of those weights gives our "
+          f"tensors{note}")
     return 0
 
 

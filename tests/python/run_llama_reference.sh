@@ -12,14 +12,15 @@ here=$(dirname "$0")
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
 "$PRUNUS" convert "$SHARED/models/stories260K.bin" "$T/hf" >/dev/null || exit 1
 "$PY" "$here/llama_reference.py" "$PRUNUS" "$T/hf" "$SHARED/models/tok512.bin" "$SHARED/data/tinystories_valid.txt" 4 || exit 1
-# compressed-tensors W8A8 int8 export of one-shot pruned models (unstructured and 2:4), both
-# layouts (dense int8 codes; stacked with sparse-bitmask): layout, codes and scales checked
-# against the fp32 export of the same model.
+# compressed-tensors export of one-shot pruned models (unstructured and 2:4) in every layout
+# (W8A8 int8 codes dense or with sparse-bitmask; fp32 sparse-bitmask and, for 2:4,
+# sparse-24-bitmask): layout, codes, scales and values checked against the fp32 export.
 for prune in "--sparsity 0.5" "--nm 2:4"; do
   "$PRUNUS" oneshot "$SHARED/models/stories260K.bin" --method wanda $prune --calib "$SHARED/data/tinystories_valid.txt" \
     --nsamples 8 --no-progress -o "$T/pruned.bin" >/dev/null || exit 1
   rm -rf "$T/fp" && "$PRUNUS" convert "$T/pruned.bin" "$T/fp" >/dev/null || exit 1
-  for layout in int8 int8-bitmask; do
+  layouts="int8 int8-bitmask sparse-bitmask"; [[ $prune == "--nm 2:4" ]] && layouts+=" sparse-24-bitmask"
+  for layout in $layouts; do
     rm -rf "$T/ct" && "$PRUNUS" convert "$T/pruned.bin" "$T/ct" --compressed-tensors $layout || exit 1
     "$PY" "$here/compressed_tensors_check.py" "$T/ct" "$T/fp" || exit 1
   done

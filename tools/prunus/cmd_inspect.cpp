@@ -1,9 +1,13 @@
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
 
 #include <fmt/format.h>
 
 #include "commands.h"
+#include "prunus/hf.h"
 #include "prunus/llama2c.h"
 #include "prunus/io.h"
 #include "prunus/report.h"
@@ -85,7 +89,57 @@ int inspect(const InspectOptions& o) {
   std::vector<Row> rows;
   std::map<std::string, std::string> meta;
   const bool llama = path.size() > 4 && path.compare(path.size() - 4, 4, ".bin") == 0;
-  if (llama) {
+  if (std::filesystem::is_directory(path)) {
+    // A Hugging Face folder, compressed-tensors sparse layouts decompressed per weight.
+    const auto cfg_path = (std::filesystem::path(path) / "config.json").string();
+    std::ifstream in(cfg_path);
+    if (!in) fail(cfg_path, "not found (a Hugging Face folder has a config.json)");
+    const std::string cfg((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto layout = hf::parse_sparse_layout(cfg, cfg_path);
+    meta["compressed-tensors"] = hf::sparse_layout_name(layout);
+    std::vector<std::string> files;
+    const auto index = (std::filesystem::path(path) / "model.safetensors.index.json").string();
+    if (std::filesystem::exists(index)) {
+      std::ifstream ii(index);
+      const std::string text((std::istreambuf_iterator<char>(ii)), std::istreambuf_iterator<char>());
+      std::set<std::string> shards;
+      for (const auto& [name, shard] : hf::parse_index(text, index)) shards.insert(shard);
+      for (const auto& shard : shards) files.push_back((std::filesystem::path(path) / shard).string());
+    } else {
+      files.push_back((std::filesystem::path(path) / "model.safetensors").string());
+    }
+    std::vector<safetensors::File> opened;
+    for (const auto& f : files) opened.push_back(safetensors::File::open(f));
+    auto find = [&](const std::string& name) -> const safetensors::TensorView* {
+      for (const auto& f : opened)
+        if (const auto* t = f.find(name)) return t;
+      return nullptr;
+    };
+    const std::set<std::string> parts = {"shape", "compressed", "bitmask", "row_offsets"};
+    for (const auto& f : opened)
+      for (const auto& t : f.tensors()) {
+        const auto dot = t.name.rfind('.');
+        const std::string part = dot == std::string::npos ? "" : t.name.substr(dot + 1);
+        if (parts.count(part)) {
+          if (part != "bitmask") continue;  // one row per compressed weight, at its bitmask
+          std::string module = t.name.substr(0, dot);
+          if (module.ends_with(".weight")) module.resize(module.size() - 7);  // the older names
+          const auto* shape = find(t.name.substr(0, dot) + ".shape");
+          if (!shape || shape->numel() != 2 || shape->dtype != safetensors::DType::I64)
+            fail(f.path(), fmt::format("{} has no I64 shape beside it", t.name));
+          std::int64_t dims[2];
+          std::memcpy(dims, shape->data, 16);
+          std::vector<float> w;
+          hf::decompress_weight(find, module, layout, dims[0], dims[1], w, f.path());
+          rows.push_back(float_row(module + ".weight", fmt::format("{} ({})", safetensors::dtype_name(find(t.name.substr(0, dot) + ".compressed")->dtype), hf::sparse_layout_name(layout)),
+                                   {dims[0], dims[1]}, w));
+        } else if (is_float(t.dtype)) {
+          rows.push_back(float_row(t.name, safetensors::dtype_name(t.dtype), t.shape, t.to_f32()));
+        } else {
+          rows.push_back({t.name, safetensors::dtype_name(t.dtype), t.shape, t.numel(), count_nonzero(t), "-", false});
+        }
+      }
+  } else if (llama) {
     const auto ck = llama2c::read_checkpoint(path);
     for (const auto& [name, t] : ck.tensors) rows.push_back(float_row(name, "F32", t.shape, t.data));
     const auto& c = ck.config;

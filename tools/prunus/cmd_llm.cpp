@@ -17,10 +17,11 @@ void add_llm(CLI::App& app, Action& action) {
     cmd->add_option("input", o->in, "llama2.c .bin or Hugging Face folder")->required();
     cmd->add_option("output", o->out, "llama2.c .bin or folder to write")->required();
     cmd->add_option("--compressed-tensors", o->compressed,
-                    "Write the folder in compressed-tensors format (vLLM, transformers): decoder linears W8A8 int8, "
-                    "weights per output channel, activations per token at run time. int8: dense int8 codes (what current "
-                    "releases read); int8-bitmask: stacked with sparse-bitmask, zeros not stored (compressed-tensors <= "
-                    "0.14)");
+                    "Write the folder in a compressed-tensors layout (vLLM, transformers, llm-compressor): int8 = W8A8, "
+                    "int8 weights per output channel and activations per token at run time, zeros as zero codes (what "
+                    "current releases read); int8-bitmask = those codes with zeros not stored; sparse-bitmask / "
+                    "sparse-24-bitmask = fp32 values, zeros not stored (compressed-tensors <= 0.14; 2:4 checked). "
+                    "Sparse folders read back as input");
     cmd->callback([&action, o] { action = [o] { return convert_job(o->in, o->out, o->compressed); }; });
   }
   {

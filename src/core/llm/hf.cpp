@@ -41,9 +41,8 @@ bool is_hf_folder(const std::string& path) { return fs::is_directory(path); }
 Model load_hf(const std::string& dir) {
   const std::string cfg_path = (fs::path(dir) / "config.json").string();
   const std::string cfg_text = read_text_file(cfg_path);
-  if (const auto j = json::parse(cfg_text, nullptr, false); j.is_object() && j.contains("quantization_config"))
-    fail(cfg_path, "has a quantization_config (a quantized folder, e.g. compressed-tensors): Prunus reads fp32/fp16/bf16 "
-                   "folders; use the model it was made from");
+  // compressed-tensors: sparse layouts are decompressed below; quantized folders are refused.
+  const auto layout = hf::parse_sparse_layout(cfg_text, cfg_path);
   const auto hc = hf::parse_config(cfg_text, cfg_path);
   Model m;
   auto& c = m.config;
@@ -90,7 +89,29 @@ Model load_hf(const std::string& dir) {
     if (n.find("down_proj") != std::string::npos) return {c.dim, c.hidden_dim};
     return {c.hidden_dim, c.dim};
   };
+  // A tensor by name, or nullptr when the folder has none (for the compressed forms).
+  auto lookup = [&](const std::string& name) -> const safetensors::TensorView* {
+    if (!where.empty() && !where.count(name)) return nullptr;
+    const std::string path = where.count(name) ? where[name] : (fs::path(dir) / "model.safetensors").string();
+    if (!fs::exists(path)) fail(path, "model file not found");
+    return file_for(name).find(name);
+  };
   for (const auto& n : names) {
+    std::vector<float> sparse;
+    const auto shape = expect_shape(n);
+    const std::string module = n.substr(0, n.size() - std::string(".weight").size());
+    // Messages name the file holding the compressed tensors.
+    std::string holder = (fs::path(dir) / "model.safetensors").string();
+    for (const auto& cand : {module + ".bitmask", module + ".weight.bitmask"})
+      if (where.count(cand)) holder = where[cand];
+    if (shape.size() == 2 && !lookup(n) &&
+        hf::decompress_weight(lookup, module, layout, shape[0], shape[1], sparse, holder)) {
+      auto t = torch::from_blob(sparse.data(), shape, torch::kFloat32).clone();
+      if (n.find("q_proj") != std::string::npos) t = from_hf_rope(t, c.n_heads);
+      if (n.find("k_proj") != std::string::npos) t = from_hf_rope(t, c.n_kv_heads);
+      m.weights[n] = t;
+      continue;
+    }
     const auto& f = file_for(n);
     const auto& v = f.at(n);
     if (v.shape != expect_shape(n))
@@ -152,9 +173,11 @@ void save_hf(const std::string& dir, const Model& m) {
   atomic_write((fs::path(dir) / "config.json").string(), cfg.dump(2) + "\n");
 }
 
-CompressedTensorsReport save_hf_compressed_int8(const std::string& dir, const Model& m, bool sparse_bitmask) {
+CompressedTensorsReport save_hf_compressed(const std::string& dir, const Model& m, CtLayout layout) {
+  const bool int8 = layout == CtLayout::Int8 || layout == CtLayout::Int8Bitmask;
+  const bool sparse_bitmask = layout == CtLayout::Int8Bitmask || layout == CtLayout::SparseBitmask;
+  const bool two_four_layout = layout == CtLayout::Sparse24Bitmask;
   const auto& c = m.config;
-  fs::create_directories(dir);
   json cfg = hf_config(c);
   CompressedTensorsReport rep;
   std::vector<torch::Tensor> keep;
@@ -173,70 +196,93 @@ CompressedTensorsReport save_hf_compressed_int8(const std::string& dir, const Mo
       add(name, t.masked_fill(t == 0, 0.0), safetensors::DType::F32);
       continue;
     }
-    // int-quantized: symmetric per output channel, codes round-half-even in [-127, 127] (the
-    // runtime's INT8 weights), scale [rows, 1] in the model's dtype, no zero point.
     const std::int64_t rows = t.size(0), cols = t.size(1);
-    auto amax = t.abs().amax(1, /*keepdim=*/true);
-    auto scale = torch::where(amax > 0, amax / 127.0f, torch::ones_like(amax));
-    auto q = torch::round(t / scale).clamp(-127, 127).to(torch::kInt8);
-    auto nz = q != 0;
-    const auto counts = nz.sum(1);
     const std::string prefix = name.substr(0, name.size() - std::string(".weight").size());
-    if (cols % 4 != 0 || (nz.view({rows, cols / 4, 4}).sum(2) > 2).any().item<bool>()) two_four = false;
+    // The stored values: int8 codes (int-quantized: symmetric per output channel, round half to
+    // even in [-127, 127] — the runtime's INT8 weights — scale [rows, 1], no zero point) or the
+    // fp32 weights themselves.
+    torch::Tensor v = t;
+    auto dtype = safetensors::DType::F32;
+    if (int8) {
+      auto amax = t.abs().amax(1, /*keepdim=*/true);
+      auto scale = torch::where(amax > 0, amax / 127.0f, torch::ones_like(amax));
+      v = torch::round(t / scale).clamp(-127, 127).to(torch::kInt8);
+      dtype = safetensors::DType::I8;
+      add(prefix + ".weight_scale", scale, safetensors::DType::F32);
+    }
+    auto nz = v != 0;
+    const auto counts = nz.sum(1);
+    const bool row_24 = cols % 4 == 0 && !(nz.view({rows, cols / 4, 4}).sum(2) > 2).any().item<bool>();
+    two_four = two_four && row_24;
     zeros += rows * cols - counts.sum().item<std::int64_t>();
     total += rows * cols;
-    add(prefix + ".weight_scale", scale, safetensors::DType::F32);
     ++rep.layers;
-    if (!sparse_bitmask) {  // the codes as a dense int8 weight
-      add(name, q, safetensors::DType::I8);
+    if (!sparse_bitmask && !two_four_layout) {  // dense storage (int8 codes)
+      add(name, v, dtype);
       continue;
     }
-    // sparse-bitmask over the quantized weight (as ModelCompressor stacked them): under the
-    // module's name, the non-zero codes row by row, a little-endian bitmask of rows × ⌈cols/8⌉
-    // bytes, each row's offset, the dense shape.
-    auto packed = torch::zeros({rows, (cols + 7) / 8}, torch::kUInt8);
-    {
+    auto pack = [&](const torch::Tensor& mask) {  // rows × ⌈cols/8⌉ bytes, little-endian bits
       auto bits = torch::zeros({rows, (cols + 7) / 8 * 8}, torch::kUInt8);
-      bits.narrow(1, 0, cols).copy_(nz.to(torch::kUInt8));
+      bits.narrow(1, 0, cols).copy_(mask.to(torch::kUInt8));
       auto b = bits.view({rows, -1, 8});
+      auto packed = torch::zeros({rows, (cols + 7) / 8}, torch::kUInt8);
       for (int k = 0; k < 8; ++k) packed.bitwise_or_(b.select(2, k).bitwise_left_shift(k));
+      return packed;
+    };
+    if (two_four_layout) {
+      // sparse-24-bitmask: exactly two values of every four columns (a group with fewer
+      // non-zeros stores its first zeros), values [rows, cols/2], bitmask, shape [2, 1].
+      if (!row_24) fail(dir, fmt::format("{} is not 2:4 sparse (a group of four columns holds more than two "
+                                         "non-zeros): write it as sparse-bitmask, or prune with --nm 2:4", name));
+      auto g = nz.view({rows, cols / 4, 4});
+      auto zero_rank = (~g).to(torch::kInt32).cumsum(2);  // 1, 2, ... over each group's zeros
+      auto need = 2 - g.sum(2, /*keepdim=*/true).to(torch::kInt32);
+      auto keep24 = (g | ((~g) & (zero_rank <= need))).view({rows, cols});
+      add(prefix + ".shape", torch::tensor({rows, cols}, torch::kInt64).view({2, 1}), safetensors::DType::I64);
+      add(prefix + ".compressed", v.masked_select(keep24).view({rows, cols / 2}), dtype);
+      add(prefix + ".bitmask", pack(keep24), safetensors::DType::U8);
+      continue;
     }
+    // sparse-bitmask (over the codes when quantized, as ModelCompressor stacked them): under the
+    // module's name, the non-zero values row by row, a little-endian bitmask of rows × ⌈cols/8⌉
+    // bytes, each row's offset, the dense shape.
     add(prefix + ".shape", torch::tensor({rows, cols}, torch::kInt64), safetensors::DType::I64);
-    add(prefix + ".compressed", q.masked_select(nz), safetensors::DType::I8);
-    add(prefix + ".bitmask", packed, safetensors::DType::U8);
+    add(prefix + ".compressed", v.masked_select(nz), dtype);
+    add(prefix + ".bitmask", pack(nz), safetensors::DType::U8);
     add(prefix + ".row_offsets", (counts.cumsum(0) - counts).to(torch::kInt64), safetensors::DType::I64);
   }
   rep.sparsity = total ? double(zeros) / double(total) : 0.0;
   rep.structure = two_four && rep.sparsity > 0 ? "2:4" : "unstructured";
-  const json args_w = {{"num_bits", 8}, {"type", "int"}, {"symmetric", true}, {"strategy", "channel"},
-                       {"dynamic", false}, {"group_size", nullptr}, {"block_structure", nullptr},
-                       {"actorder", nullptr}, {"observer", "minmax"}, {"observer_kwargs", json::object()}};
-  const json args_a = {{"num_bits", 8}, {"type", "int"}, {"symmetric", true}, {"strategy", "token"},
-                       {"dynamic", true}, {"group_size", nullptr}, {"block_structure", nullptr},
-                       {"actorder", nullptr}, {"observer", nullptr}, {"observer_kwargs", json::object()}};
-  cfg["quantization_config"] = {
-      {"quant_method", "compressed-tensors"},
-      {"format", "int-quantized"},
-      {"quantization_status", "compressed"},
-      // The compressed-tensors release the layout was checked with (sparse-bitmask was dropped
-      // after 0.14; int-quantized is read by current releases and transformers).
-      {"version", sparse_bitmask ? "0.13.0" : "0.20.0"},
-      {"global_compression_ratio", nullptr},
-      {"kv_cache_scheme", nullptr},
-      {"ignore", {"lm_head"}},
-      {"config_groups",
-       {{"group_0",
-         {{"targets", {"Linear"}}, {"weights", args_w}, {"input_activations", args_a}, {"output_activations", nullptr},
-          {"format", "int-quantized"}}}}},
-      {"sparsity_config", json::object()}};
-  if (sparse_bitmask)
-    cfg["quantization_config"]["sparsity_config"] = {{"format", "sparse-bitmask"},
-                                                     {"targets", {"Linear"}},
-                                                     {"ignore", {"lm_head"}},
-                                                     {"global_sparsity", rep.sparsity},
-                                                     {"sparsity_structure", rep.structure}};
+  const json sparsity = {{"format", two_four_layout ? "sparse-24-bitmask" : "sparse-bitmask"},
+                         {"targets", {"Linear"}},
+                         {"ignore", {"lm_head"}},
+                         {"global_sparsity", rep.sparsity},
+                         {"sparsity_structure", rep.structure}};
+  // The compressed-tensors release each layout was checked with: sparse compressors were
+  // dropped after 0.14; int-quantized is read by current releases and transformers.
+  cfg["quantization_config"] = {{"quant_method", "compressed-tensors"},
+                                {"version", layout == CtLayout::Int8 ? "0.20.0" : "0.13.0"},
+                                {"sparsity_config", layout == CtLayout::Int8 ? json::object() : sparsity}};
+  if (int8) {
+    const json args_w = {{"num_bits", 8}, {"type", "int"}, {"symmetric", true}, {"strategy", "channel"},
+                         {"dynamic", false}, {"group_size", nullptr}, {"block_structure", nullptr},
+                         {"actorder", nullptr}, {"observer", "minmax"}, {"observer_kwargs", json::object()}};
+    const json args_a = {{"num_bits", 8}, {"type", "int"}, {"symmetric", true}, {"strategy", "token"},
+                         {"dynamic", true}, {"group_size", nullptr}, {"block_structure", nullptr},
+                         {"actorder", nullptr}, {"observer", nullptr}, {"observer_kwargs", json::object()}};
+    auto& q = cfg["quantization_config"];
+    q["format"] = "int-quantized";
+    q["quantization_status"] = "compressed";
+    q["global_compression_ratio"] = nullptr;
+    q["kv_cache_scheme"] = nullptr;
+    q["ignore"] = {"lm_head"};
+    q["config_groups"] = {{"group_0",
+                           {{"targets", {"Linear"}}, {"weights", args_w}, {"input_activations", args_a},
+                            {"output_activations", nullptr}, {"format", "int-quantized"}}}};
+  }
   cfg["torch_dtype"] = "float32";
   // Tensors first, config last: a folder with a config always has its weights.
+  fs::create_directories(dir);  // only now: a refused layout leaves nothing behind
   safetensors::write((fs::path(dir) / "model.safetensors").string(), out, {{"format", "pt"}});
   atomic_write((fs::path(dir) / "config.json").string(), cfg.dump(2) + "\n");
   return rep;

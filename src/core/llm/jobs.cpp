@@ -104,8 +104,17 @@ int generate_job(const std::string& model, const GenerateOptions& g, const LlmTe
 
 int convert_job(const std::string& in, const std::string& out, const std::string& compressed) {
   const bool compressed_int8 = !compressed.empty();
-  if (compressed_int8 && compressed != "int8" && compressed != "int8-bitmask")
-    fail("--compressed-tensors " + compressed, "unknown layout (known: int8, int8-bitmask)");
+  static const std::pair<const char*, llm::CtLayout> layouts[] = {{"int8", llm::CtLayout::Int8},
+                                                                 {"int8-bitmask", llm::CtLayout::Int8Bitmask},
+                                                                 {"sparse-bitmask", llm::CtLayout::SparseBitmask},
+                                                                 {"sparse-24-bitmask", llm::CtLayout::Sparse24Bitmask}};
+  llm::CtLayout layout{};
+  bool known = false;
+  for (const auto& [name, l] : layouts)
+    if (compressed == name) layout = l, known = true;
+  if (compressed_int8 && !known)
+    fail("--compressed-tensors " + compressed,
+         "unknown layout (known: int8, int8-bitmask, sparse-bitmask, sparse-24-bitmask)");
   if (out.empty()) fail("convert", "an output path is required");
   const bool to_bin = out.size() > 4 && out.compare(out.size() - 4, 4, ".bin") == 0;
   if (compressed_int8 && to_bin) fail(out, "--compressed-tensors writes a Hugging Face folder, not a .bin");
@@ -117,11 +126,9 @@ int convert_job(const std::string& in, const std::string& out, const std::string
   }
   auto m = llm::load(in);
   if (compressed_int8) {
-    const bool bitmask = compressed == "int8-bitmask";
-    const auto r = llm::save_hf_compressed_int8(out, m, bitmask);
-    std::printf("%s -> %s (compressed-tensors int-quantized W8A8%s): %d decoder linears int8, %.2f%% zero codes (%s)\n",
-                in.c_str(), out.c_str(), bitmask ? " + sparse-bitmask" : "", r.layers, 100.0 * r.sparsity,
-                r.structure.c_str());
+    const auto r = llm::save_hf_compressed(out, m, layout);
+    std::printf("%s -> %s (compressed-tensors %s): %d decoder linears, %.2f%% zeros (%s)\n", in.c_str(), out.c_str(),
+                compressed.c_str(), r.layers, 100.0 * r.sparsity, r.structure.c_str());
     return 0;
   }
   llm::save(out, m);

@@ -68,6 +68,55 @@ std::vector<PrunedParam> pruned_params(Net& net) {
 
 // What the runtime does with each layer of the written model on this machine: the format it
 // measured fastest at batch 1 on one thread, its bytes, and the dense time it competed with.
+// Raw runtime inputs (pixel / 255, C×H×W) of the first n images of a split (whose images are
+// normalized for libtorch).
+std::vector<float> raw_pixels(const data::Dataset& d, std::int64_t n) {
+  auto raw = (d.images.narrow(0, 0, n) * data::kPixelStd + data::kPixelMean).contiguous();
+  return std::vector<float>(raw.data_ptr<float>(), raw.data_ptr<float>() + raw.numel());
+}
+
+// The quantize stage of a recipe: sparse model → INT8 file, scored in the runtime (INT8 arithmetic).
+json quantize_stage(const QuantizeConfig& q, const std::string& sparse_path, const std::string& int8_path,
+                    const data::Dataset& train, const data::Dataset& test, bool qat_scales) {
+  std::map<std::string, float> scales;
+  std::string activations = qat_scales ? "static, learned by QAT" : "per token at run time";
+  if (!q.calibrate.empty()) {
+    runtime::LoadOptions lo;
+    lo.int8 = true;
+    lo.stored_act_scales = false;
+    auto m = runtime::Model::load(sparse_path, lo);
+    const std::int64_t n = std::min<std::int64_t>(q.calib_samples, train.size());
+    const auto x = raw_pixels(train, n);
+    const auto s = m.calibrate_int8(x.data(), n, q.calibrate);
+    for (std::size_t l = 0; l < s.size(); ++l) {
+      const auto name = m.layers()[l].name + ".weight";
+      bool keep = false;
+      for (const auto& k : q.keep_fp32) keep |= !k.empty() && name.find(k) != std::string::npos;
+      if (s[l] > 0 && !keep) scales[name] = s[l];
+    }
+    activations = fmt::format("static, calibrated ({}, {} training images)", q.calibrate, n);
+  }
+  const auto rep = runtime::quantize_file(sparse_path, int8_path, q.keep_fp32, scales);
+  runtime::LoadOptions lo;
+  lo.int8 = true;
+  lo.batch_hint = 250;
+  auto m = runtime::Model::load(int8_path, lo);
+  const auto x = raw_pixels(test, test.size());
+  std::int64_t correct = 0;
+  for (std::int64_t i = 0; i < test.size(); i += 250) {
+    const std::int64_t b = std::min<std::int64_t>(250, test.size() - i);
+    const auto logits = m.forward(x.data() + i * m.input_size(), b);
+    auto pred = torch::from_blob(const_cast<float*>(logits.data()), {b, m.output_size()}).argmax(1);
+    correct += (pred == test.labels.narrow(0, i, b)).sum().item<std::int64_t>();
+  }
+  return {{"file", int8_path},
+          {"bytes", rep.bytes_out},
+          {"test_accuracy", test.size() ? double(correct) / double(test.size()) : 0.0},
+          {"activations", activations},
+          {"layers_int8", rep.quantized.size()},
+          {"layers_fp32", rep.kept}};
+}
+
 json runtime_json(const std::string& path) {
   runtime::LoadOptions lo;
   lo.batch_hint = 1;
@@ -232,6 +281,15 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
       {"prunus.scope", r.prune.scope}, {"prunus.criterion", r.prune.criterion}, {"prunus.pattern", r.prune.pattern}};
   if (!act_scales.empty()) sparse_meta[kActScalesKey] = act_scales_json(act_scales);
   save_model(sparse_path, *sparse, sparse_meta);
+  json int8;
+  if (r.quantize.enabled) {
+    sw = Stopwatch();
+    int8 = quantize_stage(r.quantize, sparse_path, (fs::path(out) / "int8.safetensors").string(), train, test,
+                          !act_scales.empty());
+    int8["bytes_dense_file"] = fs::file_size(dense_path);
+    int8["bytes_sparse_file"] = fs::file_size(sparse_path);
+    stages["quantize"] = {{"seconds", sw.seconds()}};
+  }
 
   const auto dense_rows = layer_rows(*dense);
   const auto rows = layer_rows(*sparse);
@@ -265,6 +323,7 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
       {"stages", stages},
   };
   rep["masks"] = masks_json(*sparse);
+  if (r.quantize.enabled) rep["int8"] = int8;
   stages["write"] = {{"seconds", sw.seconds()}};
   rep["stages"]["write"] = stages["write"];
   sw = Stopwatch();
@@ -284,12 +343,23 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   table.push_back({"total", "", std::to_string(tot.nnz), pct(tot.sparsity()), report::human_bytes(dense_tot.dense_bytes),
                    report::human_bytes(tot.encoded_bytes), ""});
   std::printf("\n%s\n", report::text_table(table).c_str());
-  std::printf("%s", report::text_table({{"model", "test accuracy", "sparsity", "weights"},
-                                        {"dense", pct(dense_eval.accuracy), pct(0.0),
-                                         report::human_bytes(dense_tot.dense_bytes)},
-                                        {"sparse", pct(sparse_eval.accuracy), pct(tot.sparsity()),
-                                         report::human_bytes(tot.encoded_bytes)}})
-                        .c_str());
+  std::vector<std::vector<std::string>> summary{
+      {"model", "test accuracy", "sparsity", "weights"},
+      {"dense", pct(dense_eval.accuracy), pct(0.0), report::human_bytes(dense_tot.dense_bytes)},
+      {"sparse", pct(sparse_eval.accuracy), pct(tot.sparsity()), report::human_bytes(tot.encoded_bytes)}};
+  if (r.quantize.enabled)
+    summary.push_back({"sparse INT8 (runtime)", pct(int8["test_accuracy"].get<double>()), pct(tot.sparsity()),
+                       report::human_bytes(int8["bytes"].get<std::uint64_t>()) + " file"});
+  std::printf("%s", report::text_table(summary).c_str());
+  if (r.quantize.enabled)
+    std::printf("\nINT8 (activations %s): %.2f points vs sparse fp32; file %s, %.1fx smaller than the dense file (%s); "
+                "wrote %s\n",
+                int8["activations"].get<std::string>().c_str(),
+                100.0 * (int8["test_accuracy"].get<double>() - sparse_eval.accuracy),
+                report::human_bytes(int8["bytes"].get<std::uint64_t>()).c_str(),
+                double(int8["bytes_dense_file"].get<std::uint64_t>()) / double(int8["bytes"].get<std::uint64_t>()),
+                report::human_bytes(int8["bytes_dense_file"].get<std::uint64_t>()).c_str(),
+                int8["file"].get<std::string>().c_str());
   std::printf("\naccuracy drop %.2f points; wall time %.1f s; wrote %s, %s, %s\n",
               100.0 * (dense_eval.accuracy - sparse_eval.accuracy), total.seconds(), dense_path.c_str(),
               sparse_path.c_str(), (fs::path(out) / "report.json").c_str());

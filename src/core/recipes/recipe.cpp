@@ -142,7 +142,15 @@ Recipe parse_recipe(const std::string& text, const std::string& path, const std:
   // Any YAML shape the reader does not expect (a key that is a sequence, a tagged node, ...)
   // is an error in the file, not a crash (found by fuzz_recipe).
   try {
-  rd.known_keys(root, "", {"name", "model", "seed", "threads", "data", "train", "prune", "finetune", "input", "out"});
+  rd.known_keys(root, "",
+                {"name", "model", "seed", "threads", "data", "train", "prune", "finetune", "input", "out", "quantize"});
+  if (auto q = root["quantize"]) {
+    rd.known_keys(q, "quantize", {"calibrate", "calib_samples", "keep_fp32"});
+    r.quantize.enabled = true;
+    rd.get(q, "calibrate", r.quantize.calibrate, "quantize");
+    rd.get(q, "calib_samples", r.quantize.calib_samples, "quantize");
+    rd.get(q, "keep_fp32", r.quantize.keep_fp32, "quantize");
+  }
   r.name = path;
   rd.get(root, "name", r.name, "");
   rd.get(root, "model", r.model, "");
@@ -285,6 +293,16 @@ void validate(const Recipe& r, const std::string& where) {
   validate(r.train, where + " (train)");
   validate(r.finetune, where + " (finetune)");
   validate(r.prune, where + " (prune)");
+  if (r.quantize.enabled) {
+    const auto& c = r.quantize.calibrate;
+    if (!c.empty() && c != "minmax" && c != "percentile" && c != "mse")
+      fail(where, fmt::format("quantize.calibrate '{}' is unknown (known: minmax, percentile, mse; leave it out for "
+                              "per-token scales or the ones QAT learned)", c));
+    if (r.quantize.calib_samples < 1 || r.quantize.calib_samples > 60000)
+      fail(where, "quantize.calib_samples must be in [1, 60000]");
+    if (!c.empty() && r.finetune.qat)
+      fail(where, "quantize.calibrate would replace the activation scales finetune.qat learns: use one of them");
+  }
   if (r.train.epochs == 0 && r.input.empty())
     fail(where, "train.epochs is 0 and no input model is given (input: init prunes the seeded initialization)");
   if (r.input == "init" && r.train.epochs > 0)

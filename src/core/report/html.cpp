@@ -161,6 +161,9 @@ std::string metrics_section(const json& r) {
   if (sparse)
     t.push_back({"sparse", pct(num(r, {"sparse", "test_accuracy"})), loss("sparse"), pct(num(r, {"total_sparsity"})),
                  bytes(num(r, {"bytes_sparse_encoded"})), str(r, {"sparse", "file"})});
+  if (at(r, {"int8"}))  // the quantize stage: bytes are the INT8 file's on disk
+    t.push_back({"sparse INT8 (runtime)", pct(num(r, {"int8", "test_accuracy"})), "–", pct(num(r, {"total_sparsity"})),
+                 bytes(num(r, {"int8", "bytes"})), str(r, {"int8", "file"})});
   std::string s = std::string("<h2>") + (dense && sparse ? "Dense vs sparse" : "Result") + "</h2>" + table(t);
   if (auto d = num(r, {"accuracy_drop_points"}))
     s += fmt::format("<p class=\"note\">Accuracy drop <b>{:.2f} points</b>; weights {:.1f}× smaller in the smallest "

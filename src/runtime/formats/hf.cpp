@@ -2,6 +2,7 @@
 #include "prunus/hf.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -92,6 +93,133 @@ std::map<std::string, std::string> parse_index(const std::string& text, const st
   }
   if (where.empty()) fail(path, "index weight_map is empty");
   return where;
+}
+
+SparseLayout parse_sparse_layout(const std::string& config_text, const std::string& path) {
+  const json cfg = parse_object(config_text, path, "config.json");
+  if (!cfg.contains("quantization_config")) return SparseLayout::None;
+  const auto& q = cfg.at("quantization_config");
+  if (!q.is_object()) fail(path, "quantization_config is not an object");
+  if (q.contains("config_groups") && !q.at("config_groups").is_null() &&
+      !(q.at("config_groups").is_object() && q.at("config_groups").empty()))
+    fail(path, "has a quantized quantization_config (config_groups: int8, fp8, ...): Prunus reads fp32/fp16/bf16 "
+               "and sparse-bitmask / sparse-24-bitmask folders; use the model it was made from");
+  if (q.value("quant_method", std::string()) != "compressed-tensors")
+    fail(path, "quantization_config.quant_method is not 'compressed-tensors'");
+  if (!q.contains("sparsity_config") || q.at("sparsity_config").is_null() ||
+      (q.at("sparsity_config").is_object() && q.at("sparsity_config").empty()))
+    return SparseLayout::Dense;
+  const auto& sc = q.at("sparsity_config");
+  if (!sc.is_object() || !sc.contains("format") || !sc.at("format").is_string())
+    fail(path, "quantization_config.sparsity_config has no format");
+  static const std::pair<const char*, SparseLayout> known[] = {
+      {"dense", SparseLayout::Dense}, {"sparse-bitmask", SparseLayout::Bitmask}, {"sparse-24-bitmask", SparseLayout::Bitmask24}};
+  const auto f = sc.at("format").get<std::string>();
+  for (const auto& [name, layout] : known)
+    if (f == name) return layout;
+  fail(path, fmt::format("sparsity format '{}' is not one Prunus reads (dense, sparse-bitmask, sparse-24-bitmask)", f));
+}
+
+const char* sparse_layout_name(SparseLayout layout) {
+  switch (layout) {
+    case SparseLayout::None: return "none";
+    case SparseLayout::Dense: return "dense";
+    case SparseLayout::Bitmask: return "sparse-bitmask";
+    case SparseLayout::Bitmask24: return "sparse-24-bitmask";
+  }
+  return "?";
+}
+
+namespace {
+// An I64 or I32 tensor's values (checked by the caller's dtype test).
+std::vector<std::int64_t> integers(const safetensors::TensorView& t) {
+  std::vector<std::int64_t> out(static_cast<std::size_t>(t.numel()));
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    if (t.dtype == safetensors::DType::I64) {
+      std::memcpy(&out[i], t.data + 8 * i, 8);
+    } else {
+      std::int32_t v;
+      std::memcpy(&v, t.data + 4 * i, 4);
+      out[i] = v;
+    }
+  }
+  return out;
+}
+}  // namespace
+
+bool decompress_weight(const TensorLookup& find, const std::string& module, SparseLayout layout, std::int64_t rows,
+                       std::int64_t cols, std::vector<float>& out, const std::string& path) {
+  if (layout != SparseLayout::Bitmask && layout != SparseLayout::Bitmask24) return false;
+  std::string prefix = module;  // current names; older releases kept ".weight" in them
+  if (!find(prefix + ".bitmask")) prefix = module + ".weight";
+  const auto* bitmask = find(prefix + ".bitmask");
+  if (!bitmask) return false;
+  auto need = [&](const char* part) -> const safetensors::TensorView& {
+    const auto* t = find(prefix + "." + part);
+    if (!t) fail(path, fmt::format("{}.bitmask has no {}.{} beside it", prefix, prefix, part));
+    return *t;
+  };
+  const auto& shape = need("shape");
+  const auto& values = need("compressed");
+  if ((shape.dtype != safetensors::DType::I64 && shape.dtype != safetensors::DType::I32) || shape.numel() != 2)
+    fail(path, fmt::format("{}.shape must hold two integers", prefix));
+  const auto dims = integers(shape);
+  if (dims[0] != rows || dims[1] != cols)
+    fail(path, fmt::format("{}.shape is [{}, {}], config.json implies [{}, {}]", prefix, dims[0], dims[1], rows, cols));
+  const std::int64_t row_bytes = (cols + 7) / 8;
+  if (bitmask->dtype != safetensors::DType::U8 || bitmask->shape != std::vector<std::int64_t>{rows, row_bytes})
+    fail(path, fmt::format("{}.bitmask must be U8 [{}, {}]", prefix, rows, row_bytes));
+  if (values.dtype != safetensors::DType::F32 && values.dtype != safetensors::DType::F16 &&
+      values.dtype != safetensors::DType::BF16)
+    fail(path, fmt::format("{}.compressed must be F32, F16 or BF16 (quantized values are not read)", prefix));
+  const auto v = values.to_f32();
+  const std::uint8_t* bits = bitmask->data;
+  std::int64_t set = 0;
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t b = 0; b < row_bytes; ++b) {
+      const std::uint8_t byte = bits[r * row_bytes + b];
+      if (b == row_bytes - 1 && cols % 8 && (byte >> (cols % 8)))
+        fail(path, fmt::format("{}.bitmask row {} has bits past column {}", prefix, r, cols));
+      set += __builtin_popcount(byte);
+    }
+  if (std::int64_t(v.size()) != set)
+    fail(path, fmt::format("{}.compressed has {} values, the bitmask {} set bits", prefix, v.size(), set));
+  if (layout == SparseLayout::Bitmask24 && (cols % 4 || set * 2 != rows * cols))
+    fail(path, fmt::format("{}: sparse-24-bitmask needs two values in every group of four columns", prefix));
+  if (layout == SparseLayout::Bitmask) {
+    const auto& off = need("row_offsets");
+    if ((off.dtype != safetensors::DType::I64 && off.dtype != safetensors::DType::I32) || off.numel() != rows)
+      fail(path, fmt::format("{}.row_offsets must hold {} integers", prefix, rows));
+    const auto o = integers(off);
+    std::int64_t at = 0;
+    for (std::int64_t r = 0; r < rows; ++r) {
+      if (o[static_cast<std::size_t>(r)] != at)
+        fail(path, fmt::format("{}.row_offsets[{}] is {}, the bitmask says {}", prefix, r, o[static_cast<std::size_t>(r)], at));
+      for (std::int64_t b = 0; b < row_bytes; ++b) at += __builtin_popcount(bits[r * row_bytes + b]);
+    }
+  }
+  out.assign(static_cast<std::size_t>(rows * cols), 0.0f);
+  std::size_t k = 0;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    std::int64_t in_group = 0;
+    for (std::int64_t c = 0; c < cols; ++c) {
+      if (layout == SparseLayout::Bitmask24 && c % 4 == 0) {
+        if (c > 0 && in_group != 2)
+          fail(path, fmt::format("{}: row {} columns {}-{} hold {} values (sparse-24-bitmask keeps two of four)", prefix,
+                                 r, c - 4, c - 1, in_group));
+        in_group = 0;
+      }
+      if (!(bits[r * row_bytes + c / 8] >> (c % 8) & 1)) continue;
+      const float x = v[k++];
+      if (!std::isfinite(x)) fail(path, fmt::format("{}.compressed holds NaN or Inf", prefix));
+      out[static_cast<std::size_t>(r * cols + c)] = x;
+      ++in_group;
+    }
+    if (layout == SparseLayout::Bitmask24 && in_group != 2)
+      fail(path, fmt::format("{}: row {} ends with a group of {} values (sparse-24-bitmask keeps two of four)", prefix, r,
+                             in_group));
+  }
+  return true;
 }
 
 }  // namespace prunus::hf

@@ -249,6 +249,46 @@ def hf_cases():
     folder("hf_index_tensor_unlisted", files={"model.safetensors.index.json":
                                               {"weight_map": {k: v for k, v in index["weight_map"].items()
                                                               if k != "model.norm.weight"}}, shard: weights()})
+    # compressed-tensors sparse layouts: down_proj [8, 16] stored compressed, one piece broken.
+    def compressed(layout="sparse-bitmask", shape=(8, 16), bits_per_row=None, values=None, offsets=None,
+                   older_names=False):
+        rows, cols = 8, 16
+        bits = bits_per_row or [0b0011001100110011] * rows  # two of every four columns
+        nvals = sum(bin(b).count("1") for b in bits)
+        vals = values if values is not None else [0.5] * nvals
+        counts = [bin(b).count("1") for b in bits]
+        offs = offsets if offsets is not None else [sum(counts[:r]) for r in range(rows)]
+        prefix = "model.layers.0.mlp.down_proj" + (".weight" if older_names else "")
+        parts = {f"{prefix}.shape": ("I64", [2], struct.pack("<2q", *shape)),
+                 f"{prefix}.compressed": ("F32", [len(vals)], f32(*vals)),
+                 f"{prefix}.bitmask": ("U8", [rows, 2], b"".join(struct.pack("<H", b) for b in bits))}
+        if layout == "sparse-bitmask":
+            parts[f"{prefix}.row_offsets"] = ("I64", [rows], struct.pack(f"<{rows}q", *offs))
+        hdr, data = {}, b""
+        for name, shp in sorted(shapes.items()):
+            if name == "model.layers.0.mlp.down_proj.weight":
+                continue
+            k = math.prod(shp)
+            hdr[name] = {"dtype": "F32", "shape": shp, "data_offsets": [len(data), len(data) + 4 * k]}
+            data += f32(*([0.01] * k))
+        for name, (dt, shp, raw) in parts.items():
+            hdr[name] = {"dtype": dt, "shape": shp, "data_offsets": [len(data), len(data) + len(raw)]}
+            data += raw
+        qc = {"quant_method": "compressed-tensors", "sparsity_config": {"format": layout, "targets": ["Linear"]}}
+        return {"config.json": json.dumps({**cfg, "quantization_config": qc}).encode(), "model.safetensors": st(hdr, data)}
+    folder("hf_ct_unknown_format", files=compressed(layout="sparse-nibble"))
+    folder("hf_ct_values_count", files=compressed(values=[0.5] * 63))
+    folder("hf_ct_row_offsets", files=compressed(offsets=[0, 4, 8, 12, 16, 20, 24, 27]))
+    folder("hf_ct_shape_mismatch", files=compressed(shape=(8, 8)))
+    folder("hf_ct_nan_value", files=compressed(values=[0.5] * 63 + [math.nan]))
+    folder("hf_ct_24_three_of_four", files=compressed(layout="sparse-24-bitmask",
+                                                      bits_per_row=[0b0111001100110010] + [0b0011001100110011] * 7))
+    folder("hf_ct_older_names_missing_part", files={**compressed(older_names=True, layout="sparse-24-bitmask"),
+                                                    "model.safetensors": compressed(older_names=True)["model.safetensors"]
+                                                    .replace(b"weight.shape", b"weight.shapx")})
+    quantized = json.dumps({**cfg, "quantization_config": {"quant_method": "compressed-tensors",
+                                                          "config_groups": {"group_0": {"targets": ["Linear"]}}}})
+    folder("hf_ct_quantized", files={"config.json": quantized.encode()})
 
 
 if __name__ == "__main__":
