@@ -261,7 +261,7 @@ CompressedTensorsReport save_hf_compressed(const std::string& dir, const Model& 
   // The compressed-tensors release each layout was checked with: sparse compressors were
   // dropped after 0.14; int-quantized is read by current releases and transformers.
   cfg["quantization_config"] = {{"quant_method", "compressed-tensors"},
-                                {"version", layout == CtLayout::Int8 ? "0.20.0" : "0.13.0"},
+                                {"version", layout == CtLayout::Int8 ? "0.20.0" : "0.14.0"},
                                 {"sparsity_config", layout == CtLayout::Int8 ? json::object() : sparsity}};
   if (int8) {
     const json args_w = {{"num_bits", 8}, {"type", "int"}, {"symmetric", true}, {"strategy", "channel"},
