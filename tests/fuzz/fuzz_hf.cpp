@@ -1,5 +1,6 @@
 // libFuzzer target: a Hugging Face folder's JSON files. The first byte picks config.json
-// (even) or model.safetensors.index.json (odd); the rest is the file's text.
+// (even: sizes and the compressed-tensors sparsity layout) or model.safetensors.index.json
+// (odd); the rest is the file's text.
 #include <cstdint>
 #include <string>
 
@@ -14,6 +15,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       for (const auto& [name, file] : prunus::hf::parse_index(text, "fuzz"))
         if (file.empty() || file.find('/') != std::string::npos || file == "..") __builtin_trap();
     } else {
+      try {  // compressed-tensors: the sparsity layout of the same config.json
+        const auto layout = prunus::hf::parse_sparse_layout(text, "fuzz");
+        if (std::string(prunus::hf::sparse_layout_name(layout)) == "?") __builtin_trap();
+      } catch (const prunus::InputError&) {
+      }
       const auto c = prunus::hf::parse_config(text, "fuzz");
       if (c.dim <= 0 || c.n_heads <= 0 || c.dim % c.n_heads || c.n_heads % c.n_kv_heads) __builtin_trap();
     }
