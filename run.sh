@@ -93,9 +93,9 @@ fuzz() {
 
 python_env() {
   # Test-time cross-checks only: the reference safetensors package, from PyPI, in .venv.
-  if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c "import safetensors, numpy, onnxruntime" 2>/dev/null; then
+  if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c "import safetensors, numpy, onnxruntime, tokenizers" 2>/dev/null; then
     python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check "safetensors>=0.4" "numpy>=1.24" "onnxruntime>=1.16"
+    .venv/bin/pip install -q --disable-pip-version-check "safetensors>=0.4" "numpy>=1.24" "onnxruntime>=1.16" "tokenizers>=0.15"
   fi
 }
 

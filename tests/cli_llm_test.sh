@@ -83,6 +83,25 @@ open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + raw[8 + n:])
 PY
 rm -f "$T/back.bin"; "$PRUNUS" convert "$T/sp" "$T/back.bin" >/dev/null 2>&1 && cmp -s "$T/nm.bin" "$T/back.bin" \
   && ok "older compressed-tensors names (….weight.bitmask) read back byte-identical" || bad "older names"
+# tokenizer.json: the kinds Prunus does not read, and a broken one, are refused with one line.
+python3 - "$T" <<'PY'
+import json, sys
+t = sys.argv[1]
+base = {"normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+        {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+        "added_tokens": [{"id": 0, "content": "<unk>"}, {"id": 1, "content": "<s>"}, {"id": 2, "content": "</s>"}],
+        "model": {"type": "BPE", "byte_fallback": True, "vocab": {"a": 3}, "merges": []}}
+def write(name, **model):
+    json.dump({**base, "model": {**base["model"], **model}}, open(f"{t}/{name}.json", "w"))
+write("bytelevel", byte_fallback=False)
+write("wordpiece", type="WordPiece")
+write("badmerge", merges=["a zz"])
+write("ok")
+PY
+expect_error "tokenizer.json without byte fallback" "model.byte_fallback is not true" "$PRUNUS" tokenize "$TXT" --tokenizer "$T/bytelevel.json" --vocab-size 4
+expect_error "tokenizer.json of another kind" "model.type is not BPE" "$PRUNUS" tokenize "$TXT" --tokenizer "$T/wordpiece.json" --vocab-size 4
+expect_error "tokenizer.json merge of an unknown token" "names a token the vocabulary lacks" "$PRUNUS" tokenize "$TXT" --tokenizer "$T/badmerge.json" --vocab-size 4
+expect_error "tokenizer.json of another vocabulary size" "outside the model's vocabulary of 3" "$PRUNUS" tokenize "$TXT" --tokenizer "$T/ok.json" --vocab-size 3
 expect_error "sparse-24-bitmask refuses a model that is not 2:4" "is not 2:4 sparse" \
   "$PRUNUS" convert "$M" "$T/not24" --compressed-tensors sparse-24-bitmask
 [[ ! -e "$T/not24" ]] && ok "refused 2:4 export wrote nothing" || bad "refused 2:4 export left $T/not24"

@@ -6,6 +6,8 @@
 # A signal that lands before the handler is installed kills the process with no checkpoint;
 # the next --resume then starts afresh, which must give the same bytes too. (In this script the
 # shell starts background jobs with SIGINT ignored, so an early signal is simply lost: rc 0.)
+# The jobs run with progress on: off a terminal that is one line per finished epoch or block —
+# the ready lines, which appear while the job runs (a summary printed at exit would not do).
 set -uo pipefail
 PRUNUS=$1 SHARED=${2:-} TRIALS=${3:-4}
 RANDOM=${RESUME_TEST_SEED:-20261125}
@@ -16,8 +18,8 @@ sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
 
 # job NAME RESULT-SUFFIX READY COMMAND...: one uninterrupted reference run, then TRIALS runs
 # interrupted at random delays (each resumed and re-interrupted until it finishes). READY, when
-# not empty, is a log line (grep pattern) to wait for before the delay starts (work under way).
-# Trial 0 waits half the work, so every job is interrupted at least once.
+# not empty, is a log line (grep pattern) to wait for before the delay starts (work under way,
+# more to come). Trial 0 signals as soon as it appears, so every job is interrupted at least once.
 job() {
   local name=$1 result=$2 ready=$3; shift 3
   local -a cmd=("$@")
@@ -43,7 +45,9 @@ job() {
     while [[ $rc -ne 0 && $attempts -lt 12 ]]; do
       "${cmd[@]}" "${resume[@]}" >"$T/log" 2>&1 &
       local pid=$! d=$(( RANDOM % (work_ms + 1) ))
-      [[ $trial -eq 0 && $attempts -eq 0 ]] && d=$(( work_ms / 2 ))
+      # Trial 0 signals right at the ready line (the job is mid-run there, however loaded the
+      # machine is), so every job is interrupted at least once.
+      [[ $trial -eq 0 && $attempts -eq 0 ]] && d=0
       if [[ -n "$ready" ]]; then
         while kill -0 "$pid" 2>/dev/null && ! grep -q "$ready" "$T/log"; do sleep 0.01; done
       fi
@@ -69,7 +73,7 @@ job() {
 
 DATA=${PRUNUS_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 if [[ -f "$DATA/train-images-idx3-ubyte" || -f "$DATA/train-images-idx3-ubyte.gz" ]]; then
-  job train "" "" "$PRUNUS" train --epochs 3 --train-limit 12000 --test-limit 500 --seed 5 --data "$DATA" --no-progress -o "$T/out"
+  job train "" "epoch [0-9]*/" "$PRUNUS" train --epochs 3 --train-limit 12000 --test-limit 500 --seed 5 --data "$DATA" -o "$T/out"
   cat >"$T/gradual.yaml" <<YAML
 model: lenet300
 seed: 9
@@ -78,7 +82,7 @@ train: {epochs: 2, lr: 0.05}
 prune: {sparsity: 0.8, scope: global, schedule: {kind: gradual, begin_epoch: 0, end_epoch: 2, frequency: 20}}
 finetune: {epochs: 3, lr: 0.02}
 YAML
-  job recipe /sparse.safetensors "" "$PRUNUS" run "$T/gradual.yaml" --no-progress -o "$T/out"
+  job recipe /sparse.safetensors "epoch [0-9]*/" "$PRUNUS" run "$T/gradual.yaml" -o "$T/out"
 else
   echo "SKIPPED: train and recipe resume: Fashion-MNIST not found in $DATA"; fails=$((fails + 1))
 fi

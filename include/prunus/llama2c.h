@@ -53,17 +53,28 @@ class Tokenizer {
  public:
   static Tokenizer read(const std::string& path, std::int32_t vocab_size);
   static Tokenizer parse(const std::uint8_t* data, std::size_t size, const std::string& name, std::int32_t vocab_size);
+  // A Hugging Face tokenizer.json of the LLaMA / sentencepiece kind: model BPE with
+  // byte_fallback, spaces as "▁" with one prepended (normalizer Prepend("▁") + Replace(" ", "▁"),
+  // or a Metaspace pre-tokenizer), <s> = 1 and </s> = 2. Merges then apply by rank, pair by
+  // pair, as the tokenizers library does. Any other kind (byte-level BPE, WordPiece, ...) is an
+  // InputError naming the file, as is a vocabulary that is not the model's size.
+  static Tokenizer read_hf_json(const std::string& path, std::int32_t vocab_size);
+  static Tokenizer parse_hf_json(const std::string& text, const std::string& path, std::int32_t vocab_size);
   // BPE as llama2.c's encode: a dummy-prefix space, UTF-8 code points (unknown ones as
-  // byte tokens <0xXX> = byte + 3), then merges of the best-scoring pair until none.
+  // byte tokens <0xXX>), then merges of the best-scoring pair until none (tokenizer.json: of
+  // the lowest-ranked merge; leftmost on ties either way).
   std::vector<std::int32_t> encode(const std::string& text, bool bos, bool eos) const;
   std::string decode_token(std::int32_t prev, std::int32_t token) const;
   std::int32_t vocab_size() const { return static_cast<std::int32_t>(vocab_.size()); }
   static constexpr std::int32_t kBos = 1, kEos = 2;
 
  private:
-  std::vector<std::string> vocab_;
+  std::vector<std::string> vocab_;  // pieces with "▁" as ' '
   std::vector<float> scores_;
   std::unordered_map<std::string, std::int32_t> lookup_;
+  // tokenizer.json: (left id << 32 | right id) → (rank, merged id); empty for llama2.c files.
+  std::unordered_map<std::uint64_t, std::pair<std::int32_t, std::int32_t>> merges_;
+  std::int32_t byte_ids_[256];  // <0xXX> tokens (0, <unk>, where the vocabulary lacks one)
 };
 
 }  // namespace prunus::llama2c

@@ -25,3 +25,10 @@ for prune in "--sparsity 0.5" "--nm 2:4"; do
     "$PY" "$here/compressed_tensors_check.py" "$T/ct" "$T/fp" || exit 1
   done
 done
+# Hugging Face tokenizer.json (LLaMA/sentencepiece BPE) made from each llama2.c tokenizer:
+# the tokenizers library and prunus tokenize agree with run.c's encode, document by document,
+# and a model folder with tokenizer.json scores the same perplexity as the .bin.
+"$PY" "$here/tokenizer_json_check.py" "$PRUNUS" "$SHARED/models/stories260K.bin" "$SHARED/models/tok512.bin" \
+  "$SHARED/data/tinystories_valid.txt" "$T/tokjson" || exit 1
+"$PY" "$here/tokenizer_json_check.py" "$PRUNUS" "$SHARED/models/aidreams260K.bin" "$SHARED/models/tok512_aidreams.bin" \
+  "$SHARED/data/tinystories_valid.txt" "$T/tokjson2" || exit 1

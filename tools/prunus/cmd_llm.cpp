@@ -1,5 +1,10 @@
 // The language-model verbs: perplexity, generate, oneshot.
+#include <cstdio>
+#include <fstream>
+
 #include "commands.h"
+#include "prunus/io.h"
+#include "prunus/llama2c.h"
 
 namespace prunus::cli {
 
@@ -25,6 +30,39 @@ void add_llm(CLI::App& app, Action& action) {
     cmd->callback([&action, o] { action = [o] { return convert_job(o->in, o->out, o->compressed); }; });
   }
   {
+    // Token ids of each document, as perplexity and oneshot encode them (libtorch-free).
+    struct O {
+      std::string text, tokenizer;
+      std::int32_t vocab_size = 0;
+    };
+    auto o = std::make_shared<O>();
+    auto* cmd = app.add_subcommand(
+        "tokenize", "Print the token ids of each non-empty line of a text file (BOS + the tokenizer's leading space, "
+                    "as perplexity and oneshot encode documents), one line of ids per document");
+    cmd->add_option("text", o->text, "Text file")->required();
+    cmd->add_option("--tokenizer", o->tokenizer, "llama2.c tokenizer (.bin) or Hugging Face tokenizer.json")->required();
+    cmd->add_option("--vocab-size", o->vocab_size, "The model's vocabulary size")->required()->check(CLI::PositiveNumber);
+    cmd->callback([&action, o] {
+      action = [o] {
+        const auto tok = o->tokenizer.ends_with(".json") ? llama2c::Tokenizer::read_hf_json(o->tokenizer, o->vocab_size)
+                                                         : llama2c::Tokenizer::read(o->tokenizer, o->vocab_size);
+        std::ifstream in(o->text, std::ios::binary);
+        if (!in) fail(o->text, "cannot open the text file");
+        std::string line, out;
+        while (std::getline(in, line)) {
+          // The perplexity protocol's document: the line without surrounding whitespace.
+          const char* ws = " \t\r\n\v\f";  // as llm::tokenize_documents (Python's str.strip())
+          const auto b = line.find_first_not_of(ws), e = line.find_last_not_of(ws);
+          if (b == std::string::npos) continue;
+          out.clear();
+          for (auto id : tok.encode(line.substr(b, e - b + 1), true, false)) out += (out.empty() ? "" : " ") + std::to_string(id);
+          std::printf("%s\n", out.c_str());
+        }
+        return 0;
+      };
+    });
+  }
+  {
     struct O {
       std::string model, text;
       std::int64_t context = 0, max_windows = 0;
@@ -39,7 +77,7 @@ void add_llm(CLI::App& app, Action& action) {
         "independently; perplexity = exp(mean negative log-likelihood over all predicted positions).");
     cmd->add_option("model", o->model, "llama2.c checkpoint (.bin) or Hugging Face LLaMA folder")->required();
     cmd->add_option("text", o->text, "Text file")->required();
-    cmd->add_option("--tokenizer", o->t.tokenizer, "llama2.c tokenizer (default: tok<vocab>.bin beside the model)");
+    cmd->add_option("--tokenizer", o->t.tokenizer, "llama2.c tokenizer (.bin) or Hugging Face tokenizer.json (LLaMA/sentencepiece BPE); default: the folder's tokenizer.json, else tok<vocab>.bin beside the model");
     cmd->add_option("--context", o->context, "Window length (default: the model's seq_len)");
     cmd->add_option("--max-windows", o->max_windows, "Score only the first N windows (0: all)");
     cmd->add_option("--threads", o->t.threads, "Intra-op threads");
@@ -57,7 +95,7 @@ void add_llm(CLI::App& app, Action& action) {
     auto* cmd = app.add_subcommand("generate", "Greedy decoding from BOS (a smoke test of a model)");
     cmd->add_option("model", o->model, "llama2.c checkpoint (.bin) or Hugging Face LLaMA folder")->required();
     cmd->add_option("--steps", o->g.steps, "Tokens to generate")->capture_default_str();
-    cmd->add_option("--tokenizer", o->t.tokenizer, "llama2.c tokenizer (default: tok<vocab>.bin beside the model)");
+    cmd->add_option("--tokenizer", o->t.tokenizer, "llama2.c tokenizer (.bin) or Hugging Face tokenizer.json (LLaMA/sentencepiece BPE); default: the folder's tokenizer.json, else tok<vocab>.bin beside the model");
     cmd->add_option("--runtime", o->g.runtime,
                     "torch (libtorch forward) or native (prunus_runtime: KV cache, each linear in the sparse format "
                     "that measured fastest)")
@@ -82,7 +120,7 @@ void add_llm(CLI::App& app, Action& action) {
     cmd->add_option("--nm", j->nm, "N:M pattern along the inputs, e.g. 2:4 (overrides --sparsity)");
     cmd->add_option("--scope", j->magnitude_scope, "magnitude: rank per output row or per layer")->capture_default_str();
     cmd->add_option("--calib", j->calib, "Calibration text (same line-per-document protocol as perplexity)");
-    cmd->add_option("--tokenizer", j->text.tokenizer, "llama2.c tokenizer (default: tok<vocab>.bin beside the model)");
+    cmd->add_option("--tokenizer", j->text.tokenizer, "llama2.c tokenizer (.bin) or Hugging Face tokenizer.json (LLaMA/sentencepiece BPE); default: the folder's tokenizer.json, else tok<vocab>.bin beside the model");
     cmd->add_option("--nsamples", j->nsamples, "Calibration windows")->capture_default_str();
     cmd->add_option("--seqlen", j->seqlen, "Calibration window length (default: the model's seq_len)");
     cmd->add_option("--seed", j->seed, "Seed for picking calibration windows")->capture_default_str();

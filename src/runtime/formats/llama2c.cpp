@@ -3,9 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <limits>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "prunus/io.h"
 
@@ -179,6 +182,107 @@ Tokenizer Tokenizer::parse(const std::uint8_t* data, std::size_t size, const std
     fail(path, fmt::format("tokenizer has {} bytes after the {} tokens the model's vocabulary needs (vocab mismatch?)",
                            end - p, vocab_size));
   for (std::int32_t i = 0; i < vocab_size; ++i) t.lookup_.emplace(t.vocab_[i], i);
+  // llama2.c: byte b is token b + 3; a vocabulary without byte tokens gets <unk> (0).
+  for (int b = 0; b < 256; ++b) t.byte_ids_[b] = b + 3 < vocab_size ? b + 3 : 0;
+  return t;
+}
+
+Tokenizer Tokenizer::read_hf_json(const std::string& path, std::int32_t vocab_size) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, "cannot open the tokenizer");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return parse_hf_json(text, path, vocab_size);
+}
+
+Tokenizer Tokenizer::parse_hf_json(const std::string& text, const std::string& path, std::int32_t vocab_size) {
+  using nlohmann::json;
+  const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) fail(path, "tokenizer.json is not a JSON object");
+  const auto kind_error = [&](const std::string& what) {
+    fail(path, "only LLaMA/sentencepiece-style tokenizer.json files are read (BPE with byte_fallback, spaces as "
+               "'\u2581'): " + what);
+  };
+  if (!j.contains("model") || !j["model"].is_object()) fail(path, "tokenizer.json has no model");
+  const auto& model = j["model"];
+  if (model.value("type", std::string()) != "BPE") kind_error("model.type is not BPE");
+  if (!model.value("byte_fallback", false)) kind_error("model.byte_fallback is not true");
+  const std::string meta = "\xe2\x96\x81";  // U+2581 ▁
+  // The space convention: normalizer Prepend(▁) + Replace(" " → ▁), or a Metaspace pre-tokenizer.
+  bool spaces_ok = false;
+  if (j.contains("normalizer") && j["normalizer"].is_object()) {
+    const auto& n = j["normalizer"];
+    if (n.value("type", std::string()) == "Sequence" && n.contains("normalizers") && n["normalizers"].is_array()) {
+      bool prepend = false, replace = false;
+      for (const auto& x : n["normalizers"]) {
+        if (!x.is_object()) continue;
+        if (x.value("type", std::string()) == "Prepend" && x.value("prepend", std::string()) == meta) prepend = true;
+        if (x.value("type", std::string()) == "Replace" && x.value("content", std::string()) == meta &&
+            x.contains("pattern") && x["pattern"].is_object() && x["pattern"].value("String", std::string()) == " ")
+          replace = true;
+      }
+      spaces_ok = prepend && replace;
+    }
+  }
+  if (!spaces_ok && j.contains("pre_tokenizer") && j["pre_tokenizer"].is_object()) {
+    const auto& pt = j["pre_tokenizer"];
+    spaces_ok = pt.value("type", std::string()) == "Metaspace" && pt.value("replacement", std::string()) == meta &&
+                pt.value("prepend_scheme", std::string("always")) != "never" && !pt.value("split", false);
+  }
+  if (!spaces_ok) kind_error("no Prepend('\u2581') + Replace(' ', '\u2581') normalizer or Metaspace pre-tokenizer");
+  if (!model.contains("vocab") || !model["vocab"].is_object()) fail(path, "tokenizer.json model.vocab is not an object");
+  Tokenizer t;
+  t.vocab_.assign(static_cast<std::size_t>(vocab_size), std::string());
+  std::vector<bool> seen(static_cast<std::size_t>(vocab_size), false);
+  auto to_spaces = [&](std::string piece) {
+    for (std::size_t at; (at = piece.find(meta)) != std::string::npos;) piece.replace(at, meta.size(), " ");
+    return piece;
+  };
+  auto add = [&](const std::string& piece, const json& id) {
+    if (!id.is_number_integer() || id.get<std::int64_t>() < 0 || id.get<std::int64_t>() >= vocab_size)
+      fail(path, fmt::format("token '{}' has id {} outside the model's vocabulary of {}", piece, id.dump(), vocab_size));
+    const auto i = static_cast<std::size_t>(id.get<std::int64_t>());
+    if (seen[i] && t.vocab_[i] != to_spaces(piece)) fail(path, fmt::format("two tokens share id {}", i));
+    seen[i] = true;
+    t.vocab_[i] = to_spaces(piece);
+  };
+  for (const auto& [piece, id] : model["vocab"].items()) add(piece, id);
+  if (j.contains("added_tokens") && j["added_tokens"].is_array())
+    for (const auto& a : j["added_tokens"])
+      if (a.is_object() && a.contains("content") && a["content"].is_string() && a.contains("id")) add(a["content"], a["id"]);
+  for (std::int32_t i = 0; i < vocab_size; ++i)
+    if (!seen[static_cast<std::size_t>(i)])
+      fail(path, fmt::format("the vocabulary has no token {} (the model's vocabulary is {})", i, vocab_size));
+  if (t.vocab_[kBos] != "<s>" || t.vocab_[kEos] != "</s>")
+    fail(path, "<s> and </s> must be tokens 1 and 2 (the LLaMA convention the models here use)");
+  for (std::int32_t i = 0; i < vocab_size; ++i) t.lookup_.emplace(t.vocab_[static_cast<std::size_t>(i)], i);
+  for (int b = 0; b < 256; ++b) {
+    const auto it = t.lookup_.find(fmt::format("<0x{:02X}>", b));
+    t.byte_ids_[b] = it == t.lookup_.end() ? 0 : it->second;
+  }
+  // Merges "left right" (or ["left", "right"]), rank = position.
+  if (!model.contains("merges") || !model["merges"].is_array()) fail(path, "tokenizer.json model.merges is not a list");
+  std::int32_t rank = 0;
+  for (const auto& m : model["merges"]) {
+    std::string l, r;
+    if (m.is_string()) {
+      const auto s = m.get<std::string>();
+      const auto sp = s.find(' ');
+      if (sp == std::string::npos) fail(path, fmt::format("merge '{}' is not 'left right'", s));
+      l = s.substr(0, sp), r = s.substr(sp + 1);
+    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+      l = m[0].get<std::string>(), r = m[1].get<std::string>();
+    } else {
+      fail(path, fmt::format("merge {} is neither 'left right' nor a pair", rank));
+    }
+    const auto li = t.lookup_.find(to_spaces(l)), ri = t.lookup_.find(to_spaces(r)),
+               mi = t.lookup_.find(to_spaces(l + r));
+    if (li == t.lookup_.end() || ri == t.lookup_.end() || mi == t.lookup_.end())
+      fail(path, fmt::format("merge {} ('{}' + '{}') names a token the vocabulary lacks", rank, l, r));
+    const auto key = (std::uint64_t(std::uint32_t(li->second)) << 32) | std::uint32_t(ri->second);
+    t.merges_.emplace(key, std::make_pair(rank, mi->second));  // the first listing wins, as in tokenizers
+    ++rank;
+  }
+  t.scores_.assign(static_cast<std::size_t>(vocab_size), 0.0f);
   return t;
 }
 
@@ -205,11 +309,8 @@ std::vector<std::int32_t> Tokenizer::encode(const std::string& text, bool bos, b
     if (id >= 0) {
       tokens.push_back(id);
     } else {
-      // Byte fallback; a vocabulary without byte tokens gets <unk> (0) instead of ids past its end.
-      for (unsigned char b : buf) {
-        const std::int32_t byte_id = static_cast<std::int32_t>(b) + 3;
-        tokens.push_back(byte_id < vocab_size() ? byte_id : 0);
-      }
+      // Byte fallback; a vocabulary without byte tokens gets <unk> (0).
+      for (unsigned char b : buf) tokens.push_back(byte_ids_[b]);
     }
     buf.clear();
   }
@@ -237,9 +338,19 @@ std::vector<std::int32_t> Tokenizer::encode(const std::string& text, bool bos, b
   auto consider = [&](std::int32_t left) {
     if (left < 0 || syms[left].next < 0) return;
     const std::int32_t right = syms[left].next;
-    const int merged = find(vocab_[syms[left].id] + vocab_[syms[right].id]);
-    if (merged < 0) return;
-    heap.push_back({scores_[merged], left, right, syms[left].id, syms[right].id, merged});
+    float priority;
+    int merged;
+    if (merges_.empty()) {  // llama2.c: the merged piece's score
+      merged = find(vocab_[syms[left].id] + vocab_[syms[right].id]);
+      if (merged < 0) return;
+      priority = scores_[merged];
+    } else {  // tokenizer.json: this pair's rank (lower first)
+      const auto it = merges_.find((std::uint64_t(std::uint32_t(syms[left].id)) << 32) | std::uint32_t(syms[right].id));
+      if (it == merges_.end()) return;
+      priority = -static_cast<float>(it->second.first);
+      merged = it->second.second;
+    }
+    heap.push_back({priority, left, right, syms[left].id, syms[right].id, merged});
     std::push_heap(heap.begin(), heap.end(), later);
   };
   for (std::size_t i = 0; i + 1 < syms.size(); ++i) consider(static_cast<std::int32_t>(i));
