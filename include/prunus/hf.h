@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "prunus/llama2c.h"
 #include "prunus/safetensors.h"
 
 namespace prunus::hf {
@@ -49,5 +50,17 @@ const char* sparse_layout_name(SparseLayout layout);
 using TensorLookup = std::function<const safetensors::TensorView*(const std::string& name)>;
 bool decompress_weight(const TensorLookup& find, const std::string& module, SparseLayout layout, std::int64_t rows,
                        std::int64_t cols, std::vector<float>& out, const std::string& path);
+
+// A Hugging Face LLaMA folder read without libtorch: config.json, model.safetensors or a
+// sharded index, fp32/fp16/bf16 and the compressed-tensors sparse layouts, every tensor checked
+// (names, shapes, finite values) and converted to fp32. Tensors keep their Hugging Face names;
+// q_proj / k_proj rows are permuted from Hugging Face's rotate-half order to llama2.c's
+// interleaved RoPE order. InputError naming the file at fault.
+struct LlamaFolder {
+  LlamaConfig config;
+  SparseLayout layout = SparseLayout::None;
+  std::map<std::string, llama2c::Tensor> tensors;
+};
+LlamaFolder read_llama_folder(const std::string& dir);
 
 }  // namespace prunus::hf

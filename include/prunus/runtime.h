@@ -138,7 +138,8 @@ struct LlamaConfig {
 
 class Llama {
  public:
-  // A llama2.c checkpoint (validated by llama2c::read_checkpoint).
+  // A llama2.c checkpoint (validated by llama2c::read_checkpoint) or a Hugging Face LLaMA folder
+  // (hf::read_llama_folder: safetensors, sharded, fp16/bf16, compressed-tensors sparse layouts).
   static Llama load(const std::string& path, const LoadOptions& opt = {});
   // Takes the checkpoint by value and frees each dense tensor once its layer is built, so
   // the resident size ends near the chosen formats' bytes.

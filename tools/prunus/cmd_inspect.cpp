@@ -176,7 +176,8 @@ int inspect(const InspectOptions& o) {
               numel ? 100.0 * (1.0 - double(nnz) / double(numel)) : 0.0);
   // Formats: on by default for models the runtime runs, up to 1 GiB (loading measures every
   // layer; larger models ask for it with --formats on).
-  const bool runnable = llama || meta.count("prunus.graph");
+  const bool folder = std::filesystem::is_directory(path);
+  const bool runnable = llama || folder || meta.count("prunus.graph");
   const bool small = numel * 4 <= (std::int64_t(1) << 30);
   if (o.formats == "on" && !runnable)
     fail(path, "the runtime cannot run this file (no prunus.graph), so it has no formats to show");
@@ -184,7 +185,7 @@ int inspect(const InspectOptions& o) {
     runtime::LoadOptions lo;
     lo.batch_hint = o.batch;
     lo.kernel.threads = o.threads;
-    if (llama) print_runtime_formats(runtime::Llama::load(path, lo).layers(), o.batch, o.threads);
+    if (llama || folder) print_runtime_formats(runtime::Llama::load(path, lo).layers(), o.batch, o.threads);
     else print_runtime_formats(runtime::Model::load(path, lo).layers(), o.batch, o.threads);
   } else if (runnable && o.formats == "auto") {
     std::printf("(runtime formats not measured for a model over 1 GiB: pass --formats on)\n");

@@ -28,22 +28,16 @@ torch::Tensor to_hf_rope(const torch::Tensor& w, std::int64_t heads) {
   const auto d1 = w.size(0), d2 = w.size(1);
   return w.view({heads, d1 / heads / 2, 2, d2}).transpose(1, 2).reshape({d1, d2}).contiguous();
 }
-// HF halves → interleaved: view(heads, 2, dim1/heads/2, dim2).transpose(1, 2).
-torch::Tensor from_hf_rope(const torch::Tensor& w, std::int64_t heads) {
-  const auto d1 = w.size(0), d2 = w.size(1);
-  return w.view({heads, 2, d1 / heads / 2, d2}).transpose(1, 2).reshape({d1, d2}).contiguous();
-}
+// (HF halves → interleaved happens on read, in hf::read_llama_folder.)
 
 }  // namespace
 
 bool is_hf_folder(const std::string& path) { return fs::is_directory(path); }
 
 Model load_hf(const std::string& dir) {
-  const std::string cfg_path = (fs::path(dir) / "config.json").string();
-  const std::string cfg_text = read_text_file(cfg_path);
-  // compressed-tensors: sparse layouts are decompressed below; quantized folders are refused.
-  const auto layout = hf::parse_sparse_layout(cfg_text, cfg_path);
-  const auto hc = hf::parse_config(cfg_text, cfg_path);
+  // Read and validated torch-free (prunus_runtime); q/k rows already in llama2.c's order.
+  auto folder = hf::read_llama_folder(dir);
+  const auto& hc = folder.config;
   Model m;
   auto& c = m.config;
   c.dim = hc.dim;
@@ -56,73 +50,9 @@ Model load_hf(const std::string& dir) {
   c.norm_eps = hc.norm_eps;
   c.rope_theta = hc.rope_theta;
   c.shared_classifier = hc.tie_word_embeddings;
-
-  // Which file holds each tensor: a single model.safetensors, or a sharded index whose shard
-  // names parse_index has confined to this folder.
-  std::map<std::string, std::string> where;
-  const fs::path index = fs::path(dir) / "model.safetensors.index.json";
-  if (fs::exists(index))
-    for (const auto& [name, file] : hf::parse_index(read_text_file(index.string()), index.string()))
-      where[name] = (fs::path(dir) / file).string();
-  std::map<std::string, safetensors::File> files;
-  auto file_for = [&](const std::string& name) -> const safetensors::File& {
-    std::string path = where.count(name) ? where[name] : (fs::path(dir) / "model.safetensors").string();
-    if (!where.empty() && !where.count(name)) fail(index.string(), fmt::format("no shard listed for tensor {}", name));
-    if (!fs::exists(path)) fail(path, "model file not found");
-    auto it = files.find(path);
-    if (it == files.end()) it = files.emplace(path, safetensors::File::open(path)).first;
-    return it->second;
-  };
-  std::vector<std::string> names = {"model.embed_tokens.weight", "model.norm.weight"};
-  if (!c.shared_classifier) names.push_back("lm_head.weight");
-  for (int l = 0; l < c.n_layers; ++l) {
-    for (const auto& n : llama2c::layer_linear_names(l)) names.push_back(n);
-    names.push_back(fmt::format("model.layers.{}.input_layernorm.weight", l));
-    names.push_back(fmt::format("model.layers.{}.post_attention_layernorm.weight", l));
-  }
-  const std::int64_t kv = c.head_size() * c.n_kv_heads;
-  auto expect_shape = [&](const std::string& n) -> std::vector<std::int64_t> {
-    if (n == "model.embed_tokens.weight" || n == "lm_head.weight") return {c.vocab_size, c.dim};
-    if (n.find("layernorm") != std::string::npos || n == "model.norm.weight") return {c.dim};
-    if (n.find("q_proj") != std::string::npos || n.find("o_proj") != std::string::npos) return {c.dim, c.dim};
-    if (n.find("k_proj") != std::string::npos || n.find("v_proj") != std::string::npos) return {kv, c.dim};
-    if (n.find("down_proj") != std::string::npos) return {c.dim, c.hidden_dim};
-    return {c.hidden_dim, c.dim};
-  };
-  // A tensor by name, or nullptr when the folder has none (for the compressed forms).
-  auto lookup = [&](const std::string& name) -> const safetensors::TensorView* {
-    if (!where.empty() && !where.count(name)) return nullptr;
-    const std::string path = where.count(name) ? where[name] : (fs::path(dir) / "model.safetensors").string();
-    if (!fs::exists(path)) fail(path, "model file not found");
-    return file_for(name).find(name);
-  };
-  for (const auto& n : names) {
-    std::vector<float> sparse;
-    const auto shape = expect_shape(n);
-    const std::string module = n.substr(0, n.size() - std::string(".weight").size());
-    // Messages name the file holding the compressed tensors.
-    std::string holder = (fs::path(dir) / "model.safetensors").string();
-    for (const auto& cand : {module + ".bitmask", module + ".weight.bitmask"})
-      if (where.count(cand)) holder = where[cand];
-    if (shape.size() == 2 && !lookup(n) &&
-        hf::decompress_weight(lookup, module, layout, shape[0], shape[1], sparse, holder)) {
-      auto t = torch::from_blob(sparse.data(), shape, torch::kFloat32).clone();
-      if (n.find("q_proj") != std::string::npos) t = from_hf_rope(t, c.n_heads);
-      if (n.find("k_proj") != std::string::npos) t = from_hf_rope(t, c.n_kv_heads);
-      m.weights[n] = t;
-      continue;
-    }
-    const auto& f = file_for(n);
-    const auto& v = f.at(n);
-    if (v.shape != expect_shape(n))
-      fail(f.path(), fmt::format("tensor {} has shape [{}], config.json implies [{}]", n, fmt::join(v.shape, ","),
-                                 fmt::join(expect_shape(n), ",")));
-    auto data = v.to_f32();
-    auto t = torch::from_blob(data.data(), v.shape, torch::kFloat32).clone();
-    if (!torch::isfinite(t).all().item<bool>()) fail(f.path(), fmt::format("tensor {} contains NaN or Inf", n));
-    if (n.find("q_proj") != std::string::npos) t = from_hf_rope(t, c.n_heads);
-    if (n.find("k_proj") != std::string::npos) t = from_hf_rope(t, c.n_kv_heads);
-    m.weights[n] = t;
+  for (auto& [name, t] : folder.tensors) {
+    m.weights[name] = torch::from_blob(t.data.data(), t.shape, torch::kFloat32).clone();
+    std::vector<float>().swap(t.data);  // one copy at a time
   }
   return m;
 }

@@ -3,6 +3,7 @@
 // that measured faster than dense.
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 
 #include <fmt/format.h>
 
@@ -10,6 +11,7 @@
 #include <malloc.h>
 #endif
 
+#include "prunus/hf.h"
 #include "prunus/io.h"
 #include "prunus/runtime.h"
 #include "layer_build.h"
@@ -33,6 +35,17 @@ float dot(const float* a, const float* b, std::int64_t n) {
 }  // namespace
 
 Llama Llama::load(const std::string& path, const LoadOptions& opt) {
+  if (std::filesystem::is_directory(path)) {  // a Hugging Face folder (compressed-tensors sparse layouts too)
+    auto f = hf::read_llama_folder(path);
+    const auto& c = f.config;
+    llama2c::Checkpoint ck;
+    ck.config = {static_cast<std::int32_t>(c.dim),        static_cast<std::int32_t>(c.hidden_dim),
+                 static_cast<std::int32_t>(c.n_layers),   static_cast<std::int32_t>(c.n_heads),
+                 static_cast<std::int32_t>(c.n_kv_heads), static_cast<std::int32_t>(c.vocab_size),
+                 static_cast<std::int32_t>(c.seq_len),    c.tie_word_embeddings};
+    ck.tensors = std::move(f.tensors);
+    return from_checkpoint(std::move(ck), opt, static_cast<float>(c.norm_eps), static_cast<float>(c.rope_theta));
+  }
   return from_checkpoint(llama2c::read_checkpoint(path), opt);
 }
 
