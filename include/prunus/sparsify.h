@@ -39,6 +39,10 @@ class Criterion {
   // gradients are masked) and score from what they accumulated.
   virtual bool needs_gradients() const { return false; }
   virtual void accumulate(const PrunedParam& p) {}
+  // What it accumulated (parameter name → tensor), for checkpoints: a resumed run must score
+  // as the uninterrupted one would. Empty for criteria that score from the weights alone.
+  virtual std::map<std::string, torch::Tensor> state() const { return {}; }
+  virtual void set_state(std::map<std::string, torch::Tensor> state) {}
 };
 
 // Turns scores into a mask with exactly `zeros` zeros, and checks masks.
@@ -109,6 +113,8 @@ class Sparsifier {
   void set_layer_overrides(const std::map<std::string, double>& overrides, double final_target);
   // Gradient-based criteria: feed them the current gradients (after backward).
   bool needs_gradients() const { return criterion_->needs_gradients(); }
+  const Criterion& criterion() const { return *criterion_; }
+  Criterion& criterion() { return *criterion_; }
   void accumulate_gradients();
   void apply_masks();       // weight *= mask
   void mask_gradients();    // grad *= mask

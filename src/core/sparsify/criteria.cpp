@@ -109,6 +109,8 @@ class GradientCriterion : public Criterion {
     if (kind_ == Movement) s.masked_fill_(p.weight.detach() == 0, -std::numeric_limits<double>::infinity());
     return s;
   }
+  std::map<std::string, torch::Tensor> state() const override { return acc_; }
+  void set_state(std::map<std::string, torch::Tensor> state) override { acc_ = std::move(state); }
 
  private:
   Kind kind_;

@@ -79,6 +79,8 @@ void save_checkpoint(const CheckpointOptions& ck, Net& net, torch::optim::Optimi
   for (const auto& b : net.named_buffers()) t.emplace_back("model." + b.key(), b.value());
   if (sp)
     for (std::size_t i = 0; i < sp->masks().size(); ++i) t.emplace_back("mask." + sp->params()[i].name, sp->masks()[i]);
+  if (sp)  // a gradient criterion's accumulated scores (movement, Taylor)
+    for (const auto& [name, acc] : sp->criterion().state()) t.emplace_back("criterion." + name, acc);
   std::ostringstream os;
   torch::serialize::OutputArchive archive;
   opt.save(archive);
@@ -133,6 +135,10 @@ void load_checkpoint(const CheckpointOptions& ck, Net& net, torch::optim::Optimi
       masks.push_back(m);
     }
     sp->set_masks(std::move(masks));
+    std::map<std::string, torch::Tensor> acc;
+    for (const auto& p : sp->params())
+      if (const auto* v = f.find("criterion." + p.name)) acc[p.name] = to_tensor(*v).clone();
+    if (!acc.empty()) sp->criterion().set_state(std::move(acc));
   }
   if (fq) {
     if (!f.find("qat.ranges")) fail(ck.path, "checkpoint has no QAT ranges (it was written without qat)");
