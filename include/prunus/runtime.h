@@ -121,6 +121,11 @@ struct QuantizeReport {
 // stored as the file's "prunus.act_scales"; empty: the input file's scales, if any, are kept.
 QuantizeReport quantize_file(const std::string& in, const std::string& out, const std::vector<std::string>& keep_fp32,
                              const std::map<std::string, float>& act_scales = {});
+// Model::calibrate_int8 on `m` (loaded with LoadOptions::int8, stored scales off), keyed by
+// weight name as quantize_file stores them, leaving out the layers `keep_fp32` keeps in fp32.
+std::map<std::string, float> calibrated_act_scales(Model& m, const float* x, std::int64_t batch,
+                                                   const std::string& method,
+                                                   const std::vector<std::string>& keep_fp32);
 
 // ------------------------------------------------------------------ LLaMA decoder
 // The LLaMA forward of llama2.c (RMSNorm, RoPE on interleaved pairs, grouped-query attention,

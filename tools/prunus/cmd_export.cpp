@@ -53,19 +53,14 @@ void add_quantize(CLI::App& app, Action& action) {
       if (o->out == o->model) fail(o->out, "the output must not overwrite the input");
       std::map<std::string, float> scales;
       if (!o->calibrate.empty()) {
-        // Calibrated on the model as the runtime will run it: INT8 weights, kept layers fp32.
+        // Calibrated on the model with INT8 weights, as the runtime will run it.
         runtime::LoadOptions lo;
         lo.int8 = true;
         lo.stored_act_scales = false;
         auto model = runtime::Model::load(o->model, lo);
         const auto x = calibration_images(o->data, o->calib_samples, model.input_size());
-        const auto s = model.calibrate_int8(x.data(), static_cast<std::int64_t>(x.size()) / model.input_size(), o->calibrate);
-        for (std::size_t l = 0; l < s.size(); ++l) {
-          const auto& name = model.layers()[l].name + ".weight";
-          bool keep = false;
-          for (const auto& k : o->keep) keep |= !k.empty() && name.find(k) != std::string::npos;
-          if (s[l] > 0 && !keep) scales[name] = s[l];
-        }
+        scales = runtime::calibrated_act_scales(model, x.data(), static_cast<std::int64_t>(x.size()) / model.input_size(),
+                                                o->calibrate, o->keep);
       }
       const auto r = runtime::quantize_file(o->model, o->out, o->keep, scales);
       std::printf("%zu layers INT8, %zu kept fp32; %s -> %s (%.1fx smaller): wrote %s\n", r.quantized.size(),

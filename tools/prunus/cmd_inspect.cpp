@@ -1,7 +1,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <set>
 
 #include <fmt/format.h>
@@ -92,18 +91,15 @@ int inspect(const InspectOptions& o) {
   if (std::filesystem::is_directory(path)) {
     // A Hugging Face folder, compressed-tensors sparse layouts decompressed per weight.
     const auto cfg_path = (std::filesystem::path(path) / "config.json").string();
-    std::ifstream in(cfg_path);
-    if (!in) fail(cfg_path, "not found (a Hugging Face folder has a config.json)");
-    const std::string cfg((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!std::filesystem::exists(cfg_path)) fail(cfg_path, "not found (a Hugging Face folder has a config.json)");
+    const std::string cfg = read_text_file(cfg_path);
     const auto layout = hf::parse_sparse_layout(cfg, cfg_path);
     meta["compressed-tensors"] = hf::sparse_layout_name(layout);
     std::vector<std::string> files;
     const auto index = (std::filesystem::path(path) / "model.safetensors.index.json").string();
     if (std::filesystem::exists(index)) {
-      std::ifstream ii(index);
-      const std::string text((std::istreambuf_iterator<char>(ii)), std::istreambuf_iterator<char>());
       std::set<std::string> shards;
-      for (const auto& [name, shard] : hf::parse_index(text, index)) shards.insert(shard);
+      for (const auto& [name, shard] : hf::parse_index(read_text_file(index), index)) shards.insert(shard);
       for (const auto& shard : shards) files.push_back((std::filesystem::path(path) / shard).string());
     } else {
       files.push_back((std::filesystem::path(path) / "model.safetensors").string());

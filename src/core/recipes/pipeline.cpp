@@ -87,13 +87,7 @@ json quantize_stage(const QuantizeConfig& q, const std::string& sparse_path, con
     auto m = runtime::Model::load(sparse_path, lo);
     const std::int64_t n = std::min<std::int64_t>(q.calib_samples, train.size());
     const auto x = raw_pixels(train, n);
-    const auto s = m.calibrate_int8(x.data(), n, q.calibrate);
-    for (std::size_t l = 0; l < s.size(); ++l) {
-      const auto name = m.layers()[l].name + ".weight";
-      bool keep = false;
-      for (const auto& k : q.keep_fp32) keep |= !k.empty() && name.find(k) != std::string::npos;
-      if (s[l] > 0 && !keep) scales[name] = s[l];
-    }
+    scales = runtime::calibrated_act_scales(m, x.data(), n, q.calibrate, q.keep_fp32);
     activations = fmt::format("static, calibrated ({}, {} training images)", q.calibrate, n);
   }
   const auto rep = runtime::quantize_file(sparse_path, int8_path, q.keep_fp32, scales);

@@ -13,6 +13,28 @@
 #include "prunus/safetensors.h"
 
 namespace prunus::runtime {
+namespace {
+
+// `prunus quantize --keep-fp32 NAME`: a weight whose name contains NAME stays fp32.
+bool kept_fp32(const std::string& name, const std::vector<std::string>& keep_fp32) {
+  for (const auto& k : keep_fp32)
+    if (!k.empty() && name.find(k) != std::string::npos) return true;
+  return false;
+}
+
+}  // namespace
+
+std::map<std::string, float> calibrated_act_scales(Model& m, const float* x, std::int64_t batch,
+                                                   const std::string& method,
+                                                   const std::vector<std::string>& keep_fp32) {
+  const auto s = m.calibrate_int8(x, batch, method);
+  std::map<std::string, float> out;
+  for (std::size_t l = 0; l < s.size(); ++l) {
+    const auto name = m.layers()[l].name + ".weight";
+    if (s[l] > 0 && !kept_fp32(name, keep_fp32)) out[name] = s[l];
+  }
+  return out;
+}
 
 QuantizeReport quantize_file(const std::string& in, const std::string& out, const std::vector<std::string>& keep_fp32,
                              const std::map<std::string, float>& act_scales) {
@@ -22,11 +44,7 @@ QuantizeReport quantize_file(const std::string& in, const std::string& out, cons
   validate_only.dense = true;
   (void)Model::from_file(file, validate_only);
   nlohmann::json graph = nlohmann::json::parse(file.metadata().at("prunus.graph"));
-  auto kept = [&](const std::string& name) {
-    for (const auto& k : keep_fp32)
-      if (!k.empty() && name.find(k) != std::string::npos) return true;
-    return false;
-  };
+  auto kept = [&](const std::string& name) { return kept_fp32(name, keep_fp32); };
   QuantizeReport rep;
   rep.bytes_in = std::filesystem::file_size(in);
   // Tensors made here (folded weights and biases, INT8 codes), owned until the write.
