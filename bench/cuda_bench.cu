@@ -1,10 +1,12 @@
 // 2:4 sparse (cuSPARSELt, compressed once, plan + algorithm search cached per M) against dense
-// cuBLAS on the same pruned weights, fp16 and bf16, one JSON line per case.
-//   build-cuda/bench/prunus_cuda_bench [--quick]
+// cuBLAS on the same pruned weights, fp16 and bf16, one JSON line per case; the 2:4 product
+// both as row-major Y (what a model reads) and as Yᵀ.
+//   build-cuda/prunus_cuda_bench [--quick]
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -25,28 +27,8 @@ void ck(cudaError_t e) {
   }
 }
 
-std::uint16_t to_bits(float v, DType d) {
-  std::uint16_t b;
-  if (d == DType::F16) {
-    __half h = __float2half(v);
-    std::memcpy(&b, &h, 2);
-  } else {
-    __nv_bfloat16 h = __float2bfloat16(v);
-    std::memcpy(&b, &h, 2);
-  }
-  return b;
-}
-
-float from_bits(std::uint16_t b, DType d) {
-  if (d == DType::F16) {
-    __half h;
-    std::memcpy(&h, &b, 2);
-    return __half2float(h);
-  }
-  __nv_bfloat16 h;
-  std::memcpy(&h, &b, 2);
-  return __bfloat162float(h);
-}
+using prunus::cuda::from_bits;
+using prunus::cuda::to_bits;
 
 template <class F>
 double time_us(F&& f, cudaStream_t s) {
@@ -73,8 +55,11 @@ double time_us(F&& f, cudaStream_t s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
-  const bool probe = argc > 1 && std::strcmp(argv[1], "--probe") == 0;
+  bool quick = false, want_t = true;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    if (std::strcmp(argv[i], "--row-only") == 0) want_t = false;  // skip the Yᵀ column (halves the searches)
+  }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   cudaDeviceProp prop;
   ck(cudaGetDeviceProperties(&prop, 0));
@@ -84,12 +69,34 @@ int main(int argc, char** argv) {
   };
   const std::vector<Shape> shapes = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
   std::vector<std::int64_t> ms = {1, 16, 64, 256, 1024, 4096, 16384};
-  if (quick || probe) ms = {16, 4096};
+  if (quick) ms = {16, 4096};
   cudaStream_t s;
   ck(cudaStreamCreate(&s));
   int failures = 0;
   std::mt19937 rng(1);
   std::normal_distribution<float> nd(0, 1);
+  // Searches run to the end here (10 s a layout at most), after a warm-up search per dtype that
+  // makes CUDA load the kernels cuSPARSELt tries (lazy module loading), so that no table row
+  // pays for loading.
+  setenv("PRUNUS_CSLT_SEARCH_S", "10", 0);
+  for (DType dt : {DType::F16, DType::BF16}) {
+    std::vector<std::uint16_t> w(1024 * 4096, to_bits(0.0f, dt));
+    for (std::size_t i = 0; i < w.size(); i += 2) w[i] = to_bits(0.01f, dt);
+    void *dx, *dy;
+    ck(cudaMalloc(&dx, 4096 * 4096 * 2));
+    ck(cudaMalloc(&dy, 4096 * 1024 * 2));
+    ck(cudaMemset(dx, 0, 4096 * 4096 * 2));
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto out : {prunus::cuda::Output::RowMajor, prunus::cuda::Output::Transposed}) {
+      prunus::cuda::Sparse24Linear warm(w.data(), 1024, 4096, dt, out);
+      for (std::int64_t m : {16, 4096}) warm.forward(dx, m, dy, s);
+    }
+    ck(cudaStreamSynchronize(s));
+    std::fprintf(stderr, "warm-up %s: %.1f s\n", prunus::cuda::dtype_name(dt),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    cudaFree(dx);
+    cudaFree(dy);
+  }
   for (DType dt : {DType::F16, DType::BF16})
     for (auto sh : shapes) {
       // Random weights, 2 of every 4 along K kept (the larger two), as a 2:4 pruner leaves them.
@@ -112,7 +119,8 @@ int main(int argc, char** argv) {
           for (int j = 0; j < 4; ++j) w[r * sh.k + g + j] = to_bits(v[j], dt);
         }
       prunus::cuda::DenseLinear dense(w.data(), sh.n, sh.k, dt);
-      prunus::cuda::Sparse24Linear sparse(w.data(), sh.n, sh.k, dt);
+      prunus::cuda::Sparse24Linear sparse_row(w.data(), sh.n, sh.k, dt, prunus::cuda::Output::RowMajor);
+      prunus::cuda::Sparse24Linear sparse_t(w.data(), sh.n, sh.k, dt, prunus::cuda::Output::Transposed);
       for (std::int64_t m : ms) {
         const std::int64_t mp = (m + 15) / 16 * 16;  // cuSPARSELt wants M in multiples of 16
         std::vector<std::uint16_t> x(mp * sh.k, to_bits(0.0f, dt));
@@ -123,49 +131,62 @@ int main(int argc, char** argv) {
         ck(cudaMalloc(&dys, mp * sh.n * 2));
         ck(cudaMemcpy(dx, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
         const double td = time_us([&] { dense.forward(dx, m, dyd, s); }, s);
-        try {
-          sparse.forward(dx, mp, dys, s);  // first call: plan + algorithm search (not timed)
-        } catch (const std::exception& e) {
-          std::printf("{\"dtype\": \"%s\", \"k\": %lld, \"n\": %lld, \"m\": %lld, \"error\": \"%s\"}\n",
-                      prunus::cuda::dtype_name(dt), (long long)sh.k, (long long)sh.n, (long long)m, e.what());
-          std::fflush(stdout);
-          cudaFree(dx);
-          cudaFree(dyd);
-          cudaFree(dys);
-          if (probe) return 3;
-          continue;
-        }
-        const double ts = time_us([&] { sparse.forward(dx, mp, dys, s); }, s);
+        std::vector<std::uint16_t> yd(m * sh.n);
         ck(cudaStreamSynchronize(s));
-        // Agreement on the real rows.
-        std::vector<std::uint16_t> yd(m * sh.n), ys(mp * sh.n);
         ck(cudaMemcpy(yd.data(), dyd, yd.size() * 2, cudaMemcpyDeviceToHost));
-        ck(cudaMemcpy(ys.data(), dys, ys.size() * 2, cudaMemcpyDeviceToHost));
-        double max_ref = 0, max_err = 0;
-        const char* lay = std::getenv("PRUNUS_CSLT_LAYOUT");
-        const bool transposed = lay && lay[0] == '2';  // Yᵀ: compared element by element below
-        for (std::size_t i = 0; i < yd.size(); ++i) {
-          const std::size_t row = i / sh.n, col = i % sh.n;
-          const double a = from_bits(yd[i], dt);
-          const double b = from_bits(transposed ? ys[col * mp + row] : ys[i], dt);
-          max_ref = std::max(max_ref, std::fabs(a));
-          max_err = std::max(max_err, std::fabs(a - b));
+        double t_out[2] = {0, 0}, err_out[2] = {0, 0};
+        prunus::cuda::SparsePlanInfo info[2];
+        double search_s[2] = {0, 0};
+        bool ok = true;
+        for (int o = 0; o < (want_t ? 2 : 1) && ok; ++o) {
+          auto& sp = o == 0 ? sparse_row : sparse_t;
+          try {
+            const auto t0 = std::chrono::steady_clock::now();
+            sp.forward(dx, mp, dys, s);  // first call: plan + algorithm search (not timed)
+            ck(cudaStreamSynchronize(s));
+            search_s[o] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          } catch (const std::exception& e) {
+            std::printf("{\"dtype\": \"%s\", \"k\": %lld, \"n\": %lld, \"m\": %lld, \"out\": %d, \"error\": \"%s\"}\n",
+                        prunus::cuda::dtype_name(dt), (long long)sh.k, (long long)sh.n, (long long)m, o, e.what());
+            ok = false;
+            failures++;
+            break;
+          }
+          t_out[o] = time_us([&] { sp.forward(dx, mp, dys, s); }, s);
+          info[o] = sp.plan_info(mp);
+          ck(cudaStreamSynchronize(s));
+          std::vector<std::uint16_t> ys(mp * sh.n);
+          ck(cudaMemcpy(ys.data(), dys, ys.size() * 2, cudaMemcpyDeviceToHost));
+          double max_ref = 0, max_err = 0;
+          for (std::size_t i = 0; i < yd.size(); ++i) {
+            const std::size_t row = i / sh.n, col = i % sh.n;
+            const double a = from_bits(yd[i], dt);
+            const double b = from_bits(o == 1 ? ys[col * mp + row] : ys[i], dt);
+            max_ref = std::max(max_ref, std::fabs(a));
+            max_err = std::max(max_err, std::fabs(a - b));
+          }
+          err_out[o] = max_ref > 0 ? max_err / max_ref : 1.0;
+          if (!(err_out[o] < 2e-2)) {
+            std::fprintf(stderr, "sparse result disagrees with dense (rel_err %.3g)\n", err_out[o]);
+            failures++;
+          }
         }
-        const double flops = 2.0 * double(m) * double(sh.n) * double(sh.k);
-        std::printf(
-            "{\"dtype\": \"%s\", \"k\": %lld, \"n\": %lld, \"m\": %lld, \"dense_us\": %.2f, \"sparse_us\": %.2f, "
-            "\"speedup\": %.3f, \"dense_tflops\": %.1f, \"sparse_tflops_equiv\": %.1f, \"alg\": %d, \"split_k\": %d, "
-            "\"rel_err\": %.2e}\n",
-            prunus::cuda::dtype_name(dt), (long long)sh.k, (long long)sh.n, (long long)m, td, ts, td / ts,
-            flops / td / 1e6, flops / ts / 1e6, sparse.algorithm(mp), sparse.split_k(mp), max_ref > 0 ? max_err / max_ref : 0.0);
-        std::fflush(stdout);
         cudaFree(dx);
         cudaFree(dyd);
         cudaFree(dys);
-        if (!(max_ref > 0 && max_err / max_ref < 2e-2)) {
-          std::fprintf(stderr, "sparse result disagrees with dense (rel_err %.3g)\n", max_ref > 0 ? max_err / max_ref : -1.0);
-          failures++;
-        }
+        if (!ok) continue;
+        const double flops = 2.0 * double(m) * double(sh.n) * double(sh.k);
+        std::printf(
+            "{\"device\": \"%s\", \"dtype\": \"%s\", \"k\": %lld, \"n\": %lld, \"m\": %lld, \"dense_us\": %.2f, "
+            "\"sparse_us\": %.2f, \"speedup\": %.3f, \"sparse_t_us\": %.2f, \"speedup_t\": %.3f, "
+            "\"dense_tflops\": %.1f, \"sparse_tflops_equiv\": %.1f, \"layout\": %d, \"alg\": %d, \"split_k\": %d, "
+            "\"layout_t\": %d, \"alg_t\": %d, \"split_k_t\": %d, \"configs\": %d, \"search_s\": %.2f, "
+            "\"rel_err\": %.2e, \"rel_err_t\": %.2e}\n",
+            prop.name, prunus::cuda::dtype_name(dt), (long long)sh.k, (long long)sh.n, (long long)m, td, t_out[0],
+            td / t_out[0], t_out[1], want_t ? td / t_out[1] : 0.0, flops / td / 1e6, flops / t_out[0] / 1e6, info[0].layout,
+            info[0].alg, info[0].split_k, info[1].layout, info[1].alg, info[1].split_k,
+            info[0].configs_timed + info[1].configs_timed, search_s[0] + search_s[1], err_out[0], err_out[1]);
+        std::fflush(stdout);
       }
     }
   return failures ? 2 : 0;

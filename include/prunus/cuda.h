@@ -1,39 +1,62 @@
-// prunus/cuda.h — GPU GEMM backends (built with -DPRUNUS_CUDA=ON): dense through cuBLAS and
-// 2:4 sparse through cuSPARSELt on sparse tensor cores. No CUDA headers here.
+// prunus/cuda.h — GPU backends (built with -DPRUNUS_CUDA=ON): GEMM dense through cuBLAS and
+// 2:4 sparse through cuSPARSELt on sparse tensor cores, and a LLaMA forward whose linear
+// layers use either. No CUDA headers here.
 //
 // Convention as everywhere in Prunus: Y[M×N] = X[M×K] · Wᵀ, W is [N×K] (out × in) row-major
 // with the 2:4 pattern along K; X and Y are row-major device buffers of `dtype`.
 #pragma once
 
 #include <cstdint>
-#include <map>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
+
+#include "prunus/llama2c.h"
 
 namespace prunus::cuda {
 
 enum class DType { F16, BF16 };
 const char* dtype_name(DType d);
+std::uint16_t to_bits(float v, DType d);  // round to nearest even
+float from_bits(std::uint16_t b, DType d);
 
-// A weight on the GPU, pruned 2:4 and compressed once at construction; a cuSPARSELt plan
-// and the fastest algorithm id × split-K (timed on first use) are cached per batch size M,
-// so a call does no allocation, no descriptor set-up and no synchronisation.
+// Why `w` (N×K, 16-bit values) cannot go through cuSPARSELt 2:4: K or N not a multiple of 32,
+// or a group of four along K with more than two non-zeros (named). Empty when it can.
+std::string sparse24_unsupported(const std::uint16_t* w, std::int64_t n, std::int64_t k);
+
+// Where the 2:4 product is written: row-major Y[M×N] (what a model's next layer reads) or
+// Yᵀ, row-major [N×M] (feature-major, PyTorch's cuSPARSELt orientation).
+enum class Output { RowMajor, Transposed };
+
+// The configuration chosen for one batch size: cuSPARSELt operand layout (0..3, see gemm.cu),
+// algorithm id, split-K, its time, and how many configurations the search ran.
+struct SparsePlanInfo {
+  int layout = -1, alg = -1, split_k = 0, configs_timed = 0;
+  double us = 0;
+};
+
+// A weight on the GPU, 2:4 along K, compressed once. On the first call at a batch size M the
+// operand layouts × algorithm ids (× split-K with PRUNUS_CSLT_SPLITK=1; at most 3 s a layout, PRUNUS_CSLT_SEARCH_S) are timed on this GPU (each result checked
+// against the default configuration's) and the fastest plan is cached with its compressed
+// weight; later calls at that M do no allocation, no descriptor set-up and no
+// synchronisation. PRUNUS_CSLT_SEARCH=0 keeps cuSPARSELt's default algorithm.
 class Sparse24Linear {
  public:
-  // host_w: N×K row-major values of `dtype` (uint16 bits); throws std::invalid_argument if
-  // a group of 4 along K has more than 2 non-zeros.
-  Sparse24Linear(const std::uint16_t* host_w, std::int64_t n, std::int64_t k, DType dtype);
+  // host_w: N×K row-major values of `dtype` (uint16 bits); std::invalid_argument (with
+  // sparse24_unsupported's reason) when it cannot run.
+  Sparse24Linear(const std::uint16_t* host_w, std::int64_t n, std::int64_t k, DType dtype,
+                 Output out = Output::RowMajor);
   ~Sparse24Linear();
   Sparse24Linear(const Sparse24Linear&) = delete;
   Sparse24Linear& operator=(const Sparse24Linear&) = delete;
 
-  // M must be a multiple of 16 (pad the batch); stream is a cudaStream_t. Writes Yᵀ, i.e.
-  // row-major [N×M] (feature-major activations, the orientation PyTorch's cuSPARSELt path
-  // uses and the fastest measured); PRUNUS_CSLT_LAYOUT=0 writes row-major Y instead.
+  // M must be a multiple of 16 (pad the batch); stream is a cudaStream_t.
   void forward(const void* d_x, std::int64_t m, void* d_y, void* stream);
-  int algorithm(std::int64_t m) const;  // chosen by the search, -1 before the first call
-  int split_k(std::int64_t m) const;
-  std::size_t compressed_bytes() const;
+  SparsePlanInfo plan_info(std::int64_t m) const;  // layout -1 before the first call at m
+  std::size_t compressed_bytes() const;             // of the compressed weights held
+  std::int64_t rows() const;
+  std::int64_t cols() const;
 
  private:
   struct Impl;
@@ -48,7 +71,80 @@ class DenseLinear {
   DenseLinear(const DenseLinear&) = delete;
   DenseLinear& operator=(const DenseLinear&) = delete;
   void forward(const void* d_x, std::int64_t m, void* d_y, void* stream);
+  // fp32 output (logits): Y[M×N] float.
+  void forward_f32(const void* d_x, std::int64_t m, float* d_y, void* stream);
   const void* device_weight() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// How a model's linear layers run: dense cuBLAS, 2:4 cuSPARSELt, or per batch size whichever
+// measured faster on this GPU (auto keeps both weights; the choice is logged).
+enum class GemmMode { Dense, Sparse24, Auto };
+const char* gemm_mode_name(GemmMode m);
+GemmMode parse_gemm_mode(const std::string& s);  // dense | 2:4 | auto; std::invalid_argument
+
+// Log sink for the backend's decisions (auto choices, searches); default (and nullptr): stderr.
+void set_log(std::function<void(const std::string&)> sink);
+
+class Linear {
+ public:
+  // Sparse24 with a weight that is not 2:4 → std::invalid_argument naming the layer. Auto with
+  // such a weight runs dense and says so.
+  Linear(std::string name, const std::uint16_t* host_w, std::int64_t n, std::int64_t k, DType dtype, GemmMode mode);
+  ~Linear();
+  Linear(Linear&&) noexcept;
+  Linear& operator=(Linear&&) noexcept;
+
+  // Y[m×n] = X[m×k]·Wᵀ, row-major. X and Y must have room for round_up(m, 16) rows: the 2:4
+  // path computes padded rows (their values are ignored). Auto times both paths on the first
+  // call at each padded m (synchronising once) and keeps the faster.
+  void forward(const void* d_x, std::int64_t m, void* d_y, void* stream);
+  bool sparse_at(std::int64_t m) const;  // path that forward(.., m, ..) takes (after the first call)
+  std::size_t device_bytes() const;      // weights held on the GPU
+  const std::string& name() const;
+  std::int64_t rows() const;
+  std::int64_t cols() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// ------------------------------------------------------------------ LLaMA on the GPU
+// The runtime's LLaMA (llama2.c RoPE order, GQA, SwiGLU) in fp16/bf16 with fp32 residual
+// stream, norms, softmax and logits. Q/K/V and gate/up are fused into one GEMM each; the hidden
+// size is padded with zero rows/columns to a multiple of 32 (exact) so that every decoder
+// linear can be 2:4. The classifier stays dense (cuBLAS, fp32 output).
+struct LlamaGpuOptions {
+  DType dtype = DType::F16;
+  GemmMode mode = GemmMode::Dense;
+  std::int64_t max_tokens = 0;  // longest prefill (0: the model's context)
+};
+
+class LlamaGpu {
+ public:
+  // Takes a checkpoint as llama2c::read_checkpoint / hf::read_llama_folder give it.
+  LlamaGpu(const llama2c::Checkpoint& ck, const LlamaGpuOptions& opt, float norm_eps = 1e-5f,
+           float rope_theta = 10000.0f);
+  ~LlamaGpu();
+  LlamaGpu(const LlamaGpu&) = delete;
+  LlamaGpu& operator=(const LlamaGpu&) = delete;
+
+  // Runs tokens[0..n) at positions pos..pos+n (the cache holds positions < pos) and leaves
+  // the fp32 logits of every position on the device. Asynchronous on the model's stream.
+  void forward(const std::int32_t* tokens, std::int64_t n, std::int64_t pos);
+  // Sum of -log softmax(logits[i])[targets[i]] over i < n of the last forward (synchronises).
+  double nll(const std::int32_t* targets, std::int64_t n);
+  // Logits of position i of the last forward, copied to the host (synchronises).
+  std::vector<float> logits(std::int64_t i);
+  void synchronize();
+
+  const llama2c::Config& config() const;
+  const std::vector<Linear>& linears() const;
+  std::size_t weight_bytes() const;  // on the GPU (linears + embedding + classifier + norms)
 
  private:
   struct Impl;

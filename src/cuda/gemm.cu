@@ -1,13 +1,39 @@
-// cuBLAS dense and cuSPARSELt 2:4 GEMM. Layouts follow PyTorch's cuSPARSELt path: the sparse
-// weight is A (row-major N×K), X is B as column-major K×M (= row-major M×K), and D is
-// column-major N×M (= row-major Y[M×N]).
+// cuBLAS dense and cuSPARSELt 2:4 GEMM.
+//
+// Operand layouts tried for the 2:4 product (W is A, the sparse operand; X is B, read as
+// column-major K×M, which is row-major X[M×K]):
+//   0: A row-major N×K, op N;             D column-major N×M  (= row-major Y)
+//   1: A column-major K×N (same bytes), op T; D column-major N×M  (= row-major Y)
+//   2: A row-major N×K, op N;             D row-major N×M     (= Yᵀ, PyTorch's orientation)
+//   3: A column-major K×N, op T;          D row-major N×M     (= Yᵀ)
+// The search times every algorithm id × split-K of the layouts that give the requested output.
+// Each configuration gets its own algorithm selection and plan, and the weight is compressed
+// through that plan (cusparseLtSpMMACompress), once per layout order and algorithm: reusing
+// one selection across ids, or a weight compressed for another configuration, is what crashed
+// inside cuSPARSELt in an earlier version of this file.
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cusparseLt.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <filesystem>
+#include <set>
+#include <tuple>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "prunus/cuda.h"
@@ -46,224 +72,560 @@ cublasHandle_t blas_handle() {
   return h;
 }
 
+std::mutex log_mutex;
+std::function<void(const std::string&)>& log_sink() {
+  static std::function<void(const std::string&)> sink = [](const std::string& s) {
+    std::fprintf(stderr, "%s\n", s.c_str());
+  };
+  return sink;
+}
+void log(const std::string& s) {
+  std::lock_guard<std::mutex> g(log_mutex);
+  if (log_sink()) log_sink()(s);
+}
+
 bool is_zero(std::uint16_t bits) { return (bits & 0x7fff) == 0; }
 
-// PRUNUS_CSLT_LAYOUT: 2 (default, PyTorch's orientation, measured fastest on H100) writes
-// Yᵀ row-major [N×M]; 0 and 1 write row-major Y but ran ~1.5-3× slower.
-// PRUNUS_CSLT_SEARCH=1 times every algorithm id (crashed inside cuSPARSELt 0.8.0).
-int layout_choice() {
+int forced_layout() {
   const char* v = std::getenv("PRUNUS_CSLT_LAYOUT");
-  return v ? std::atoi(v) : 2;
+  return v && *v ? std::atoi(v) : -1;
 }
 bool search_enabled() {
   const char* v = std::getenv("PRUNUS_CSLT_SEARCH");
-  return v && v[0] == '1';  // off by default: the timed search crashes inside cuSPARSELt 0.8.0
+  return !(v && v[0] == '0');
+}
+// Split-K settings beyond 1 are searched only with PRUNUS_CSLT_SPLITK=1: cuSPARSELt's split-K
+// kernels are where hangs were reported (and one stalled a run here).
+bool splitk_enabled() {
+  const char* v = std::getenv("PRUNUS_CSLT_SPLITK");
+  return v && v[0] == '1';
+}
+// Seconds the search may spend per (shape, M, layout); PRUNUS_CSLT_SEARCH_S overrides the 3 s.
+// The first searches of a process also pay CUDA's lazy loading of each kernel they try.
+double search_seconds() {
+  const char* v = std::getenv("PRUNUS_CSLT_SEARCH_S");
+  return v && *v ? std::atof(v) : 3.0;
+}
+bool verbose() {
+  const char* v = std::getenv("PRUNUS_CSLT_VERBOSE");
+  return v && v[0] == '1';
+}
+
+// ------------------------------------------------------------------ tuning record
+// An append-only text file (PRUNUS_CSLT_CACHE; default ~/.cache/prunus/cusparselt-tuning.txt,
+// empty to disable) shared by every process on this machine:
+//   start GPU DTYPE LAYOUT ALG SPLIT N K M     written (and flushed) before a configuration runs
+//   done  GPU DTYPE LAYOUT ALG SPLIT N K M US  after it ran, checked and timed
+//   best  GPU DTYPE OUT N K M LAYOUT ALG SPLIT US   the search's choice
+// A configuration with a start and no done took its process down (cuSPARSELt 0.8.0 on H100
+// has configurations that fault with "illegal instruction"): it is never tried again on this
+// GPU. A best line spares later processes the search.
+struct TuningCache {
+  std::mutex mu;
+  bool loaded = false;
+  std::FILE* f = nullptr;
+  std::string gpu;
+  std::set<std::string> started, finished;                // "DTYPE LAYOUT ALG SPLIT N K M"
+  std::set<std::tuple<int, int, int, int>> bad;           // dtype, layout, alg, split
+  std::map<std::string, std::array<double, 4>> best;      // "DTYPE OUT N K M" → layout, alg, split, us
+
+  static std::string path() {
+    if (const char* v = std::getenv("PRUNUS_CSLT_CACHE")) return v;
+    const char* xdg = std::getenv("XDG_CACHE_HOME");
+    const char* home = std::getenv("HOME");
+    if (xdg && *xdg) return std::string(xdg) + "/prunus/cusparselt-tuning.txt";
+    if (home && *home) return std::string(home) + "/.cache/prunus/cusparselt-tuning.txt";
+    return {};
+  }
+  void load() {
+    if (loaded) return;
+    loaded = true;
+    cudaDeviceProp prop;
+    int dev = 0;
+    cudaGetDevice(&dev);
+    gpu = cudaGetDeviceProperties(&prop, dev) == cudaSuccess ? prop.name : "unknown";
+    for (auto& c : gpu)
+      if (c == ' ') c = '_';
+    gpu += "/cslt" + std::to_string(CUSPARSELT_VER_MAJOR * 100 + CUSPARSELT_VER_MINOR);
+    const auto p = path();
+    if (p.empty()) return;
+    if (std::FILE* in = std::fopen(p.c_str(), "r")) {
+      char line[512];
+      while (std::fgets(line, sizeof line, in)) {
+        char tag[16], g[200];
+        int a[4];
+        long long b[3];
+        double us;
+        if (std::sscanf(line, "%15s %199s", tag, g) != 2 || gpu != g) continue;
+        const char* rest = line + std::strlen(tag) + 1 + std::strlen(g) + 1;
+        if (!std::strcmp(tag, "start") || !std::strcmp(tag, "done")) {
+          if (std::sscanf(rest, "%d %d %d %d %lld %lld %lld", &a[0], &a[1], &a[2], &a[3], &b[0], &b[1], &b[2]) != 7) continue;
+          char key[128];
+          std::snprintf(key, sizeof key, "%d %d %d %d %lld %lld %lld", a[0], a[1], a[2], a[3], b[0], b[1], b[2]);
+          (tag[0] == 's' ? started : finished).insert(key);
+        } else if (!std::strcmp(tag, "best")) {
+          int lay, alg, split;
+          if (std::sscanf(rest, "%d %d %lld %lld %lld %d %d %d %lf", &a[0], &a[1], &b[0], &b[1], &b[2], &lay, &alg, &split,
+                          &us) != 9)
+            continue;
+          char key[128];
+          std::snprintf(key, sizeof key, "%d %d %lld %lld %lld", a[0], a[1], b[0], b[1], b[2]);
+          best[key] = {double(lay), double(alg), double(split), us};
+        }
+      }
+      std::fclose(in);
+    }
+    for (const auto& k : started)
+      if (!finished.count(k)) {
+        int d, lay, alg, split;
+        if (std::sscanf(k.c_str(), "%d %d %d %d", &d, &lay, &alg, &split) == 4) {
+          bad.insert({d, lay, alg, split});
+          log("cuSPARSELt: configuration dtype " + std::to_string(d) + " layout " + std::to_string(lay) + " alg " +
+              std::to_string(alg) + " split-K " + std::to_string(split) + " crashed an earlier process (" + p +
+              "); it is skipped");
+        }
+      }
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(p).parent_path(), ec);
+    f = std::fopen(p.c_str(), "a");
+  }
+  void write(const std::string& line) {
+    if (!f) return;
+    std::fprintf(f, "%s %s\n", line.substr(0, line.find(' ')).c_str(), (gpu + line.substr(line.find(' '))).c_str());
+    std::fflush(f);
+    fsync(fileno(f));
+  }
+};
+TuningCache& tuning() {
+  static TuningCache c;
+  std::lock_guard<std::mutex> g(c.mu);
+  c.load();
+  return c;
+}
+
+// max |a - b| and max |b| over n 16-bit values, as float bits (non-negative floats order as ints).
+template <class T>
+__global__ void max_diff_kernel(const T* a, const T* b, std::int64_t n, unsigned* out) {
+  float d = 0, r = 0;
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n; i += std::int64_t(gridDim.x) * blockDim.x) {
+    const float x = float(a[i]), y = float(b[i]);
+    d = fmaxf(d, fabsf(x - y));
+    r = fmaxf(r, fabsf(y));
+  }
+  if (d != d) d = 3.0e38f;  // NaN counts as a mismatch
+  atomicMax(&out[0], __float_as_uint(d));
+  atomicMax(&out[1], __float_as_uint(r));
+}
+
+// Relative max difference of two device buffers of n values (synchronises).
+double rel_diff(const void* a, const void* b, std::int64_t n, DType dt, unsigned* d_scratch, cudaStream_t s) {
+  check(cudaMemsetAsync(d_scratch, 0, 2 * sizeof(unsigned), s), "memset");
+  if (dt == DType::F16)
+    max_diff_kernel<<<256, 256, 0, s>>>(static_cast<const __half*>(a), static_cast<const __half*>(b), n, d_scratch);
+  else
+    max_diff_kernel<<<256, 256, 0, s>>>(static_cast<const __nv_bfloat16*>(a), static_cast<const __nv_bfloat16*>(b), n,
+                                        d_scratch);
+  unsigned h[2];
+  check(cudaMemcpyAsync(h, d_scratch, sizeof h, cudaMemcpyDeviceToHost, s), "copy");
+  check(cudaStreamSynchronize(s), "sync");
+  float d, r;
+  std::memcpy(&d, &h[0], 4);
+  std::memcpy(&r, &h[1], 4);
+  return r > 0 ? double(d) / r : double(d);
 }
 
 }  // namespace
 
 const char* dtype_name(DType d) { return d == DType::F16 ? "fp16" : "bf16"; }
 
-struct Sparse24Linear::Impl {
-  std::int64_t n, k;
-  DType dtype;
-  cusparseLtMatDescriptor_t a;  // the structured weight
-  void* d_compressed = nullptr;
-  std::size_t compressed_size = 0;
-  struct Plan {
-    cusparseLtMatDescriptor_t b, d;
-    cusparseLtMatmulDescriptor_t mm;
-    cusparseLtMatmulAlgSelection_t sel;
-    cusparseLtMatmulPlan_t plan;
-    void* workspace = nullptr;
-    int alg = -1;
-    int split_k = 1;
-  };
-  std::map<std::int64_t, Plan> plans;
-
-  Plan& plan_for(std::int64_t m, const void* d_x, void* d_y, cudaStream_t stream) {
-    auto it = plans.find(m);
-    if (it != plans.end()) return it->second;
-    // Built in place: the matmul descriptor keeps pointers to the B/D descriptors, so a Plan
-    // must never be copied after init (std::map nodes do not move).
-    Plan& p = plans[m];
-    try {
-      init_plan(p, m, d_x, d_y, stream);
-    } catch (...) {
-      plans.erase(m);
-      throw;
-    }
-    return p;
+std::uint16_t to_bits(float v, DType d) {
+  std::uint16_t b;
+  if (d == DType::F16) {
+    __half h = __float2half_rn(v);
+    std::memcpy(&b, &h, 2);
+  } else {
+    __nv_bfloat16 h = __float2bfloat16_rn(v);
+    std::memcpy(&b, &h, 2);
   }
+  return b;
+}
 
-  // Once per shape: time every algorithm id × split-K setting on this GPU and keep the
-  // fastest (cusparseLtMatmulSearch returned an internal error with the cuSPARSELt 0.8.0 that
-  // PyTorch 2.11 ships, so the search is done here, as PyTorch's own search does).
-  void search(Plan& p, const void* d_x, void* d_y, cudaStream_t stream) {
-    auto* h = lt_handle();
-    int max_id = 0;
-    check(cusparseLtMatmulAlgGetAttribute(h, &p.sel, CUSPARSELT_MATMUL_ALG_CONFIG_MAX_ID, &max_id, sizeof max_id),
-          "max alg id");
-    const float alpha = 1.0f, beta = 0.0f;
-    cudaEvent_t e0, e1;
-    check(cudaEventCreate(&e0), "event");
-    check(cudaEventCreate(&e1), "event");
-    float best = 1e30f;
-    int best_id = 0, best_split = 1;
-    std::size_t ws_cap = 0;
-    bool plan_valid = true;  // init_plan made one
-    cudaFree(p.workspace);
-    p.workspace = nullptr;
-    auto try_config = [&](int id, int split) -> float {
-      if (cusparseLtMatmulAlgSetAttribute(h, &p.sel, CUSPARSELT_MATMUL_ALG_CONFIG_ID, &id, sizeof id) != CUSPARSE_STATUS_SUCCESS)
-        return 1e30f;
-      if (split != 1 &&
-          cusparseLtMatmulAlgSetAttribute(h, &p.sel, CUSPARSELT_MATMUL_SPLIT_K, &split, sizeof split) != CUSPARSE_STATUS_SUCCESS)
-        return 1e30f;
-      if (plan_valid) cusparseLtMatmulPlanDestroy(&p.plan);
-      plan_valid = cusparseLtMatmulPlanInit(h, &p.plan, &p.mm, &p.sel) == CUSPARSE_STATUS_SUCCESS;
-      if (!plan_valid) return 1e30f;
-      std::size_t ws = 0;
-      if (cusparseLtMatmulGetWorkspace(h, &p.plan, &ws) != CUSPARSE_STATUS_SUCCESS) return 1e30f;
-      if (ws > ws_cap) {
-        cudaFree(p.workspace);
-        if (cudaMalloc(&p.workspace, ws) != cudaSuccess) return 1e30f;
-        ws_cap = ws;
-      }
-      for (int i = 0; i < 2; ++i)
-        if (cusparseLtMatmul(h, &p.plan, &alpha, d_compressed, d_x, &beta, d_y, d_y, p.workspace, &stream, 1) !=
-            CUSPARSE_STATUS_SUCCESS)
-          return 1e30f;
-      cudaEventRecord(e0, stream);
-      for (int i = 0; i < 5; ++i)
-        cusparseLtMatmul(h, &p.plan, &alpha, d_compressed, d_x, &beta, d_y, d_y, p.workspace, &stream, 1);
-      cudaEventRecord(e1, stream);
-      if (cudaEventSynchronize(e1) != cudaSuccess) return 1e30f;
-      float ms = 0;
-      cudaEventElapsedTime(&ms, e0, e1);
-      return ms;
-    };
-    // PRUNUS_CSLT_SPLITK=0 searches algorithm ids only.
-    const char* sk = std::getenv("PRUNUS_CSLT_SPLITK");
-    const std::vector<int> splits = sk && sk[0] == '0' ? std::vector<int>{1} : std::vector<int>{1, 2, 4};
-    for (int id = 0; id <= max_id; ++id)
-      for (int split : splits) {
-        const float t = try_config(id, split);
-        if (t < best) {
-          best = t;
-          best_id = id;
-          best_split = split;
-        }
-      }
-    cudaGetLastError();  // clear errors of configurations that do not apply
-    if (best >= 1e30f) throw std::runtime_error("cuSPARSELt: no algorithm runs for this shape");
-    check(cusparseLtMatmulAlgSetAttribute(h, &p.sel, CUSPARSELT_MATMUL_ALG_CONFIG_ID, &best_id, sizeof best_id), "alg");
-    if (best_split != 1)
-      check(cusparseLtMatmulAlgSetAttribute(h, &p.sel, CUSPARSELT_MATMUL_SPLIT_K, &best_split, sizeof best_split), "split-K");
-    if (plan_valid) cusparseLtMatmulPlanDestroy(&p.plan);
-    check(cusparseLtMatmulPlanInit(h, &p.plan, &p.mm, &p.sel), "plan");
-    std::size_t ws = 0;
-    check(cusparseLtMatmulGetWorkspace(h, &p.plan, &ws), "workspace size");
-    if (ws > ws_cap) {
-      cudaFree(p.workspace);
-      check(cudaMalloc(&p.workspace, ws), "workspace");
-    }
-    p.split_k = best_split;
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
+float from_bits(std::uint16_t b, DType d) {
+  if (d == DType::F16) {
+    __half_raw r;
+    r.x = b;
+    return __half2float(__half(r));
   }
+  __nv_bfloat16_raw r;
+  r.x = b;
+  return __bfloat162float(__nv_bfloat16(r));
+}
 
-  void init_plan(Plan& p, std::int64_t m, const void* d_x, void* d_y, cudaStream_t stream) {
-    auto* h = lt_handle();
-    const auto t = cuda_type(dtype);
-    // B = X as column-major K×M (= row-major X[M×K]) except in layout 1, which reads X
-    // row-major M×K transposed. D: column-major N×M (= row-major Y) in layouts 0 and 1,
-    // row-major N×M (= Yᵀ) in layout 2, which is what PyTorch's cuSPARSELt call does.
-    const int layout = layout_choice();
-    cusparseOperation_t op_b = CUSPARSE_OPERATION_NON_TRANSPOSE;
-    if (layout != 1) {
-      check(cusparseLtDenseDescriptorInit(h, &p.b, k, m, k, 16, t, CUSPARSE_ORDER_COL), "B descriptor");
-    } else {
-      check(cusparseLtDenseDescriptorInit(h, &p.b, m, k, k, 16, t, CUSPARSE_ORDER_ROW), "B descriptor");
-      op_b = CUSPARSE_OPERATION_TRANSPOSE;
-    }
-    if (layout == 2) check(cusparseLtDenseDescriptorInit(h, &p.d, n, m, m, 16, t, CUSPARSE_ORDER_ROW), "D descriptor");
-    else check(cusparseLtDenseDescriptorInit(h, &p.d, n, m, n, 16, t, CUSPARSE_ORDER_COL), "D descriptor");
-    check(cusparseLtMatmulDescriptorInit(h, &p.mm, CUSPARSE_OPERATION_NON_TRANSPOSE, op_b, &a, &p.b, &p.d, &p.d,
-                                         CUSPARSE_COMPUTE_32F),
-          "matmul descriptor");
-    check(cusparseLtMatmulAlgSelectionInit(h, &p.sel, &p.mm, CUSPARSELT_MATMUL_ALG_DEFAULT), "algorithm selection");
-    check(cusparseLtMatmulPlanInit(h, &p.plan, &p.mm, &p.sel), "plan");
-    std::size_t ws = 0;
-    check(cusparseLtMatmulGetWorkspace(h, &p.plan, &ws), "workspace size");
-    if (ws) check(cudaMalloc(&p.workspace, ws), "workspace");
-    if (search_enabled()) search(p, d_x, d_y, stream);
-    check(cusparseLtMatmulAlgGetAttribute(h, &p.sel, CUSPARSELT_MATMUL_ALG_CONFIG_ID, &p.alg, sizeof p.alg), "alg id");
-  }
-};
-
-Sparse24Linear::Sparse24Linear(const std::uint16_t* w, std::int64_t n, std::int64_t k, DType dtype)
-    : impl_(std::make_unique<Impl>()) {
-  if (k % 4 != 0) throw std::invalid_argument("2:4 weights need K divisible by 4");
+std::string sparse24_unsupported(const std::uint16_t* w, std::int64_t n, std::int64_t k) {
+  if (k % 32 != 0 || n % 32 != 0)
+    return "shape " + std::to_string(n) + "x" + std::to_string(k) + " is not a multiple of 32 (cuSPARSELt)";
   for (std::int64_t r = 0; r < n; ++r)
     for (std::int64_t g = 0; g < k; g += 4) {
       int nz = 0;
       for (int j = 0; j < 4; ++j) nz += !is_zero(w[r * k + g + j]);
-      if (nz > 2) throw std::invalid_argument("weight is not 2:4: row " + std::to_string(r) + ", columns " +
-                                              std::to_string(g) + ".." + std::to_string(g + 3));
+      if (nz > 2)
+        return "not 2:4: row " + std::to_string(r) + ", columns " + std::to_string(g) + ".." + std::to_string(g + 3) +
+               " hold " + std::to_string(nz) + " non-zeros";
     }
+  return {};
+}
+
+// ------------------------------------------------------------------ Sparse24Linear
+
+struct Sparse24Linear::Impl {
+  std::int64_t n = 0, k = 0;
+  DType dtype = DType::F16;
+  Output out = Output::RowMajor;
+  std::vector<std::uint16_t> host_w;  // kept to compress for configurations the search picks later
+
+  // A descriptor per operand order (row-major N×K for layouts 0/2, column-major K×N for 1/3)
+  // and the weight compressed per (order, algorithm id).
+  struct Operand {
+    bool ready = false;
+    cusparseLtMatDescriptor_t a;
+  } operand[2];
+  std::map<std::pair<int, int>, std::pair<void*, std::size_t>> compressed;  // (order, alg) → buffer, bytes
+
+  // One problem (M, layout): descriptors stay at a fixed address while plans use them.
+  struct Problem {
+    cusparseLtMatDescriptor_t b, d;
+    cusparseLtMatmulDescriptor_t mm;
+  };
+  struct Plan {
+    std::unique_ptr<Problem> problem;
+    cusparseLtMatmulAlgSelection_t sel;
+    cusparseLtMatmulPlan_t plan;
+    const void* weight = nullptr;
+    SparsePlanInfo info;
+  };
+  std::map<std::int64_t, std::unique_ptr<Plan>> plans;
+  void* workspace = nullptr;
+  std::size_t workspace_size = 0;
+
+  static int order_of(int layout) { return layout % 2; }  // 0: row N×K, 1: column K×N
+
+  cusparseLtMatDescriptor_t* operand_for(int layout) {
+    auto& o = operand[order_of(layout)];
+    if (!o.ready) {
+      const auto t = cuda_type(dtype);
+      if (order_of(layout) == 0)
+        check(cusparseLtStructuredDescriptorInit(lt_handle(), &o.a, n, k, k, 16, t, CUSPARSE_ORDER_ROW,
+                                                 CUSPARSELT_SPARSITY_50_PERCENT),
+              "structured descriptor");
+      else
+        check(cusparseLtStructuredDescriptorInit(lt_handle(), &o.a, k, n, k, 16, t, CUSPARSE_ORDER_COL,
+                                                 CUSPARSELT_SPARSITY_50_PERCENT),
+              "structured descriptor");
+      o.ready = true;
+    }
+    return &o.a;
+  }
+
+  std::unique_ptr<Problem> make_problem(std::int64_t m, int layout) {
+    auto p = std::make_unique<Problem>();
+    auto* h = lt_handle();
+    const auto t = cuda_type(dtype);
+    check(cusparseLtDenseDescriptorInit(h, &p->b, k, m, k, 16, t, CUSPARSE_ORDER_COL), "B descriptor");
+    if (layout >= 2) check(cusparseLtDenseDescriptorInit(h, &p->d, n, m, m, 16, t, CUSPARSE_ORDER_ROW), "D descriptor");
+    else check(cusparseLtDenseDescriptorInit(h, &p->d, n, m, n, 16, t, CUSPARSE_ORDER_COL), "D descriptor");
+    const auto op_a = order_of(layout) == 0 ? CUSPARSE_OPERATION_NON_TRANSPOSE : CUSPARSE_OPERATION_TRANSPOSE;
+    check(cusparseLtMatmulDescriptorInit(h, &p->mm, op_a, CUSPARSE_OPERATION_NON_TRANSPOSE, operand_for(layout), &p->b,
+                                         &p->d, &p->d, CUSPARSE_COMPUTE_32F),
+          "matmul descriptor");
+    return p;
+  }
+
+  static void destroy_problem(Problem& p) {
+    cusparseLtMatDescriptorDestroy(&p.b);
+    cusparseLtMatDescriptorDestroy(&p.d);
+  }
+
+  // The weight compressed through `plan` for (order, alg), compressing it on first use.
+  const void* weight_for(int layout, int alg, const cusparseLtMatmulPlan_t* plan, cudaStream_t s) {
+    const auto key = std::make_pair(order_of(layout), alg);
+    auto it = compressed.find(key);
+    if (it != compressed.end()) return it->second.first;
+    auto* h = lt_handle();
+    std::size_t size = 0, buf_size = 0;
+    check(cusparseLtSpMMACompressedSize(h, plan, &size, &buf_size), "compressed size");
+    void *d_dense = nullptr, *d_out = nullptr, *d_buf = nullptr;
+    check(cudaMalloc(&d_dense, host_w.size() * 2), "weight");
+    check(cudaMemcpy(d_dense, host_w.data(), host_w.size() * 2, cudaMemcpyHostToDevice), "weight upload");
+    check(cudaMalloc(&d_out, size), "compressed weight");
+    if (buf_size) check(cudaMalloc(&d_buf, buf_size), "compression buffer");
+    const auto st = cusparseLtSpMMACompress(h, plan, d_dense, d_out, d_buf, s);
+    cudaStreamSynchronize(s);
+    cudaFree(d_buf);
+    cudaFree(d_dense);
+    if (st != CUSPARSE_STATUS_SUCCESS) {
+      cudaFree(d_out);
+      return nullptr;
+    }
+    compressed[key] = {d_out, size};
+    return d_out;
+  }
+
+  void ensure_workspace(std::size_t ws) {
+    if (ws <= workspace_size) return;
+    cudaFree(workspace);  // synchronises the device: only while planning
+    workspace = nullptr;
+    workspace_size = 0;
+    check(cudaMalloc(&workspace, ws), "workspace");
+    workspace_size = ws;
+  }
+
+  // A plan for (problem, alg, split) or null if cuSPARSELt refuses the configuration.
+  std::unique_ptr<Plan> try_plan(std::int64_t m, int layout, int alg, int split, bool use_default) {
+    auto p = std::make_unique<Plan>();
+    p->problem = make_problem(m, layout);
+    auto* h = lt_handle();
+    if (cusparseLtMatmulAlgSelectionInit(h, &p->sel, &p->problem->mm, CUSPARSELT_MATMUL_ALG_DEFAULT) !=
+        CUSPARSE_STATUS_SUCCESS) {
+      destroy_problem(*p->problem);
+      return nullptr;
+    }
+    bool ok = true;
+    if (!use_default) {
+      ok = cusparseLtMatmulAlgSetAttribute(h, &p->sel, CUSPARSELT_MATMUL_ALG_CONFIG_ID, &alg, sizeof alg) ==
+               CUSPARSE_STATUS_SUCCESS &&
+           cusparseLtMatmulAlgSetAttribute(h, &p->sel, CUSPARSELT_MATMUL_SPLIT_K, &split, sizeof split) ==
+               CUSPARSE_STATUS_SUCCESS;
+    }
+    if (ok) ok = cusparseLtMatmulPlanInit(h, &p->plan, &p->problem->mm, &p->sel) == CUSPARSE_STATUS_SUCCESS;
+    if (!ok) {
+      cusparseLtMatmulAlgSelectionDestroy(&p->sel);
+      destroy_problem(*p->problem);
+      return nullptr;
+    }
+    p->info.layout = layout;
+    cusparseLtMatmulAlgGetAttribute(h, &p->sel, CUSPARSELT_MATMUL_ALG_CONFIG_ID, &p->info.alg, sizeof(int));
+    cusparseLtMatmulAlgGetAttribute(h, &p->sel, CUSPARSELT_MATMUL_SPLIT_K, &p->info.split_k, sizeof(int));
+    return p;
+  }
+
+  static void destroy_plan(Plan& p) {
+    cusparseLtMatmulPlanDestroy(&p.plan);
+    cusparseLtMatmulAlgSelectionDestroy(&p.sel);
+    destroy_problem(*p.problem);
+  }
+
+  cusparseStatus_t run(Plan& p, const void* d_x, void* d_y, cudaStream_t s) {
+    const float alpha = 1.0f, beta = 0.0f;
+    return cusparseLtMatmul(lt_handle(), &p.plan, &alpha, p.weight, d_x, &beta, d_y, d_y, workspace, &s, 1);
+  }
+
+  // Prepares p (compressed weight, workspace) and runs it once; false if it does not run.
+  bool prepare(Plan& p, const void* d_x, void* d_y, cudaStream_t s) {
+    p.weight = weight_for(p.info.layout, p.info.alg, &p.plan, s);
+    if (!p.weight) return false;
+    std::size_t ws = 0;
+    if (cusparseLtMatmulGetWorkspace(lt_handle(), &p.plan, &ws) != CUSPARSE_STATUS_SUCCESS) return false;
+    ensure_workspace(ws);
+    if (run(p, d_x, d_y, s) != CUSPARSE_STATUS_SUCCESS) return false;
+    return cudaStreamSynchronize(s) == cudaSuccess && cudaGetLastError() == cudaSuccess;
+  }
+
+  double time_us(Plan& p, const void* d_x, void* d_y, cudaStream_t s, int iters) {
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    cudaEventRecord(e0, s);
+    for (int i = 0; i < iters; ++i) run(p, d_x, d_y, s);
+    cudaEventRecord(e1, s);
+    check(cudaEventSynchronize(e1), "cuSPARSELt configuration");
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    return 1000.0 * ms / iters;
+  }
+
+  static int max_id_of(Plan& p) {
+    int max_id = 0;
+    cusparseLtMatmulAlgGetAttribute(lt_handle(), &p.sel, CUSPARSELT_MATMUL_ALG_CONFIG_MAX_ID, &max_id, sizeof max_id);
+    return max_id;
+  }
+
+  Plan& plan_for(std::int64_t m, const void* d_x, void* d_y, cudaStream_t s) {
+    auto it = plans.find(m);
+    if (it != plans.end()) return *it->second;
+    std::vector<int> layouts = out == Output::RowMajor ? std::vector<int>{0, 1} : std::vector<int>{2, 3};
+    if (const int f = forced_layout(); f >= 0) {
+      if ((f >= 2) != (out == Output::Transposed)) throw std::invalid_argument("PRUNUS_CSLT_LAYOUT does not give the requested output");
+      layouts = {f};
+    }
+    const bool search = search_enabled();
+    auto& cache = tuning();
+    const int dt = int(dtype);
+    char best_key[128];
+    std::snprintf(best_key, sizeof best_key, "%d %d %lld %lld %lld", dt, int(out), (long long)n, (long long)k, (long long)m);
+    if (forced_layout() < 0) {  // also with PRUNUS_CSLT_SEARCH=0: a recorded search is reused
+      auto b = cache.best.find(best_key);
+      if (b != cache.best.end()) {  // searched by an earlier process on this GPU
+        const auto& [lay, alg, split, us] = b->second;
+        auto c = try_plan(m, int(lay), int(alg), int(split), false);
+        if (c && prepare(*c, d_x, d_y, s)) {
+          c->info.us = us;
+          return *(plans[m] = std::move(c));
+        }
+        if (c) destroy_plan(*c);
+      }
+    }
+    auto config_key = [&](int layout, int alg, int split) {
+      char key[160];
+      std::snprintf(key, sizeof key, "%d %d %d %d %lld %lld %lld", dt, layout, alg, split, (long long)n, (long long)k,
+                    (long long)m);
+      return std::string(key);
+    };
+    const std::int64_t y_elems = m * n;
+    void* d_ref = nullptr;
+    unsigned* d_scratch = nullptr;
+    check(cudaMalloc(&d_ref, y_elems * 2), "search buffer");
+    check(cudaMalloc(&d_scratch, 2 * sizeof(unsigned)), "search buffer");
+    std::unique_ptr<Plan> best;
+    int timed = 0;
+    try {
+      for (int layout : layouts) {
+        auto def = try_plan(m, layout, 0, 1, true);
+        if (!def || !prepare(*def, d_x, d_ref, s)) {
+          if (def) destroy_plan(*def);
+          continue;
+        }
+        def->info.us = time_us(*def, d_x, d_y, s, 5);
+        ++timed;
+        if (verbose())
+          log("cuSPARSELt " + std::to_string(n) + "x" + std::to_string(k) + " M=" + std::to_string(m) + " layout " +
+              std::to_string(layout) + " (" + std::to_string(max_id_of(*def)) + " algorithms) default alg " + std::to_string(def->info.alg) + " split " +
+              std::to_string(def->info.split_k) + ": " + std::to_string(def->info.us) + " us");
+        auto consider = [&](std::unique_ptr<Plan> c) {
+          if (!best || c->info.us < best->info.us) {
+            if (best) destroy_plan(*best);
+            best = std::move(c);
+          } else {
+            destroy_plan(*c);
+          }
+        };
+        const int max_id = std::min(max_id_of(*def), 256);
+        consider(std::move(def));
+        if (!search) continue;
+        const std::vector<int> splits = splitk_enabled() ? std::vector<int>{1, 2, 4, 8} : std::vector<int>{1};
+        const auto started = std::chrono::steady_clock::now();
+        for (int alg = 0; alg < max_id; ++alg) {
+          // A bounded search: past the limit per (shape, M, layout) keep the best found so far.
+          if (std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() > search_seconds()) {
+            log("cuSPARSELt: search of " + std::to_string(n) + "x" + std::to_string(k) + " at M=" + std::to_string(m) +
+                " stopped after " + std::to_string(search_seconds()) + " s at algorithm " + std::to_string(alg) + " of " +
+                std::to_string(max_id));
+            break;
+          }
+          double prev = 1e30;
+          for (int split : splits) {
+            if (cache.bad.count({dt, layout, alg, split})) break;
+            auto c = try_plan(m, layout, alg, split, false);
+            if (!c) break;
+            cache.write("start " + config_key(layout, alg, split));
+            if (!prepare(*c, d_x, d_y, s)) {
+              destroy_plan(*c);
+              cudaGetLastError();
+              break;
+            }
+            const double err = rel_diff(d_y, d_ref, y_elems, dtype, d_scratch, s);
+            if (!(err < 2e-2)) {  // a configuration that computes something else is never chosen
+              log("cuSPARSELt: layout " + std::to_string(layout) + " alg " + std::to_string(alg) + " split-K " +
+                  std::to_string(split) + " disagrees with the default configuration (rel. diff " +
+                  std::to_string(err) + "); skipped");
+              destroy_plan(*c);
+              break;
+            }
+            run(*c, d_x, d_y, s);  // warm
+            c->info.us = time_us(*c, d_x, d_y, s, 5);
+            cache.write("done " + config_key(layout, alg, split) + " " + std::to_string(c->info.us));
+            ++timed;
+            if (verbose())
+              log("cuSPARSELt " + std::to_string(n) + "x" + std::to_string(k) + " M=" + std::to_string(m) + " layout " +
+                  std::to_string(layout) + " alg " + std::to_string(alg) + " split " + std::to_string(split) + ": " +
+                  std::to_string(c->info.us) + " us");
+            const double t = c->info.us;
+            consider(std::move(c));
+            if (t > prev * 1.05) break;  // more splits only get slower
+            prev = std::min(prev, t);
+          }
+        }
+      }
+    } catch (...) {
+      cudaFree(d_ref);
+      cudaFree(d_scratch);
+      if (best) destroy_plan(*best);
+      throw;
+    }
+    cudaFree(d_ref);
+    cudaFree(d_scratch);
+    if (!best) throw std::runtime_error("cuSPARSELt: no configuration runs " + std::to_string(n) + "x" + std::to_string(k) +
+                                        " at M=" + std::to_string(m));
+    best->info.configs_timed = timed;
+    if (search && forced_layout() < 0 && timed > int(layouts.size()))
+      cache.write("best " + std::string(best_key) + " " + std::to_string(best->info.layout) + " " +
+                  std::to_string(best->info.alg) + " " + std::to_string(best->info.split_k) + " " +
+                  std::to_string(best->info.us));
+    // Keep only the compressed weights that some chosen plan reads.
+    for (auto c = compressed.begin(); c != compressed.end();) {
+      bool used = c->second.first == best->weight;
+      for (auto& [mm, p] : plans) used = used || p->weight == c->second.first;
+      if (used) {
+        ++c;
+      } else {
+        cudaFree(c->second.first);
+        c = compressed.erase(c);
+      }
+    }
+    return *(plans[m] = std::move(best));
+  }
+};
+
+Sparse24Linear::Sparse24Linear(const std::uint16_t* w, std::int64_t n, std::int64_t k, DType dtype, Output out)
+    : impl_(std::make_unique<Impl>()) {
+  if (auto why = sparse24_unsupported(w, n, k); !why.empty()) throw std::invalid_argument("2:4 weight: " + why);
   auto& I = *impl_;
   I.n = n;
   I.k = k;
   I.dtype = dtype;
-  auto* h = lt_handle();
-  check(cusparseLtStructuredDescriptorInit(h, &I.a, n, k, k, 16, cuda_type(dtype), CUSPARSE_ORDER_ROW,
-                                           CUSPARSELT_SPARSITY_50_PERCENT),
-        "structured descriptor");
-  void* d_dense = nullptr;
-  check(cudaMalloc(&d_dense, n * k * 2), "weight");
-  check(cudaMemcpy(d_dense, w, n * k * 2, cudaMemcpyHostToDevice), "weight upload");
-  std::size_t buf_size = 0;
-  check(cusparseLtSpMMACompressedSize2(h, &I.a, &I.compressed_size, &buf_size), "compressed size");
-  void* d_buf = nullptr;
-  check(cudaMalloc(&I.d_compressed, I.compressed_size), "compressed weight");
-  if (buf_size) check(cudaMalloc(&d_buf, buf_size), "compression buffer");
-  check(cusparseLtSpMMACompress2(h, &I.a, 1, CUSPARSE_OPERATION_NON_TRANSPOSE, d_dense, I.d_compressed, d_buf, nullptr),
-        "compress");
-  check(cudaDeviceSynchronize(), "compress");
-  cudaFree(d_buf);
-  cudaFree(d_dense);  // only the compressed weight stays on the GPU
+  I.out = out;
+  I.host_w.assign(w, w + n * k);
 }
 
 Sparse24Linear::~Sparse24Linear() {
-  for (auto& [m, p] : impl_->plans) {
-    cusparseLtMatmulPlanDestroy(&p.plan);
-    cusparseLtMatDescriptorDestroy(&p.b);
-    cusparseLtMatDescriptorDestroy(&p.d);
-    cudaFree(p.workspace);
-  }
-  cusparseLtMatDescriptorDestroy(&impl_->a);
-  cudaFree(impl_->d_compressed);
+  for (auto& [m, p] : impl_->plans) Impl::destroy_plan(*p);
+  for (auto& o : impl_->operand)
+    if (o.ready) cusparseLtMatDescriptorDestroy(&o.a);
+  for (auto& [key, buf] : impl_->compressed) cudaFree(buf.first);
+  cudaFree(impl_->workspace);
 }
 
 void Sparse24Linear::forward(const void* d_x, std::int64_t m, void* d_y, void* stream) {
   if (m % 16 != 0) throw std::invalid_argument("Sparse24Linear: M must be a multiple of 16 (pad the batch)");
   auto s = static_cast<cudaStream_t>(stream);
   auto& p = impl_->plan_for(m, d_x, d_y, s);
-  const float alpha = 1.0f, beta = 0.0f;
-  check(cusparseLtMatmul(lt_handle(), &p.plan, &alpha, impl_->d_compressed, d_x, &beta, d_y, d_y, p.workspace, &s, 1),
-        "cusparseLtMatmul");
+  check(impl_->run(p, d_x, d_y, s), "cusparseLtMatmul");
 }
 
-int Sparse24Linear::algorithm(std::int64_t m) const {
+SparsePlanInfo Sparse24Linear::plan_info(std::int64_t m) const {
   auto it = impl_->plans.find(m);
-  return it == impl_->plans.end() ? -1 : it->second.alg;
+  return it == impl_->plans.end() ? SparsePlanInfo{} : it->second->info;
 }
-int Sparse24Linear::split_k(std::int64_t m) const {
-  auto it = impl_->plans.find(m);
-  return it == impl_->plans.end() ? -1 : it->second.split_k;
+std::size_t Sparse24Linear::compressed_bytes() const {
+  std::size_t total = 0;
+  for (auto& [key, buf] : impl_->compressed) total += buf.second;
+  return total;
 }
-std::size_t Sparse24Linear::compressed_bytes() const { return impl_->compressed_size; }
+std::int64_t Sparse24Linear::rows() const { return impl_->n; }
+std::int64_t Sparse24Linear::cols() const { return impl_->k; }
+
+// ------------------------------------------------------------------ DenseLinear
 
 struct DenseLinear::Impl {
   std::int64_t n, k;
@@ -288,10 +650,137 @@ void DenseLinear::forward(const void* d_x, std::int64_t m, void* d_y, void* stre
   const float alpha = 1.0f, beta = 0.0f;
   const auto t = cuda_type(impl_->dtype);
   const int n = static_cast<int>(impl_->n), k = static_cast<int>(impl_->k), mm = static_cast<int>(m);
-  // Column-major view: Y^T[N×M] = W[N×K] (stored K×N col-major, so op T) · X^T[K×M].
+  // Column-major view: Yᵀ[N×M] = W[N×K] (stored K×N col-major, so op T) · Xᵀ[K×M].
   check(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, mm, k, &alpha, impl_->d_w, t, k, d_x, t, k, &beta, d_y, t, n,
                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
         "cublasGemmEx");
 }
+
+void DenseLinear::forward_f32(const void* d_x, std::int64_t m, float* d_y, void* stream) {
+  auto h = blas_handle();
+  check(cublasSetStream(h, static_cast<cudaStream_t>(stream)), "cublasSetStream");
+  const float alpha = 1.0f, beta = 0.0f;
+  const auto t = cuda_type(impl_->dtype);
+  const int n = static_cast<int>(impl_->n), k = static_cast<int>(impl_->k), mm = static_cast<int>(m);
+  check(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, mm, k, &alpha, impl_->d_w, t, k, d_x, t, k, &beta, d_y,
+                     CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "cublasGemmEx (fp32 out)");
+}
+
+// ------------------------------------------------------------------ Linear (dense / 2:4 / auto)
+
+const char* gemm_mode_name(GemmMode m) {
+  switch (m) {
+    case GemmMode::Dense: return "dense";
+    case GemmMode::Sparse24: return "2:4";
+    case GemmMode::Auto: return "auto";
+  }
+  return "?";
+}
+
+GemmMode parse_gemm_mode(const std::string& s) {
+  if (s == "dense") return GemmMode::Dense;
+  if (s == "2:4" || s == "sparse24") return GemmMode::Sparse24;
+  if (s == "auto") return GemmMode::Auto;
+  throw std::invalid_argument("unknown GEMM mode '" + s + "' (dense, 2:4 or auto)");
+}
+
+void set_log(std::function<void(const std::string&)> sink) {
+  std::lock_guard<std::mutex> g(log_mutex);
+  if (!sink) sink = [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); };
+  log_sink() = std::move(sink);
+}
+
+struct Linear::Impl {
+  std::string name;
+  std::int64_t n = 0, k = 0;
+  GemmMode mode = GemmMode::Dense;
+  std::unique_ptr<DenseLinear> dense;
+  std::unique_ptr<Sparse24Linear> sparse;
+  std::map<std::int64_t, bool> use_sparse;  // auto: padded M → 2:4 measured faster
+
+  bool decide(std::int64_t m, const void* d_x, void* d_y, cudaStream_t s) {
+    const std::int64_t mp = (m + 15) / 16 * 16;
+    auto it = use_sparse.find(mp);
+    if (it != use_sparse.end()) return it->second;
+    sparse->forward(d_x, mp, d_y, s);  // plans and searches
+    auto time = [&](auto&& f) {
+      for (int i = 0; i < 2; ++i) f();
+      cudaEvent_t e0, e1;
+      cudaEventCreate(&e0);
+      cudaEventCreate(&e1);
+      cudaEventRecord(e0, s);
+      for (int i = 0; i < 10; ++i) f();
+      cudaEventRecord(e1, s);
+      cudaEventSynchronize(e1);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, e0, e1);
+      cudaEventDestroy(e0);
+      cudaEventDestroy(e1);
+      return ms * 100.0;  // µs per call
+    };
+    const double td = time([&] { dense->forward(d_x, m, d_y, s); });
+    const double ts = time([&] { sparse->forward(d_x, mp, d_y, s); });
+    const bool sp = ts < td;
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "auto: %s (%lldx%lld) at M=%lld: %s (2:4 %.1f us, dense %.1f us, %.2fx)", name.c_str(),
+                  (long long)n, (long long)k, (long long)m, sp ? "2:4" : "dense, 2:4 loses here", ts, td, td / ts);
+    log(buf);
+    use_sparse[mp] = sp;
+    return sp;
+  }
+};
+
+Linear::Linear(std::string name, const std::uint16_t* w, std::int64_t n, std::int64_t k, DType dtype, GemmMode mode)
+    : impl_(std::make_unique<Impl>()) {
+  auto& I = *impl_;
+  I.name = std::move(name);
+  I.n = n;
+  I.k = k;
+  I.mode = mode;
+  if (mode != GemmMode::Dense) {
+    const auto why = sparse24_unsupported(w, n, k);
+    if (!why.empty()) {
+      if (mode == GemmMode::Sparse24) throw std::invalid_argument(I.name + ": " + why);
+      log("auto: " + I.name + " stays dense: " + why);
+      I.mode = GemmMode::Dense;
+    } else {
+      I.sparse = std::make_unique<Sparse24Linear>(w, n, k, dtype, Output::RowMajor);
+    }
+  }
+  if (I.mode != GemmMode::Sparse24) I.dense = std::make_unique<DenseLinear>(w, n, k, dtype);
+}
+Linear::~Linear() = default;
+Linear::Linear(Linear&&) noexcept = default;
+Linear& Linear::operator=(Linear&&) noexcept = default;
+
+void Linear::forward(const void* d_x, std::int64_t m, void* d_y, void* stream) {
+  auto& I = *impl_;
+  auto s = static_cast<cudaStream_t>(stream);
+  const std::int64_t mp = (m + 15) / 16 * 16;
+  switch (I.mode) {
+    case GemmMode::Dense: I.dense->forward(d_x, m, d_y, s); return;
+    case GemmMode::Sparse24: I.sparse->forward(d_x, mp, d_y, s); return;
+    case GemmMode::Auto:
+      if (I.decide(m, d_x, d_y, s)) I.sparse->forward(d_x, mp, d_y, s);
+      else I.dense->forward(d_x, m, d_y, s);
+      return;
+  }
+}
+
+bool Linear::sparse_at(std::int64_t m) const {
+  if (impl_->mode != GemmMode::Auto) return impl_->mode == GemmMode::Sparse24;
+  auto it = impl_->use_sparse.find((m + 15) / 16 * 16);
+  return it != impl_->use_sparse.end() && it->second;
+}
+std::size_t Linear::device_bytes() const {
+  std::size_t b = 0;
+  if (impl_->dense) b += impl_->n * impl_->k * 2;
+  if (impl_->sparse) b += impl_->sparse->compressed_bytes();
+  return b;
+}
+const std::string& Linear::name() const { return impl_->name; }
+std::int64_t Linear::rows() const { return impl_->n; }
+std::int64_t Linear::cols() const { return impl_->k; }
 
 }  // namespace prunus::cuda

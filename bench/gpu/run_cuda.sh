@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# On the GPU machine (the device tool's image: PyTorch with its CUDA libraries, no Debian
+# packages): run the CUDA backend built here (-DPRUNUS_CUDA=ON), against PyTorch's copies of
+# cudart, cuBLAS and cuSPARSELt. Binaries and data come in build-gpu-data/ (carried):
+#   bin/{prunus-cuda,prunus_cuda_bench,prunus_cuda_test}, stories260K*.bin, tok512.bin, text.
+# JSON lines and logs to ${OUT:-.}.
+#   bash bench/gpu/run_cuda.sh STEP...   STEP: env test gemm gemm-quick torch torch-quick ppl ppl-quick e2e e2e-quick
+# cuSPARSELt searches are recorded in $PRUNUS_CSLT_CACHE (here $OUT/tuning.txt).
+set -uo pipefail
+OUT=${OUT:-.}
+D=build-gpu-data
+SITE=$(python3 -c 'import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))')
+libdir() { dirname "$(find "$SITE/nvidia" "$SITE/torch/lib" -name "$1" 2>/dev/null | head -1)"; }
+export LD_LIBRARY_PATH="$(libdir 'libcusparseLt.so*'):$(libdir 'libcublas.so.*'):$(libdir 'libcudart.so.*'):${LD_LIBRARY_PATH:-}"
+chmod +x $D/bin/* 2>/dev/null
+export PRUNUS_CSLT_CACHE=${PRUNUS_CSLT_CACHE:-$OUT/tuning.txt}
+LIMIT=${LIMIT:-150}   # seconds per step: a stalled GPU kernel must not eat the whole lease
+for step in "$@"; do
+  echo "== $step $(date +%T)" | tee -a "$OUT/steps.log"
+  case $step in
+    env)
+      nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+      python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cusparselt", torch.backends.cusparselt.version())'
+      echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"; ldd $D/bin/prunus-cuda | grep -E "cusparseLt|cublas|cudart" ;;
+    test) PRUNUS_CSLT_VERBOSE=1 timeout -s KILL $LIMIT $D/bin/prunus_cuda_test > "$OUT/cuda_test.log" 2> "$OUT/cuda_test.err"
+          echo "rc=$?"; grep -E "FAIL|passed|failure|SKIP" "$OUT/cuda_test.log" | head -30; tail -2 "$OUT/cuda_test.log" ;;
+    gemm)  # a configuration that faults is recorded in the tuning file and skipped by the retry
+      for attempt in 1 2; do
+        timeout -s KILL $LIMIT $D/bin/prunus_cuda_bench --row-only > "$OUT/gemm$attempt.jsonl" 2> "$OUT/gemm$attempt.err"
+        rc=$?; echo "attempt $attempt rc=$rc"; grep -E "crashed|terminate|what" "$OUT/gemm$attempt.err" | head -5
+        ((rc == 0)) && break
+      done ;;
+    gemm-quick) PRUNUS_CSLT_VERBOSE=1 timeout -s KILL $LIMIT $D/bin/prunus_cuda_bench --quick > "$OUT/gemm_quick.jsonl" 2> "$OUT/gemm_quick.err"; echo "rc=$?"; cat "$OUT/gemm_quick.jsonl" ;;
+    torch) timeout -s KILL $LIMIT python3 bench/torch_semi_structured.py > "$OUT/torch.jsonl" 2> "$OUT/torch.err"; echo "rc=$?" ;;
+    torch-quick) python3 bench/torch_semi_structured.py --quick | tee "$OUT/torch_quick.jsonl" ;;
+    ppl-quick)
+      for args in "stories260K.bin --gemm dense" "stories260K_sgpt24.bin --gemm 2:4"; do
+        set -- $args
+        PRUNUS_CSLT_SEARCH=0 timeout -s KILL 60 $D/bin/prunus-cuda perplexity "$D/$1" $D/tinystories_valid.txt --tokenizer $D/tok512.bin "${@:2}" 2>>"$OUT/ppl.err" | tee -a "$OUT/ppl.jsonl"
+      done ;;
+    ppl)
+      for args in "stories260K.bin --gemm dense" "stories260K.bin --gemm dense --dtype bf16" \
+                  "stories260K_sgpt24.bin --gemm dense" "stories260K_sgpt24.bin --gemm 2:4" "stories260K_sgpt24.bin --gemm auto" \
+                  "stories260K_sgpt24.bin --gemm dense --dtype bf16" "stories260K_sgpt24.bin --gemm 2:4 --dtype bf16" \
+                  "stories260K_mag24.bin --gemm dense" "stories260K_mag24.bin --gemm 2:4"; do
+        set -- $args
+        PRUNUS_CSLT_SEARCH=0 timeout -s KILL 60 $D/bin/prunus-cuda perplexity "$D/$1" $D/tinystories_valid.txt --tokenizer $D/tok512.bin "${@:2}" 2>>"$OUT/ppl.err" | tee -a "$OUT/ppl.jsonl"
+      done
+      $D/bin/prunus-cuda generate $D/stories260K.bin --tokenizer $D/tok512.bin --steps 200 | tee "$OUT/generate.txt" ;;
+    e2e) timeout -s KILL $LIMIT $D/bin/prunus-cuda bench --layers 2 --prefill 512 2048 4096 --decode 64 2>"$OUT/e2e.err" | tee "$OUT/e2e.jsonl" ;;
+    e2e-quick) timeout -s KILL $LIMIT $D/bin/prunus-cuda bench --layers 2 --prefill 2048 --decode 32 2>"$OUT/e2e_quick.err" | tee "$OUT/e2e_quick.jsonl"; tail -20 "$OUT/e2e_quick.err" ;;
+  esac
+done
