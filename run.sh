@@ -12,6 +12,7 @@ PACKAGES=(
   cmake ninja-build g++ ccache pkg-config
   libtorch-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev libopenblas-dev
   libgtest-dev libgmock-dev libbenchmark-dev libeigen3-dev libonnx-dev libprotobuf-dev libgloo-dev
+  libsentencepiece-dev
   dataset-fashion-mnist
   python3 python3-venv
   clang libclang-rt-14-dev
@@ -93,9 +94,9 @@ fuzz() {
 
 python_env() {
   # Test-time cross-checks only: the reference safetensors package, from PyPI, in .venv.
-  if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c "import safetensors, numpy, onnxruntime, tokenizers" 2>/dev/null; then
+  if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c "import safetensors, numpy, onnxruntime, tokenizers, sentencepiece" 2>/dev/null; then
     python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check "safetensors>=0.4" "numpy>=1.24" "onnxruntime>=1.16" "tokenizers>=0.15"
+    .venv/bin/pip install -q --disable-pip-version-check "safetensors>=0.4" "numpy>=1.24" "onnxruntime>=1.16" "tokenizers>=0.15" "sentencepiece>=0.1.99"
   fi
 }
 

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -51,6 +52,11 @@ std::vector<std::string> layer_linear_names(int layer);
 // llama2.c tokenizer: int32 max_token_length, then per token: float score, int32 len, bytes.
 class Tokenizer {
  public:
+  // An external encoder (the sentencepiece library for tokenizer.model files).
+  struct Encoder {
+    virtual ~Encoder() = default;
+    virtual std::vector<std::int32_t> encode(const std::string& text) const = 0;
+  };
   static Tokenizer read(const std::string& path, std::int32_t vocab_size);
   static Tokenizer parse(const std::uint8_t* data, std::size_t size, const std::string& name, std::int32_t vocab_size);
   // A Hugging Face tokenizer.json of the LLaMA / sentencepiece kind: model BPE with
@@ -60,6 +66,17 @@ class Tokenizer {
   // InputError naming the file, as is a vocabulary that is not the model's size.
   static Tokenizer read_hf_json(const std::string& path, std::int32_t vocab_size);
   static Tokenizer parse_hf_json(const std::string& text, const std::string& path, std::int32_t vocab_size);
+  // A sentencepiece model (a Hugging Face folder's tokenizer.model, LLaMA's BPE or a unigram
+  // model): encoding is the sentencepiece library's own (its normalizer, dummy prefix, byte
+  // fallback). The model must have the vocabulary's size, <s> = 1 and </s> = 2; anything else,
+  // or a file the library cannot parse, is an InputError naming the file.
+  static Tokenizer read_sentencepiece(const std::string& path, std::int32_t vocab_size);
+  // By extension: .json → read_hf_json, .model → read_sentencepiece, else read (llama2.c .bin).
+  static Tokenizer read_any(const std::string& path, std::int32_t vocab_size);
+  // Where a model's tokenizer is when none is given: a folder's tokenizer.json, else its
+  // tokenizer.model, else tok<vocab>.bin in the folder or beside the file. InputError naming
+  // the model (and the candidates) when none exists.
+  static std::string default_path(const std::string& model_path, std::int32_t vocab_size);
   // BPE as llama2.c's encode: a dummy-prefix space, UTF-8 code points (unknown ones as
   // byte tokens <0xXX>), then merges of the best-scoring pair until none (tokenizer.json: of
   // the lowest-ranked merge; leftmost on ties either way).
@@ -75,6 +92,8 @@ class Tokenizer {
   // tokenizer.json: (left id << 32 | right id) → (rank, merged id); empty for llama2.c files.
   std::unordered_map<std::uint64_t, std::pair<std::int32_t, std::int32_t>> merges_;
   std::int32_t byte_ids_[256];  // <0xXX> tokens (0, <unk>, where the vocabulary lacks one)
+  // tokenizer.model: the sentencepiece processor encodes (src/runtime/formats/sentencepiece.cpp).
+  std::shared_ptr<const Encoder> encoder_;
 };
 
 }  // namespace prunus::llama2c

@@ -32,3 +32,10 @@ done
   "$SHARED/data/tinystories_valid.txt" "$T/tokjson" || exit 1
 "$PY" "$here/tokenizer_json_check.py" "$PRUNUS" "$SHARED/models/aidreams260K.bin" "$SHARED/models/tok512_aidreams.bin" \
   "$SHARED/data/tinystories_valid.txt" "$T/tokjson2" || exit 1
+# sentencepiece tokenizer.model rebuilt from each llama2.c tokenizer: prunus tokenize = the
+# sentencepiece package (PyPI) = the .bin, a folder with only tokenizer.model scores the same
+# perplexity, bad files refused.
+"$PY" "$here/sentencepiece_check.py" "$PRUNUS" "$SHARED/models/stories260K.bin" "$SHARED/models/tok512.bin" \
+  "$SHARED/data/tinystories_valid.txt" "$T/sp" || exit 1
+"$PY" "$here/sentencepiece_check.py" "$PRUNUS" "$SHARED/models/aidreams260K.bin" "$SHARED/models/tok512_aidreams.bin" \
+  "$SHARED/data/tinystories_valid.txt" "$T/sp2" || exit 1

@@ -40,12 +40,11 @@ void add_llm(CLI::App& app, Action& action) {
         "tokenize", "Print the token ids of each non-empty line of a text file (BOS + the tokenizer's leading space, "
                     "as perplexity and oneshot encode documents), one line of ids per document");
     cmd->add_option("text", o->text, "Text file")->required();
-    cmd->add_option("--tokenizer", o->tokenizer, "llama2.c tokenizer (.bin) or Hugging Face tokenizer.json")->required();
+    cmd->add_option("--tokenizer", o->tokenizer, "llama2.c tokenizer (.bin), Hugging Face tokenizer.json or sentencepiece tokenizer.model")->required();
     cmd->add_option("--vocab-size", o->vocab_size, "The model's vocabulary size")->required()->check(CLI::PositiveNumber);
     cmd->callback([&action, o] {
       action = [o] {
-        const auto tok = o->tokenizer.ends_with(".json") ? llama2c::Tokenizer::read_hf_json(o->tokenizer, o->vocab_size)
-                                                         : llama2c::Tokenizer::read(o->tokenizer, o->vocab_size);
+        const auto tok = llama2c::Tokenizer::read_any(o->tokenizer, o->vocab_size);
         std::ifstream in(o->text, std::ios::binary);
         if (!in) fail(o->text, "cannot open the text file");
         std::string line, out;
@@ -77,7 +76,7 @@ void add_llm(CLI::App& app, Action& action) {
         "independently; perplexity = exp(mean negative log-likelihood over all predicted positions).");
     cmd->add_option("model", o->model, "llama2.c checkpoint (.bin) or Hugging Face LLaMA folder")->required();
     cmd->add_option("text", o->text, "Text file")->required();
-    cmd->add_option("--tokenizer", o->t.tokenizer, "llama2.c tokenizer (.bin) or Hugging Face tokenizer.json (LLaMA/sentencepiece BPE); default: the folder's tokenizer.json, else tok<vocab>.bin beside the model");
+    cmd->add_option("--tokenizer", o->t.tokenizer, "llama2.c tokenizer (.bin), Hugging Face tokenizer.json (LLaMA/sentencepiece BPE) or sentencepiece tokenizer.model; default: the folder's tokenizer.json, else its tokenizer.model, else tok<vocab>.bin beside the model");
     cmd->add_option("--context", o->context, "Window length (default: the model's seq_len)");
     cmd->add_option("--max-windows", o->max_windows, "Score only the first N windows (0: all)");
     cmd->add_option("--threads", o->t.threads, "Intra-op threads");
@@ -95,7 +94,7 @@ void add_llm(CLI::App& app, Action& action) {
     auto* cmd = app.add_subcommand("generate", "Greedy decoding from BOS (a smoke test of a model)");
     cmd->add_option("model", o->model, "llama2.c checkpoint (.bin) or Hugging Face LLaMA folder")->required();
     cmd->add_option("--steps", o->g.steps, "Tokens to generate")->capture_default_str();
-    cmd->add_option("--tokenizer", o->t.tokenizer, "llama2.c tokenizer (.bin) or Hugging Face tokenizer.json (LLaMA/sentencepiece BPE); default: the folder's tokenizer.json, else tok<vocab>.bin beside the model");
+    cmd->add_option("--tokenizer", o->t.tokenizer, "llama2.c tokenizer (.bin), Hugging Face tokenizer.json (LLaMA/sentencepiece BPE) or sentencepiece tokenizer.model; default: the folder's tokenizer.json, else its tokenizer.model, else tok<vocab>.bin beside the model");
     cmd->add_option("--runtime", o->g.runtime,
                     "torch (libtorch forward) or native (prunus_runtime: KV cache, each linear in the sparse format "
                     "that measured fastest)")
@@ -120,7 +119,7 @@ void add_llm(CLI::App& app, Action& action) {
     cmd->add_option("--nm", j->nm, "N:M pattern along the inputs, e.g. 2:4 (overrides --sparsity)");
     cmd->add_option("--scope", j->magnitude_scope, "magnitude: rank per output row or per layer")->capture_default_str();
     cmd->add_option("--calib", j->calib, "Calibration text (same line-per-document protocol as perplexity)");
-    cmd->add_option("--tokenizer", j->text.tokenizer, "llama2.c tokenizer (.bin) or Hugging Face tokenizer.json (LLaMA/sentencepiece BPE); default: the folder's tokenizer.json, else tok<vocab>.bin beside the model");
+    cmd->add_option("--tokenizer", j->text.tokenizer, "llama2.c tokenizer (.bin), Hugging Face tokenizer.json (LLaMA/sentencepiece BPE) or sentencepiece tokenizer.model; default: the folder's tokenizer.json, else its tokenizer.model, else tok<vocab>.bin beside the model");
     cmd->add_option("--nsamples", j->nsamples, "Calibration windows")->capture_default_str();
     cmd->add_option("--seqlen", j->seqlen, "Calibration window length (default: the model's seq_len)");
     cmd->add_option("--seed", j->seed, "Seed for picking calibration windows")->capture_default_str();

@@ -60,7 +60,10 @@ llama2c::Tokenizer load_tokenizer(const Loaded& m, const std::string& model, std
   const auto v = m.ck.config.vocab_size;
   if (path.empty()) path = m.tokenizer_json;
   if (path.empty()) path = (fs::path(model).parent_path() / ("tok" + std::to_string(v) + ".bin")).string();
-  if (path.size() > 5 && path.substr(path.size() - 5) == ".json") return llama2c::Tokenizer::read_hf_json(path, v);
+  if (path.ends_with(".model"))
+    fail(path, "a sentencepiece tokenizer.model needs libsentencepiece, which prunus-cuda does not link; pass the "
+               "folder's tokenizer.json or a llama2.c tokenizer");
+  if (path.ends_with(".json")) return llama2c::Tokenizer::read_hf_json(path, v);
   return llama2c::Tokenizer::read(path, v);
 }
 

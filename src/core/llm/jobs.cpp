@@ -20,22 +20,10 @@ namespace fs = std::filesystem;
 namespace {
 
 llama2c::Tokenizer tokenizer_for(const std::string& model_path, const llm::Model& m, const LlmTextOptions& o) {
-  std::string path = o.tokenizer;
-  if (path.empty()) {
-    // A Hugging Face folder's tokenizer.json; else tok<vocab>.bin inside the folder or beside the file.
-    const auto name = fmt::format("tok{}.bin", m.config.vocab_size);
-    const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path) : fs::path(model_path).parent_path();
-    path = (dir / name).string();
-    if (fs::is_directory(model_path) && fs::exists(dir / "tokenizer.json")) path = (dir / "tokenizer.json").string();
-    if (!fs::exists(path))
-      fail(model_path, fs::is_directory(model_path)
-                           ? fmt::format("no tokenizer given and neither {} nor {} exists (pass --tokenizer)",
-                                         (dir / "tokenizer.json").string(), path)
-                           : fmt::format("no tokenizer given and {} does not exist (pass --tokenizer)", path));
-  }
   const auto vocab = static_cast<std::int32_t>(m.config.vocab_size);
-  if (path.ends_with(".json")) return llama2c::Tokenizer::read_hf_json(path, vocab);
-  return llama2c::Tokenizer::read(path, vocab);
+  // Given, else a Hugging Face folder's tokenizer.json / tokenizer.model, else tok<vocab>.bin.
+  const std::string path = o.tokenizer.empty() ? llama2c::Tokenizer::default_path(model_path, vocab) : o.tokenizer;
+  return llama2c::Tokenizer::read_any(path, vocab);
 }
 
 void threads(int n) {

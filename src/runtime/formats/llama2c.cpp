@@ -289,6 +289,12 @@ Tokenizer Tokenizer::parse_hf_json(const std::string& text, const std::string& p
 std::vector<std::int32_t> Tokenizer::encode(const std::string& text, bool bos, bool eos) const {
   std::vector<std::int32_t> tokens;
   if (bos && kBos < vocab_size()) tokens.push_back(kBos);
+  if (encoder_) {  // a sentencepiece model
+    auto ids = encoder_->encode(text);
+    tokens.insert(tokens.end(), ids.begin(), ids.end());
+    if (eos && kEos < vocab_size()) tokens.push_back(kEos);
+    return tokens;
+  }
   auto find = [&](const std::string& s) {
     auto it = lookup_.find(s);
     return it == lookup_.end() ? -1 : it->second;
