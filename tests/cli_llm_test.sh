@@ -106,5 +106,25 @@ expect_error "sparse-24-bitmask refuses a model that is not 2:4" "is not 2:4 spa
   "$PRUNUS" convert "$M" "$T/not24" --compressed-tensors sparse-24-bitmask
 [[ ! -e "$T/not24" ]] && ok "refused 2:4 export wrote nothing" || bad "refused 2:4 export left $T/not24"
 
+# --stream: HF folder → HF folder with one block in memory; same bytes as the in-memory run
+# (model.safetensors and config.json), for SparseGPT 2:4, OWL (its first pass also streams) and
+# magnitude; Ctrl-C (a SIGINT during the run) leaves no output; refusals.
+"$PRUNUS" convert "$M" "$T/hfin" >/dev/null 2>&1
+for args in "--method sparsegpt --nm 2:4" "--method owl --sparsity 0.6" "--method magnitude --sparsity 0.5"; do
+  rm -rf "$T/mem" "$T/str"
+  "$PRUNUS" oneshot "$T/hfin" -o "$T/mem" $args --calib "$TXT" --tokenizer "$TOK" --nsamples 8 --seqlen 128 --no-progress >/dev/null 2>&1
+  "$PRUNUS" oneshot "$T/hfin" -o "$T/str" $args --calib "$TXT" --tokenizer "$TOK" --nsamples 8 --seqlen 128 --no-progress --stream >"$T/out" 2>&1
+  cmp -s "$T/mem/model.safetensors" "$T/str/model.safetensors" && cmp -s "$T/mem/config.json" "$T/str/config.json" \
+    && ok "oneshot --stream ($args) writes the in-memory run's bytes" || bad "--stream $args: $(tail -2 "$T/out")"
+done
+ls -a "$T/str" | grep -q '\.tmp\.' && bad "--stream left a temp file in $T/str" || ok "--stream leaves no temp file"
+rm -rf "$T/int"
+"$PRUNUS" oneshot "$T/hfin" -o "$T/int" --method sparsegpt --sparsity 0.5 --calib "$TXT" --tokenizer "$TOK" --nsamples 8 --seqlen 128 \
+  --stream --stop-after-block 1 >"$T/out" 2>&1; rc=$?
+[[ $rc -eq 130 && ! -e "$T/int/model.safetensors" && ! -e "$T/int/config.json" && -z "$(ls -A "$T/int" 2>/dev/null)" ]] \
+  && ok "an interrupted --stream run leaves no model behind" || bad "interrupted --stream: rc $rc, $(ls -a "$T/int" 2>&1)"
+expect_error "--stream needs a folder" "--stream reads a Hugging Face folder" "$PRUNUS" oneshot "$M" -o "$T/x" --method magnitude --stream
+expect_error "--stream with --resume" "streaming runs do not resume" "$PRUNUS" oneshot "$T/hfin" -o "$T/x" --method magnitude --stream --resume
+
 echo "$fails failure(s)"
 [[ $fails -eq 0 ]]

@@ -4,7 +4,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <numeric>
 #include <random>
+
+#include <unistd.h>
 
 #include "prunus/safetensors.h"
 #include "test_util.h"
@@ -166,4 +170,45 @@ TEST(AtomicWrite, FailedWriteKeepsTheOldFileAndLeavesNoTemp) {
 
 TEST(AtomicWrite, MissingDirectoryIsAnInputError) {
   EXPECT_THROW(prunus::atomic_write("/nonexistent-dir/x.bin", std::string("x")), prunus::InputError);
+}
+
+// The streaming writer (one tensor in memory at a time): tensors put in any order give the
+// bytes `serialize` gives; nothing appears at the path before commit(), and a writer destroyed
+// before commit() leaves neither the file nor its temp file.
+TEST(Safetensors, StreamWriterWritesTheSameBytesInAnyOrderAndNothingUntilCommit) {
+  const auto dir = fs::temp_directory_path() / ("prunus_stream_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::vector<float> a(1000), b(7);
+  std::vector<std::uint16_t> c(33);
+  std::iota(a.begin(), a.end(), 0.5f);
+  std::iota(b.begin(), b.end(), -3.0f);
+  std::iota(c.begin(), c.end(), std::uint16_t(9));
+  const std::vector<st::TensorToWrite> ts = {{"a", st::DType::F32, {10, 100}, a.data()},
+                                             {"b", st::DType::F32, {7}, b.data()},
+                                             {"c", st::DType::BF16, {3, 11}, c.data()}};
+  const std::map<std::string, std::string> meta = {{"format", "pt"}};
+  const auto path = (dir / "m.safetensors").string();
+  {
+    st::StreamWriter w(path, ts, meta);
+    w.put("c", c.data());
+    w.put("a", a.data());
+    EXPECT_THROW(w.put("a", a.data()), std::invalid_argument);    // twice
+    EXPECT_THROW(w.put("zz", a.data()), std::invalid_argument);   // not in the header
+    EXPECT_THROW(w.commit(), std::logic_error);                   // b missing
+    EXPECT_FALSE(fs::exists(path));
+    w.put("b", b.data());
+    w.commit();
+  }
+  std::ifstream in(path, std::ios::binary);
+  const std::string got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(got, st::serialize(ts, meta));
+  {
+    st::StreamWriter w((dir / "n.safetensors").string(), ts, meta);
+    w.put("a", a.data());
+  }  // destroyed before commit
+  EXPECT_FALSE(fs::exists(dir / "n.safetensors"));
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(dir)) files += e.is_regular_file();
+  EXPECT_EQ(files, 1);  // m.safetensors only: no temp file left
+  fs::remove_all(dir);
 }

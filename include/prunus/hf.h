@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -62,5 +63,21 @@ struct LlamaFolder {
   std::map<std::string, llama2c::Tensor> tensors;
 };
 LlamaFolder read_llama_folder(const std::string& dir);
+
+// The same folder read one tensor at a time (the safetensors files stay memory-mapped): for
+// jobs that hold one decoder block in memory. Construction reads and checks config.json and
+// the shard index; tensor() validates, converts to fp32 and reorders q/k as read_llama_folder.
+class LlamaFolderReader {
+ public:
+  explicit LlamaFolderReader(const std::string& dir);
+  const LlamaConfig& config() const;
+  SparseLayout layout() const;
+  std::vector<std::string> tensor_names() const;  // every tensor the model needs (HF names)
+  llama2c::Tensor tensor(const std::string& name) const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
 
 }  // namespace prunus::hf

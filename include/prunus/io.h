@@ -36,6 +36,9 @@ class MappedFile {
   const std::uint8_t* data() const { return data_; }
   std::size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Hands the pages of [p, p + n) back (madvise DONTNEED): they leave this process's resident
+  // set and are read again from the page cache if touched. For readers that stream a file once.
+  static void release(const void* p, std::size_t n);
 
  private:
   std::string path_;
@@ -50,6 +53,24 @@ class MappedFile {
 using ByteSink = std::function<void(const void* data, std::size_t size)>;
 void atomic_write(const std::string& path, const std::function<void(const ByteSink&)>& write);
 void atomic_write(const std::string& path, std::string_view content);
+// The same guarantee for a file written out of order (pwrite at offsets) over a long job: a temp
+// file of the final size beside `path`; commit() fsyncs it and renames it over `path`. A
+// PartialFile destroyed without commit() removes its temp file, so `path` keeps its old
+// content (or stays absent).
+class PartialFile {
+ public:
+  PartialFile(const std::string& path, std::uint64_t size);
+  ~PartialFile();
+  PartialFile(const PartialFile&) = delete;
+  PartialFile& operator=(const PartialFile&) = delete;
+  void write_at(std::uint64_t offset, const void* data, std::size_t size);
+  void commit();
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+};
+
 // In a distributed job every rank computes what rank 0 computes and only rank 0 writes:
 // with writes disabled, atomic_write returns without touching the disk.
 void set_writes_enabled(bool enabled);

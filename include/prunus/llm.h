@@ -86,6 +86,14 @@ Perplexity perplexity(const Model& m, const std::vector<std::int32_t>& tokens, s
 std::vector<std::int32_t> generate_greedy(const Model& m, std::int64_t steps);
 
 // ------------------------------------------------------------------ one-shot pruning
+// Where a one-shot job's decoder blocks live when the model is not held whole (streaming):
+// load(m, l) puts block l's weights into m.weights before it is calibrated and pruned,
+// store(m, l) takes them out once the block is done (and writes them), release(m, l) takes
+// them out unchanged (OWL's first pass).
+struct BlockIO {
+  std::function<void(Model&, int)> load, store, release;
+};
+
 struct OneShotConfig {
   std::string method = "wanda";       // magnitude | wanda | sparsegpt | owl (Wanda with OWL's per-block sparsity)
   double sparsity = 0.5;              // unstructured target (ignored for N:M)
@@ -111,6 +119,7 @@ struct OneShotConfig {
   std::string checkpoint;
   bool resume = false;
   int stop_after_block = -1;          // tests: act as if Ctrl-C came during this block
+  const BlockIO* io = nullptr;        // streaming (CPU only, no checkpoint): see BlockIO
 };
 
 struct LayerResult {
@@ -137,6 +146,14 @@ struct OneShotResult {
 // before it. For N:M, every pruned linear's input size must be a multiple of M: checked
 // before any work, with the layer named.
 OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, const OneShotConfig& cfg);
+// One-shot pruning of a Hugging Face folder into another without holding the model: the
+// input stays memory-mapped, each decoder block is read when its turn comes and written to its
+// place in OUT/model.safetensors as soon as it is pruned (embeddings, norms and lm_head stay in
+// memory), and the output folder appears only when every block is done (model.safetensors,
+// then config.json). Same bytes as oneshot() on the loaded model followed by save(). Ctrl-C
+// (OneShotResult::interrupted) leaves no output; streaming runs do not resume yet.
+OneShotResult oneshot_streaming(const std::string& in_dir, const std::string& out_dir,
+                                const std::vector<std::int32_t>& calib_tokens, const OneShotConfig& cfg);
 
 // OWL (Yin et al. 2024): per-block sparsities from outlier ratios D_l, rescaled to
 // [s − λ, s + λ] around the target with mean s: s_l = 1 − (λ·2·(D_l − min)/(max − min) − mean + 1 − s).

@@ -206,6 +206,8 @@ struct OneShotJob {
   bool progress = true;
   bool resume = false;            // continue from OUT.ckpt (written by Ctrl-C)
   std::string device = "cpu";     // cpu | cuda (a distributed job: each rank on cuda:LOCAL_RANK)
+  bool stream = false;            // HF folder → HF folder with one block in memory (llm::oneshot_streaming)
+  int stop_after_block = -1;      // tests: behave as if Ctrl-C came during this block (0-based)
 };
 int oneshot_job(const OneShotJob& job);
 // llama2.c checkpoint ⇄ Hugging Face LLaMA folder (OUT ending in .bin: llama2.c).

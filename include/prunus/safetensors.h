@@ -81,4 +81,25 @@ void write(const std::string& path, const std::vector<TensorToWrite>& tensors,
 std::string serialize(const std::vector<TensorToWrite>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 
+// A safetensors file written tensor by tensor in any order: the header (names, dtypes, shapes
+// in file order, as `write` would lay them out) is fixed up front, put() writes one tensor's
+// bytes where they belong, commit() makes the file appear at `path` atomically once every
+// tensor is in. Until then, and if the writer is destroyed first, `path` is untouched (the
+// temp file is removed). For outputs larger than memory: one tensor in RAM at a time.
+class StreamWriter {
+ public:
+  StreamWriter(const std::string& path, const std::vector<TensorToWrite>& layout,  // data unused
+               const std::map<std::string, std::string>& metadata = {});
+  ~StreamWriter();
+  StreamWriter(const StreamWriter&) = delete;
+  StreamWriter& operator=(const StreamWriter&) = delete;
+  void put(const std::string& name, const void* data);
+  void commit();
+
+ private:
+  std::string path_;
+  std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> slots_;  // offset, bytes (~0: written)
+  std::unique_ptr<PartialFile> file_;
+};
+
 }  // namespace prunus::safetensors

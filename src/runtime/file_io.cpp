@@ -141,6 +141,65 @@ void atomic_write(const std::string& path, const std::function<void(const ByteSi
   }
 }
 
+void MappedFile::release(const void* p, std::size_t n) {
+  if (!p || n == 0) return;
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<std::uintptr_t>(p) & ~(page - 1);
+  const auto end = (reinterpret_cast<std::uintptr_t>(p) + n + page - 1) & ~(page - 1);
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // advice only: errors are harmless
+}
+
+PartialFile::PartialFile(const std::string& path, std::uint64_t size) : path_(path) {
+  if (!g_writes_enabled) return;
+  fs::path target(path);
+  fs::path dir = target.parent_path();
+  if (!dir.empty() && !fs::is_directory(dir)) fail(path, "directory does not exist");
+  // The temp-name convention of atomic_write (a killed writer's leftovers are removed later).
+  std::string tmpl = (dir / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()) + ".XXXXXX")).string();
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  fd_ = ::mkstemp(buf.data());
+  if (fd_ < 0) fail(path, std::string("cannot create temp file: ") + std::strerror(errno));
+  tmp_ = buf.data();
+  if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) {
+    const std::string why = std::strerror(errno);
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+    fail(path, "cannot size the temp file: " + why);
+  }
+}
+
+PartialFile::~PartialFile() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!tmp_.empty()) ::unlink(tmp_.c_str());
+}
+
+void PartialFile::write_at(std::uint64_t offset, const void* data, std::size_t size) {
+  if (fd_ < 0) return;
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::pwrite(fd_, p, size, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail(path_, std::string("write failed: ") + std::strerror(errno));
+    }
+    p += n;
+    offset += static_cast<std::uint64_t>(n);
+    size -= static_cast<std::size_t>(n);
+  }
+}
+
+void PartialFile::commit() {
+  if (fd_ < 0) return;
+  if (::fchmod(fd_, 0644) != 0) { /* keep mkstemp's 0600 */ }
+  if (::fsync(fd_) != 0) fail(path_, std::string("fsync failed: ") + std::strerror(errno));
+  ::close(fd_);
+  fd_ = -1;
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) fail(path_, std::string("rename failed: ") + std::strerror(errno));
+  tmp_.clear();
+  fsync_dir(fs::path(path_).parent_path());
+}
+
 void atomic_write(const std::string& path, std::string_view content) {
   atomic_write(path, [&](const ByteSink& sink) { sink(content.data(), content.size()); });
 }

@@ -133,6 +133,11 @@ void add_llm(CLI::App& app, Action& action) {
         ->capture_default_str();
     auto quiet = std::make_shared<bool>(false);
     cmd->add_flag("--no-progress", *quiet, "No per-block progress lines");
+    cmd->add_option("--stop-after-block", j->stop_after_block, "(tests) act as if Ctrl-C came during block N (0-based)")
+        ->group("");
+    cmd->add_flag("--stream", j->stream,
+                 "Hugging Face folder in and out with one decoder block in memory at a time (input memory-mapped, "
+                 "output written block by block, appearing when complete): for models larger than RAM");
     cmd->add_flag("--resume", j->resume,
                   "Continue an interrupted run from OUT.ckpt (Ctrl-C saves the blocks finished so far there)");
     cmd->callback([&action, j, quiet] {

@@ -2,6 +2,7 @@
 // model.safetensors.index.json). HF stores q/k projections with RoPE on rotated halves;
 // Prunus (like llama2.c and Meta) uses interleaved pairs, so q/k rows are permuted on the
 // way in and out, as llama2.c's export.py and transformers' conversion script do.
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 #include <limits>
@@ -34,12 +35,8 @@ torch::Tensor to_hf_rope(const torch::Tensor& w, std::int64_t heads) {
 
 bool is_hf_folder(const std::string& path) { return fs::is_directory(path); }
 
-Model load_hf(const std::string& dir) {
-  // Read and validated torch-free (prunus_runtime); q/k rows already in llama2.c's order.
-  auto folder = hf::read_llama_folder(dir);
-  const auto& hc = folder.config;
-  Model m;
-  auto& c = m.config;
+namespace {
+void set_config(Config& c, const hf::LlamaConfig& hc) {
   c.dim = hc.dim;
   c.hidden_dim = hc.hidden_dim;
   c.n_layers = hc.n_layers;
@@ -50,6 +47,15 @@ Model load_hf(const std::string& dir) {
   c.norm_eps = hc.norm_eps;
   c.rope_theta = hc.rope_theta;
   c.shared_classifier = hc.tie_word_embeddings;
+}
+}  // namespace
+
+Model load_hf(const std::string& dir) {
+  // Read and validated torch-free (prunus_runtime); q/k rows already in llama2.c's order.
+  auto folder = hf::read_llama_folder(dir);
+  const auto& hc = folder.config;
+  Model m;
+  set_config(m.config, hc);
   for (auto& [name, t] : folder.tensors) {
     m.weights[name] = torch::from_blob(t.data.data(), t.shape, torch::kFloat32).clone();
     std::vector<float>().swap(t.data);  // one copy at a time
@@ -216,6 +222,75 @@ CompressedTensorsReport save_hf_compressed(const std::string& dir, const Model& 
   safetensors::write((fs::path(dir) / "model.safetensors").string(), out, {{"format", "pt"}});
   atomic_write((fs::path(dir) / "config.json").string(), cfg.dump(2) + "\n");
   return rep;
+}
+
+}  // namespace prunus::llm
+
+namespace prunus::llm {
+
+OneShotResult oneshot_streaming(const std::string& in_dir, const std::string& out_dir,
+                                const std::vector<std::int32_t>& calib_tokens, const OneShotConfig& cfg) {
+  hf::LlamaFolderReader reader(in_dir);
+  Model m;
+  set_config(m.config, reader.config());
+  const auto& c = m.config;
+  auto get = [&](const std::string& name) {  // the reader's buffer becomes the tensor (no second copy)
+    auto t = reader.tensor(name);
+    auto* v = new std::vector<float>(std::move(t.data));
+    return torch::from_blob(v->data(), t.shape, [v](void*) { delete v; }, torch::kFloat32);
+  };
+  auto block_names = [](int l) {
+    auto names = llama2c::layer_linear_names(l);
+    names.push_back(fmt::format("model.layers.{}.input_layernorm.weight", l));
+    names.push_back(fmt::format("model.layers.{}.post_attention_layernorm.weight", l));
+    return names;
+  };
+  // Everything outside the decoder blocks stays in memory (the embeddings feed calibration).
+  auto all = reader.tensor_names();
+  std::sort(all.begin(), all.end());  // save_hf's order (a std::map), so the bytes are the same
+  std::vector<safetensors::TensorToWrite> layout;
+  for (const auto& n : all) {
+    std::vector<std::int64_t> shape;
+    if (n == "model.embed_tokens.weight" || n == "lm_head.weight") shape = {c.vocab_size, c.dim};
+    else if (n.find("layernorm") != std::string::npos || n == "model.norm.weight") shape = {c.dim};
+    else if (n.find("q_proj") != std::string::npos || n.find("o_proj") != std::string::npos) shape = {c.dim, c.dim};
+    else if (n.find("k_proj") != std::string::npos || n.find("v_proj") != std::string::npos)
+      shape = {c.dim / c.n_heads * c.n_kv_heads, c.dim};
+    else if (n.find("down_proj") != std::string::npos) shape = {c.dim, c.hidden_dim};
+    else shape = {c.hidden_dim, c.dim};
+    layout.push_back({n, safetensors::DType::F32, shape, nullptr});
+    if (n.rfind("model.layers.", 0) != 0) m.weights[n] = get(n);
+  }
+  fs::create_directories(out_dir);
+  safetensors::StreamWriter writer((fs::path(out_dir) / "model.safetensors").string(), layout, {{"format", "pt"}});
+  auto put = [&](const std::string& name, const torch::Tensor& w) {  // as save_hf stores a tensor
+    auto t = w.detach().to(torch::kFloat32).contiguous();
+    if (name.find("q_proj") != std::string::npos) t = to_hf_rope(t, c.n_heads);
+    if (name.find("k_proj") != std::string::npos) t = to_hf_rope(t, c.n_kv_heads);
+    t = t.masked_fill(t == 0, 0.0).contiguous();
+    writer.put(name, t.data_ptr());
+  };
+  BlockIO io;
+  io.load = [&](Model& mm, int l) {
+    for (const auto& n : block_names(l)) mm.weights[n] = get(n);
+  };
+  io.store = [&](Model& mm, int l) {
+    for (const auto& n : block_names(l)) {
+      put(n, mm.weights.at(n));
+      mm.weights.erase(n);
+    }
+  };
+  io.release = [&](Model& mm, int l) {
+    for (const auto& n : block_names(l)) mm.weights.erase(n);
+  };
+  OneShotConfig streamed = cfg;
+  streamed.io = &io;
+  auto res = oneshot(m, calib_tokens, streamed);
+  if (res.interrupted) return res;  // the writer removes its temp file; nothing appears
+  for (const auto& [name, w] : m.weights) put(name, w);
+  writer.commit();
+  atomic_write((fs::path(out_dir) / "config.json").string(), hf_config(c).dump(2) + "\n");
+  return res;
 }
 
 }  // namespace prunus::llm

@@ -12,6 +12,7 @@
 #include "util/interrupt.h"
 #include "prunus/recipe.h"
 #include "prunus/report.h"
+#include "prunus/hf.h"
 #include "prunus/runtime.h"
 
 namespace prunus {
@@ -19,8 +20,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-llama2c::Tokenizer tokenizer_for(const std::string& model_path, const llm::Model& m, const LlmTextOptions& o) {
-  const auto vocab = static_cast<std::int32_t>(m.config.vocab_size);
+llama2c::Tokenizer tokenizer_for(const std::string& model_path, std::int64_t vocab_size, const LlmTextOptions& o) {
+  const auto vocab = static_cast<std::int32_t>(vocab_size);
   // Given, else a Hugging Face folder's tokenizer.json / tokenizer.model, else tok<vocab>.bin.
   const std::string path = o.tokenizer.empty() ? llama2c::Tokenizer::default_path(model_path, vocab) : o.tokenizer;
   return llama2c::Tokenizer::read_any(path, vocab);
@@ -36,7 +37,7 @@ int perplexity_job(const std::string& model, const std::string& text, std::int64
                    const LlmTextOptions& o) {
   threads(o.threads);
   auto m = llm::load(model);
-  auto tok = tokenizer_for(model, m, o);
+  auto tok = tokenizer_for(model, m.config.vocab_size, o);
   auto tokens = llm::tokenize_documents(text, tok);
   if (context <= 0) context = m.config.seq_len;
   if (context > m.config.seq_len) fail("--context", fmt::format("{} exceeds the model's {}", context, m.config.seq_len));
@@ -56,7 +57,7 @@ int generate_job(const std::string& model, const GenerateOptions& g, const LlmTe
     fail("--runtime", fmt::format("'{}' is not a runtime (torch | native)", g.runtime));
   threads(o.threads);
   auto m = llm::load(model);
-  auto tok = tokenizer_for(model, m, o);
+  auto tok = tokenizer_for(model, m.config.vocab_size, o);
   if (g.runtime == "torch") {
     const auto out = llm::generate_greedy(m, g.steps);
     std::string text;
@@ -148,6 +149,7 @@ int oneshot_job(const OneShotJob& job) {
   cfg.progress = job.progress;
   cfg.skip = job.skip;
   cfg.device = job.device;
+  cfg.stop_after_block = job.stop_after_block;
   if (job.device == "cuda" && dist::world().active()) cfg.device = fmt::format("cuda:{}", dist::world().local_rank());
   try {
     const torch::Device d(cfg.device);
@@ -171,13 +173,23 @@ int oneshot_job(const OneShotJob& job) {
   if (cfg.nsamples < 1) fail("--nsamples", "must be at least 1");
   if (cfg.damp <= 0) fail("--damp", "must be positive");
   if (cfg.blocksize < 1) fail("--blocksize", "must be at least 1");
-  auto m = llm::load(job.model);
-  std::vector<std::int32_t> calib;
   if (cfg.method != "magnitude" && cfg.method != "wanda" && cfg.method != "sparsegpt" && cfg.method != "owl")
     fail("--method " + cfg.method, "unknown (known: magnitude, wanda, sparsegpt, owl)");
+  if (job.stream) {
+    if (!fs::is_directory(job.model)) fail(job.model, "--stream reads a Hugging Face folder (convert a .bin first)");
+    if (job.out.ends_with(".bin")) fail(job.out, "--stream writes a Hugging Face folder, not a .bin");
+    if (job.resume) fail("--resume", "streaming runs do not resume yet");
+    if (cfg.device != "cpu") fail("--device " + job.device, "streaming runs on the CPU");
+    if (dist::world().active()) fail("--stream", "runs in one process");
+  }
+  // Streaming reads only the folder's config here; the blocks come one at a time.
+  llm::Model m;
+  if (job.stream) m.config.vocab_size = hf::LlamaFolderReader(job.model).config().vocab_size;
+  else m = llm::load(job.model);
+  std::vector<std::int32_t> calib;
   if (cfg.method != "magnitude") {
     if (job.calib.empty()) fail("--calib", fmt::format("{} needs calibration text", cfg.method));
-    calib = llm::tokenize_documents(job.calib, tokenizer_for(job.model, m, job.text));
+    calib = llm::tokenize_documents(job.calib, tokenizer_for(job.model, m.config.vocab_size, job.text));
   }
   // Ctrl-C stops after the block in progress and leaves OUT.ckpt; the output is written only
   // by a run that finished every block.
@@ -189,9 +201,16 @@ int oneshot_job(const OneShotJob& job) {
     std::fprintf(stderr, "note: %s is from an interrupted run; starting afresh (pass --resume to continue it)\n",
                  cfg.checkpoint.c_str());
   install_interrupt_handler();
-  const auto r = llm::oneshot(m, calib, cfg);
-  if (r.interrupted) return 130;
-  llm::save(job.out, m);
+  llm::OneShotResult r;
+  if (job.stream) {
+    cfg.checkpoint.clear();
+    r = llm::oneshot_streaming(job.model, out, calib, cfg);
+    if (r.interrupted) return 130;
+  } else {
+    r = llm::oneshot(m, calib, cfg);
+    if (r.interrupted) return 130;
+    llm::save(job.out, m);
+  }
   std::error_code ec;
   fs::remove(cfg.checkpoint, ec);
   if (!r.block_outlier_ratio.empty()) {

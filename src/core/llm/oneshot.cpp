@@ -203,9 +203,10 @@ void all_reduce_stats(std::map<std::string, torch::Tensor>& stats, std::int64_t&
 }
 
 // OWL's first pass: the dense model's outlier ratio per block.
-std::vector<double> owl_outlier_ratios(const Model& m, torch::Tensor x, const OneShotConfig& cfg) {
+std::vector<double> owl_outlier_ratios(Model& m, torch::Tensor x, const OneShotConfig& cfg) {
   std::vector<double> ratios;
   for (int l = 0; l < m.config.n_layers; ++l) {
+    if (cfg.io) cfg.io->load(m, l);
     std::map<std::string, torch::Tensor> sq;
     std::int64_t rows = 0;
     x = run_block(m, l, x, [&](const std::string& name, const torch::Tensor& in) {
@@ -220,6 +221,7 @@ std::vector<double> owl_outlier_ratios(const Model& m, torch::Tensor x, const On
       metrics.push_back((m.w(name).abs() * (sq.at(name) / double(rows)).to(torch::kFloat32).sqrt().unsqueeze(0)).reshape({-1}));
     auto all = torch::cat(metrics);
     ratios.push_back((all > all.mean() * cfg.owl_m).sum().item<double>() / double(all.numel()));
+    if (cfg.io) cfg.io->release(m, l);
   }
   return ratios;
 }
@@ -296,13 +298,20 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
       if (!pat.empty() && name.find(pat) != std::string::npos) return true;
     return false;
   };
+  // Input sizes from the configuration: with streaming (cfg.io) the blocks are not loaded yet.
+  auto in_features = [&](const std::string& name) {
+    if (m.weights.count(name)) return m.w(name).size(1);
+    return name.find("down_proj") != std::string::npos ? m.config.hidden_dim : m.config.dim;
+  };
   if (cfg.m > 0)
     for (int l = 0; l < m.config.n_layers; ++l)
       for (const auto& name : m.linear_names(l))
-        if (!skipped(name) && m.w(name).size(1) % cfg.m != 0)
+        if (!skipped(name) && in_features(name) % cfg.m != 0)
           fail(name, fmt::format("input size {} is not a multiple of M = {}; keep it dense with --skip {}",
-                                 m.w(name).size(1), cfg.m, name.substr(name.rfind('.', name.size() - 8) + 1,
+                                 in_features(name), cfg.m, name.substr(name.rfind('.', name.size() - 8) + 1,
                                                                        name.size() - 7 - name.rfind('.', name.size() - 8) - 1)));
+  if (cfg.io && (cfg.device != "cpu" || !cfg.checkpoint.empty() || cfg.resume || dist::world().active()))
+    fail("--stream", "streaming runs in one process on the CPU, without --resume");
   const auto t_start = std::chrono::steady_clock::now();
   OneShotResult res;
   const std::int64_t seqlen = cfg.seqlen > 0 ? cfg.seqlen : m.config.seq_len;
@@ -342,6 +351,7 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
   for (int l = first; l < m.config.n_layers; ++l) {
     try {
       const auto block_start = std::chrono::steady_clock::now();
+      if (cfg.io) cfg.io->load(m, l);
       // Statistics of each linear's input over all calibration tokens.
       std::map<std::string, torch::Tensor> stats;  // wanda: Σx² per column; sparsegpt: Σxxᵀ
       std::int64_t rows_seen = 0;
@@ -435,6 +445,7 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
       }
       // The next block sees this block's output with its pruned weights.
       if (needs_data) x = run_block(m, l, x, nullptr);
+      if (cfg.io) cfg.io->store(m, l);
       if (device.is_cuda()) torch::cuda::synchronize(device.index());
       res.block_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - block_start).count());
       const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
@@ -444,6 +455,13 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
                      el / (l + 1 - first) * double(m.config.n_layers - l - 1));
       // Every rank stops after the same block.
       const bool stop = g.any(interrupt_requested() || l == cfg.stop_after_block, "the interrupt check");
+      if (cfg.io && l + 1 < m.config.n_layers && stop) {  // streaming: nothing is kept
+        std::fprintf(stderr, "interrupted after block %d: no output written (streaming runs do not resume yet)\n", l + 1);
+        res.interrupted = true;
+        res.seconds = seconds_before + el;
+        res.peak_rss_bytes = peak_rss_bytes();
+        return res;
+      }
       if (!cfg.checkpoint.empty() && l + 1 < m.config.n_layers && stop) {
         res.seconds = seconds_before + el;
         save_oneshot_checkpoint(m, l + 1, res, fp, cfg.checkpoint);

@@ -223,40 +223,66 @@ bool decompress_weight(const TensorLookup& find, const std::string& module, Spar
   return true;
 }
 
-LlamaFolder read_llama_folder(const std::string& dir) {
-  namespace fs = std::filesystem;
-  const std::string cfg_path = (fs::path(dir) / "config.json").string();
-  if (!fs::exists(cfg_path)) fail(cfg_path, "not found (a Hugging Face model folder has a config.json)");
-  const std::string cfg_text = read_text_file(cfg_path);
-  LlamaFolder out;
-  // compressed-tensors: sparse layouts are decompressed below; quantized folders are refused.
-  out.layout = parse_sparse_layout(cfg_text, cfg_path);
-  out.config = parse_config(cfg_text, cfg_path);
-  const auto& c = out.config;
-  // Which file holds each tensor: a single model.safetensors, or a sharded index whose shard
-  // names parse_index has confined to this folder.
-  std::map<std::string, std::string> where;
-  const fs::path index = fs::path(dir) / "model.safetensors.index.json";
-  if (fs::exists(index))
-    for (const auto& [name, file] : parse_index(read_text_file(index.string()), index.string()))
-      where[name] = (fs::path(dir) / file).string();
-  const std::string single = (fs::path(dir) / "model.safetensors").string();
-  std::map<std::string, safetensors::File> files;
-  auto open = [&](const std::string& path) -> const safetensors::File& {
-    if (!fs::exists(path)) fail(path, "model file not found");
+struct LlamaFolderReader::Impl {
+  std::string dir, single;
+  LlamaConfig config;
+  SparseLayout layout = SparseLayout::None;
+  std::string index_path;
+  std::map<std::string, std::string> where;  // tensor → shard path (sharded folders)
+  mutable std::map<std::string, safetensors::File> files;
+
+  const safetensors::File& open(const std::string& path) const {
+    if (!std::filesystem::exists(path)) fail(path, "model file not found");
     auto it = files.find(path);
     if (it == files.end()) it = files.emplace(path, safetensors::File::open(path)).first;
     return it->second;
-  };
-  auto file_for = [&](const std::string& name) -> const safetensors::File& {
-    if (!where.empty() && !where.count(name)) fail(index.string(), fmt::format("no shard listed for tensor {}", name));
-    return open(where.empty() ? single : where[name]);
-  };
+  }
+  const safetensors::File& file_for(const std::string& name) const {
+    if (!where.empty() && !where.count(name)) fail(index_path, fmt::format("no shard listed for tensor {}", name));
+    return open(where.empty() ? single : where.at(name));
+  }
   // A tensor by name, or nullptr when the folder has none (for the compressed forms).
-  auto lookup = [&](const std::string& name) -> const safetensors::TensorView* {
+  const safetensors::TensorView* lookup(const std::string& name) const {
     if (!where.empty() && !where.count(name)) return nullptr;
-    return open(where.empty() ? single : where[name]).find(name);
-  };
+    return open(where.empty() ? single : where.at(name)).find(name);
+  }
+  std::vector<std::int64_t> expect_shape(const std::string& n) const {
+    const auto& c = config;
+    const std::int64_t kv = c.dim / c.n_heads * c.n_kv_heads;
+    if (n == "model.embed_tokens.weight" || n == "lm_head.weight") return {c.vocab_size, c.dim};
+    if (n.find("layernorm") != std::string::npos || n == "model.norm.weight") return {c.dim};
+    if (n.find("q_proj") != std::string::npos || n.find("o_proj") != std::string::npos) return {c.dim, c.dim};
+    if (n.find("k_proj") != std::string::npos || n.find("v_proj") != std::string::npos) return {kv, c.dim};
+    if (n.find("down_proj") != std::string::npos) return {c.dim, c.hidden_dim};
+    return {c.hidden_dim, c.dim};
+  }
+};
+
+LlamaFolderReader::LlamaFolderReader(const std::string& dir) : impl_(std::make_shared<Impl>()) {
+  namespace fs = std::filesystem;
+  auto& I = *impl_;
+  I.dir = dir;
+  const std::string cfg_path = (fs::path(dir) / "config.json").string();
+  if (!fs::exists(cfg_path)) fail(cfg_path, "not found (a Hugging Face model folder has a config.json)");
+  const std::string cfg_text = read_text_file(cfg_path);
+  // compressed-tensors: sparse layouts are decompressed by tensor(); quantized folders are refused.
+  I.layout = parse_sparse_layout(cfg_text, cfg_path);
+  I.config = parse_config(cfg_text, cfg_path);
+  // Which file holds each tensor: a single model.safetensors, or a sharded index whose shard
+  // names parse_index has confined to this folder.
+  const fs::path index = fs::path(dir) / "model.safetensors.index.json";
+  I.index_path = index.string();
+  if (fs::exists(index))
+    for (const auto& [name, file] : parse_index(read_text_file(index.string()), index.string()))
+      I.where[name] = (fs::path(dir) / file).string();
+  I.single = (fs::path(dir) / "model.safetensors").string();
+}
+
+const LlamaConfig& LlamaFolderReader::config() const { return impl_->config; }
+SparseLayout LlamaFolderReader::layout() const { return impl_->layout; }
+
+std::vector<std::string> LlamaFolderReader::tensor_names() const {
+  const auto& c = impl_->config;
   std::vector<std::string> names = {"model.embed_tokens.weight", "model.norm.weight"};
   if (!c.tie_word_embeddings) names.push_back("lm_head.weight");
   for (int l = 0; l < c.n_layers; ++l) {
@@ -264,15 +290,12 @@ LlamaFolder read_llama_folder(const std::string& dir) {
     names.push_back(fmt::format("model.layers.{}.input_layernorm.weight", l));
     names.push_back(fmt::format("model.layers.{}.post_attention_layernorm.weight", l));
   }
-  const std::int64_t kv = c.dim / c.n_heads * c.n_kv_heads;
-  auto expect_shape = [&](const std::string& n) -> std::vector<std::int64_t> {
-    if (n == "model.embed_tokens.weight" || n == "lm_head.weight") return {c.vocab_size, c.dim};
-    if (n.find("layernorm") != std::string::npos || n == "model.norm.weight") return {c.dim};
-    if (n.find("q_proj") != std::string::npos || n.find("o_proj") != std::string::npos) return {c.dim, c.dim};
-    if (n.find("k_proj") != std::string::npos || n.find("v_proj") != std::string::npos) return {kv, c.dim};
-    if (n.find("down_proj") != std::string::npos) return {c.dim, c.hidden_dim};
-    return {c.hidden_dim, c.dim};
-  };
+  return names;
+}
+
+llama2c::Tensor LlamaFolderReader::tensor(const std::string& n) const {
+  const auto& I = *impl_;
+  const auto& c = I.config;
   // Hugging Face keeps each head's q/k rows as two halves (rotate-half RoPE); llama2.c pairs
   // them: out row h·d + 2j + k = in row h·d + k·d/2 + j (d rows a head).
   auto interleave = [](std::vector<float>& w, std::int64_t rows, std::int64_t cols, std::int64_t heads) {
@@ -284,29 +307,37 @@ LlamaFolder read_llama_folder(const std::string& dir) {
           std::copy_n(w.begin() + (h * d + k * half + j) * cols, cols, out.begin() + (h * d + 2 * j + k) * cols);
     w.swap(out);
   };
-  for (const auto& n : names) {
-    const auto shape = expect_shape(n);
-    const std::string module = n.substr(0, n.size() - std::string(".weight").size());
-    llama2c::Tensor t{shape, {}};
-    // Messages name the file holding the compressed tensors.
-    std::string holder = single;
-    for (const auto& cand : {module + ".bitmask", module + ".weight.bitmask"})
-      if (where.count(cand)) holder = where[cand];
-    if (!(shape.size() == 2 && !lookup(n) &&
-          decompress_weight(lookup, module, out.layout, shape[0], shape[1], t.data, holder))) {
-      const auto& f = file_for(n);
-      const auto& v = f.at(n);
-      if (v.shape != shape)
-        fail(f.path(), fmt::format("tensor {} has shape [{}], config.json implies [{}]", n, fmt::join(v.shape, ","),
-                                   fmt::join(shape, ",")));
-      t.data = v.to_f32();
-      for (float x : t.data)
-        if (!std::isfinite(x)) fail(f.path(), fmt::format("tensor {} contains NaN or Inf", n));
-    }
-    if (n.find("q_proj") != std::string::npos) interleave(t.data, shape[0], shape[1], c.n_heads);
-    if (n.find("k_proj") != std::string::npos) interleave(t.data, shape[0], shape[1], c.n_kv_heads);
-    out.tensors.emplace(n, std::move(t));
+  const auto shape = I.expect_shape(n);
+  const std::string module = n.substr(0, n.size() - std::string(".weight").size());
+  llama2c::Tensor t{shape, {}};
+  // Messages name the file holding the compressed tensors.
+  std::string holder = I.single;
+  for (const auto& cand : {module + ".bitmask", module + ".weight.bitmask"})
+    if (I.where.count(cand)) holder = I.where.at(cand);
+  auto lookup = [&](const std::string& name) { return I.lookup(name); };
+  if (!(shape.size() == 2 && !I.lookup(n) &&
+        decompress_weight(lookup, module, I.layout, shape[0], shape[1], t.data, holder))) {
+    const auto& f = I.file_for(n);
+    const auto& v = f.at(n);
+    if (v.shape != shape)
+      fail(f.path(), fmt::format("tensor {} has shape [{}], config.json implies [{}]", n, fmt::join(v.shape, ","),
+                                 fmt::join(shape, ",")));
+    t.data = v.to_f32();
+    MappedFile::release(v.data, v.nbytes);  // read once: keep the mapped pages out of the resident set
+    for (float x : t.data)
+      if (!std::isfinite(x)) fail(f.path(), fmt::format("tensor {} contains NaN or Inf", n));
   }
+  if (n.find("q_proj") != std::string::npos) interleave(t.data, shape[0], shape[1], c.n_heads);
+  if (n.find("k_proj") != std::string::npos) interleave(t.data, shape[0], shape[1], c.n_kv_heads);
+  return t;
+}
+
+LlamaFolder read_llama_folder(const std::string& dir) {
+  LlamaFolderReader reader(dir);
+  LlamaFolder out;
+  out.config = reader.config();
+  out.layout = reader.layout();
+  for (const auto& n : reader.tensor_names()) out.tensors.emplace(n, reader.tensor(n));
   return out;
 }
 

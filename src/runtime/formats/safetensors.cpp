@@ -239,12 +239,14 @@ const TensorView& File::at(std::string_view name) const {
 
 namespace {
 
-void emit(const ByteSink& sink, const std::vector<TensorToWrite>& tensors,
-          const std::map<std::string, std::string>& metadata) {
+// The bytes before the tensor data (length + header padded to a multiple of 8) and each
+// tensor's data size, in the given order.
+std::string header_bytes(const std::vector<TensorToWrite>& tensors, const std::map<std::string, std::string>& metadata,
+                         std::vector<std::uint64_t>& sizes) {
   nlohmann::json header = nlohmann::json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::uint64_t offset = 0;
-  std::vector<std::uint64_t> sizes;
+  sizes.clear();
   for (const auto& t : tensors) {
     if (t.name == "__metadata__" || header.contains(t.name))
       throw std::invalid_argument("safetensors writer: duplicate or reserved tensor name '" + t.name + "'");
@@ -264,11 +266,17 @@ void emit(const ByteSink& sink, const std::vector<TensorToWrite>& tensors,
     throw std::invalid_argument("safetensors writer: a tensor name or metadata value is not valid UTF-8");
   }
   while ((8 + text.size()) % 8 != 0) text.push_back(' ');
-  std::uint8_t len[8];
-  std::uint64_t n = text.size();
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<std::uint8_t>(n >> (8 * i));
-  sink(len, 8);
-  sink(text.data(), text.size());
+  std::string out(8, '\0');
+  const std::uint64_t n = text.size();
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(static_cast<std::uint8_t>(n >> (8 * i)));
+  return out + text;
+}
+
+void emit(const ByteSink& sink, const std::vector<TensorToWrite>& tensors,
+          const std::map<std::string, std::string>& metadata) {
+  std::vector<std::uint64_t> sizes;
+  const std::string head = header_bytes(tensors, metadata, sizes);
+  sink(head.data(), head.size());
   for (std::size_t i = 0; i < tensors.size(); ++i)
     if (sizes[i]) sink(tensors[i].data, sizes[i]);
 }
@@ -284,6 +292,41 @@ std::string serialize(const std::vector<TensorToWrite>& tensors, const std::map<
   std::string out;
   emit([&](const void* d, std::size_t n) { out.append(static_cast<const char*>(d), n); }, tensors, metadata);
   return out;
+}
+
+}  // namespace prunus::safetensors
+
+namespace prunus::safetensors {
+
+StreamWriter::StreamWriter(const std::string& path, const std::vector<TensorToWrite>& layout,
+                           const std::map<std::string, std::string>& metadata)
+    : path_(path) {
+  std::vector<std::uint64_t> sizes;
+  const std::string head = header_bytes(layout, metadata, sizes);
+  std::uint64_t offset = head.size();
+  for (std::size_t i = 0; i < layout.size(); ++i) {
+    slots_[layout[i].name] = {offset, sizes[i]};
+    offset += sizes[i];
+  }
+  file_ = std::make_unique<PartialFile>(path, offset);
+  file_->write_at(0, head.data(), head.size());
+}
+
+StreamWriter::~StreamWriter() = default;
+
+void StreamWriter::put(const std::string& name, const void* data) {
+  auto it = slots_.find(name);
+  if (it == slots_.end()) throw std::invalid_argument("safetensors stream: no tensor '" + name + "' in the header");
+  if (it->second.second == ~std::uint64_t(0)) throw std::invalid_argument("safetensors stream: '" + name + "' written twice");
+  file_->write_at(it->second.first, data, it->second.second);
+  it->second.second = ~std::uint64_t(0);
+}
+
+void StreamWriter::commit() {
+  for (const auto& [name, slot] : slots_)
+    if (slot.second != ~std::uint64_t(0) && slot.second != 0)
+      throw std::logic_error("safetensors stream: tensor '" + name + "' was never written to " + path_);
+  file_->commit();
 }
 
 }  // namespace prunus::safetensors
