@@ -90,11 +90,19 @@ double sparsegpt_prune(torch::Tensor& W, torch::Tensor H, const OneShotConfig& c
   double damp = cfg.damp;
   torch::Tensor Hinv;
   for (int attempt = 0;; ++attempt) {
-    auto Hd = H.clone();
-    Hd.diagonal().add_(damp * H.diagonal().mean().item<double>());
-    auto [L, info] = torch::linalg_cholesky_ex(Hd);
-    if (info.item<int>() == 0) {
-      Hinv = torch::linalg_cholesky(torch::cholesky_inverse(L), /*upper=*/true);
+    // Each cols² intermediate is dropped as soon as the next exists: for down_proj of a
+    // 7B-shaped model one of them is 485 MB.
+    torch::Tensor L;
+    {
+      auto Hd = H.clone();
+      Hd.diagonal().add_(damp * H.diagonal().mean().item<double>());
+      auto [l, info] = torch::linalg_cholesky_ex(Hd);
+      if (info.item<int>() == 0) L = l;
+    }
+    if (L.defined()) {
+      auto inv = torch::cholesky_inverse(L);
+      L = torch::Tensor();
+      Hinv = torch::linalg_cholesky(inv, /*upper=*/true);
       if (torch::isfinite(Hinv).all().item<bool>()) break;
     }
     if (attempt == 6) fail(name, fmt::format("SparseGPT: the Hessian is not positive definite even with dampening {}", damp));
@@ -102,6 +110,7 @@ double sparsegpt_prune(torch::Tensor& W, torch::Tensor H, const OneShotConfig& c
                  damp * 10);
     damp *= 10;
   }
+  H = torch::Tensor();  // only H⁻¹'s factor is needed from here on (cols² floats for down_proj)
   const std::int64_t bs = cfg.blocksize;
   for (std::int64_t i1 = 0; i1 < cols; i1 += bs) {
     const std::int64_t i2 = std::min(i1 + bs, cols), count = i2 - i1;
@@ -416,9 +425,14 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
           W.masked_fill_(wanda_mask(W, (stats.at(name) / double(rows_seen)).to(torch::kFloat32), layer_cfg), 0.0);
         } else {
           auto pruned = W.clone();
-          damp = sparsegpt_prune(pruned, (stats.at(name) * (2.0 / double(rows_seen))).to(torch::kFloat32), layer_cfg, name);
+          // A statement of its own: the float64 product is freed before the solve, and the
+          // float32 Hessian is handed over (moved), so the solve holds one copy of it.
+          auto h = (stats.at(name) * (2.0 / double(rows_seen))).to(torch::kFloat32);
+          stats.erase(name);  // the float64 sum goes before the solve (with its last name)
+          damp = sparsegpt_prune(pruned, std::move(h), layer_cfg, name);
           W.copy_(pruned);
         }
+        stats.erase(name);  // q/k/v and gate/up share one tensor: freed with its last name
         if (device.is_cuda()) torch::cuda::synchronize(device.index());
         info[i][0] = damp;
         info[i][1] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
