@@ -73,6 +73,7 @@ class LlamaFolderReader {
   const LlamaConfig& config() const;
   SparseLayout layout() const;
   std::vector<std::string> tensor_names() const;  // every tensor the model needs (HF names)
+  std::vector<std::int64_t> shape(const std::string& name) const;  // as config.json implies it
   llama2c::Tensor tensor(const std::string& name) const;
 
  private:

@@ -35,7 +35,6 @@ namespace {
 struct Loaded {
   llama2c::Checkpoint ck;
   float norm_eps = 1e-5f, rope_theta = 10000.0f;
-  std::string tokenizer_json;  // the folder's tokenizer.json, if any
 };
 
 Loaded load_model(const std::string& path) {
@@ -49,22 +48,15 @@ Loaded load_model(const std::string& path) {
     m.ck.tensors = std::move(f.tensors);
     m.norm_eps = float(c.norm_eps);
     m.rope_theta = float(c.rope_theta);
-    if (fs::exists(fs::path(path) / "tokenizer.json")) m.tokenizer_json = (fs::path(path) / "tokenizer.json").string();
   } else {
     m.ck = llama2c::read_checkpoint(path);
   }
   return m;
 }
 
-llama2c::Tokenizer load_tokenizer(const Loaded& m, const std::string& model, std::string path) {
+llama2c::Tokenizer load_tokenizer(const Loaded& m, const std::string& model, const std::string& path) {
   const auto v = m.ck.config.vocab_size;
-  if (path.empty()) path = m.tokenizer_json;
-  if (path.empty()) path = (fs::path(model).parent_path() / ("tok" + std::to_string(v) + ".bin")).string();
-  if (path.ends_with(".model"))
-    fail(path, "a sentencepiece tokenizer.model needs libsentencepiece, which prunus-cuda does not link; pass the "
-               "folder's tokenizer.json or a llama2.c tokenizer");
-  if (path.ends_with(".json")) return llama2c::Tokenizer::read_hf_json(path, v);
-  return llama2c::Tokenizer::read(path, v);
+  return llama2c::Tokenizer::read_any(path.empty() ? llama2c::Tokenizer::default_path(model, v) : path, v);
 }
 
 cuda::LlamaGpuOptions options(const std::string& dtype, const std::string& gemm, std::int64_t max_tokens) {
@@ -260,7 +252,7 @@ int main(int argc, char** argv) {
   auto* ppl = app.add_subcommand("perplexity", "Perplexity of MODEL on TEXT on the GPU (the default protocol of prunus perplexity)");
   ppl->add_option("model", model, "llama2.c checkpoint or Hugging Face folder")->required();
   ppl->add_option("text", text, "Text, one document a line")->required();
-  ppl->add_option("--tokenizer", tok, "llama2.c tokenizer or tokenizer.json (default: the folder's, else tok<vocab>.bin beside the model)");
+  ppl->add_option("--tokenizer", tok, "llama2.c tokenizer, tokenizer.json or tokenizer.model (default: the folder's tokenizer.json, else its tokenizer.model, else tok<vocab>.bin beside the model)");
   ppl->add_option("--dtype", dtype, "fp16 | bf16")->capture_default_str();
   ppl->add_option("--gemm", gemm, "dense | 2:4 | auto (2:4 where it measured faster)")->capture_default_str();
   ppl->add_option("--max-windows", max_windows, "Score at most this many windows (0: all)");

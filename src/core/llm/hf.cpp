@@ -250,15 +250,7 @@ OneShotResult oneshot_streaming(const std::string& in_dir, const std::string& ou
   std::sort(all.begin(), all.end());  // save_hf's order (a std::map), so the bytes are the same
   std::vector<safetensors::TensorToWrite> layout;
   for (const auto& n : all) {
-    std::vector<std::int64_t> shape;
-    if (n == "model.embed_tokens.weight" || n == "lm_head.weight") shape = {c.vocab_size, c.dim};
-    else if (n.find("layernorm") != std::string::npos || n == "model.norm.weight") shape = {c.dim};
-    else if (n.find("q_proj") != std::string::npos || n.find("o_proj") != std::string::npos) shape = {c.dim, c.dim};
-    else if (n.find("k_proj") != std::string::npos || n.find("v_proj") != std::string::npos)
-      shape = {c.dim / c.n_heads * c.n_kv_heads, c.dim};
-    else if (n.find("down_proj") != std::string::npos) shape = {c.dim, c.hidden_dim};
-    else shape = {c.hidden_dim, c.dim};
-    layout.push_back({n, safetensors::DType::F32, shape, nullptr});
+    layout.push_back({n, safetensors::DType::F32, reader.shape(n), nullptr});
     if (n.rfind("model.layers.", 0) != 0) m.weights[n] = get(n);
   }
   fs::create_directories(out_dir);

@@ -293,6 +293,8 @@ std::vector<std::string> LlamaFolderReader::tensor_names() const {
   return names;
 }
 
+std::vector<std::int64_t> LlamaFolderReader::shape(const std::string& name) const { return impl_->expect_shape(name); }
+
 llama2c::Tensor LlamaFolderReader::tensor(const std::string& n) const {
   const auto& I = *impl_;
   const auto& c = I.config;
