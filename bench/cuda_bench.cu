@@ -1,7 +1,9 @@
 // 2:4 sparse (cuSPARSELt, compressed once, plan + algorithm search cached per M) against dense
 // cuBLAS on the same pruned weights, fp16 and bf16, one JSON line per case; the 2:4 product
 // both as row-major Y (what a model reads) and as Yᵀ.
-//   build-cuda/prunus_cuda_bench [--quick]
+// "auto" is cuda::Linear in auto mode (times both paths on its first call at an M, keeps the
+// faster): the column that shows the model never runs slower than dense.
+//   build-cuda/prunus_cuda_bench [--quick] [--row-only] [--dtype fp16|bf16] [--m M1,M2,...] [--shape KxN]
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -12,6 +14,7 @@
 #include <cstring>
 #include <exception>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "prunus/cuda.h"
@@ -56,9 +59,29 @@ double time_us(F&& f, cudaStream_t s) {
 
 int main(int argc, char** argv) {
   bool quick = false, want_t = true;
+  std::vector<DType> dtypes = {DType::F16, DType::BF16};
+  std::vector<std::int64_t> only_ms;
+  std::pair<long long, long long> only_shape{0, 0};
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
-    if (std::strcmp(argv[i], "--row-only") == 0) want_t = false;  // skip the Yᵀ column (halves the searches)
+    else if (std::strcmp(argv[i], "--row-only") == 0) want_t = false;  // skip the Yᵀ column (halves the searches)
+    else if (std::strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) {
+      const std::string d = argv[++i];
+      dtypes = {d == "bf16" ? DType::BF16 : DType::F16};
+    } else if (std::strcmp(argv[i], "--m") == 0 && i + 1 < argc) {
+      for (const char* p = argv[++i]; *p;) {
+        char* end = nullptr;
+        only_ms.push_back(std::strtoll(p, &end, 10));
+        p = *end ? end + 1 : end;
+      }
+    } else if (std::strcmp(argv[i], "--shape") == 0 && i + 1 < argc) {  // KxN, e.g. 11008x4096
+      long long k = 0, n = 0;
+      if (std::sscanf(argv[++i], "%lldx%lld", &k, &n) != 2) return 2;
+      only_shape = {k, n};
+    } else {
+      std::fprintf(stderr, "usage: prunus_cuda_bench [--quick] [--row-only] [--dtype fp16|bf16] [--m M1,M2,...] [--shape KxN]\n");
+      return 2;
+    }
   }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   cudaDeviceProp prop;
@@ -67,19 +90,21 @@ int main(int argc, char** argv) {
   struct Shape {
     std::int64_t k, n;
   };
-  const std::vector<Shape> shapes = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
+  std::vector<Shape> shapes = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
+  if (only_shape.first) shapes = {{only_shape.first, only_shape.second}};
   std::vector<std::int64_t> ms = {1, 16, 64, 256, 1024, 4096, 16384};
   if (quick) ms = {16, 4096};
+  if (!only_ms.empty()) ms = only_ms;
   cudaStream_t s;
   ck(cudaStreamCreate(&s));
   int failures = 0;
   std::mt19937 rng(1);
   std::normal_distribution<float> nd(0, 1);
-  // Searches run to the end here (10 s a layout at most), after a warm-up search per dtype that
+  // Searches run to the end here (25 s a layout at most: fp16 plan set-up alone is ~0.16 s a configuration), after a warm-up search per dtype that
   // makes CUDA load the kernels cuSPARSELt tries (lazy module loading), so that no table row
   // pays for loading.
-  setenv("PRUNUS_CSLT_SEARCH_S", "10", 0);
-  for (DType dt : {DType::F16, DType::BF16}) {
+  setenv("PRUNUS_CSLT_SEARCH_S", "25", 0);
+  for (DType dt : dtypes) {
     std::vector<std::uint16_t> w(1024 * 4096, to_bits(0.0f, dt));
     for (std::size_t i = 0; i < w.size(); i += 2) w[i] = to_bits(0.01f, dt);
     void *dx, *dy;
@@ -97,7 +122,7 @@ int main(int argc, char** argv) {
     cudaFree(dx);
     cudaFree(dy);
   }
-  for (DType dt : {DType::F16, DType::BF16})
+  for (DType dt : dtypes)
     for (auto sh : shapes) {
       // Random weights, 2 of every 4 along K kept (the larger two), as a 2:4 pruner leaves them.
       std::vector<std::uint16_t> w(sh.n * sh.k);
@@ -121,6 +146,7 @@ int main(int argc, char** argv) {
       prunus::cuda::DenseLinear dense(w.data(), sh.n, sh.k, dt);
       prunus::cuda::Sparse24Linear sparse_row(w.data(), sh.n, sh.k, dt, prunus::cuda::Output::RowMajor);
       prunus::cuda::Sparse24Linear sparse_t(w.data(), sh.n, sh.k, dt, prunus::cuda::Output::Transposed);
+      prunus::cuda::Linear auto_linear("bench", w.data(), sh.n, sh.k, dt, prunus::cuda::GemmMode::Auto);
       for (std::int64_t m : ms) {
         const std::int64_t mp = (m + 15) / 16 * 16;  // cuSPARSELt wants M in multiples of 16
         std::vector<std::uint16_t> x(mp * sh.k, to_bits(0.0f, dt));
@@ -171,6 +197,22 @@ int main(int argc, char** argv) {
             failures++;
           }
         }
+        double t_auto = 0, td_auto_pair = 0;
+        bool auto_sparse = false;
+        if (ok) {
+          auto_linear.forward(dx, m, dys, s);  // first call: times both paths, keeps the faster
+          ck(cudaStreamSynchronize(s));
+          // Paired with dense, alternating, best of three each: the same kernel measured a few
+          // minutes apart differs by up to ~8% at 10 µs, which is not what this column is about.
+          double td_pair = 1e30;
+          t_auto = 1e30;
+          for (int r = 0; r < 3; ++r) {
+            td_pair = std::min(td_pair, time_us([&] { dense.forward(dx, m, dyd, s); }, s));
+            t_auto = std::min(t_auto, time_us([&] { auto_linear.forward(dx, m, dys, s); }, s));
+          }
+          td_auto_pair = td_pair;
+          auto_sparse = auto_linear.sparse_at(m);
+        }
         cudaFree(dx);
         cudaFree(dyd);
         cudaFree(dys);
@@ -181,11 +223,12 @@ int main(int argc, char** argv) {
             "\"sparse_us\": %.2f, \"speedup\": %.3f, \"sparse_t_us\": %.2f, \"speedup_t\": %.3f, "
             "\"dense_tflops\": %.1f, \"sparse_tflops_equiv\": %.1f, \"layout\": %d, \"alg\": %d, \"split_k\": %d, "
             "\"layout_t\": %d, \"alg_t\": %d, \"split_k_t\": %d, \"configs\": %d, \"search_s\": %.2f, "
-            "\"rel_err\": %.2e, \"rel_err_t\": %.2e}\n",
+            "\"rel_err\": %.2e, \"rel_err_t\": %.2e, \"auto_us\": %.2f, \"auto_path\": \"%s\", \"dense_paired_us\": %.2f, \"auto_speedup\": %.3f}\n",
             prop.name, prunus::cuda::dtype_name(dt), (long long)sh.k, (long long)sh.n, (long long)m, td, t_out[0],
             td / t_out[0], t_out[1], want_t ? td / t_out[1] : 0.0, flops / td / 1e6, flops / t_out[0] / 1e6, info[0].layout,
             info[0].alg, info[0].split_k, info[1].layout, info[1].alg, info[1].split_k,
-            info[0].configs_timed + info[1].configs_timed, search_s[0] + search_s[1], err_out[0], err_out[1]);
+            info[0].configs_timed + info[1].configs_timed, search_s[0] + search_s[1], err_out[0], err_out[1], t_auto,
+            auto_sparse ? "2:4" : "dense", td_auto_pair, td_auto_pair / t_auto);
         std::fflush(stdout);
       }
     }

@@ -25,9 +25,11 @@ for step in "$@"; do
     test) PRUNUS_CSLT_VERBOSE=1 timeout -s KILL $LIMIT $D/bin/prunus_cuda_test > "$OUT/cuda_test.log" 2> "$OUT/cuda_test.err"
           echo "rc=$?"; grep -E "FAIL|passed|failure|SKIP" "$OUT/cuda_test.log" | head -30; tail -2 "$OUT/cuda_test.log" ;;
     gemm)  # a configuration that faults is recorded in the tuning file and skipped by the retry
-      for attempt in 1 2; do
-        timeout -s KILL $LIMIT $D/bin/prunus_cuda_bench --row-only > "$OUT/gemm$attempt.jsonl" 2> "$OUT/gemm$attempt.err"
-        rc=$?; echo "attempt $attempt rc=$rc"; grep -E "crashed|terminate|what" "$OUT/gemm$attempt.err" | head -5
+      start=$SECONDS
+      for attempt in 1 2 3 4 5 6 7 8; do
+        left=$((LIMIT - (SECONDS - start))); ((left > 10)) || break
+        timeout -s KILL $left $D/bin/prunus_cuda_bench --row-only ${GEMM_ARGS:-} > "$OUT/gemm$attempt.jsonl" 2> "$OUT/gemm$attempt.err"
+        rc=$?; echo "attempt $attempt rc=$rc"; grep -E "faulted|terminate|what" "$OUT/gemm$attempt.err" | head -5
         ((rc == 0)) && break
       done ;;
     gemm-quick) PRUNUS_CSLT_VERBOSE=1 timeout -s KILL $LIMIT $D/bin/prunus_cuda_bench --quick > "$OUT/gemm_quick.jsonl" 2> "$OUT/gemm_quick.err"; echo "rc=$?"; cat "$OUT/gemm_quick.jsonl" ;;
@@ -47,7 +49,14 @@ for step in "$@"; do
         PRUNUS_CSLT_SEARCH=0 timeout -s KILL 60 $D/bin/prunus-cuda perplexity "$D/$1" $D/tinystories_valid.txt --tokenizer $D/tok512.bin "${@:2}" 2>>"$OUT/ppl.err" | tee -a "$OUT/ppl.jsonl"
       done
       $D/bin/prunus-cuda generate $D/stories260K.bin --tokenizer $D/tok512.bin --steps 200 | tee "$OUT/generate.txt" ;;
-    e2e) timeout -s KILL $LIMIT $D/bin/prunus-cuda bench --layers 2 --prefill 512 2048 4096 --decode 64 2>"$OUT/e2e.err" | tee "$OUT/e2e.jsonl" ;;
+    e2e)  # retried like gemm: a faulting configuration is skipped by the next process
+      start=$SECONDS
+      for attempt in 1 2 3 4 5 6; do
+        left=$((LIMIT - (SECONDS - start))); ((left > 10)) || break
+        timeout -s KILL $left $D/bin/prunus-cuda bench --layers 2 ${E2E_ARGS:---prefill 512 2048 --decode 64} 2>"$OUT/e2e$attempt.err" > "$OUT/e2e$attempt.jsonl"
+        rc=$?; echo "attempt $attempt rc=$rc"; cat "$OUT/e2e$attempt.jsonl"; grep -E "faulted|what" "$OUT/e2e$attempt.err" | head -3
+        ((rc == 0)) && break
+      done ;;
     e2e-quick) timeout -s KILL $LIMIT $D/bin/prunus-cuda bench --layers 2 --prefill 2048 --decode 32 2>"$OUT/e2e_quick.err" | tee "$OUT/e2e_quick.jsonl"; tail -20 "$OUT/e2e_quick.err" ;;
   esac
 done

@@ -36,11 +36,15 @@ struct SparsePlanInfo {
   double us = 0;
 };
 
-// A weight on the GPU, 2:4 along K, compressed once. On the first call at a batch size M the
-// operand layouts × algorithm ids (× split-K with PRUNUS_CSLT_SPLITK=1; at most 3 s a layout, PRUNUS_CSLT_SEARCH_S) are timed on this GPU (each result checked
-// against the default configuration's) and the fastest plan is cached with its compressed
-// weight; later calls at that M do no allocation, no descriptor set-up and no
-// synchronisation. PRUNUS_CSLT_SEARCH=0 keeps cuSPARSELt's default algorithm.
+// A weight on the GPU, 2:4 along K. On the first call at a batch size M the operand layouts ×
+// algorithm ids (× split-K with PRUNUS_CSLT_SPLITK=1; at most 3 s a layout, PRUNUS_CSLT_SEARCH_S)
+// are timed on this GPU (each result checked against the default configuration's), and the
+// fastest plan is kept with the weight compressed through it — one compressed copy per batch
+// size (cuSPARSELt 0.8.0 faults when a plan runs on another plan's copy). Later calls at that M
+// do no allocation, no descriptor set-up and no synchronisation. The choice is recorded per
+// GPU, shape and M in PRUNUS_CSLT_CACHE (default ~/.cache/prunus/cusparselt-tuning.txt) with
+// any configuration that took its process down, which later processes skip.
+// PRUNUS_CSLT_SEARCH=0 keeps cuSPARSELt's default algorithm.
 class Sparse24Linear {
  public:
   // host_w: N×K row-major values of `dtype` (uint16 bits); std::invalid_argument (with
@@ -100,7 +104,7 @@ class Linear {
 
   // Y[m×n] = X[m×k]·Wᵀ, row-major. X and Y must have room for round_up(m, 16) rows: the 2:4
   // path computes padded rows (their values are ignored). Auto times both paths on the first
-  // call at each padded m (synchronising once) and keeps the faster.
+  // call at each padded m (synchronising once) and keeps 2:4 only where it is 2% faster.
   void forward(const void* d_x, std::int64_t m, void* d_y, void* stream);
   bool sparse_at(std::int64_t m) const;  // path that forward(.., m, ..) takes (after the first call)
   std::size_t device_bytes() const;      // weights held on the GPU

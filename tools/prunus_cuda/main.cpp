@@ -175,9 +175,9 @@ int cmd_bench(std::int64_t layers, const std::vector<std::int64_t>& prefill, std
               std::int64_t kv_heads, std::int64_t vocab) {
   cudaDeviceProp prop;
   if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) throw std::runtime_error("no CUDA device");
-  setenv("PRUNUS_CSLT_SEARCH_S", "10", 0);  // complete searches (the first ones also load kernels)
+  setenv("PRUNUS_CSLT_SEARCH_S", "25", 0);  // complete searches (the first ones also load kernels)
   const std::int64_t longest = *std::max_element(prefill.begin(), prefill.end());
-  const std::int64_t seq = std::max(longest, decode + 128);
+  const std::int64_t seq = std::max(longest, *std::min_element(prefill.begin(), prefill.end()) + decode + 8);
   const auto t0 = std::chrono::steady_clock::now();
   auto ck = synthetic(dim, hidden, layers, heads, kv_heads, vocab, seq, 1);
   std::fprintf(stderr, "synthetic model: %.1f s\n",
@@ -209,8 +209,9 @@ int cmd_bench(std::int64_t layers, const std::vector<std::int64_t>& prefill, std
       std::fflush(stdout);
     }
     if (decode > 0) {
-      // Greedy decode after a 128-token prompt: one token per forward, argmax on the host.
-      const std::int64_t prompt = 128;
+      // Greedy decode after a prompt as long as the shortest prefill (its plans are already
+      // chosen): one token per forward, argmax on the host.
+      const std::int64_t prompt = *std::min_element(prefill.begin(), prefill.end());
       auto run = [&](bool timed) {
         gpu.forward(toks.data(), prompt, 0);
         std::int32_t tok = toks[prompt];
