@@ -118,13 +118,29 @@ for args in "--method sparsegpt --nm 2:4" "--method owl --sparsity 0.6" "--metho
     && ok "oneshot --stream ($args) writes the in-memory run's bytes" || bad "--stream $args: $(tail -2 "$T/out")"
 done
 ls -a "$T/str" | grep -q '\.tmp\.' && bad "--stream left a temp file in $T/str" || ok "--stream leaves no temp file"
-rm -rf "$T/int"
+# Ctrl-C during a streamed run keeps the blocks written so far (OUT.ckpt.partial) and the
+# activations entering the next block (OUT.ckpt); --resume finishes with the bytes of an
+# uninterrupted run. Nothing appears at OUT until then.
+rm -rf "$T/int" "$T/int.ckpt" "$T/int.ckpt.partial" "$T/ref"
+"$PRUNUS" oneshot "$T/hfin" -o "$T/ref" --method sparsegpt --sparsity 0.5 --calib "$TXT" --tokenizer "$TOK" --nsamples 8 --seqlen 128 \
+  --no-progress >/dev/null 2>&1
 "$PRUNUS" oneshot "$T/hfin" -o "$T/int" --method sparsegpt --sparsity 0.5 --calib "$TXT" --tokenizer "$TOK" --nsamples 8 --seqlen 128 \
   --stream --stop-after-block 1 >"$T/out" 2>&1; rc=$?
-[[ $rc -eq 130 && ! -e "$T/int/model.safetensors" && ! -e "$T/int/config.json" && -z "$(ls -A "$T/int" 2>/dev/null)" ]] \
-  && ok "an interrupted --stream run leaves no model behind" || bad "interrupted --stream: rc $rc, $(ls -a "$T/int" 2>&1)"
+[[ $rc -eq 130 && ! -e "$T/int/model.safetensors" && ! -e "$T/int/config.json" && -s "$T/int.ckpt" && -s "$T/int.ckpt.partial" ]] \
+  && ok "an interrupted --stream run keeps its progress and writes no model" || bad "interrupted --stream: rc $rc, $(ls -a "$T/int" "$T" 2>&1 | tr '\n' ' ')"
+expect_error "--stream --resume with other options" "checkpoint is from a different model" \
+  "$PRUNUS" oneshot "$T/hfin" -o "$T/int" --method sparsegpt --sparsity 0.6 --calib "$TXT" --tokenizer "$TOK" --nsamples 8 --seqlen 128 --stream --resume --no-progress
+[[ -s "$T/int.ckpt.partial" ]] && ok "a refused resume keeps the partial output" || bad "a refused resume removed $T/int.ckpt.partial"
+"$PRUNUS" oneshot "$T/hfin" -o "$T/int" --method sparsegpt --sparsity 0.5 --calib "$TXT" --tokenizer "$TOK" --nsamples 8 --seqlen 128 \
+  --stream --resume >"$T/out" 2>&1; rc=$?
+[[ $rc -eq 0 ]] && cmp -s "$T/ref/model.safetensors" "$T/int/model.safetensors" && cmp -s "$T/ref/config.json" "$T/int/config.json" \
+  && [[ ! -e "$T/int.ckpt" && ! -e "$T/int.ckpt.partial" ]] \
+  && ok "--stream --resume finishes with the uninterrupted run's bytes" || bad "--stream --resume: rc $rc, $(tail -2 "$T/out")"
+"$PRUNUS" oneshot "$T/hfin" -o "$T/int2" --method magnitude --sparsity 0.5 --stream --stop-after-block 0 >/dev/null 2>&1
+rm -f "$T/int2.ckpt.partial"
+expect_error "--stream --resume without its partial output" "int2.ckpt.partial: missing" \
+  "$PRUNUS" oneshot "$T/hfin" -o "$T/int2" --method magnitude --sparsity 0.5 --stream --resume --no-progress
 expect_error "--stream needs a folder" "--stream reads a Hugging Face folder" "$PRUNUS" oneshot "$M" -o "$T/x" --method magnitude --stream
-expect_error "--stream with --resume" "streaming runs do not resume" "$PRUNUS" oneshot "$T/hfin" -o "$T/x" --method magnitude --stream --resume
 
 echo "$fails failure(s)"
 [[ $fails -eq 0 ]]

@@ -60,11 +60,16 @@ void atomic_write(const std::string& path, std::string_view content);
 class PartialFile {
  public:
   PartialFile(const std::string& path, std::uint64_t size);
+  // Continues a file kept by keep(): `existing` must be `size` bytes; commit() renames it to path.
+  PartialFile(const std::string& path, const std::string& existing, std::uint64_t size);
   ~PartialFile();
   PartialFile(const PartialFile&) = delete;
   PartialFile& operator=(const PartialFile&) = delete;
   void write_at(std::uint64_t offset, const void* data, std::size_t size);
+  void read_at(std::uint64_t offset, void* data, std::size_t size) const;
   void commit();
+  // Flushes the unfinished file to `as` (kept for a resumed run) instead of removing it.
+  void keep(const std::string& as);
 
  private:
   std::string path_, tmp_;

@@ -89,9 +89,13 @@ std::vector<std::int32_t> generate_greedy(const Model& m, std::int64_t steps);
 // Where a one-shot job's decoder blocks live when the model is not held whole (streaming):
 // load(m, l) puts block l's weights into m.weights before it is calibrated and pruned,
 // store(m, l) takes them out once the block is done (and writes them), release(m, l) takes
-// them out unchanged (OWL's first pass).
+// them out unchanged (OWL's first pass). start(first) comes before the first block is pruned
+// (first > 0: a resumed run, blocks before it are already in the kept output); keep() on an
+// interrupt, to leave the output written so far for --resume.
 struct BlockIO {
   std::function<void(Model&, int)> load, store, release;
+  std::function<void(int)> start;
+  std::function<void()> keep;
 };
 
 struct OneShotConfig {
@@ -119,7 +123,10 @@ struct OneShotConfig {
   std::string checkpoint;
   bool resume = false;
   int stop_after_block = -1;          // tests: act as if Ctrl-C came during this block
-  const BlockIO* io = nullptr;        // streaming (CPU only, no checkpoint): see BlockIO
+  // Streaming (CPU only, one process): see BlockIO. Its checkpoint holds the calibration
+  // activations entering the next block instead of the finished blocks (those are in the
+  // kept output, checkpoint + ".partial").
+  const BlockIO* io = nullptr;
 };
 
 struct LayerResult {
@@ -151,7 +158,9 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
 // place in OUT/model.safetensors as soon as it is pruned (embeddings, norms and lm_head stay in
 // memory), and the output folder appears only when every block is done (model.safetensors,
 // then config.json). Same bytes as oneshot() on the loaded model followed by save(). Ctrl-C
-// (OneShotResult::interrupted) leaves no output; streaming runs do not resume yet.
+// (OneShotResult::interrupted) leaves no output at out_dir; with cfg.checkpoint set it keeps
+// the blocks written so far in checkpoint + ".partial" and the next block's calibration
+// activations in the checkpoint, and cfg.resume continues from them (same bytes).
 OneShotResult oneshot_streaming(const std::string& in_dir, const std::string& out_dir,
                                 const std::vector<std::int32_t>& calib_tokens, const OneShotConfig& cfg);
 

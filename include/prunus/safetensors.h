@@ -90,11 +90,18 @@ class StreamWriter {
  public:
   StreamWriter(const std::string& path, const std::vector<TensorToWrite>& layout,  // data unused
                const std::map<std::string, std::string>& metadata = {});
+  // Continues the file an interrupted writer kept (keep()), whose tensors `written` are in:
+  // InputError naming `partial` if its size or header is not this layout's.
+  StreamWriter(const std::string& path, const std::vector<TensorToWrite>& layout,
+               const std::map<std::string, std::string>& metadata, const std::string& partial,
+               const std::vector<std::string>& written);
   ~StreamWriter();
   StreamWriter(const StreamWriter&) = delete;
   StreamWriter& operator=(const StreamWriter&) = delete;
   void put(const std::string& name, const void* data);
   void commit();
+  // Leaves the unfinished file at `as` for a later run to continue, instead of removing it.
+  void keep(const std::string& as);
 
  private:
   std::string path_;

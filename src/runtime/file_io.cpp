@@ -169,6 +169,43 @@ PartialFile::PartialFile(const std::string& path, std::uint64_t size) : path_(pa
   }
 }
 
+PartialFile::PartialFile(const std::string& path, const std::string& existing, std::uint64_t size) : path_(path) {
+  if (!g_writes_enabled) return;
+  fd_ = ::open(existing.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd_ < 0) fail(existing, std::string("cannot open: ") + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0 || static_cast<std::uint64_t>(st.st_size) != size) {
+    ::close(fd_);
+    fd_ = -1;
+    fail(existing, "is " + std::to_string(st.st_size) + " bytes, the output being continued is " + std::to_string(size) +
+                       " bytes");
+  }
+  tmp_ = existing;
+}
+
+void PartialFile::read_at(std::uint64_t offset, void* data, std::size_t size) const {
+  if (fd_ < 0) return;
+  char* p = static_cast<char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::pread(fd_, p, size, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail(tmp_, "read failed");
+    p += n;
+    offset += static_cast<std::uint64_t>(n);
+    size -= static_cast<std::size_t>(n);
+  }
+}
+
+void PartialFile::keep(const std::string& as) {
+  if (fd_ < 0) return;
+  if (::fsync(fd_) != 0) fail(as, std::string("fsync failed: ") + std::strerror(errno));
+  ::close(fd_);
+  fd_ = -1;
+  if (tmp_ != as && ::rename(tmp_.c_str(), as.c_str()) != 0) fail(as, std::string("rename failed: ") + std::strerror(errno));
+  tmp_.clear();
+  fsync_dir(fs::path(as).parent_path());
+}
+
 PartialFile::~PartialFile() {
   if (fd_ >= 0) ::close(fd_);
   if (!tmp_.empty()) ::unlink(tmp_.c_str());

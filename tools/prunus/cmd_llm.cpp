@@ -139,7 +139,8 @@ void add_llm(CLI::App& app, Action& action) {
                  "Hugging Face folder in and out with one decoder block in memory at a time (input memory-mapped, "
                  "output written block by block, appearing when complete): for models larger than RAM");
     cmd->add_flag("--resume", j->resume,
-                  "Continue an interrupted run from OUT.ckpt (Ctrl-C saves the blocks finished so far there)");
+                  "Continue an interrupted run from OUT.ckpt (Ctrl-C saves the blocks finished so far there; with --stream "
+                  "they stay in OUT.ckpt.partial and OUT.ckpt holds the calibration activations)");
     cmd->callback([&action, j, quiet] {
       j->progress = !*quiet;
       action = [j] { return oneshot_job(*j); };

@@ -254,13 +254,16 @@ OneShotResult oneshot_streaming(const std::string& in_dir, const std::string& ou
     if (n.rfind("model.layers.", 0) != 0) m.weights[n] = get(n);
   }
   fs::create_directories(out_dir);
-  safetensors::StreamWriter writer((fs::path(out_dir) / "model.safetensors").string(), layout, {{"format", "pt"}});
+  const std::string out_file = (fs::path(out_dir) / "model.safetensors").string();
+  // Output so far of an interrupted run (--resume), beside its checkpoint.
+  const std::string partial = cfg.checkpoint.empty() ? std::string() : cfg.checkpoint + ".partial";
+  std::unique_ptr<safetensors::StreamWriter> writer;
   auto put = [&](const std::string& name, const torch::Tensor& w) {  // as save_hf stores a tensor
     auto t = w.detach().to(torch::kFloat32).contiguous();
     if (name.find("q_proj") != std::string::npos) t = to_hf_rope(t, c.n_heads);
     if (name.find("k_proj") != std::string::npos) t = to_hf_rope(t, c.n_kv_heads);
     t = t.masked_fill(t == 0, 0.0).contiguous();
-    writer.put(name, t.data_ptr());
+    writer->put(name, t.data_ptr());
   };
   BlockIO io;
   io.load = [&](Model& mm, int l) {
@@ -275,12 +278,26 @@ OneShotResult oneshot_streaming(const std::string& in_dir, const std::string& ou
   io.release = [&](Model& mm, int l) {
     for (const auto& n : block_names(l)) mm.weights.erase(n);
   };
+  io.start = [&](int first) {
+    if (first == 0) {
+      writer = std::make_unique<safetensors::StreamWriter>(out_file, layout, std::map<std::string, std::string>{{"format", "pt"}});
+      return;
+    }
+    std::vector<std::string> written;
+    for (int l = 0; l < first; ++l)
+      for (const auto& n : block_names(l)) written.push_back(n);
+    writer = std::make_unique<safetensors::StreamWriter>(out_file, layout, std::map<std::string, std::string>{{"format", "pt"}},
+                                                         partial, written);
+  };
+  io.keep = [&] {
+    if (writer && !partial.empty()) writer->keep(partial);
+  };
   OneShotConfig streamed = cfg;
   streamed.io = &io;
   auto res = oneshot(m, calib_tokens, streamed);
-  if (res.interrupted) return res;  // the writer removes its temp file; nothing appears
+  if (res.interrupted) return res;  // nothing appears at out_dir/model.safetensors
   for (const auto& [name, w] : m.weights) put(name, w);
-  writer.commit();
+  writer->commit();
   atomic_write((fs::path(out_dir) / "config.json").string(), hf_config(c).dump(2) + "\n");
   return res;
 }

@@ -178,7 +178,6 @@ int oneshot_job(const OneShotJob& job) {
   if (job.stream) {
     if (!fs::is_directory(job.model)) fail(job.model, "--stream reads a Hugging Face folder (convert a .bin first)");
     if (job.out.ends_with(".bin")) fail(job.out, "--stream writes a Hugging Face folder, not a .bin");
-    if (job.resume) fail("--resume", "streaming runs do not resume yet");
     if (cfg.device != "cpu") fail("--device " + job.device, "streaming runs on the CPU");
     if (dist::world().active()) fail("--stream", "runs in one process");
   }
@@ -203,7 +202,8 @@ int oneshot_job(const OneShotJob& job) {
   install_interrupt_handler();
   llm::OneShotResult r;
   if (job.stream) {
-    cfg.checkpoint.clear();
+    if (job.resume && fs::exists(cfg.checkpoint) && !fs::exists(cfg.checkpoint + ".partial"))
+      fail(cfg.checkpoint + ".partial", "missing: the streamed output this checkpoint continues (run without --resume)");
     r = llm::oneshot_streaming(job.model, out, calib, cfg);
     if (r.interrupted) return 130;
   } else {
@@ -213,6 +213,7 @@ int oneshot_job(const OneShotJob& job) {
   }
   std::error_code ec;
   fs::remove(cfg.checkpoint, ec);
+  fs::remove(cfg.checkpoint + ".partial", ec);  // a streamed run started afresh leaves an older one
   if (!r.block_outlier_ratio.empty()) {
     std::string line;
     for (std::size_t i = 0; i < r.block_sparsity.size(); ++i)

@@ -242,17 +242,23 @@ std::string fingerprint(const Model& m, const std::vector<std::int32_t>& tokens,
   for (auto t : tokens)
     for (int b = 0; b < 4; ++b) h = (h ^ ((static_cast<std::uint32_t>(t) >> (8 * b)) & 0xff)) * 1099511628211ull;
   const auto& c = m.config;
-  return fmt::format("{}|{}|{}:{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}x{}x{}x{}x{}x{}|{:a}|{:x}", cfg.method, cfg.sparsity, cfg.n,
+  return fmt::format("{}{}|{}|{}:{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}x{}x{}x{}x{}x{}|{:a}|{:x}", cfg.io ? "stream|" : "", cfg.method, cfg.sparsity, cfg.n,
                      cfg.m, cfg.magnitude_scope, cfg.nsamples, cfg.seqlen, cfg.seed, cfg.damp, cfg.blocksize,
                      cfg.owl_lambda, cfg.owl_m, fmt::join(cfg.skip, ","), c.dim, c.hidden_dim, c.n_layers, c.n_heads,
                      c.n_kv_heads, c.vocab_size, m.w("model.embed_tokens.weight").sum().item<double>(), h);
 }
 
+// In memory: the finished blocks' weights. Streaming (`activations` defined): the calibration
+// activations entering block next_block — the finished blocks are in the kept output.
 void save_oneshot_checkpoint(const Model& m, int next_block, const OneShotResult& res, const std::string& fp,
-                             const std::string& path) {
+                             const std::string& path, const torch::Tensor& activations = {}) {
   NamedTensors t;
-  for (int l = 0; l < next_block; ++l)
-    for (const auto& name : m.linear_names(l)) t.emplace_back(name, m.w(name));
+  if (activations.defined()) {
+    if (activations.numel() > 0) t.emplace_back("calibration.activations", activations.contiguous());
+  } else {
+    for (int l = 0; l < next_block; ++l)
+      for (const auto& name : m.linear_names(l)) t.emplace_back(name, m.w(name));
+  }
   nlohmann::json layers = nlohmann::json::array();
   for (const auto& r : res.layers)
     layers.push_back({{"name", r.name}, {"numel", r.numel}, {"zeros", r.zeros}, {"seconds", r.seconds}, {"damp", r.damp}});
@@ -261,8 +267,10 @@ void save_oneshot_checkpoint(const Model& m, int next_block, const OneShotResult
   write_tensors(path, t, {{"prunus.oneshot", state.dump()}});
 }
 
-// Loads the finished blocks into m and returns the first block left to prune.
-int load_oneshot_checkpoint(Model& m, OneShotResult& res, const std::string& fp, const std::string& path) {
+// Loads the finished blocks into m (streaming: the activations into *activations) and returns
+// the first block left to prune.
+int load_oneshot_checkpoint(Model& m, OneShotResult& res, const std::string& fp, const std::string& path,
+                            torch::Tensor* activations = nullptr) {
   auto f = safetensors::File::open(path);
   auto it = f.metadata().find("prunus.oneshot");
   if (it == f.metadata().end()) fail(path, "not a Prunus one-shot checkpoint");
@@ -280,6 +288,10 @@ int load_oneshot_checkpoint(Model& m, OneShotResult& res, const std::string& fp,
     res.calib_seconds = state.at("calib_seconds").get<double>();
   } catch (const nlohmann::json::exception& e) {
     fail(path, std::string("corrupt checkpoint state: ") + e.what());
+  }
+  if (activations) {
+    if (const auto* a = f.find("calibration.activations")) *activations = to_tensor(*a);
+    return next;
   }
   for (int l = 0; l < next; ++l)
     for (const auto& name : m.linear_names(l)) {
@@ -319,8 +331,8 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
           fail(name, fmt::format("input size {} is not a multiple of M = {}; keep it dense with --skip {}",
                                  in_features(name), cfg.m, name.substr(name.rfind('.', name.size() - 8) + 1,
                                                                        name.size() - 7 - name.rfind('.', name.size() - 8) - 1)));
-  if (cfg.io && (cfg.device != "cpu" || !cfg.checkpoint.empty() || cfg.resume || dist::world().active()))
-    fail("--stream", "streaming runs in one process on the CPU, without --resume");
+  if (cfg.io && (cfg.device != "cpu" || dist::world().active()))
+    fail("--stream", "streaming runs in one process on the CPU");
   const auto t_start = std::chrono::steady_clock::now();
   OneShotResult res;
   const std::int64_t seqlen = cfg.seqlen > 0 ? cfg.seqlen : m.config.seq_len;
@@ -345,17 +357,29 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
   int first = 0;
   const std::string fp = cfg.checkpoint.empty() ? "" : fingerprint(m, calib_tokens, cfg);
   if (cfg.resume && !cfg.checkpoint.empty() && fs::exists(cfg.checkpoint)) {
-    first = load_oneshot_checkpoint(m, res, fp, cfg.checkpoint);
-    // The activations entering block `first`: the same forward through the pruned blocks that
-    // the interrupted run did, so every later statistic is bit-identical.
-    if (needs_data)
-      for (int l = 0; l < first; ++l) x = run_block(m, l, x, nullptr);
+    if (cfg.io) {
+      // Streaming: the activations the interrupted run had computed through its pruned blocks.
+      torch::Tensor saved;
+      first = load_oneshot_checkpoint(m, res, fp, cfg.checkpoint, &saved);
+      if (needs_data) {
+        if (!saved.defined() || saved.sizes() != x.sizes())
+          fail(cfg.checkpoint, "checkpoint lacks the calibration activations this run needs");
+        x = saved;
+      }
+    } else {
+      first = load_oneshot_checkpoint(m, res, fp, cfg.checkpoint);
+      // The activations entering block `first`: the same forward through the pruned blocks that
+      // the interrupted run did, so every later statistic is bit-identical.
+      if (needs_data)
+        for (int l = 0; l < first; ++l) x = run_block(m, l, x, nullptr);
+    }
     if (cfg.progress) std::fprintf(stderr, "resuming %s at block %d/%lld from %s\n", cfg.method.c_str(), first + 1,
                                    static_cast<long long>(m.config.n_layers), cfg.checkpoint.c_str());
   } else if (cfg.resume) {
     std::fprintf(stderr, "--resume: no checkpoint %s, starting afresh\n", cfg.checkpoint.c_str());
   }
   res.resumed_from_block = first;
+  if (cfg.io && cfg.io->start) cfg.io->start(first);
   const double seconds_before = res.seconds;
   for (int l = first; l < m.config.n_layers; ++l) {
     try {
@@ -469,11 +493,20 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
                      el / (l + 1 - first) * double(m.config.n_layers - l - 1));
       // Every rank stops after the same block.
       const bool stop = g.any(interrupt_requested() || l == cfg.stop_after_block, "the interrupt check");
-      if (cfg.io && l + 1 < m.config.n_layers && stop) {  // streaming: nothing is kept
-        std::fprintf(stderr, "interrupted after block %d: no output written (streaming runs do not resume yet)\n", l + 1);
-        res.interrupted = true;
+      if (cfg.io && l + 1 < m.config.n_layers && stop) {
+        // Streaming: the output so far is kept beside the checkpoint, which holds the
+        // activations entering the next block (the pruned blocks are no longer in memory).
         res.seconds = seconds_before + el;
+        res.interrupted = true;
         res.peak_rss_bytes = peak_rss_bytes();
+        if (cfg.checkpoint.empty() || !cfg.io->keep) {
+          std::fprintf(stderr, "interrupted after block %d: no output written\n", l + 1);
+          return res;
+        }
+        save_oneshot_checkpoint(m, l + 1, res, fp, cfg.checkpoint, needs_data ? x : torch::empty({0}));
+        cfg.io->keep();
+        std::fprintf(stderr, "interrupted: blocks 1-%d written to %s.partial, state in %s (continue with --resume)\n",
+                     l + 1, cfg.checkpoint.c_str(), cfg.checkpoint.c_str());
         return res;
       }
       if (!cfg.checkpoint.empty() && l + 1 < m.config.n_layers && stop) {

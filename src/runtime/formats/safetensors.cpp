@@ -312,7 +312,37 @@ StreamWriter::StreamWriter(const std::string& path, const std::vector<TensorToWr
   file_->write_at(0, head.data(), head.size());
 }
 
+StreamWriter::StreamWriter(const std::string& path, const std::vector<TensorToWrite>& layout,
+                           const std::map<std::string, std::string>& metadata, const std::string& partial,
+                           const std::vector<std::string>& written)
+    : path_(path) {
+  std::vector<std::uint64_t> sizes;
+  const std::string head = header_bytes(layout, metadata, sizes);
+  std::uint64_t offset = head.size();
+  for (std::size_t i = 0; i < layout.size(); ++i) {
+    slots_[layout[i].name] = {offset, sizes[i]};
+    offset += sizes[i];
+  }
+  file_ = std::make_unique<PartialFile>(path, partial, offset);
+  std::string on_disk(head.size(), '\0');
+  file_->read_at(0, on_disk.data(), on_disk.size());
+  if (on_disk != head) {
+    file_->keep(partial);  // not ours to remove
+    fail(partial, "its header is not the one this run writes (another model or layout)");
+  }
+  for (const auto& name : written) {
+    auto it = slots_.find(name);
+    if (it == slots_.end()) {
+      file_->keep(partial);
+      fail(partial, "names a tensor '" + name + "' this layout lacks");
+    }
+    it->second.second = ~std::uint64_t(0);
+  }
+}
+
 StreamWriter::~StreamWriter() = default;
+
+void StreamWriter::keep(const std::string& as) { file_->keep(as); }
 
 void StreamWriter::put(const std::string& name, const void* data) {
   auto it = slots_.find(name);
