@@ -112,6 +112,16 @@ TEST(Kernels, CsrMatchesReference) {
     check_all_variants(f, w, c.rows, c.cols, rng, "csr " + std::to_string(c.rows) + "x" + std::to_string(c.cols));
   }
   // Wide matrices use 32-bit column indices.
+  // The AVX-512 batch-1 kernel has two ways to read x (scalar loads, gathers): both are checked.
+  const bool scalar_loads = prunus::kernels::avx512::g_csr_scalar_loads;
+  prunus::kernels::avx512::g_csr_scalar_loads = !scalar_loads;
+  for (const auto& c : kShapes) {
+    auto w2 = random_sparse(c.rows, c.cols, c.sparsity, rng);
+    check_all_variants(k::to_csr(w2.data(), c.rows, c.cols), w2, c.rows, c.cols, rng,
+                       std::string(scalar_loads ? "gather " : "scalar-load ") + "csr " + std::to_string(c.rows) + "x" +
+                           std::to_string(c.cols));
+  }
+  prunus::kernels::avx512::g_csr_scalar_loads = scalar_loads;
   auto w = random_sparse(3, 70000, 0.99, rng);
   auto f = k::to_csr(w.data(), 3, 70000);
   EXPECT_FALSE(f.narrow());

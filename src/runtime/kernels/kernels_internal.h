@@ -36,6 +36,9 @@ extern bool g_use_vbmi2;
 // Batch-1 bitmask rows denser than this take the expand kernel even with VBMI2 (tests set 1).
 extern double g_vbmi2_max_density;
 void bitmask_gemv_vbmi2(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1);
+// Batch-1 CSR (16-bit columns) reads x with scalar loads (default; faster than vgatherdps on
+// Zen 4) or with gathers (PRUNUS_CSR_GATHER=1); tests run both.
+extern bool g_csr_scalar_loads;
 }  // namespace avx512
 
 // INT8: activations already quantized to unsigned bytes (x_q + 128), one scale per row.
