@@ -456,6 +456,19 @@ TEST(HuggingFace, FolderRoundTripIsExactAndBadFoldersAreRejected) {
             std::string::npos);
   EXPECT_NE(error_for([&] { fs::remove(dir.file("bad/model.safetensors")); }).find("model file not found"),
             std::string::npos);
+  // A sharded folder whose index names a shard file that is not there.
+  EXPECT_NE(error_for([&] {
+              std::string map = "{\"weight_map\": {";
+              bool first = true;
+              const auto file = safetensors::File::open(dir.file("bad/model.safetensors"));
+              for (const auto& t : file.tensors()) {
+                map += std::string(first ? "" : ", ") + "\"" + t.name + "\": \"model-00002-of-00002.safetensors\"";
+                first = false;
+              }
+              test::write_bytes(dir.file("bad/model.safetensors.index.json"), map + "}}");
+              fs::remove(dir.file("bad/model.safetensors"));  // the mapping stays valid after unlink
+            }).find("model-00002-of-00002.safetensors: model file not found"),
+            std::string::npos);
 }
 
 // The runtime's decoder (no libtorch, KV cache, formats chosen by measurement) against the
