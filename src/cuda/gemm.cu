@@ -309,6 +309,12 @@ struct Sparse24Linear::Impl {
   static double since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
+  // Adds the seconds of its scope to one phase, whichever way the scope is left.
+  struct PhaseTimer {
+    double& to;
+    std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+    ~PhaseTimer() { to += since(t0); }
+  };
   void* workspace = nullptr;
   std::size_t workspace_size = 0;
 
@@ -346,12 +352,7 @@ struct Sparse24Linear::Impl {
     auto it = compressed.find(key);
     if (it != compressed.end()) return it->second.first;
     auto* h = lt_handle();
-    const auto t0 = std::chrono::steady_clock::now();
-    struct Charge {
-      double& to;
-      std::chrono::steady_clock::time_point t0;
-      ~Charge() { to += since(t0); }
-    } charge{phases.compress, t0};
+    PhaseTimer timer{phases.compress};
     std::size_t size = 0, buf_size = 0;
     check(cusparseLtSpMMACompressedSize(h, plan, &size, &buf_size), "compressed size");
     void *d_dense = nullptr, *d_out = nullptr, *d_buf = nullptr;
@@ -429,12 +430,7 @@ struct Sparse24Linear::Impl {
   bool prepare(Plan& p, const void* d_x, void* d_y, cudaStream_t s) {
     p.weight = weight_for(p.info.layout, p.info.alg, p.m, &p.plan, s);
     if (!p.weight) return false;
-    const auto t0 = std::chrono::steady_clock::now();
-    struct Charge {
-      double& to;
-      std::chrono::steady_clock::time_point t0;
-      ~Charge() { to += since(t0); }
-    } charge{phases.first, t0};
+    PhaseTimer timer{phases.first};
     std::size_t ws = 0;
     if (cusparseLtMatmulGetWorkspace(lt_handle(), &p.plan, &ws) != CUSPARSE_STATUS_SUCCESS) return false;
     ensure_workspace(ws);

@@ -297,18 +297,30 @@ std::string serialize(const std::vector<TensorToWrite>& tensors, const std::map<
 }  // namespace prunus::safetensors
 
 namespace prunus::safetensors {
+namespace {
+
+// The header `write` would produce for `layout` and each tensor's (offset, bytes) after it;
+// returns the file's total size.
+std::uint64_t place_tensors(const std::vector<TensorToWrite>& layout, const std::map<std::string, std::string>& metadata,
+                            std::string& head, std::map<std::string, std::pair<std::uint64_t, std::uint64_t>>& slots) {
+  std::vector<std::uint64_t> sizes;
+  head = header_bytes(layout, metadata, sizes);
+  std::uint64_t offset = head.size();
+  for (std::size_t i = 0; i < layout.size(); ++i) {
+    slots[layout[i].name] = {offset, sizes[i]};
+    offset += sizes[i];
+  }
+  return offset;
+}
+
+}  // namespace
 
 StreamWriter::StreamWriter(const std::string& path, const std::vector<TensorToWrite>& layout,
                            const std::map<std::string, std::string>& metadata)
     : path_(path) {
-  std::vector<std::uint64_t> sizes;
-  const std::string head = header_bytes(layout, metadata, sizes);
-  std::uint64_t offset = head.size();
-  for (std::size_t i = 0; i < layout.size(); ++i) {
-    slots_[layout[i].name] = {offset, sizes[i]};
-    offset += sizes[i];
-  }
-  file_ = std::make_unique<PartialFile>(path, offset);
+  std::string head;
+  const std::uint64_t size = place_tensors(layout, metadata, head, slots_);
+  file_ = std::make_unique<PartialFile>(path, size);
   file_->write_at(0, head.data(), head.size());
 }
 
@@ -316,14 +328,9 @@ StreamWriter::StreamWriter(const std::string& path, const std::vector<TensorToWr
                            const std::map<std::string, std::string>& metadata, const std::string& partial,
                            const std::vector<std::string>& written)
     : path_(path) {
-  std::vector<std::uint64_t> sizes;
-  const std::string head = header_bytes(layout, metadata, sizes);
-  std::uint64_t offset = head.size();
-  for (std::size_t i = 0; i < layout.size(); ++i) {
-    slots_[layout[i].name] = {offset, sizes[i]};
-    offset += sizes[i];
-  }
-  file_ = std::make_unique<PartialFile>(path, partial, offset);
+  std::string head;
+  const std::uint64_t size = place_tensors(layout, metadata, head, slots_);
+  file_ = std::make_unique<PartialFile>(path, partial, size);
   std::string on_disk(head.size(), '\0');
   file_->read_at(0, on_disk.data(), on_disk.size());
   if (on_disk != head) {
