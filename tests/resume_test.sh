@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Ctrl-C at random moments, then --resume, until the job finishes: the final file must be
-# byte-identical to an uninterrupted run's. Three jobs: training (prunus train), a recipe that
-# trains, prunes gradually and fine-tunes (prunus run), and layer-by-layer SparseGPT on a
+# byte-identical to an uninterrupted run's. Four jobs: training (prunus train), a recipe that
+# trains, prunes gradually and fine-tunes (prunus run), the same with SR-STE's dense weights behind
+# 2:4 masks, and layer-by-layer SparseGPT on a
 # language model (prunus oneshot; needs ../shared, skipped visibly without it).
 # A signal that lands before the handler is installed kills the process with no checkpoint;
 # the next --resume then starts afresh, which must give the same bytes too. (In this script the
@@ -83,6 +84,16 @@ prune: {sparsity: 0.8, scope: global, schedule: {kind: gradual, begin_epoch: 0, 
 finetune: {epochs: 3, lr: 0.02}
 YAML
   job recipe /sparse.safetensors "epoch [0-9]*/" "$PRUNUS" run "$T/gradual.yaml" -o "$T/out"
+  # SR-STE keeps dense weights outside the model: the checkpoint must carry them.
+  cat >"$T/srste.yaml" <<YAML
+model: lenet300
+seed: 9
+data: {dir: "$DATA", train_limit: 6000, test_limit: 500}
+train: {epochs: 1, lr: 0.05}
+prune: {pattern: "2:4", scope: layer, srste_decay: 0.0002, schedule: {kind: oneshot, begin_epoch: 0}}
+finetune: {epochs: 3, lr: 0.02}
+YAML
+  job srste /sparse.safetensors "finetune.*epoch [0-9]*/" "$PRUNUS" run "$T/srste.yaml" -o "$T/out"
 else
   echo "SKIPPED: train and recipe resume: Fashion-MNIST not found in $DATA"; fails=$((fails + 1))
 fi

@@ -149,6 +149,11 @@ TEST(Recipes, ImpossibleRecipesAreInputErrorsNamingTheFile) {
   EXPECT_NE(error_for("prune: {pattern: \"3:2\"}\n").find("N < M"), std::string::npos);
   EXPECT_NE(error_for("prune: {pattern: \"2:4\", sparsity: 0.9}\n").find("fixes the sparsity at 0.5"), std::string::npos);
   EXPECT_NE(error_for("prune: {pattern: \"block:4\"}\n").find("block:RxC"), std::string::npos);
+  EXPECT_NE(error_for("prune: {srste_decay: 0.0002}\n").find("srste_decay is for N:M patterns"), std::string::npos);
+  EXPECT_NE(error_for("prune: {pattern: \"2:4\", srste_decay: 0.0002}\n").find("schedule kind oneshot"),
+            std::string::npos);
+  EXPECT_NE(error_for("prune: {pattern: \"2:4\", srste_decay: 2, schedule: {kind: oneshot}}\n").find("[0, 1]"),
+            std::string::npos);
   EXPECT_NE(error_for("prune: {criterion: taylor, calibration_batches: 0}\n").find("calibration_batches"),
             std::string::npos);
   EXPECT_NE(error_for("input: init\ntrain: {epochs: 5}\n").find("input: init"), std::string::npos);

@@ -294,6 +294,66 @@ TEST(Patterns, NMAndBlockMasksHoldThroughTraining) {
   }
 }
 
+TEST(SrSte, HandComputedStepKeepsDenseWeightsAndDecaysThePrunedOnes) {
+  auto w = torch::tensor({{4.0f, 3.0f, 0.2f, 0.1f}}).set_requires_grad(true);
+  Sparsifier sp({{"w", w}}, make_criterion("magnitude"), make_pattern("2:4"), make_scope("layer"),
+                make_oneshot_schedule(0.5, 0));
+  sp.enable_srste(0.5);
+  sp.step(0);  // first mask from the dense weights; the model holds the masked ones
+  EXPECT_TRUE(torch::equal(w, torch::tensor({{4.0f, 3.0f, 0.0f, 0.0f}})));
+  w.mutable_grad() = torch::tensor({{3.0f, 0.0f, -1.0f, -1.0f}});
+  sp.mask_gradients();  // g += 0.5·(1 − m)·w_dense; the dense weights are back for the optimiser
+  EXPECT_TRUE(torch::allclose(w.grad(), torch::tensor({{3.0f, 0.0f, -0.9f, -0.95f}})));
+  EXPECT_TRUE(torch::equal(w, torch::tensor({{4.0f, 3.0f, 0.2f, 0.1f}})));
+  {
+    torch::NoGradGuard ng;
+    w.sub_(w.grad());  // SGD, lr 1
+  }
+  sp.after_optimizer_step();  // dense [1, 3, 1.1, 1.05] kept; the old mask applied
+  EXPECT_TRUE(torch::allclose(w, torch::tensor({{1.0f, 3.0f, 0.0f, 0.0f}})));
+  ASSERT_EQ(sp.srste_dense().size(), 1u);
+  EXPECT_TRUE(torch::allclose(sp.srste_dense()[0], torch::tensor({{1.0f, 3.0f, 1.1f, 1.05f}})));
+  sp.step(1);  // the mask follows the dense magnitudes: 3 and 1.1 now
+  EXPECT_TRUE(torch::allclose(w, torch::tensor({{0.0f, 3.0f, 1.1f, 0.0f}})));
+  EXPECT_TRUE(torch::equal(sp.masks()[0], torch::tensor({{0.0f, 1.0f, 1.0f, 0.0f}})));
+}
+
+// A 2:4 regression whose true support is where the initial weights are smallest: a mask fixed
+// from the initial magnitudes can never fit it; SR-STE moves the mask onto the support.
+TEST(SrSte, FindsTheSupportAFixedMaskMisses) {
+  torch::manual_seed(3);
+  const auto x = torch::randn({512, 8});
+  const auto w_true = torch::tensor({{0.0f, 0.0f, 1.5f, -2.0f, 0.0f, 1.0f, 0.0f, -1.0f}});
+  const auto y = torch::matmul(x, w_true.t());
+  auto train = [&](double decay) {
+    auto w = torch::tensor({{1.0f, 0.9f, 0.1f, 0.05f, 0.8f, 0.1f, 0.7f, 0.05f}}).set_requires_grad(true);
+    Sparsifier sp({{"w", w}}, make_criterion("magnitude"), make_pattern("2:4"), make_scope("layer"),
+                  make_oneshot_schedule(0.5, 0));
+    if (decay > 0) sp.enable_srste(decay);
+    double loss = 0;
+    for (int step = 0; step < 400; ++step) {
+      sp.step(step);
+      if (w.grad().defined()) w.mutable_grad().zero_();
+      auto l = (torch::matmul(x, w.t()) - y).square().mean();
+      l.backward();
+      loss = l.item<double>();
+      sp.mask_gradients();
+      {
+        torch::NoGradGuard ng;
+        w.sub_(0.05 * w.grad());
+      }
+      sp.after_optimizer_step();
+    }
+    EXPECT_TRUE(make_pattern("2:4")->check((w != 0).to(torch::kFloat32)));
+    return std::make_pair(loss, (w != 0).to(torch::kFloat32));
+  };
+  const auto [fixed_loss, fixed_mask] = train(0.0);
+  const auto [srste_loss, srste_mask] = train(2e-4);
+  EXPECT_GT(fixed_loss, 1.0);
+  EXPECT_LT(srste_loss, 1e-4);
+  EXPECT_TRUE(torch::equal(srste_mask, (w_true != 0).to(torch::kFloat32)));
+}
+
 TEST(Criteria, GradientScoresHandComputed) {
   auto w = torch::tensor({2.0f, -1.0f, 0.5f, 0.0f}).set_requires_grad(true);
   w.mutable_grad() = torch::tensor({0.1f, -3.0f, 1.0f, 5.0f});

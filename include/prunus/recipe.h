@@ -63,6 +63,10 @@ struct PruneConfig {
   ScheduleConfig schedule;
   std::int64_t calibration_batches = 8;  // gradient criteria (taylor, snip, movement): batches seen before pruning
   std::int64_t synflow_rounds = 100;     // synflow: pruning rounds at initialization (data-free)
+  // SR-STE (Zhou et al. 2021) for N:M while training: > 0 keeps dense weights behind the N:M
+  // forward, recomputes the mask from their magnitudes every step and decays the pruned ones
+  // by this λ through their gradient. 0: the mask is fixed between schedule updates.
+  double srste_decay = 0.0;
   // Per-layer sparsities by parameter name (e.g. from `prunus sensitivity`); these layers
   // take o·t/s at schedule target t (final sparsity s), the scope shares t among the rest.
   // A name with sparsity 0 is a skip.
@@ -224,8 +228,14 @@ struct ShrinkJob {
   std::uint64_t seed = 0;
   std::string calib_data;               // activation criterion: Fashion-MNIST directory (default: Debian's)
   std::int64_t calib_samples = 256;
+  // A language model (llama2.c .bin or Hugging Face folder): MLP neurons are removed
+  // (llm::plan_mlp_shrink); the activation criterion reads calibration text.
+  std::string calib_text;
+  std::int64_t nsamples = 32, seqlen = 0;
+  LlmTextOptions text;
 };
 int shrink_job(const ShrinkJob& job);
+int shrink_llm_job(const ShrinkJob& job);  // shrink_job's language-model branch
 
 // prunus bench MODEL: the whole model in prunus_runtime, sparse formats vs the runtime's dense
 // path in one process (graph models: latency per batch; llama2.c .bin: decode tokens/s).

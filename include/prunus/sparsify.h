@@ -117,7 +117,21 @@ class Sparsifier {
   Criterion& criterion() { return *criterion_; }
   void accumulate_gradients();
   void apply_masks();       // weight *= mask
-  void mask_gradients();    // grad *= mask
+  // Before the optimiser step: grad *= mask (SR-STE: grad += λ·(1 − mask)·w and the dense
+  // weights go back in place, so the optimiser updates all of them).
+  void mask_gradients();
+  // After the optimiser step: apply the masks (SR-STE: first keep the updated dense weights).
+  void after_optimizer_step();
+
+  // SR-STE (Zhou et al. 2021, "Learning N:M fine-grained structured sparse neural networks from
+  // scratch"): between steps the model holds the N:M-masked weights (evaluation, checkpoints and
+  // export see a valid N:M model) and the sparsifier the dense ones; each step() restores the
+  // dense weights and recomputes the mask from their magnitudes.
+  void enable_srste(double decay);
+  double srste_decay() const { return srste_decay_; }
+  // The dense weights behind the masks (empty until the first mask): checkpoints keep them.
+  const std::vector<torch::Tensor>& srste_dense() const { return dense_; }
+  void set_srste_dense(std::vector<torch::Tensor> dense);
   // Folds masks into weights (they already hold the zeros) and drops them.
   void squash();
 
@@ -138,6 +152,8 @@ class Sparsifier {
   double current_target_ = 0.0;
   std::vector<double> override_;  // per param: −1 none, else its final sparsity
   double override_final_ = 0.0;
+  double srste_decay_ = 0.0;
+  std::vector<torch::Tensor> dense_;  // SR-STE: the dense weights, once masks exist
 };
 
 // Counts over the given tensors.

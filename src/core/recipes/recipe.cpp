@@ -179,7 +179,8 @@ Recipe parse_recipe(const std::string& text, const std::string& path, const std:
   if (auto t = root["finetune"]) rd.train(t, r.finetune, "finetune");
   if (auto p = root["prune"]) {
     rd.known_keys(p, "prune", {"sparsity", "criterion", "pattern", "scope", "schedule", "calibration_batches", "layers",
-                               "synflow_rounds"});
+                               "synflow_rounds", "srste_decay"});
+    rd.get(p, "srste_decay", r.prune.srste_decay, "prune");
     rd.get(p, "synflow_rounds", r.prune.synflow_rounds, "prune");
     if (auto l = p["layers"]) {
       if (!l.IsMap()) fail(path, fmt::format("line {}: prune.layers must map parameter names to sparsities", l.Mark().line + 1));
@@ -262,6 +263,12 @@ void validate(const PruneConfig& p, const std::string& where) {
   if (p.synflow_rounds < 1 || p.synflow_rounds > 10000) fail(where, "synflow_rounds must be in [1, 10000]");
   if (p.criterion == "synflow" && p.schedule.kind != "oneshot")
     fail(where, "synflow prunes at once before training: it needs schedule kind oneshot");
+  if (!(p.srste_decay >= 0 && p.srste_decay <= 1)) fail(where, "srste_decay must be in [0, 1]");
+  if (p.srste_decay > 0 && pattern_fixed_sparsity(p.pattern) < 0)
+    fail(where, fmt::format("srste_decay is for N:M patterns (it refines an N:M mask each step), not '{}'", p.pattern));
+  if (p.srste_decay > 0 && (p.criterion != "magnitude" || p.schedule.kind != "oneshot"))
+    fail(where, "srste_decay recomputes the mask from weight magnitudes every step: it needs criterion magnitude "
+                "and schedule kind oneshot");
   for (const auto& [name, v] : p.layers)
     if (!(v >= 0 && v < 1)) fail(where, fmt::format("layers.{}: sparsity {} is outside [0, 1)", name, v));
   if (!p.layers.empty() && pattern_fixed_sparsity(p.pattern) >= 0)

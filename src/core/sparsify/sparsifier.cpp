@@ -22,13 +22,41 @@ std::unique_ptr<Sparsifier> Sparsifier::from_config(std::vector<PrunedParam> par
                                          make_pattern(cfg.pattern), make_scope(cfg.scope),
                                          make_schedule(cfg, steps_per_epoch));
   if (!cfg.layers.empty()) sp->set_layer_overrides(cfg.layers, cfg.sparsity);
+  if (cfg.srste_decay > 0) sp->enable_srste(cfg.srste_decay);
   return sp;
 }
 
 bool Sparsifier::step(std::int64_t step) {
-  if (!schedule_->updates_at(step)) return false;
+  const bool scheduled = schedule_->updates_at(step);
+  if (srste_decay_ > 0 && !dense_.empty()) {
+    // SR-STE: the mask follows the dense weights every step.
+    torch::NoGradGuard ng;
+    for (std::size_t i = 0; i < params_.size(); ++i) params_[i].weight.copy_(dense_[i]);
+    prune_to(scheduled ? schedule_->target(step) : current_target_);
+    return scheduled;
+  }
+  if (!scheduled) return false;
+  if (srste_decay_ > 0) {
+    torch::NoGradGuard ng;
+    dense_.clear();
+    for (const auto& p : params_) dense_.push_back(p.weight.detach().clone());
+  }
   prune_to(schedule_->target(step));
   return true;
+}
+
+void Sparsifier::enable_srste(double decay) {
+  if (!(decay > 0 && decay <= 1)) throw std::invalid_argument("enable_srste: decay must be in (0, 1]");
+  srste_decay_ = decay;
+}
+
+void Sparsifier::set_srste_dense(std::vector<torch::Tensor> dense) {
+  if (!dense.empty() && dense.size() != params_.size())
+    throw std::invalid_argument("set_srste_dense: wrong number of tensors");
+  for (std::size_t i = 0; i < dense.size(); ++i)
+    if (dense[i].sizes() != params_[i].weight.sizes())
+      throw std::invalid_argument("set_srste_dense: shape differs for " + params_[i].name);
+  dense_ = std::move(dense);
 }
 
 void Sparsifier::set_layer_overrides(const std::map<std::string, double>& overrides, double final_target) {
@@ -107,10 +135,26 @@ void Sparsifier::apply_masks() {
 }
 
 void Sparsifier::mask_gradients() {
+  torch::NoGradGuard ng;
+  const bool srste = srste_decay_ > 0 && !dense_.empty();
   for (std::size_t i = 0; i < params_.size(); ++i) {
     auto& g = params_[i].weight.mutable_grad();
-    if (g.defined()) g.mul_(masks_[i]);
+    if (srste) {
+      // The straight-through gradient reaches every weight; the pruned ones also decay.
+      if (g.defined()) g.add_((1.0 - masks_[i]) * dense_[i], srste_decay_);
+      params_[i].weight.copy_(dense_[i]);
+    } else if (g.defined()) {
+      g.mul_(masks_[i]);
+    }
   }
+}
+
+void Sparsifier::after_optimizer_step() {
+  if (srste_decay_ > 0 && !dense_.empty()) {
+    torch::NoGradGuard ng;
+    for (std::size_t i = 0; i < params_.size(); ++i) dense_[i].copy_(params_[i].weight);
+  }
+  apply_masks();
 }
 
 void Sparsifier::squash() {

@@ -81,6 +81,9 @@ void save_checkpoint(const CheckpointOptions& ck, Net& net, torch::optim::Optimi
     for (std::size_t i = 0; i < sp->masks().size(); ++i) t.emplace_back("mask." + sp->params()[i].name, sp->masks()[i]);
   if (sp)  // a gradient criterion's accumulated scores (movement, Taylor)
     for (const auto& [name, acc] : sp->criterion().state()) t.emplace_back("criterion." + name, acc);
+  if (sp)  // SR-STE's dense weights behind the masks
+    for (std::size_t i = 0; i < sp->srste_dense().size(); ++i)
+      t.emplace_back("srste." + sp->params()[i].name, sp->srste_dense()[i]);
   std::ostringstream os;
   torch::serialize::OutputArchive archive;
   opt.save(archive);
@@ -139,6 +142,12 @@ void load_checkpoint(const CheckpointOptions& ck, Net& net, torch::optim::Optimi
     for (const auto& p : sp->params())
       if (const auto* v = f.find("criterion." + p.name)) acc[p.name] = to_tensor(*v).clone();
     if (!acc.empty()) sp->criterion().set_state(std::move(acc));
+    std::vector<torch::Tensor> dense;
+    for (const auto& p : sp->params())
+      if (const auto* v = f.find("srste." + p.name)) dense.push_back(to_tensor(*v).clone());
+    if (!dense.empty() && dense.size() != sp->params().size())
+      fail(ck.path, "checkpoint holds SR-STE dense weights for only some parameters");
+    if (sp->srste_decay() > 0) sp->set_srste_dense(std::move(dense));
   }
   if (fq) {
     if (!f.find("qat.ranges")) fail(ck.path, "checkpoint has no QAT ranges (it was written without qat)");
@@ -401,7 +410,7 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
         if (sparsifier_ && sparsifier_->needs_gradients()) sparsifier_->accumulate_gradients();
         if (sparsifier_) sparsifier_->mask_gradients();
         opt->step();
-        if (sparsifier_) sparsifier_->apply_masks();
+        if (sparsifier_) sparsifier_->after_optimizer_step();
         loss_sum += l * double(count);
         correct += step_correct;
         seen += count;
