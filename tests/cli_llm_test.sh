@@ -30,6 +30,18 @@ done
 [[ -s "$T/sg1.bin" ]] && cmp -s "$T/sg1.bin" "$T/sg2.bin" && ok "sparsegpt: 1 and 2 threads give the same bytes" \
   || bad "sparsegpt output depends on the thread count"
 
+# Structured: whole MLP neurons out (hidden 172 -> 129); the smaller file scores as the masked one.
+"$PRUNUS" shrink "$M" -o "$T/sh.bin" --masked "$T/shm.bin" --sparsity 0.25 --criterion activation --calib "$TXT" \
+  --nsamples 8 --seqlen 128 >"$T/out" 2>&1 && grep -q 'MLP neurons per block 172 -> 129' "$T/out" \
+  && ok "shrink a language model's MLPs" || bad "shrink llm: $(tail -2 "$T/out")"
+p_sh=$("$PRUNUS" perplexity "$T/sh.bin" "$TXT" --tokenizer "$TOK" --max-windows 4 2>&1 | grep -o 'perplexity [0-9.]*')
+p_m=$("$PRUNUS" perplexity "$T/shm.bin" "$TXT" --tokenizer "$TOK" --max-windows 4 2>&1 | grep -o 'perplexity [0-9.]*')
+[[ -n "$p_sh" && "$p_sh" == "$p_m" ]] && [[ $(stat -c %s "$T/sh.bin") -lt $(stat -c %s "$M") ]] \
+  && ok "shrunk = masked ($p_sh) and the file is smaller" || bad "shrunk '$p_sh' vs masked '$p_m'"
+expect_error "shrink llm: activation without text" "--calib: --criterion activation needs calibration text" \
+  "$PRUNUS" shrink "$M" -o "$T/sh2.bin" --criterion activation
+[[ ! -e "$T/sh2.bin" ]] && ok "nothing written" || bad "shrink wrote despite the error"
+
 # Bad input: one line naming the file, exit 2, nothing written.
 head -c 1000 "$M" >"$T/trunc.bin"
 expect_error "truncated checkpoint" "$T/trunc.bin: file is 1000 bytes but its header" "$PRUNUS" perplexity "$T/trunc.bin" "$TXT" --tokenizer "$TOK"

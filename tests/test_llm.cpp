@@ -525,3 +525,68 @@ TEST(NativeRuntime, BadTokensPositionsAndShapesAreErrors) {
     EXPECT_NE(std::string(e.what()).find("up_proj"), std::string::npos) << e.what();
   }
 }
+
+// Structured MLP pruning: whole SwiGLU neurons out. The shrunk model computes what the
+// same-shape model with those neurons zeroed computes, in libtorch and in the runtime; the
+// neuron each criterion must rank last goes first.
+TEST(LlmShrink, RemovedNeuronsGiveTheMaskedLogitsAndTheWeakestGoFirst) {
+  auto base = tiny_model(7);
+  {
+    torch::NoGradGuard ng;
+    base.weights["model.layers.0.mlp.down_proj.weight"].select(1, 5).zero_();  // activation score 0
+    for (const char* p : {"gate_proj", "up_proj"}) base.weights[std::string("model.layers.1.mlp.") + p + ".weight"][9] *= 1e-3;
+    base.weights["model.layers.1.mlp.down_proj.weight"].select(1, 9).mul_(1e-3);  // smallest l2 norm
+  }
+  const auto calib = random_tokens(400, 11);
+  const auto tokens = random_tokens(16, 3);
+  auto t = torch::from_blob(const_cast<std::int32_t*>(tokens.data()), {1, 16}, torch::kInt32).to(torch::kInt64);
+  for (const std::string criterion : {"activation", "l2", "random"}) {
+    llm::MlpShrinkConfig cfg;
+    cfg.criterion = criterion;
+    cfg.fraction = 0.3;  // 64 − 19 = 45, rounded up to 48
+    cfg.round_to = 8;
+    cfg.nsamples = 8;
+    cfg.seqlen = 16;
+    const auto plan = llm::plan_mlp_shrink(base, calib, cfg);
+    EXPECT_EQ(plan.hidden_before, 64);
+    EXPECT_EQ(plan.hidden_after, 48) << criterion;
+    ASSERT_EQ(plan.kept.size(), 2u);
+    for (const auto& k : plan.kept) {
+      ASSERT_EQ(k.size(), 48u);
+      EXPECT_TRUE(std::is_sorted(k.begin(), k.end()) && std::adjacent_find(k.begin(), k.end()) == k.end());
+    }
+    const auto again = llm::plan_mlp_shrink(base, calib, cfg);
+    EXPECT_EQ(again.kept, plan.kept) << criterion << ": same inputs, same neurons";
+    auto has = [](const std::vector<std::int64_t>& k, std::int64_t j) { return std::find(k.begin(), k.end(), j) != k.end(); };
+    if (criterion == "activation") EXPECT_FALSE(has(plan.kept[0], 5));
+    if (criterion != "random") EXPECT_FALSE(has(plan.kept[1], 9)) << criterion;
+
+    auto shrunk = base, masked = base;
+    for (auto& [n, w] : shrunk.weights) w = w.clone();
+    for (auto& [n, w] : masked.weights) w = w.clone();
+    llm::apply_mlp_shrink(shrunk, plan);
+    llm::mask_mlp_shrink(masked, plan);
+    EXPECT_EQ(shrunk.config.hidden_dim, 48);
+    EXPECT_EQ(shrunk.w("model.layers.1.mlp.gate_proj.weight").sizes(), (std::vector<std::int64_t>{48, 32}));
+    EXPECT_EQ(shrunk.w("model.layers.1.mlp.down_proj.weight").sizes(), (std::vector<std::int64_t>{32, 48}));
+    const auto a = shrunk.forward(t)[0], b = masked.forward(t)[0];
+    EXPECT_LT((a - b).abs().max().item<double>() / b.abs().max().item<double>(), 1e-5) << criterion;
+    EXPECT_GT((a - base.forward(t)[0]).abs().max().item<double>(), 1e-4) << criterion << ": pruning changed nothing?";
+    // The smaller model is an ordinary checkpoint: the runtime runs it.
+    auto rt = runtime::Llama::from_checkpoint(llm::to_llama2c(shrunk));
+    double worst = 0;
+    for (std::int64_t pos = 0; pos < 16; ++pos) {
+      const auto& logits = rt.step(tokens[pos], pos);
+      for (std::int64_t v = 0; v < 40; ++v)
+        worst = std::max(worst, std::abs(double(logits[v]) - a[pos][v].item<double>()) / a[pos].abs().max().item<double>());
+    }
+    EXPECT_LT(worst, 1e-4) << criterion;
+  }
+  llm::MlpShrinkConfig bad;
+  bad.criterion = "bn";
+  EXPECT_THROW(llm::plan_mlp_shrink(base, calib, bad), InputError);
+  bad.criterion = "activation";
+  EXPECT_THROW(llm::plan_mlp_shrink(base, {}, bad), InputError);
+  bad.fraction = 1.0;
+  EXPECT_THROW(llm::plan_mlp_shrink(base, calib, bad), InputError);
+}

@@ -164,6 +164,39 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
 OneShotResult oneshot_streaming(const std::string& in_dir, const std::string& out_dir,
                                 const std::vector<std::int32_t>& calib_tokens, const OneShotConfig& cfg);
 
+// ------------------------------------------------------------------ structured: MLP neurons
+// Removes whole SwiGLU hidden neurons (a gate_proj row, its up_proj row and down_proj column)
+// from every block, so hidden_dim shrinks and the smaller model is dense (any runtime runs it
+// faster; the llama2.c and Hugging Face formats both hold it). Every block keeps the same count
+// (the formats have one hidden_dim): hidden − round(fraction·hidden), rounded up to round_to.
+struct MlpShrinkConfig {
+  double fraction = 0.25;
+  // activation: ‖down[:, j]‖ · RMS of neuron j's output (silu(gate)·up) on calibration windows
+  //   of the dense model — Wanda's |W|·‖X‖ for a whole neuron (cf. FLAP, Wanda-sp);
+  // l2: √(‖gate_j‖² + ‖up_j‖² + ‖down_:,j‖²); random (seeded).
+  std::string criterion = "activation";
+  std::int64_t round_to = 1;
+  std::int64_t nsamples = 32, seqlen = 0;  // activation: windows (0: the model's context)
+  std::uint64_t seed = 0;
+};
+struct MlpShrinkResult {
+  std::int64_t hidden_before = 0, hidden_after = 0;
+  std::vector<std::vector<std::int64_t>> kept;  // per block, ascending neuron indices
+};
+// Chooses the neurons to keep (the model is unchanged).
+MlpShrinkResult plan_mlp_shrink(const Model& m, const std::vector<std::int32_t>& calib_tokens,
+                                const MlpShrinkConfig& cfg);
+// Removes the other neurons: new shapes, hidden_dim = hidden_after.
+void apply_mlp_shrink(Model& m, const MlpShrinkResult& plan);
+// Zeroes the other neurons' rows and columns, shapes unchanged: the same function as the
+// shrunk model, which is how tests check the rewrite.
+void mask_mlp_shrink(Model& m, const MlpShrinkResult& plan);
+
+// `nsamples` windows of `seqlen` tokens at seeded random offsets: the calibration batch of
+// oneshot() and plan_mlp_shrink().
+torch::Tensor calibration_windows(const std::vector<std::int32_t>& tokens, std::int64_t nsamples, std::int64_t seqlen,
+                                  std::uint64_t seed);
+
 // OWL (Yin et al. 2024): per-block sparsities from outlier ratios D_l, rescaled to
 // [s − λ, s + λ] around the target with mean s: s_l = 1 − (λ·2·(D_l − min)/(max − min) − mean + 1 − s).
 std::vector<double> owl_allocation(const std::vector<double>& outlier_ratio, double target, double lambda);

@@ -76,8 +76,11 @@ void add_shrink(CLI::App& app, Action& action) {
       "shrink",
       "Structured pruning that physically removes channels/neurons: traces the model's graph (residual adds pruned "
       "together, BatchNorm with its conv, flatten-aware), keeps the strongest channels of each group and writes a "
-      "smaller model for the runtime (prunus infer / bench / run)");
-  cmd->add_option("model", j->input, "Model file written by prunus (with its runtime graph)")->required();
+      "smaller model for the runtime (prunus infer / bench / run). A language model (llama2.c .bin or Hugging Face "
+      "folder) loses whole MLP neurons in every block: its hidden_dim shrinks");
+  cmd->add_option("model", j->input,
+                  "Model file written by prunus (with its runtime graph), or a llama2.c .bin / Hugging Face folder")
+      ->required();
   cmd->add_option("-o,--out", j->out, "Smaller model to write")->required();
   cmd->add_option("--sparsity", j->sparsity, "Fraction of each group's channels removed")->capture_default_str();
   cmd->add_option("--criterion", j->criterion,
@@ -89,6 +92,12 @@ void add_shrink(CLI::App& app, Action& action) {
   cmd->add_option("--round-to", j->round_to, "Keep a multiple of this many channels per group (e.g. 8)")->capture_default_str();
   cmd->add_option("--seed", j->seed, "Seed for --criterion random")->capture_default_str();
   cmd->add_option("--masked", j->masked, "Also write the same-shape model with the removed channels zeroed");
+  cmd->add_option("--calib", j->calib_text,
+                  "Language model, --criterion activation: calibration text (one document a line)");
+  cmd->add_option("--tokenizer", j->text.tokenizer, "Language model: tokenizer (default: beside the model)");
+  cmd->add_option("--nsamples", j->nsamples, "Language model: calibration windows")->capture_default_str();
+  cmd->add_option("--seqlen", j->seqlen, "Language model: tokens a window (0: the model's context)")->capture_default_str();
+  cmd->add_option("--threads", j->text.threads, "Language model: intra-op threads");
   cmd->callback([&action, j] { action = [j] { return shrink_job(*j); }; });
 }
 

@@ -135,6 +135,51 @@ int convert_job(const std::string& in, const std::string& out, const std::string
   return 0;
 }
 
+int shrink_llm_job(const ShrinkJob& job) {
+  threads(job.text.threads);
+  if (job.out.empty()) fail("--out", "an output file is required");
+  for (const auto& o : {job.out, job.masked}) {
+    if (o.empty()) continue;
+    if (auto dir = fs::path(o).parent_path(); !dir.empty() && !fs::is_directory(dir))
+      fail(o, "output directory does not exist");
+    if (fs::exists(o) && !fs::is_directory(o) && !o.ends_with(".bin"))
+      fail(o, "exists and is not a directory (outputs not ending in .bin are Hugging Face folders)");
+  }
+  auto m = llm::load(job.input);
+  llm::MlpShrinkConfig cfg;
+  cfg.fraction = job.sparsity;
+  cfg.criterion = job.criterion;
+  cfg.round_to = job.round_to;
+  cfg.nsamples = job.nsamples;
+  cfg.seqlen = job.seqlen;
+  cfg.seed = job.seed;
+  std::vector<std::int32_t> calib;
+  if (cfg.criterion == "activation") {
+    if (job.calib_text.empty()) fail("--calib", "--criterion activation needs calibration text (--calib FILE)");
+    calib = llm::tokenize_documents(job.calib_text, tokenizer_for(job.input, m.config.vocab_size, job.text));
+  }
+  const auto plan = llm::plan_mlp_shrink(m, calib, cfg);
+  const auto count = [](const llm::Model& mm) {
+    std::int64_t n = 0;
+    for (const auto& [name, t] : mm.weights) n += t.numel();
+    return n;
+  };
+  const std::int64_t params_before = count(m);
+  if (!job.masked.empty()) {
+    auto masked = m;
+    for (auto& [name, t] : masked.weights) t = t.clone();
+    llm::mask_mlp_shrink(masked, plan);
+    llm::save(job.masked, masked);
+  }
+  llm::apply_mlp_shrink(m, plan);
+  llm::save(job.out, m);
+  std::printf("MLP neurons per block %lld -> %lld (%s criterion, %d blocks); parameters %lld -> %lld; wrote %s%s%s\n",
+              static_cast<long long>(plan.hidden_before), static_cast<long long>(plan.hidden_after),
+              cfg.criterion.c_str(), static_cast<int>(plan.kept.size()), static_cast<long long>(params_before),
+              static_cast<long long>(count(m)), job.out.c_str(), job.masked.empty() ? "" : " and ", job.masked.c_str());
+  return 0;
+}
+
 int oneshot_job(const OneShotJob& job) {
   threads(job.text.threads);
   llm::OneShotConfig cfg;

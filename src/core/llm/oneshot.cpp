@@ -165,6 +165,9 @@ std::vector<double> owl_allocation(const std::vector<double>& d, double target, 
   return s;
 }
 
+torch::Tensor calibration_windows(const std::vector<std::int32_t>& tokens, std::int64_t nsamples, std::int64_t seqlen,
+                                  std::uint64_t seed);
+
 namespace {
 
 torch::Tensor calibration_batch(const std::vector<std::int32_t>& tokens, std::int64_t nsamples, std::int64_t seqlen,
@@ -305,6 +308,11 @@ int load_oneshot_checkpoint(Model& m, OneShotResult& res, const std::string& fp,
 }
 
 }  // namespace
+
+torch::Tensor calibration_windows(const std::vector<std::int32_t>& tokens, std::int64_t nsamples, std::int64_t seqlen,
+                                  std::uint64_t seed) {
+  return calibration_batch(tokens, nsamples, seqlen, seed);
+}
 
 OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, const OneShotConfig& cfg) {
   torch::NoGradGuard ng;

@@ -402,6 +402,7 @@ namespace prunus {
 
 int shrink_job(const ShrinkJob& job) {
   namespace fs = std::filesystem;
+  if (fs::is_directory(job.input) || (job.input.size() > 4 && job.input.ends_with(".bin"))) return shrink_llm_job(job);
   if (job.calib_samples < 1) fail("--calib-samples", "must be at least 1");
   if (job.out.empty()) fail("--out", "an output file is required");
   for (const auto& o : {job.out, job.masked})
