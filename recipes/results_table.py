@@ -14,6 +14,7 @@ import re
 
 ROWS = [
     ("lenet300_fmnist_2of4", "2:4 (N:M), magnitude, one-shot + 30 ep FT"),
+    ("lenet300_fmnist_2of4_srste", "2:4 (N:M), SR-STE (λ 2e-4, mask re-chosen every step), 30 ep"),
     ("lenet300_fmnist_block4x4_80", "block 4×4 80%, magnitude, gradual"),
     ("lenet300_fmnist_gradual90", "unstructured 90%, magnitude global, gradual (main job)"),
     ("lenet300_fmnist_magnitude95", "95% magnitude global, gradual"),

@@ -526,28 +526,37 @@ TEST(NativeRuntime, BadTokensPositionsAndShapesAreErrors) {
   }
 }
 
-// Structured MLP pruning: whole SwiGLU neurons out. The shrunk model computes what the
-// same-shape model with those neurons zeroed computes, in libtorch and in the runtime; the
-// neuron each criterion must rank last goes first.
-TEST(LlmShrink, RemovedNeuronsGiveTheMaskedLogitsAndTheWeakestGoFirst) {
+// Structured pruning of a GQA model: whole SwiGLU neurons and whole KV groups (a KV head and
+// its two query heads) out. The shrunk model computes what the same-shape model with those
+// units zeroed computes, in libtorch, in the runtime and after a Hugging Face folder round
+// trip; the unit each criterion must rank last goes first.
+TEST(LlmShrink, RemovedNeuronsAndHeadsGiveTheMaskedLogitsAndTheWeakestGoFirst) {
   auto base = tiny_model(7);
   {
     torch::NoGradGuard ng;
     base.weights["model.layers.0.mlp.down_proj.weight"].select(1, 5).zero_();  // activation score 0
     for (const char* p : {"gate_proj", "up_proj"}) base.weights[std::string("model.layers.1.mlp.") + p + ".weight"][9] *= 1e-3;
     base.weights["model.layers.1.mlp.down_proj.weight"].select(1, 9).mul_(1e-3);  // smallest l2 norm
+    // KV group 1 = query heads 2 and 3 (rows/columns 16..31), KV head 1 (rows 8..15).
+    base.weights["model.layers.0.self_attn.o_proj.weight"].narrow(1, 16, 16).zero_();
+    for (const char* p : {"q_proj", "o_proj"}) {
+      auto& w = base.weights[std::string("model.layers.1.self_attn.") + p + ".weight"];
+      (p[0] == 'q' ? w.narrow(0, 16, 16) : w.narrow(1, 16, 16)).mul_(1e-3);
+    }
+    for (const char* p : {"k_proj", "v_proj"}) base.weights[std::string("model.layers.1.self_attn.") + p + ".weight"].narrow(0, 8, 8).mul_(1e-3);
   }
   const auto calib = random_tokens(400, 11);
   const auto tokens = random_tokens(16, 3);
   auto t = torch::from_blob(const_cast<std::int32_t*>(tokens.data()), {1, 16}, torch::kInt32).to(torch::kInt64);
   for (const std::string criterion : {"activation", "l2", "random"}) {
-    llm::MlpShrinkConfig cfg;
+    llm::LlmShrinkConfig cfg;
     cfg.criterion = criterion;
-    cfg.fraction = 0.3;  // 64 − 19 = 45, rounded up to 48
+    cfg.mlp_fraction = 0.3;  // 64 − 19 = 45, rounded up to 48
+    cfg.head_fraction = 0.5;  // one of the two KV groups
     cfg.round_to = 8;
     cfg.nsamples = 8;
     cfg.seqlen = 16;
-    const auto plan = llm::plan_mlp_shrink(base, calib, cfg);
+    const auto plan = llm::plan_llm_shrink(base, calib, cfg);
     EXPECT_EQ(plan.hidden_before, 64);
     EXPECT_EQ(plan.hidden_after, 48) << criterion;
     ASSERT_EQ(plan.kept.size(), 2u);
@@ -555,20 +564,29 @@ TEST(LlmShrink, RemovedNeuronsGiveTheMaskedLogitsAndTheWeakestGoFirst) {
       ASSERT_EQ(k.size(), 48u);
       EXPECT_TRUE(std::is_sorted(k.begin(), k.end()) && std::adjacent_find(k.begin(), k.end()) == k.end());
     }
-    const auto again = llm::plan_mlp_shrink(base, calib, cfg);
+    const auto again = llm::plan_llm_shrink(base, calib, cfg);
     EXPECT_EQ(again.kept, plan.kept) << criterion << ": same inputs, same neurons";
     auto has = [](const std::vector<std::int64_t>& k, std::int64_t j) { return std::find(k.begin(), k.end(), j) != k.end(); };
     if (criterion == "activation") EXPECT_FALSE(has(plan.kept[0], 5));
     if (criterion != "random") EXPECT_FALSE(has(plan.kept[1], 9)) << criterion;
+    EXPECT_EQ(plan.kv_after, 1);
+    if (criterion == "activation") EXPECT_EQ(plan.kept_groups[0], std::vector<std::int64_t>{0});
+    if (criterion != "random") EXPECT_EQ(plan.kept_groups[1], std::vector<std::int64_t>{0}) << criterion;
 
     auto shrunk = base, masked = base;
     for (auto& [n, w] : shrunk.weights) w = w.clone();
     for (auto& [n, w] : masked.weights) w = w.clone();
-    llm::apply_mlp_shrink(shrunk, plan);
-    llm::mask_mlp_shrink(masked, plan);
+    llm::apply_llm_shrink(shrunk, plan);
+    llm::mask_llm_shrink(masked, plan);
     EXPECT_EQ(shrunk.config.hidden_dim, 48);
     EXPECT_EQ(shrunk.w("model.layers.1.mlp.gate_proj.weight").sizes(), (std::vector<std::int64_t>{48, 32}));
     EXPECT_EQ(shrunk.w("model.layers.1.mlp.down_proj.weight").sizes(), (std::vector<std::int64_t>{32, 48}));
+    EXPECT_EQ(shrunk.config.n_heads, 2);
+    EXPECT_EQ(shrunk.config.n_kv_heads, 1);
+    EXPECT_EQ(shrunk.config.head_size(), 8);
+    EXPECT_EQ(shrunk.w("model.layers.0.self_attn.q_proj.weight").sizes(), (std::vector<std::int64_t>{16, 32}));
+    EXPECT_EQ(shrunk.w("model.layers.0.self_attn.k_proj.weight").sizes(), (std::vector<std::int64_t>{8, 32}));
+    EXPECT_EQ(shrunk.w("model.layers.0.self_attn.o_proj.weight").sizes(), (std::vector<std::int64_t>{32, 16}));
     const auto a = shrunk.forward(t)[0], b = masked.forward(t)[0];
     EXPECT_LT((a - b).abs().max().item<double>() / b.abs().max().item<double>(), 1e-5) << criterion;
     EXPECT_GT((a - base.forward(t)[0]).abs().max().item<double>(), 1e-4) << criterion << ": pruning changed nothing?";
@@ -581,12 +599,28 @@ TEST(LlmShrink, RemovedNeuronsGiveTheMaskedLogitsAndTheWeakestGoFirst) {
         worst = std::max(worst, std::abs(double(logits[v]) - a[pos][v].item<double>()) / a[pos].abs().max().item<double>());
     }
     EXPECT_LT(worst, 1e-4) << criterion;
+    // 2 heads of 8 do not fill dim 32: a Hugging Face folder says head_dim; a llama2.c file cannot.
+    const auto dir = fs::temp_directory_path() / ("prunus_shrink_" + criterion);
+    fs::remove_all(dir);
+    llm::save(dir.string(), shrunk);
+    const auto back = llm::load(dir.string());
+    EXPECT_EQ(back.config.n_heads, 2);
+    EXPECT_EQ(back.config.head_size(), 8);
+    EXPECT_LT((back.forward(t)[0] - a).abs().max().item<double>() / a.abs().max().item<double>(), 1e-6) << criterion;
+    auto rt2 = runtime::Llama::load(dir.string());
+    const auto& l15 = [&]() -> const std::vector<float>& {
+      for (std::int64_t pos = 0; pos < 15; ++pos) rt2.step(tokens[pos], pos);
+      return rt2.step(tokens[15], 15);
+    }();
+    EXPECT_NEAR(l15[7], a[15][7].item<float>(), 1e-4 * a[15].abs().max().item<double>());
+    EXPECT_THROW(llm::save((dir / "x.bin").string(), shrunk), InputError);
+    fs::remove_all(dir);
   }
-  llm::MlpShrinkConfig bad;
+  llm::LlmShrinkConfig bad;
   bad.criterion = "bn";
-  EXPECT_THROW(llm::plan_mlp_shrink(base, calib, bad), InputError);
+  EXPECT_THROW(llm::plan_llm_shrink(base, calib, bad), InputError);
   bad.criterion = "activation";
-  EXPECT_THROW(llm::plan_mlp_shrink(base, {}, bad), InputError);
-  bad.fraction = 1.0;
-  EXPECT_THROW(llm::plan_mlp_shrink(base, calib, bad), InputError);
+  EXPECT_THROW(llm::plan_llm_shrink(base, {}, bad), InputError);
+  bad.mlp_fraction = 1.0;
+  EXPECT_THROW(llm::plan_llm_shrink(base, calib, bad), InputError);
 }

@@ -22,6 +22,8 @@ struct LlamaConfig {
   double norm_eps = 1e-5;
   double rope_theta = 10000.0;
   bool tie_word_embeddings = false;
+  std::int64_t head_dim = 0;  // config.json head_dim when it differs from hidden_size / heads (pruned heads)
+  std::int64_t head_size() const { return head_dim ? head_dim : dim / n_heads; }
 };
 
 // config.json text → sizes. InputError naming `path` for invalid JSON, missing or mistyped

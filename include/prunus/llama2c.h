@@ -22,8 +22,12 @@ namespace prunus::llama2c {
 struct Config {
   std::int32_t dim = 0, hidden_dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, vocab_size = 0, seq_len = 0;
   bool shared_classifier = true;
-  std::int32_t head_size() const { return n_heads ? dim / n_heads : 0; }
-  std::int32_t kv_dim() const { return n_heads ? dim / n_heads * n_kv_heads : 0; }
+  // 0: dim / n_heads. Set when heads were pruned (n_heads · head_dim < dim): Hugging Face
+  // folders carry it (config.json head_dim); the llama2.c header cannot.
+  std::int32_t head_dim = 0;
+  std::int32_t head_size() const { return head_dim ? head_dim : n_heads ? dim / n_heads : 0; }
+  std::int32_t kv_dim() const { return head_size() * n_kv_heads; }
+  std::int32_t q_dim() const { return head_size() * n_heads; }
 };
 
 // One named tensor of the checkpoint, in Hugging Face LLaMA naming

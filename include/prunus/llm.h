@@ -20,7 +20,8 @@ struct Config {
   bool shared_classifier = true;
   double norm_eps = 1e-5;
   double rope_theta = 10000.0;
-  std::int64_t head_size() const { return dim / n_heads; }
+  std::int64_t head_dim = 0;  // 0: dim / n_heads (see llama2c::Config::head_dim)
+  std::int64_t head_size() const { return head_dim ? head_dim : dim / n_heads; }
 };
 
 // Weights by Hugging Face LLaMA names (model.layers.{i}.self_attn.q_proj.weight, ...), fp32.
@@ -164,36 +165,42 @@ OneShotResult oneshot(Model& m, const std::vector<std::int32_t>& calib_tokens, c
 OneShotResult oneshot_streaming(const std::string& in_dir, const std::string& out_dir,
                                 const std::vector<std::int32_t>& calib_tokens, const OneShotConfig& cfg);
 
-// ------------------------------------------------------------------ structured: MLP neurons
-// Removes whole SwiGLU hidden neurons (a gate_proj row, its up_proj row and down_proj column)
-// from every block, so hidden_dim shrinks and the smaller model is dense (any runtime runs it
-// faster; the llama2.c and Hugging Face formats both hold it). Every block keeps the same count
-// (the formats have one hidden_dim): hidden − round(fraction·hidden), rounded up to round_to.
-struct MlpShrinkConfig {
-  double fraction = 0.25;
-  // activation: ‖down[:, j]‖ · RMS of neuron j's output (silu(gate)·up) on calibration windows
-  //   of the dense model — Wanda's |W|·‖X‖ for a whole neuron (cf. FLAP, Wanda-sp);
-  // l2: √(‖gate_j‖² + ‖up_j‖² + ‖down_:,j‖²); random (seeded).
+// ------------------------------------------------------------------ structured: neurons and heads
+// Physically smaller models: removes whole SwiGLU hidden neurons (a gate_proj row, its up_proj
+// row and down_proj column) and whole attention KV groups (one KV head with the query heads that
+// read it — without GQA, one head: its q/k/v rows and o_proj columns). Every block keeps the same
+// counts (the formats have one hidden_dim and one head count): hidden − round(mlp_fraction·hidden)
+// rounded up to round_to, n_kv − round(head_fraction·n_kv) groups (at least one). With heads
+// removed, n_heads · head_dim < dim: Hugging Face folders hold that (config.json head_dim), the
+// llama2.c header cannot.
+struct LlmShrinkConfig {
+  double mlp_fraction = 0.25;
+  double head_fraction = 0.0;
+  // activation: the unit's expected output norm on calibration windows of the dense model,
+  //   √(Σ_j ‖W_out[:, j]‖² · E[x_j²]) over its input columns j of down_proj / o_proj — Wanda's
+  //   |W|·‖X‖ for a whole neuron or head group (cf. FLAP, Wanda-sp);
+  // l2: the L2 norm of all the unit's weights (rows in, columns out); random (seeded).
   std::string criterion = "activation";
-  std::int64_t round_to = 1;
+  std::int64_t round_to = 1;               // MLP neurons kept: a multiple of this
   std::int64_t nsamples = 32, seqlen = 0;  // activation: windows (0: the model's context)
   std::uint64_t seed = 0;
 };
-struct MlpShrinkResult {
+struct LlmShrinkPlan {
   std::int64_t hidden_before = 0, hidden_after = 0;
-  std::vector<std::vector<std::int64_t>> kept;  // per block, ascending neuron indices
+  std::vector<std::vector<std::int64_t>> kept;         // per block, ascending MLP neuron indices
+  std::int64_t kv_before = 0, kv_after = 0;            // KV groups (heads without GQA)
+  std::vector<std::vector<std::int64_t>> kept_groups;  // per block, ascending KV head indices
 };
-// Chooses the neurons to keep (the model is unchanged).
-MlpShrinkResult plan_mlp_shrink(const Model& m, const std::vector<std::int32_t>& calib_tokens,
-                                const MlpShrinkConfig& cfg);
-// Removes the other neurons: new shapes, hidden_dim = hidden_after.
-void apply_mlp_shrink(Model& m, const MlpShrinkResult& plan);
-// Zeroes the other neurons' rows and columns, shapes unchanged: the same function as the
-// shrunk model, which is how tests check the rewrite.
-void mask_mlp_shrink(Model& m, const MlpShrinkResult& plan);
+// Chooses what to keep (the model is unchanged).
+LlmShrinkPlan plan_llm_shrink(const Model& m, const std::vector<std::int32_t>& calib_tokens, const LlmShrinkConfig& cfg);
+// Removes the rest: new shapes and sizes (hidden_dim, n_heads, n_kv_heads, head_dim).
+void apply_llm_shrink(Model& m, const LlmShrinkPlan& plan);
+// Zeroes the rest's rows and columns, shapes unchanged: the same function as the shrunk
+// model, which is how tests check the rewrite.
+void mask_llm_shrink(Model& m, const LlmShrinkPlan& plan);
 
 // `nsamples` windows of `seqlen` tokens at seeded random offsets: the calibration batch of
-// oneshot() and plan_mlp_shrink().
+// oneshot() and plan_llm_shrink().
 torch::Tensor calibration_windows(const std::vector<std::int32_t>& tokens, std::int64_t nsamples, std::int64_t seqlen,
                                   std::uint64_t seed);
 

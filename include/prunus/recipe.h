@@ -231,6 +231,7 @@ struct ShrinkJob {
   // A language model (llama2.c .bin or Hugging Face folder): MLP neurons are removed
   // (llm::plan_mlp_shrink); the activation criterion reads calibration text.
   std::string calib_text;
+  double heads = 0.0;  // fraction of each block's KV head groups removed
   std::int64_t nsamples = 32, seqlen = 0;
   LlmTextOptions text;
 };

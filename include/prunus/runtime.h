@@ -137,8 +137,10 @@ struct LlamaConfig {
   bool shared_classifier = true;
   float norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
-  std::int64_t head_size() const { return dim / n_heads; }
+  std::int64_t head_dim = 0;  // 0: dim / n_heads (see llama2c::Config::head_dim)
+  std::int64_t head_size() const { return head_dim ? head_dim : dim / n_heads; }
   std::int64_t kv_dim() const { return head_size() * n_kv_heads; }
+  std::int64_t q_dim() const { return head_size() * n_heads; }
 };
 
 class Llama {

@@ -225,6 +225,8 @@ LlamaGpu::LlamaGpu(const llama2c::Checkpoint& ck_in, const LlamaGpuOptions& opt,
   const std::int64_t D = c.dim, KV = c.kv_dim(), hs = c.head_size(), V = c.vocab_size, L = c.n_layers;
   if (D <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || D % c.n_heads || c.n_heads % c.n_kv_heads || hs % 2)
     throw std::invalid_argument("llama: inconsistent model configuration");
+  if (c.q_dim() != D)  // the fused QKV layout assumes n_heads · head size = dim
+    throw std::invalid_argument("llama: pruned attention heads (n_heads · head_dim < dim) are not supported on the GPU yet");
   I.F = c.hidden_dim;
   I.Fp = round_up(I.F, 32);
   I.T = opt.max_tokens > 0 ? std::min<std::int64_t>(opt.max_tokens, c.seq_len) : c.seq_len;

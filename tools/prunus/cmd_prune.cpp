@@ -82,7 +82,8 @@ void add_shrink(CLI::App& app, Action& action) {
                   "Model file written by prunus (with its runtime graph), or a llama2.c .bin / Hugging Face folder")
       ->required();
   cmd->add_option("-o,--out", j->out, "Smaller model to write")->required();
-  cmd->add_option("--sparsity", j->sparsity, "Fraction of each group's channels removed")->capture_default_str();
+  cmd->add_option("--sparsity", j->sparsity, "Fraction of each group's channels (language model: MLP neurons) removed")
+      ->capture_default_str();
   cmd->add_option("--criterion", j->criterion,
                   "l1 | l2 (group norm, BatchNorm scale applied) | bn (|gamma|, network slimming) | activation (mean "
                   "|output| on calibration images) | random")
@@ -94,6 +95,10 @@ void add_shrink(CLI::App& app, Action& action) {
   cmd->add_option("--masked", j->masked, "Also write the same-shape model with the removed channels zeroed");
   cmd->add_option("--calib", j->calib_text,
                   "Language model, --criterion activation: calibration text (one document a line)");
+  cmd->add_option("--heads", j->heads,
+                  "Language model: fraction of each block's KV head groups removed (a KV head with the query heads "
+                  "that read it; without GQA one head); needs a Hugging Face folder output")
+      ->capture_default_str();
   cmd->add_option("--tokenizer", j->text.tokenizer, "Language model: tokenizer (default: beside the model)");
   cmd->add_option("--nsamples", j->nsamples, "Language model: calibration windows")->capture_default_str();
   cmd->add_option("--seqlen", j->seqlen, "Language model: tokens a window (0: the model's context)")->capture_default_str();

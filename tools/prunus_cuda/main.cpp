@@ -44,7 +44,7 @@ Loaded load_model(const std::string& path) {
     const auto& c = f.config;
     m.ck.config = {std::int32_t(c.dim),        std::int32_t(c.hidden_dim), std::int32_t(c.n_layers),
                    std::int32_t(c.n_heads),    std::int32_t(c.n_kv_heads), std::int32_t(c.vocab_size),
-                   std::int32_t(c.seq_len),    c.tie_word_embeddings};
+                   std::int32_t(c.seq_len),    c.tie_word_embeddings,  std::int32_t(c.head_dim)};
     m.ck.tensors = std::move(f.tensors);
     m.norm_eps = float(c.norm_eps);
     m.rope_theta = float(c.rope_theta);

@@ -47,6 +47,7 @@ void set_config(Config& c, const hf::LlamaConfig& hc) {
   c.norm_eps = hc.norm_eps;
   c.rope_theta = hc.rope_theta;
   c.shared_classifier = hc.tie_word_embeddings;
+  c.head_dim = hc.head_dim;
 }
 }  // namespace
 
@@ -72,6 +73,7 @@ json hf_config(const Config& c) {
               {"intermediate_size", c.hidden_dim},
               {"num_hidden_layers", c.n_layers},
               {"num_attention_heads", c.n_heads},
+              {"head_dim", c.head_size()},
               {"num_key_value_heads", c.n_kv_heads},
               {"vocab_size", c.vocab_size},
               {"max_position_embeddings", c.seq_len},

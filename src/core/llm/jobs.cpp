@@ -145,9 +145,13 @@ int shrink_llm_job(const ShrinkJob& job) {
     if (fs::exists(o) && !fs::is_directory(o) && !o.ends_with(".bin"))
       fail(o, "exists and is not a directory (outputs not ending in .bin are Hugging Face folders)");
   }
+  if (job.heads > 0 && job.out.ends_with(".bin"))
+    fail(job.out, "removing heads makes n_heads · head_dim < dim, which the llama2.c header cannot hold: "
+                  "write a Hugging Face folder (an output path not ending in .bin)");
   auto m = llm::load(job.input);
-  llm::MlpShrinkConfig cfg;
-  cfg.fraction = job.sparsity;
+  llm::LlmShrinkConfig cfg;
+  cfg.mlp_fraction = job.sparsity;
+  cfg.head_fraction = job.heads;
   cfg.criterion = job.criterion;
   cfg.round_to = job.round_to;
   cfg.nsamples = job.nsamples;
@@ -158,7 +162,7 @@ int shrink_llm_job(const ShrinkJob& job) {
     if (job.calib_text.empty()) fail("--calib", "--criterion activation needs calibration text (--calib FILE)");
     calib = llm::tokenize_documents(job.calib_text, tokenizer_for(job.input, m.config.vocab_size, job.text));
   }
-  const auto plan = llm::plan_mlp_shrink(m, calib, cfg);
+  const auto plan = llm::plan_llm_shrink(m, calib, cfg);
   const auto count = [](const llm::Model& mm) {
     std::int64_t n = 0;
     for (const auto& [name, t] : mm.weights) n += t.numel();
@@ -168,14 +172,17 @@ int shrink_llm_job(const ShrinkJob& job) {
   if (!job.masked.empty()) {
     auto masked = m;
     for (auto& [name, t] : masked.weights) t = t.clone();
-    llm::mask_mlp_shrink(masked, plan);
+    llm::mask_llm_shrink(masked, plan);
     llm::save(job.masked, masked);
   }
-  llm::apply_mlp_shrink(m, plan);
+  const auto heads_before = m.config.n_heads;
+  llm::apply_llm_shrink(m, plan);
   llm::save(job.out, m);
-  std::printf("MLP neurons per block %lld -> %lld (%s criterion, %d blocks); parameters %lld -> %lld; wrote %s%s%s\n",
+  std::printf("MLP neurons per block %lld -> %lld, attention heads %lld -> %lld (KV heads %lld -> %lld) "
+              "(%s criterion, %d blocks); parameters %lld -> %lld; wrote %s%s%s\n",
               static_cast<long long>(plan.hidden_before), static_cast<long long>(plan.hidden_after),
-              cfg.criterion.c_str(), static_cast<int>(plan.kept.size()), static_cast<long long>(params_before),
+              static_cast<long long>(heads_before), static_cast<long long>(m.config.n_heads),
+              static_cast<long long>(plan.kv_before), static_cast<long long>(plan.kv_after), cfg.criterion.c_str(), static_cast<int>(plan.kept.size()), static_cast<long long>(params_before),
               static_cast<long long>(count(m)), job.out.c_str(), job.masked.empty() ? "" : " and ", job.masked.c_str());
   return 0;
 }

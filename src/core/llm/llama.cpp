@@ -94,6 +94,7 @@ Model from_llama2c(const llama2c::Checkpoint& ck) {
   Model m;
   const auto& c = ck.config;
   m.config = {c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len, c.shared_classifier};
+  m.config.head_dim = c.head_dim;
   for (const auto& [name, t] : ck.tensors)
     m.weights[name] = torch::from_blob(const_cast<float*>(t.data.data()), t.shape, torch::kFloat32).clone();
   return m;
@@ -105,7 +106,8 @@ llama2c::Checkpoint to_llama2c(const Model& m) {
   ck.config = {static_cast<std::int32_t>(c.dim),      static_cast<std::int32_t>(c.hidden_dim),
                static_cast<std::int32_t>(c.n_layers), static_cast<std::int32_t>(c.n_heads),
                static_cast<std::int32_t>(c.n_kv_heads), static_cast<std::int32_t>(c.vocab_size),
-               static_cast<std::int32_t>(c.seq_len),  c.shared_classifier};
+               static_cast<std::int32_t>(c.seq_len),  c.shared_classifier,
+               static_cast<std::int32_t>(c.head_dim)};
   for (const auto& [name, t] : m.weights) {
     auto ct = t.detach().to(torch::kFloat32).contiguous();
     // Pruned weights are +0.0 on disk.

@@ -1,4 +1,4 @@
-// Structured pruning of LLaMA MLPs: whole SwiGLU neurons out, hidden_dim shrinks.
+// Structured pruning of LLaMA blocks: whole SwiGLU neurons and whole KV head groups out.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -13,102 +13,166 @@ namespace prunus::llm {
 
 namespace {
 
-std::string mlp(int l, const char* proj) { return fmt::format("model.layers.{}.mlp.{}.weight", l, proj); }
+std::string lin(int l, const char* proj) {
+  const bool attn = proj[0] == 'q' || proj[0] == 'k' || proj[0] == 'v' || proj[0] == 'o';
+  return fmt::format("model.layers.{}.{}.{}.weight", l, attn ? "self_attn" : "mlp", proj);
+}
 
-// Σ over calibration tokens of each down_proj input squared, per block (float64), from one
-// pass of the dense model in chunks of 8 windows.
-std::vector<torch::Tensor> neuron_sumsq(const Model& m, const std::vector<std::int32_t>& calib_tokens,
-                                        const MlpShrinkConfig& cfg, std::int64_t& count) {
+// Per block, Σ over calibration tokens of each down_proj and o_proj input column squared
+// (float64), from one pass of the dense model in chunks of 8 windows.
+struct InputEnergy {
+  std::vector<torch::Tensor> down, o;
+  std::int64_t tokens = 0;
+};
+InputEnergy input_energy(const Model& m, const std::vector<std::int32_t>& calib_tokens, const LlmShrinkConfig& cfg) {
   const std::int64_t seqlen = cfg.seqlen > 0 ? cfg.seqlen : m.config.seq_len;
   if (seqlen > m.config.seq_len)
     fail("--seqlen", fmt::format("{} exceeds the model's context of {}", seqlen, m.config.seq_len));
   const auto windows = calibration_windows(calib_tokens, cfg.nsamples, seqlen, cfg.seed);
-  std::vector<torch::Tensor> acc(m.config.n_layers);
-  for (auto& a : acc) a = torch::zeros({m.config.hidden_dim}, torch::kFloat64);
-  count = 0;
+  InputEnergy e;
+  for (int l = 0; l < m.config.n_layers; ++l) {
+    e.down.push_back(torch::zeros({m.config.hidden_dim}, torch::kFloat64));
+    e.o.push_back(torch::zeros({m.config.head_size() * m.config.n_heads}, torch::kFloat64));
+  }
   torch::NoGradGuard ng;
   for (std::int64_t s = 0; s < cfg.nsamples; s += 8) {
     auto x = m.embed(windows.narrow(0, s, std::min<std::int64_t>(8, cfg.nsamples - s)));
     for (int l = 0; l < m.config.n_layers; ++l) {
-      const std::string down = mlp(l, "down_proj");
+      const std::string down = lin(l, "down_proj"), o = lin(l, "o_proj");
       x = m.block(l, x, [&](const std::string& w, const torch::Tensor& in) {
-        if (w == down) acc[l] += in.to(torch::kFloat64).square().sum(0);
+        if (w == down) e.down[l] += in.to(torch::kFloat64).square().sum(0);
+        if (w == o) e.o[l] += in.to(torch::kFloat64).square().sum(0);
       });
     }
-    count += x.size(0) * x.size(1);
+    e.tokens += x.size(0) * x.size(1);
   }
-  return acc;
+  return e;
+}
+
+// Indices of the `keep` highest scores, ascending; ties go to the lower index.
+std::vector<std::int64_t> top(const torch::Tensor& score, std::int64_t keep, const std::string& where) {
+  if (!torch::isfinite(score).all().item<bool>())
+    fail(where, "non-finite scores (NaN or Inf weights or activations)");
+  const auto sc = score.contiguous();
+  const auto* s = sc.data_ptr<double>();
+  std::vector<std::int64_t> order(static_cast<std::size_t>(sc.numel()));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) { return s[a] > s[b]; });
+  order.resize(static_cast<std::size_t>(keep));
+  std::sort(order.begin(), order.end());
+  return order;
+}
+
+torch::Tensor sq_rows(const torch::Tensor& w) { return w.to(torch::kFloat64).square().sum(1); }
+torch::Tensor sq_cols(const torch::Tensor& w) { return w.to(torch::kFloat64).square().sum(0); }
+// Sums consecutive runs of `n` entries: per-column or per-row energies → per head or group.
+torch::Tensor per(const torch::Tensor& v, std::int64_t n) { return v.view({-1, n}).sum(1); }
+
+torch::Tensor random_scores(std::int64_t n, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  auto s = torch::empty({n}, torch::kFloat64);
+  for (std::int64_t j = 0; j < n; ++j) s[j] = u(rng);
+  return s;
+}
+
+// Row indices of the kept heads (hs rows each) of the kept groups.
+torch::Tensor head_rows(const std::vector<std::int64_t>& groups, std::int64_t heads_per_group, std::int64_t hs) {
+  std::vector<std::int64_t> rows;
+  for (auto g : groups)
+    for (std::int64_t h = g * heads_per_group; h < (g + 1) * heads_per_group; ++h)
+      for (std::int64_t i = 0; i < hs; ++i) rows.push_back(h * hs + i);
+  return torch::tensor(rows, torch::kInt64);
+}
+
+void check_plan(const Model& m, const LlmShrinkPlan& plan, const char* who) {
+  if (std::int64_t(plan.kept.size()) != m.config.n_layers || plan.hidden_before != m.config.hidden_dim ||
+      std::int64_t(plan.kept_groups.size()) != m.config.n_layers || plan.kv_before != m.config.n_kv_heads)
+    throw std::invalid_argument(std::string(who) + ": the plan is for another model");
 }
 
 }  // namespace
 
-MlpShrinkResult plan_mlp_shrink(const Model& m, const std::vector<std::int32_t>& calib_tokens,
-                                const MlpShrinkConfig& cfg) {
-  const std::int64_t F = m.config.hidden_dim;
-  if (!(cfg.fraction >= 0 && cfg.fraction < 1)) fail("--sparsity", fmt::format("{} is outside [0, 1)", cfg.fraction));
+LlmShrinkPlan plan_llm_shrink(const Model& m, const std::vector<std::int32_t>& calib_tokens, const LlmShrinkConfig& cfg) {
+  const auto& c = m.config;
+  const std::int64_t F = c.hidden_dim, KV = c.n_kv_heads, group = c.n_heads / c.n_kv_heads, hs = c.head_size();
+  if (!(cfg.mlp_fraction >= 0 && cfg.mlp_fraction < 1))
+    fail("--sparsity", fmt::format("{} is outside [0, 1)", cfg.mlp_fraction));
+  if (!(cfg.head_fraction >= 0 && cfg.head_fraction < 1))
+    fail("--heads", fmt::format("{} is outside [0, 1)", cfg.head_fraction));
   if (cfg.round_to < 1) fail("--round-to", "must be at least 1");
   if (cfg.criterion != "activation" && cfg.criterion != "l2" && cfg.criterion != "random")
-    fail("--criterion " + cfg.criterion, "unknown for a language model's MLP neurons (known: activation, l2, random)");
+    fail("--criterion " + cfg.criterion, "unknown for a language model (known: activation, l2, random)");
   if (cfg.criterion == "activation" && calib_tokens.empty())
     fail("--calib", "--criterion activation needs calibration text");
   if (cfg.criterion == "activation" && cfg.nsamples < 1) fail("--nsamples", "must be at least 1");
-  MlpShrinkResult r;
+  LlmShrinkPlan r;
   r.hidden_before = F;
-  std::int64_t keep = F - std::llround(cfg.fraction * double(F));
-  keep = std::min(F, (std::max<std::int64_t>(keep, 1) + cfg.round_to - 1) / cfg.round_to * cfg.round_to);
-  r.hidden_after = keep;
-  std::int64_t count = 0;
-  std::vector<torch::Tensor> sumsq;
-  if (cfg.criterion == "activation") sumsq = neuron_sumsq(m, calib_tokens, cfg, count);
+  std::int64_t keep = F - std::llround(cfg.mlp_fraction * double(F));
+  r.hidden_after = std::min(F, (std::max<std::int64_t>(keep, 1) + cfg.round_to - 1) / cfg.round_to * cfg.round_to);
+  r.kv_before = KV;
+  r.kv_after = std::max<std::int64_t>(1, KV - std::llround(cfg.head_fraction * double(KV)));
+  InputEnergy e;
+  if (cfg.criterion == "activation") e = input_energy(m, calib_tokens, cfg);
   std::mt19937_64 rng(cfg.seed);
-  for (int l = 0; l < m.config.n_layers; ++l) {
-    torch::NoGradGuard ng;
-    const auto down_norm = m.w(mlp(l, "down_proj")).to(torch::kFloat64).square().sum(0);  // per column
-    torch::Tensor score;
+  torch::NoGradGuard ng;
+  for (int l = 0; l < c.n_layers; ++l) {
+    const auto down = m.w(lin(l, "down_proj")), o = m.w(lin(l, "o_proj"));
+    torch::Tensor neuron, head_group;
     if (cfg.criterion == "activation") {
-      score = down_norm.sqrt() * (sumsq[l] / double(count)).sqrt();
+      const double n = double(e.tokens);
+      neuron = (sq_cols(down) * e.down[l] / n).sqrt();
+      head_group = per(sq_cols(o) * e.o[l] / n, hs * group).sqrt();
     } else if (cfg.criterion == "l2") {
-      score = (m.w(mlp(l, "gate_proj")).to(torch::kFloat64).square().sum(1) +
-               m.w(mlp(l, "up_proj")).to(torch::kFloat64).square().sum(1) + down_norm).sqrt();
+      neuron = (sq_rows(m.w(lin(l, "gate_proj"))) + sq_rows(m.w(lin(l, "up_proj"))) + sq_cols(down)).sqrt();
+      head_group = (per(sq_rows(m.w(lin(l, "q_proj"))) + sq_cols(o), hs * group) + per(sq_rows(m.w(lin(l, "k_proj"))), hs) +
+                    per(sq_rows(m.w(lin(l, "v_proj"))), hs))
+                       .sqrt();
     } else {
-      std::uniform_real_distribution<double> u(0.0, 1.0);
-      score = torch::empty({F}, torch::kFloat64);
-      for (std::int64_t j = 0; j < F; ++j) score[j] = u(rng);
+      neuron = random_scores(F, rng);
+      head_group = random_scores(KV, rng);
     }
-    if (!torch::isfinite(score).all().item<bool>())
-      fail(mlp(l, "down_proj"), "non-finite neuron scores (NaN or Inf weights or activations)");
-    // Highest scores kept; ties go to the lower index (stable order).
-    const auto* s = score.contiguous().data_ptr<double>();
-    std::vector<std::int64_t> order(F);
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) { return s[a] > s[b]; });
-    order.resize(keep);
-    std::sort(order.begin(), order.end());
-    r.kept.push_back(std::move(order));
+    r.kept.push_back(top(neuron, r.hidden_after, lin(l, "down_proj")));
+    r.kept_groups.push_back(top(head_group, r.kv_after, lin(l, "o_proj")));
   }
   return r;
 }
 
-void apply_mlp_shrink(Model& m, const MlpShrinkResult& plan) {
-  if (std::int64_t(plan.kept.size()) != m.config.n_layers || plan.hidden_before != m.config.hidden_dim)
-    throw std::invalid_argument("apply_mlp_shrink: the plan is for another model");
-  for (int l = 0; l < m.config.n_layers; ++l) {
+void apply_llm_shrink(Model& m, const LlmShrinkPlan& plan) {
+  check_plan(m, plan, "apply_llm_shrink");
+  auto& c = m.config;
+  const std::int64_t group = c.n_heads / c.n_kv_heads, hs = c.head_size();
+  for (int l = 0; l < c.n_layers; ++l) {
     const auto idx = torch::tensor(plan.kept[l], torch::kInt64);
-    for (const char* p : {"gate_proj", "up_proj"}) m.weights[mlp(l, p)] = m.w(mlp(l, p)).index_select(0, idx).contiguous();
-    m.weights[mlp(l, "down_proj")] = m.w(mlp(l, "down_proj")).index_select(1, idx).contiguous();
+    for (const char* p : {"gate_proj", "up_proj"}) m.weights[lin(l, p)] = m.w(lin(l, p)).index_select(0, idx).contiguous();
+    m.weights[lin(l, "down_proj")] = m.w(lin(l, "down_proj")).index_select(1, idx).contiguous();
+    const auto q_rows = head_rows(plan.kept_groups[l], group, hs), kv_rows = head_rows(plan.kept_groups[l], 1, hs);
+    m.weights[lin(l, "q_proj")] = m.w(lin(l, "q_proj")).index_select(0, q_rows).contiguous();
+    for (const char* p : {"k_proj", "v_proj"}) m.weights[lin(l, p)] = m.w(lin(l, p)).index_select(0, kv_rows).contiguous();
+    m.weights[lin(l, "o_proj")] = m.w(lin(l, "o_proj")).index_select(1, q_rows).contiguous();
   }
-  m.config.hidden_dim = plan.hidden_after;
+  c.hidden_dim = plan.hidden_after;
+  c.n_kv_heads = plan.kv_after;
+  c.n_heads = plan.kv_after * group;
+  c.head_dim = c.n_heads * hs == c.dim ? 0 : hs;
 }
 
-void mask_mlp_shrink(Model& m, const MlpShrinkResult& plan) {
-  if (std::int64_t(plan.kept.size()) != m.config.n_layers || plan.hidden_before != m.config.hidden_dim)
-    throw std::invalid_argument("mask_mlp_shrink: the plan is for another model");
+void mask_llm_shrink(Model& m, const LlmShrinkPlan& plan) {
+  check_plan(m, plan, "mask_llm_shrink");
+  const auto& c = m.config;
+  const std::int64_t group = c.n_heads / c.n_kv_heads, hs = c.head_size();
   torch::NoGradGuard ng;
-  for (int l = 0; l < m.config.n_layers; ++l) {
-    auto keep = torch::zeros({m.config.hidden_dim}, torch::kBool);
-    keep.index_fill_(0, torch::tensor(plan.kept[l], torch::kInt64), true);
-    for (const char* p : {"gate_proj", "up_proj"}) m.weights[mlp(l, p)].masked_fill_(~keep.unsqueeze(1), 0.0);
-    m.weights[mlp(l, "down_proj")].masked_fill_(~keep.unsqueeze(0), 0.0);
+  auto kept = [](std::int64_t n, const torch::Tensor& idx) {
+    return torch::zeros({n}, torch::kBool).index_fill_(0, idx, true);
+  };
+  for (int l = 0; l < c.n_layers; ++l) {
+    const auto neurons = kept(c.hidden_dim, torch::tensor(plan.kept[l], torch::kInt64));
+    for (const char* p : {"gate_proj", "up_proj"}) m.weights[lin(l, p)].masked_fill_(~neurons.unsqueeze(1), 0.0);
+    m.weights[lin(l, "down_proj")].masked_fill_(~neurons.unsqueeze(0), 0.0);
+    const auto q = kept(c.n_heads * hs, head_rows(plan.kept_groups[l], group, hs));
+    const auto kv = kept(c.n_kv_heads * hs, head_rows(plan.kept_groups[l], 1, hs));
+    m.weights[lin(l, "q_proj")].masked_fill_(~q.unsqueeze(1), 0.0);
+    for (const char* p : {"k_proj", "v_proj"}) m.weights[lin(l, p)].masked_fill_(~kv.unsqueeze(1), 0.0);
+    m.weights[lin(l, "o_proj")].masked_fill_(~q.unsqueeze(0), 0.0);
   }
 }
 

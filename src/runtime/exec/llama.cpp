@@ -42,7 +42,8 @@ Llama Llama::load(const std::string& path, const LoadOptions& opt) {
     ck.config = {static_cast<std::int32_t>(c.dim),        static_cast<std::int32_t>(c.hidden_dim),
                  static_cast<std::int32_t>(c.n_layers),   static_cast<std::int32_t>(c.n_heads),
                  static_cast<std::int32_t>(c.n_kv_heads), static_cast<std::int32_t>(c.vocab_size),
-                 static_cast<std::int32_t>(c.seq_len),    c.tie_word_embeddings};
+                 static_cast<std::int32_t>(c.seq_len),    c.tie_word_embeddings,
+                 static_cast<std::int32_t>(c.head_dim)};
     ck.tensors = std::move(f.tensors);
     return from_checkpoint(std::move(ck), opt, static_cast<float>(c.norm_eps), static_cast<float>(c.rope_theta));
   }
@@ -53,9 +54,10 @@ Llama Llama::from_checkpoint(llama2c::Checkpoint ck, const LoadOptions& opt, flo
   Llama m;
   const auto& c = ck.config;
   m.cfg_ = {c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len, c.shared_classifier,
-            norm_eps, rope_theta};
+            norm_eps, rope_theta, c.head_dim};
   const auto& cfg = m.cfg_;
-  if (cfg.dim <= 0 || cfg.n_heads <= 0 || cfg.n_kv_heads <= 0 || cfg.dim % cfg.n_heads || cfg.n_heads % cfg.n_kv_heads ||
+  if (cfg.dim <= 0 || cfg.n_heads <= 0 || cfg.n_kv_heads <= 0 || (!cfg.head_dim && cfg.dim % cfg.n_heads) ||
+      cfg.head_dim < 0 || cfg.n_heads % cfg.n_kv_heads ||
       cfg.head_size() % 2 || cfg.hidden_dim <= 0 || cfg.vocab_size <= 0 || cfg.seq_len <= 0 || cfg.n_layers <= 0)
     fail("llama", "inconsistent model configuration");
   auto take = [&](const std::string& name, std::vector<std::int64_t> shape) {
@@ -74,16 +76,16 @@ Llama Llama::from_checkpoint(llama2c::Checkpoint ck, const LoadOptions& opt, flo
     m.infos_.push_back(std::move(info));
     return std::move(lin);  // a structured binding is not moved implicitly
   };
-  const std::int64_t D = cfg.dim, F = cfg.hidden_dim, KV = cfg.kv_dim(), V = cfg.vocab_size;
+  const std::int64_t D = cfg.dim, F = cfg.hidden_dim, KV = cfg.kv_dim(), Q = cfg.q_dim(), V = cfg.vocab_size;
   for (std::int64_t l = 0; l < cfg.n_layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
     Block b;
     b.attn_norm = take(p + "input_layernorm.weight", {D});
     b.ffn_norm = take(p + "post_attention_layernorm.weight", {D});
-    b.wq = linear(p + "self_attn.q_proj", D, D);
+    b.wq = linear(p + "self_attn.q_proj", Q, D);
     b.wk = linear(p + "self_attn.k_proj", KV, D);
     b.wv = linear(p + "self_attn.v_proj", KV, D);
-    b.wo = linear(p + "self_attn.o_proj", D, D);
+    b.wo = linear(p + "self_attn.o_proj", D, Q);
     b.w1 = linear(p + "mlp.gate_proj", F, D);
     b.w2 = linear(p + "mlp.down_proj", D, F);
     b.w3 = linear(p + "mlp.up_proj", F, D);
@@ -102,8 +104,8 @@ Llama Llama::from_checkpoint(llama2c::Checkpoint ck, const LoadOptions& opt, flo
   // Buffers and the RoPE tables (angles in double, as the libtorch forward computes them).
   const std::int64_t hs = cfg.head_size(), T = cfg.seq_len;
   m.x_.resize(D);
-  m.xb_.resize(D);
-  m.q_.resize(D);
+  m.xb_.resize(std::max(D, Q));  // the normed input, then the heads' outputs
+  m.q_.resize(std::max(D, Q));   // the queries, then the attention projection
   m.k_.resize(KV);
   m.v_.resize(KV);
   m.att_.resize(T);
@@ -144,7 +146,7 @@ const std::vector<float>& Llama::step(std::int32_t token, std::int64_t pos) {
   const auto& c = cfg_;
   if (token < 0 || token >= c.vocab_size) fail("llama", fmt::format("token {} outside the vocabulary", token));
   if (pos < 0 || pos >= c.seq_len) fail("llama", fmt::format("position {} outside the context of {}", pos, c.seq_len));
-  const std::int64_t D = c.dim, KV = c.kv_dim(), hs = c.head_size(), F = c.hidden_dim;
+  const std::int64_t D = c.dim, KV = c.kv_dim(), Q = c.q_dim(), hs = c.head_size(), F = c.hidden_dim;
   const std::int64_t group = c.n_heads / c.n_kv_heads;
   const float* cos = &cos_[pos * hs / 2];
   const float* sin = &sin_[pos * hs / 2];
@@ -164,7 +166,7 @@ const std::vector<float>& Llama::step(std::int32_t token, std::int64_t pos) {
     b.wq.forward(xb_.data(), 1, q_.data());
     b.wk.forward(xb_.data(), 1, k_.data());
     b.wv.forward(xb_.data(), 1, v_.data());
-    rope(q_.data(), D);
+    rope(q_.data(), Q);
     rope(k_.data(), KV);
     std::copy(k_.begin(), k_.end(), key_cache_[l].begin() + pos * KV);
     std::copy(v_.begin(), v_.end(), value_cache_[l].begin() + pos * KV);

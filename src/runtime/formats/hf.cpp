@@ -66,7 +66,13 @@ LlamaConfig parse_config(const std::string& text, const std::string& path) {
   if (c.dim <= 0 || c.hidden_dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.vocab_size <= 0 ||
       c.seq_len <= 0)
     fail(path, "config.json sizes must be positive");
-  if (c.dim % c.n_heads || c.n_heads % c.n_kv_heads || (c.dim / c.n_heads) % 2)
+  if (cfg.contains("head_dim") && !cfg.at("head_dim").is_null()) {
+    const auto hd = field<std::int64_t>(cfg, "head_dim", path);
+    if (hd <= 0 || hd > c.dim || c.n_heads > c.dim / hd)
+      fail(path, "config.json head_dim must be positive with num_attention_heads · head_dim <= hidden_size");
+    if (hd * c.n_heads != c.dim) c.head_dim = hd;  // else the derived size: keep 0
+  }
+  if ((!c.head_dim && c.dim % c.n_heads) || c.n_heads % c.n_kv_heads || c.head_size() % 2)
     fail(path, "config.json sizes are inconsistent (heads must divide hidden_size, kv heads the heads, head size even)");
   // Every tensor must be addressable: the largest is vocab × dim or hidden × dim elements,
   // and the model has n_layers of them. 2^40 elements (4 TiB of fp32) is far beyond any model.
@@ -248,10 +254,11 @@ struct LlamaFolderReader::Impl {
   }
   std::vector<std::int64_t> expect_shape(const std::string& n) const {
     const auto& c = config;
-    const std::int64_t kv = c.dim / c.n_heads * c.n_kv_heads;
+    const std::int64_t kv = c.head_size() * c.n_kv_heads, q = c.head_size() * c.n_heads;
     if (n == "model.embed_tokens.weight" || n == "lm_head.weight") return {c.vocab_size, c.dim};
     if (n.find("layernorm") != std::string::npos || n == "model.norm.weight") return {c.dim};
-    if (n.find("q_proj") != std::string::npos || n.find("o_proj") != std::string::npos) return {c.dim, c.dim};
+    if (n.find("q_proj") != std::string::npos) return {q, c.dim};
+    if (n.find("o_proj") != std::string::npos) return {c.dim, q};
     if (n.find("k_proj") != std::string::npos || n.find("v_proj") != std::string::npos) return {kv, c.dim};
     if (n.find("down_proj") != std::string::npos) return {c.dim, c.hidden_dim};
     return {c.hidden_dim, c.dim};

@@ -16,17 +16,17 @@ namespace prunus::llama2c {
 namespace {
 
 std::vector<std::pair<std::string, std::vector<std::int64_t>>> layout(const Config& c) {
-  const std::int64_t d = c.dim, h = c.hidden_dim, kv = c.kv_dim(), v = c.vocab_size;
+  const std::int64_t d = c.dim, h = c.hidden_dim, kv = c.kv_dim(), q = c.q_dim(), v = c.vocab_size;
   std::vector<std::pair<std::string, std::vector<std::int64_t>>> out;
   out.push_back({"model.embed_tokens.weight", {v, d}});
   auto per_layer = [&](const char* fmt_name, std::vector<std::int64_t> shape) {
     for (int l = 0; l < c.n_layers; ++l) out.push_back({fmt::format(fmt::runtime(fmt_name), l), shape});
   };
   per_layer("model.layers.{}.input_layernorm.weight", {d});
-  per_layer("model.layers.{}.self_attn.q_proj.weight", {d, d});
+  per_layer("model.layers.{}.self_attn.q_proj.weight", {q, d});
   per_layer("model.layers.{}.self_attn.k_proj.weight", {kv, d});
   per_layer("model.layers.{}.self_attn.v_proj.weight", {kv, d});
-  per_layer("model.layers.{}.self_attn.o_proj.weight", {d, d});
+  per_layer("model.layers.{}.self_attn.o_proj.weight", {d, q});
   per_layer("model.layers.{}.post_attention_layernorm.weight", {d});
   per_layer("model.layers.{}.mlp.gate_proj.weight", {h, d});
   per_layer("model.layers.{}.mlp.down_proj.weight", {d, h});
@@ -116,6 +116,10 @@ Checkpoint parse_checkpoint(const std::uint8_t* data, std::size_t size, const st
 
 void write_checkpoint(const std::string& path, const Checkpoint& ck) {
   const Config& c = ck.config;
+  if (c.head_dim && c.head_dim * c.n_heads != c.dim)
+    fail(path, fmt::format("{} heads of {} do not fill dim {} (pruned heads): the llama2.c header cannot say so; "
+                           "write a Hugging Face folder (an output path not ending in .bin)",
+                           c.n_heads, c.head_dim, c.dim));
   atomic_write(path, [&](const ByteSink& sink) {
     const std::int32_t h[7] = {c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads,
                                c.shared_classifier ? c.vocab_size : -c.vocab_size, c.seq_len};
