@@ -38,6 +38,16 @@ p_sh=$("$PRUNUS" perplexity "$T/sh.bin" "$TXT" --tokenizer "$TOK" --max-windows 
 p_m=$("$PRUNUS" perplexity "$T/shm.bin" "$TXT" --tokenizer "$TOK" --max-windows 4 2>&1 | grep -o 'perplexity [0-9.]*')
 [[ -n "$p_sh" && "$p_sh" == "$p_m" ]] && [[ $(stat -c %s "$T/sh.bin") -lt $(stat -c %s "$M") ]] \
   && ok "shrunk = masked ($p_sh) and the file is smaller" || bad "shrunk '$p_sh' vs masked '$p_m'"
+# Heads: one of the 4 KV groups (8 -> 6 query heads); n_heads · head_dim < dim needs a folder.
+"$PRUNUS" shrink "$M" -o "$T/shh" --masked "$T/shhm" --sparsity 0 --heads 0.25 --criterion activation --calib "$TXT" \
+  --nsamples 8 --seqlen 128 >"$T/out" 2>&1 && grep -q 'attention heads 8 -> 6 (KV heads 4 -> 3)' "$T/out" \
+  && grep -q '"head_dim": 8' "$T/shh/config.json" && ok "shrink heads into a Hugging Face folder with head_dim" \
+  || bad "shrink heads: $(tail -2 "$T/out")"
+p_sh=$("$PRUNUS" perplexity "$T/shh" "$TXT" --tokenizer "$TOK" --max-windows 4 2>&1 | grep -o 'perplexity [0-9.]*')
+p_m=$("$PRUNUS" perplexity "$T/shhm" "$TXT" --tokenizer "$TOK" --max-windows 4 2>&1 | grep -o 'perplexity [0-9.]*')
+[[ -n "$p_sh" && "$p_sh" == "$p_m" ]] && ok "heads: shrunk = masked ($p_sh)" || bad "heads: shrunk '$p_sh' vs masked '$p_m'"
+expect_error "shrink heads into a .bin" "$T/shh.bin: removing heads makes n_heads · head_dim < dim" \
+  "$PRUNUS" shrink "$M" -o "$T/shh.bin" --heads 0.25 --criterion l2
 expect_error "shrink llm: activation without text" "--calib: --criterion activation needs calibration text" \
   "$PRUNUS" shrink "$M" -o "$T/sh2.bin" --criterion activation
 [[ ! -e "$T/sh2.bin" ]] && ok "nothing written" || bad "shrink wrote despite the error"
