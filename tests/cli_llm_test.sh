@@ -48,6 +48,13 @@ p_m=$("$PRUNUS" perplexity "$T/shhm" "$TXT" --tokenizer "$TOK" --max-windows 4 2
 [[ -n "$p_sh" && "$p_sh" == "$p_m" ]] && ok "heads: shrunk = masked ($p_sh)" || bad "heads: shrunk '$p_sh' vs masked '$p_m'"
 expect_error "shrink heads into a .bin" "$T/shh.bin: removing heads makes n_heads · head_dim < dim" \
   "$PRUNUS" shrink "$M" -o "$T/shh.bin" --heads 0.25 --criterion l2
+# Output reconstruction: the refit lowers every block's error on the calibration windows.
+"$PRUNUS" shrink "$M" -o "$T/shr.bin" --sparsity 0.25 --criterion activation --reconstruct --calib "$TXT" \
+  --nsamples 8 --seqlen 128 >"$T/out" 2>&1 && python3 - "$T/out" <<'PY' && ok "shrink --reconstruct lowers every block's error" || bad "reconstruct: $(tail -2 "$T/out")"
+import re, sys
+pairs = re.findall(r"([0-9.]+) -> ([0-9.]+)", open(sys.argv[1]).read().split("reconstruction:")[1].split("\n")[0])
+assert len(pairs) == 5 and all(float(b) < float(a) for a, b in pairs), pairs
+PY
 expect_error "shrink llm: activation without text" "--calib: --criterion activation needs calibration text" \
   "$PRUNUS" shrink "$M" -o "$T/sh2.bin" --criterion activation
 [[ ! -e "$T/sh2.bin" ]] && ok "nothing written" || bad "shrink wrote despite the error"

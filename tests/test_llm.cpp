@@ -616,6 +616,27 @@ TEST(LlmShrink, RemovedNeuronsAndHeadsGiveTheMaskedLogitsAndTheWeakestGoFirst) {
     EXPECT_THROW(llm::save((dir / "x.bin").string(), shrunk), InputError);
     fs::remove_all(dir);
   }
+  {
+    // Output reconstruction: least squares on the kept inputs can only lower each block's error.
+    llm::LlmShrinkConfig cfg;
+    cfg.mlp_fraction = 0.5;
+    cfg.head_fraction = 0.5;
+    cfg.nsamples = 8;
+    cfg.seqlen = 16;
+    const auto plan = llm::plan_llm_shrink(base, calib, cfg);
+    auto shrunk = base;
+    llm::apply_llm_shrink(shrunk, plan);
+    const auto before = shrunk.forward(t);
+    const auto e = llm::reconstruct_llm_shrink(shrunk, base, plan, calib, cfg);
+    ASSERT_EQ(e.after.size(), 2u);
+    for (std::size_t l = 0; l < 2; ++l) {
+      EXPECT_GT(e.before[l], 1e-3) << l;
+      EXPECT_LT(e.after[l], 0.9 * e.before[l]) << l;
+    }
+    EXPECT_EQ(shrunk.w("model.layers.0.mlp.down_proj.weight").sizes(), (std::vector<std::int64_t>{32, 32}));
+    EXPECT_EQ(shrunk.w("model.layers.0.self_attn.o_proj.weight").sizes(), (std::vector<std::int64_t>{32, 16}));
+    EXPECT_GT((shrunk.forward(t) - before).abs().max().item<double>(), 1e-4);
+  }
   llm::LlmShrinkConfig bad;
   bad.criterion = "bn";
   EXPECT_THROW(llm::plan_llm_shrink(base, calib, bad), InputError);

@@ -198,6 +198,18 @@ void apply_llm_shrink(Model& m, const LlmShrinkPlan& plan);
 // Zeroes the rest's rows and columns, shapes unchanged: the same function as the shrunk
 // model, which is how tests check the rewrite.
 void mask_llm_shrink(Model& m, const LlmShrinkPlan& plan);
+// Output reconstruction, after apply_llm_shrink: block by block, on calibration windows
+// propagated through the already-reconstructed blocks, refits o_proj and down_proj over the
+// kept inputs by least squares against the dense block's outputs — W' = W·Σ[:, K]·(Σ[K, K] +
+// λI)⁻¹ with Σ = E[x xᵀ] of the dense layer's input and λ = 1% of its mean diagonal. The
+// removed units' mean contribution is folded into the kept ones (cf. FLAP's bias compensation,
+// ThiNet's least-squares refit). Returns, per block, the relative squared output error on
+// the calibration windows before and after the refit.
+struct ReconstructionError {
+  std::vector<double> before, after;
+};
+ReconstructionError reconstruct_llm_shrink(Model& shrunk, const Model& dense, const LlmShrinkPlan& plan,
+                                           const std::vector<std::int32_t>& calib_tokens, const LlmShrinkConfig& cfg);
 
 // `nsamples` windows of `seqlen` tokens at seeded random offsets: the calibration batch of
 // oneshot() and plan_llm_shrink().

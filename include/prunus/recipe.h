@@ -232,6 +232,7 @@ struct ShrinkJob {
   // (llm::plan_mlp_shrink); the activation criterion reads calibration text.
   std::string calib_text;
   double heads = 0.0;  // fraction of each block's KV head groups removed
+  bool reconstruct = false;  // refit o_proj/down_proj on calibration text (llm::reconstruct_llm_shrink)
   std::int64_t nsamples = 32, seqlen = 0;
   LlmTextOptions text;
 };

@@ -99,6 +99,9 @@ void add_shrink(CLI::App& app, Action& action) {
                   "Language model: fraction of each block's KV head groups removed (a KV head with the query heads "
                   "that read it; without GQA one head); needs a Hugging Face folder output")
       ->capture_default_str();
+  cmd->add_flag("--reconstruct", j->reconstruct,
+               "Language model: refit o_proj and down_proj by least squares on the calibration text so each block's "
+               "output stays close to the dense block's (needs --calib)");
   cmd->add_option("--tokenizer", j->text.tokenizer, "Language model: tokenizer (default: beside the model)");
   cmd->add_option("--nsamples", j->nsamples, "Language model: calibration windows")->capture_default_str();
   cmd->add_option("--seqlen", j->seqlen, "Language model: tokens a window (0: the model's context)")->capture_default_str();

@@ -2,6 +2,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -158,8 +159,10 @@ int shrink_llm_job(const ShrinkJob& job) {
   cfg.seqlen = job.seqlen;
   cfg.seed = job.seed;
   std::vector<std::int32_t> calib;
-  if (cfg.criterion == "activation") {
-    if (job.calib_text.empty()) fail("--calib", "--criterion activation needs calibration text (--calib FILE)");
+  if (cfg.criterion == "activation" || job.reconstruct) {
+    if (job.calib_text.empty())
+      fail("--calib", fmt::format("{} needs calibration text (--calib FILE)",
+                                  job.reconstruct ? "--reconstruct" : "--criterion activation"));
     calib = llm::tokenize_documents(job.calib_text, tokenizer_for(job.input, m.config.vocab_size, job.text));
   }
   const auto plan = llm::plan_llm_shrink(m, calib, cfg);
@@ -176,7 +179,17 @@ int shrink_llm_job(const ShrinkJob& job) {
     llm::save(job.masked, masked);
   }
   const auto heads_before = m.config.n_heads;
+  std::optional<llm::Model> dense;
+  if (job.reconstruct) dense = m;  // the weights are replaced, not modified: sharing is safe
   llm::apply_llm_shrink(m, plan);
+  if (dense) {
+    const auto e = llm::reconstruct_llm_shrink(m, *dense, plan, calib, cfg);
+    std::string line;
+    for (std::size_t l = 0; l < e.before.size(); ++l)
+      line += fmt::format("{}{:.4f} -> {:.4f}", l ? ", " : "", e.before[l], e.after[l]);
+    std::printf("reconstruction: relative squared error of each block's output on the calibration windows %s\n",
+                line.c_str());
+  }
   llm::save(job.out, m);
   std::printf("MLP neurons per block %lld -> %lld, attention heads %lld -> %lld (KV heads %lld -> %lld) "
               "(%s criterion, %d blocks); parameters %lld -> %lld; wrote %s%s%s\n",

@@ -177,3 +177,79 @@ void mask_llm_shrink(Model& m, const LlmShrinkPlan& plan) {
 }
 
 }  // namespace prunus::llm
+
+namespace prunus::llm {
+
+namespace {
+
+// W' (out × K) = W · Σ[:, K] · (Σ[K, K] + λI)⁻¹, float64; the result in W's dtype.
+torch::Tensor refit(const torch::Tensor& w, const torch::Tensor& sigma, const std::vector<std::int64_t>& kept) {
+  const auto k = torch::tensor(kept, torch::kInt64);
+  auto a = sigma.index_select(0, k).index_select(1, k);
+  const double lambda = 0.01 * a.diagonal().mean().item<double>() + 1e-12;
+  a = a + lambda * torch::eye(a.size(0), torch::kFloat64);
+  const auto b = torch::matmul(sigma.index_select(0, k), w.to(torch::kFloat64).t());  // K × out
+  return torch::linalg_solve(a, b).t().to(w.dtype()).contiguous();
+}
+
+// Row indices of the kept heads' columns (the o_proj inputs).
+std::vector<std::int64_t> head_columns(const std::vector<std::int64_t>& groups, std::int64_t heads_per_group,
+                                       std::int64_t hs) {
+  std::vector<std::int64_t> cols;
+  for (auto g : groups)
+    for (std::int64_t h = g * heads_per_group; h < (g + 1) * heads_per_group; ++h)
+      for (std::int64_t i = 0; i < hs; ++i) cols.push_back(h * hs + i);
+  return cols;
+}
+
+}  // namespace
+
+ReconstructionError reconstruct_llm_shrink(Model& shrunk, const Model& dense, const LlmShrinkPlan& plan,
+                                           const std::vector<std::int32_t>& calib_tokens, const LlmShrinkConfig& cfg) {
+  const auto& c = dense.config;
+  if (std::int64_t(plan.kept.size()) != c.n_layers || shrunk.config.hidden_dim != plan.hidden_after ||
+      shrunk.config.n_kv_heads != plan.kv_after)
+    throw std::invalid_argument("reconstruct_llm_shrink: the plan does not match the models");
+  if (calib_tokens.empty()) fail("--calib", "output reconstruction needs calibration text");
+  if (cfg.nsamples < 1) fail("--nsamples", "must be at least 1");
+  const std::int64_t seqlen = cfg.seqlen > 0 ? cfg.seqlen : c.seq_len;
+  if (seqlen > c.seq_len) fail("--seqlen", fmt::format("{} exceeds the model's context of {}", seqlen, c.seq_len));
+  const auto windows = calibration_windows(calib_tokens, cfg.nsamples, seqlen, cfg.seed);
+  const std::int64_t chunk = 8, group = c.n_heads / c.n_kv_heads, hs = c.head_size();
+  torch::NoGradGuard ng;
+  std::vector<torch::Tensor> xs;  // hidden states entering the current block, per chunk
+  for (std::int64_t s = 0; s < cfg.nsamples; s += chunk)
+    xs.push_back(dense.embed(windows.narrow(0, s, std::min(chunk, cfg.nsamples - s))));
+  ReconstructionError err;
+  auto rel_error = [&](int l) {
+    double num = 0, den = 0;
+    for (const auto& x : xs) {
+      const auto want = dense.block(l, x) - x, got = shrunk.block(l, x) - x;  // the block's own contribution
+      num += (want - got).to(torch::kFloat64).square().sum().item<double>();
+      den += want.to(torch::kFloat64).square().sum().item<double>();
+    }
+    return den > 0 ? num / den : 0.0;
+  };
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string down = fmt::format("model.layers.{}.mlp.down_proj.weight", l);
+    const std::string o = fmt::format("model.layers.{}.self_attn.o_proj.weight", l);
+    auto sig_down = torch::zeros({c.hidden_dim, c.hidden_dim}, torch::kFloat64);
+    auto sig_o = torch::zeros({hs * c.n_heads, hs * c.n_heads}, torch::kFloat64);
+    // Σ of the dense layer's inputs on the shrunk model's hidden states: removing a neuron or a
+    // head leaves the others' outputs unchanged, so the kept part of Σ is the shrunk layer's.
+    for (const auto& x : xs)
+      dense.block(l, x, [&](const std::string& w, const torch::Tensor& in) {
+        const auto d = in.to(torch::kFloat64);
+        if (w == down) sig_down += torch::matmul(d.t(), d);
+        if (w == o) sig_o += torch::matmul(d.t(), d);
+      });
+    err.before.push_back(rel_error(l));
+    shrunk.weights[o] = refit(dense.w(o), sig_o, head_columns(plan.kept_groups[l], group, hs));
+    shrunk.weights[down] = refit(dense.w(down), sig_down, plan.kept[l]);
+    err.after.push_back(rel_error(l));
+    for (auto& x : xs) x = shrunk.block(l, x);
+  }
+  return err;
+}
+
+}  // namespace prunus::llm
