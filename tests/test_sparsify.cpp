@@ -397,6 +397,22 @@ TEST(Sparsifier, PerLayerSparsitiesOverrideTheScopeAndTheRestShareTheTarget) {
   Sparsifier sp(ps, make_criterion("magnitude"), make_pattern("unstructured"), make_scope("layer"),
                 make_oneshot_schedule(0.5, 0));
   EXPECT_THROW(sp.set_layer_overrides({{"fc9.weight", 0.5}}, 0.5), InputError);
+  EXPECT_THROW(sp.set_layer_overrides({{"fc9*", 0.0}}, 0.5), InputError);
+}
+
+TEST(Sparsifier, LayerOverridesTakeShellPatternsAndExactNamesWin) {
+  auto ps = random_params({{40, 50}, {30, 20}, {10, 10}}, 5);  // p0 2000, p1 600, p2 100 weights
+  ps[0].name = "conv1.weight";
+  ps[1].name = "conv2.weight";
+  ps[2].name = "fc.weight";
+  Sparsifier sp(ps, make_criterion("magnitude"), make_pattern("unstructured"), make_scope("layer"),
+                make_oneshot_schedule(0.5, 0));
+  sp.set_layer_overrides({{"conv*", 0.0}, {"conv2.weight", 0.25}}, 0.5);
+  sp.prune_to(0.5);
+  const auto st = sp.stats();
+  EXPECT_EQ(st[0].nnz, 2000);                 // skipped by the pattern
+  EXPECT_EQ(st[1].numel - st[1].nnz, 150);    // the exact name wins: 25% of 600
+  EXPECT_EQ(st[2].numel - st[2].nnz, 100);    // round(0.5 · 2700) − 150 = 1200 > 100: all of fc
 }
 
 TEST(Registry, EveryNameRecipesAcceptBuilds) {

@@ -69,7 +69,7 @@ struct PruneConfig {
   double srste_decay = 0.0;
   // Per-layer sparsities by parameter name (e.g. from `prunus sensitivity`); these layers
   // take o·t/s at schedule target t (final sparsity s), the scope shares t among the rest.
-  // A name with sparsity 0 is a skip.
+  // A name with sparsity 0 is a skip; names may be shell patterns ("conv1*": the first conv).
   std::map<std::string, double> layers;
 };
 

@@ -109,7 +109,9 @@ class Sparsifier {
   // Masks from the current zeros (fine-tuning a model that is already sparse).
   void masks_from_zeros();
   // Per-layer sparsities (PruneConfig::layers): layer l gets o_l·t/final at target t, and the
-  // scope shares t among the other layers so the total stays round(t·N). Unknown names fail.
+  // scope shares t among the other layers so the total stays round(t·N). A name with '*' is a
+  // shell pattern ("conv1*", "*.bias"); an exact name wins over a pattern. A name or pattern
+  // that matches no prunable parameter fails.
   void set_layer_overrides(const std::map<std::string, double>& overrides, double final_target);
   // Gradient-based criteria: feed them the current gradients (after backward).
   bool needs_gradients() const { return criterion_->needs_gradients(); }

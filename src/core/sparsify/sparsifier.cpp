@@ -1,3 +1,5 @@
+#include <fnmatch.h>
+
 #include <fmt/format.h>
 
 #include "prunus/io.h"
@@ -62,16 +64,23 @@ void Sparsifier::set_srste_dense(std::vector<torch::Tensor> dense) {
 void Sparsifier::set_layer_overrides(const std::map<std::string, double>& overrides, double final_target) {
   override_.assign(params_.size(), -1.0);
   override_final_ = final_target;
-  for (const auto& [name, v] : overrides) {
-    std::size_t i = 0;
-    while (i < params_.size() && params_[i].name != name) ++i;
-    if (i == params_.size()) {
-      std::string known;
-      for (const auto& p : params_) known += (known.empty() ? "" : ", ") + p.name;
-      fail("prune.layers." + name, "is not a prunable parameter (prunable: " + known + ")");
+  // Patterns with '*' first, exact names after: an exact name overrides a pattern it matches.
+  for (const bool patterns : {true, false})
+    for (const auto& [name, v] : overrides) {
+      if ((name.find('*') != std::string::npos) != patterns) continue;
+      bool matched = false;
+      for (std::size_t i = 0; i < params_.size(); ++i)
+        if (patterns ? fnmatch(name.c_str(), params_[i].name.c_str(), 0) == 0 : params_[i].name == name) {
+          override_[i] = v;
+          matched = true;
+        }
+      if (!matched) {
+        std::string known;
+        for (const auto& p : params_) known += (known.empty() ? "" : ", ") + p.name;
+        fail("prune.layers." + name,
+             fmt::format("{} no prunable parameter (prunable: {})", patterns ? "matches" : "is", known));
+      }
     }
-    override_[i] = v;
-  }
 }
 
 void Sparsifier::prune_to(double target) {
