@@ -239,6 +239,8 @@ grep -q 'allocation for 80.00% overall (80.00% after rounding' "$T/sens.out" && 
   -o "$T/shrunk_ft.safetensors" >"$T/shrunk_ft.out" 2>&1 && "$PRUNUS" inspect "$T/shrunk_ft.safetensors" --formats off \
   | grep -q 'fc1.weight .*\[152, 784\]' && ok "the shrunk model fine-tunes in libtorch and keeps its shapes" \
   || bad "finetune shrunk: $(tail -3 "$T/shrunk_ft.out")"
+expect_error "shrink: --heads on a graph model" "--heads: is for language models" \
+  "$PRUNUS" shrink "$T/dense.safetensors" -o "$T/shrunk2.safetensors" --heads 0.25
 expect_error "sensitivity: bad level" "level 1.5 is outside (0, 1)" "$PRUNUS" sensitivity "$T/dense.safetensors" -o "$T/s.csv" --levels 0.5,1.5
 
 # Determinism across thread counts: LeNet-300-100 (Linear layers) gives the same bytes with 1 and

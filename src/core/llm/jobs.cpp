@@ -195,7 +195,8 @@ int shrink_llm_job(const ShrinkJob& job) {
               "(%s criterion, %d blocks); parameters %lld -> %lld; wrote %s%s%s\n",
               static_cast<long long>(plan.hidden_before), static_cast<long long>(plan.hidden_after),
               static_cast<long long>(heads_before), static_cast<long long>(m.config.n_heads),
-              static_cast<long long>(plan.kv_before), static_cast<long long>(plan.kv_after), cfg.criterion.c_str(), static_cast<int>(plan.kept.size()), static_cast<long long>(params_before),
+              static_cast<long long>(plan.kv_before), static_cast<long long>(plan.kv_after), cfg.criterion.c_str(),
+              static_cast<int>(plan.kept.size()), static_cast<long long>(params_before),
               static_cast<long long>(count(m)), job.out.c_str(), job.masked.empty() ? "" : " and ", job.masked.c_str());
   return 0;
 }

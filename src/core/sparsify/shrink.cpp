@@ -403,6 +403,9 @@ namespace prunus {
 int shrink_job(const ShrinkJob& job) {
   namespace fs = std::filesystem;
   if (fs::is_directory(job.input) || (job.input.size() > 4 && job.input.ends_with(".bin"))) return shrink_llm_job(job);
+  if (job.heads > 0 || job.reconstruct || !job.calib_text.empty())
+    fail(job.heads > 0 ? "--heads" : job.reconstruct ? "--reconstruct" : "--calib",
+         "is for language models (a llama2.c .bin or a Hugging Face folder); " + job.input + " is a graph model");
   if (job.calib_samples < 1) fail("--calib-samples", "must be at least 1");
   if (job.out.empty()) fail("--out", "an output file is required");
   for (const auto& o : {job.out, job.masked})
