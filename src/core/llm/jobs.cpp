@@ -28,6 +28,14 @@ llama2c::Tokenizer tokenizer_for(const std::string& model_path, std::int64_t voc
   return llama2c::Tokenizer::read_any(path, vocab);
 }
 
+// An output model path: a .bin file is llama2.c, anything else a Hugging Face folder.
+void check_model_output(const std::string& out) {
+  if (auto dir = fs::path(out).parent_path(); !dir.empty() && !fs::is_directory(dir))
+    fail(out, "output directory does not exist");
+  if (fs::exists(out) && !fs::is_directory(out) && !(out.size() > 4 && out.ends_with(".bin")))
+    fail(out, "exists and is not a directory (outputs not ending in .bin are Hugging Face folders)");
+}
+
 void threads(int n) {
   if (n > 0) torch::set_num_threads(n);
 }
@@ -139,13 +147,8 @@ int convert_job(const std::string& in, const std::string& out, const std::string
 int shrink_llm_job(const ShrinkJob& job) {
   threads(job.text.threads);
   if (job.out.empty()) fail("--out", "an output file is required");
-  for (const auto& o : {job.out, job.masked}) {
-    if (o.empty()) continue;
-    if (auto dir = fs::path(o).parent_path(); !dir.empty() && !fs::is_directory(dir))
-      fail(o, "output directory does not exist");
-    if (fs::exists(o) && !fs::is_directory(o) && !o.ends_with(".bin"))
-      fail(o, "exists and is not a directory (outputs not ending in .bin are Hugging Face folders)");
-  }
+  check_model_output(job.out);
+  if (!job.masked.empty()) check_model_output(job.masked);
   if (job.heads > 0 && job.out.ends_with(".bin"))
     fail(job.out, "removing heads makes n_heads · head_dim < dim, which the llama2.c header cannot hold: "
                   "write a Hugging Face folder (an output path not ending in .bin)");
@@ -232,10 +235,7 @@ int oneshot_job(const OneShotJob& job) {
   if (cfg.magnitude_scope != "row" && cfg.magnitude_scope != "layer")
     fail("--scope " + cfg.magnitude_scope, "expected row or layer");
   if (job.out.empty()) fail("--out", "an output file is required");
-  if (auto dir = fs::path(job.out).parent_path(); !dir.empty() && !fs::is_directory(dir))
-    fail(job.out, "output directory does not exist");
-  if (fs::exists(job.out) && !fs::is_directory(job.out) && !(job.out.size() > 4 && job.out.ends_with(".bin")))
-    fail(job.out, "exists and is not a directory (outputs not ending in .bin are Hugging Face folders)");
+  check_model_output(job.out);
   if (cfg.nsamples < 1) fail("--nsamples", "must be at least 1");
   if (cfg.damp <= 0) fail("--damp", "must be positive");
   if (cfg.blocksize < 1) fail("--blocksize", "must be at least 1");

@@ -75,13 +75,17 @@ torch::Tensor random_scores(std::int64_t n, std::mt19937_64& rng) {
   return s;
 }
 
-// Row indices of the kept heads (hs rows each) of the kept groups.
-torch::Tensor head_rows(const std::vector<std::int64_t>& groups, std::int64_t heads_per_group, std::int64_t hs) {
+// The kept heads' rows of q/k/v (hs each) of the kept groups — also their o_proj columns.
+std::vector<std::int64_t> head_indices(const std::vector<std::int64_t>& groups, std::int64_t heads_per_group,
+                                       std::int64_t hs) {
   std::vector<std::int64_t> rows;
   for (auto g : groups)
     for (std::int64_t h = g * heads_per_group; h < (g + 1) * heads_per_group; ++h)
       for (std::int64_t i = 0; i < hs; ++i) rows.push_back(h * hs + i);
-  return torch::tensor(rows, torch::kInt64);
+  return rows;
+}
+torch::Tensor head_rows(const std::vector<std::int64_t>& groups, std::int64_t heads_per_group, std::int64_t hs) {
+  return torch::tensor(head_indices(groups, heads_per_group, hs), torch::kInt64);
 }
 
 void check_plan(const Model& m, const LlmShrinkPlan& plan, const char* who) {
@@ -192,16 +196,6 @@ torch::Tensor refit(const torch::Tensor& w, const torch::Tensor& sigma, const st
   return torch::linalg_solve(a, b).t().to(w.dtype()).contiguous();
 }
 
-// Row indices of the kept heads' columns (the o_proj inputs).
-std::vector<std::int64_t> head_columns(const std::vector<std::int64_t>& groups, std::int64_t heads_per_group,
-                                       std::int64_t hs) {
-  std::vector<std::int64_t> cols;
-  for (auto g : groups)
-    for (std::int64_t h = g * heads_per_group; h < (g + 1) * heads_per_group; ++h)
-      for (std::int64_t i = 0; i < hs; ++i) cols.push_back(h * hs + i);
-  return cols;
-}
-
 }  // namespace
 
 ReconstructionError reconstruct_llm_shrink(Model& shrunk, const Model& dense, const LlmShrinkPlan& plan,
@@ -244,7 +238,7 @@ ReconstructionError reconstruct_llm_shrink(Model& shrunk, const Model& dense, co
         if (w == o) sig_o += torch::matmul(d.t(), d);
       });
     err.before.push_back(rel_error(l));
-    shrunk.weights[o] = refit(dense.w(o), sig_o, head_columns(plan.kept_groups[l], group, hs));
+    shrunk.weights[o] = refit(dense.w(o), sig_o, head_indices(plan.kept_groups[l], group, hs));
     shrunk.weights[down] = refit(dense.w(down), sig_down, plan.kept[l]);
     err.after.push_back(rel_error(l));
     for (auto& x : xs) x = shrunk.block(l, x);
