@@ -238,6 +238,67 @@ void BM_MemoryReadBandwidth(benchmark::State& state) {
   state.counters["GB/s"] = benchmark::Counter(double(a.size()) * 4, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// LeNet-5's convolutions at batch 64 (hot cache: the weights are a few KiB): the runtime's
+// direct kernel (channel-vector and planar) against im2col + OpenBLAS sgemm and libtorch's
+// conv2d, dense and shrunk to
+// the channels `prunus shrink --sparsity 0.45` keeps (6→4 and 16→9).
+struct ConvCase {
+  const char* name;
+  std::int64_t h, w, cin, rows, k, pad;
+};
+const ConvCase kConvCases[] = {{"lenet5_conv1", 28, 28, 1, 6, 5, 2},
+                               {"lenet5_conv1_shrunk", 28, 28, 1, 4, 5, 2},
+                               {"lenet5_conv2", 14, 14, 6, 16, 5, 0},
+                               {"lenet5_conv2_shrunk", 14, 14, 4, 9, 5, 0}};
+
+void BM_Conv(benchmark::State& state, ConvCase c, const std::string& path) {
+  const std::int64_t batch = 64, taps = c.k * c.k * c.cin;
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> val(-1, 1);
+  std::vector<float> w(static_cast<std::size_t>(c.rows * taps)), bias(static_cast<std::size_t>(c.rows)),
+      x(static_cast<std::size_t>(batch * c.h * c.w * c.cin));
+  for (auto* v : {&w, &bias, &x})
+    for (auto& e : *v) e = val(rng);
+  auto conv = k::pack_direct_conv(w.data(), bias.data(), c.rows, c.cin, c.k, 1, c.pad, c.h, c.w);
+  conv.planar = path == "direct_planar";
+  std::vector<float> y(static_cast<std::size_t>(batch * conv.oh * conv.ow * c.rows));
+  if (path == "direct" || path == "direct_planar") {
+    for (auto _ : state) k::conv_direct(conv, x.data(), batch, y.data());
+  } else if (path == "im2col_openblas") {
+    const std::int64_t positions = batch * conv.oh * conv.ow;
+    std::vector<float> cols(static_cast<std::size_t>(positions * taps));
+    for (auto _ : state) {
+      std::fill(cols.begin(), cols.end(), 0.0f);
+      for (std::int64_t n = 0; n < batch; ++n)
+        for (std::int64_t oy = 0; oy < conv.oh; ++oy)
+          for (std::int64_t ox = 0; ox < conv.ow; ++ox)
+            for (std::int64_t ky = 0; ky < c.k; ++ky) {  // one run of taps a kernel row, as the runtime does
+              const std::int64_t iy = oy - c.pad + ky, ix0 = ox - c.pad;
+              const std::int64_t kx0 = std::max<std::int64_t>(0, -ix0), kx1 = std::min(c.k, c.w - ix0);
+              if (iy < 0 || iy >= c.h || kx0 >= kx1) continue;
+              const float* src = &x[((n * c.h + iy) * c.w + ix0 + kx0) * c.cin];
+              float* dst = &cols[((n * conv.oh + oy) * conv.ow + ox) * taps + (ky * c.k + kx0) * c.cin];
+              for (std::int64_t i = 0; i < (kx1 - kx0) * c.cin; ++i) dst[i] = src[i];
+            }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(positions), int(c.rows), int(taps), 1.0f, cols.data(),
+                  int(taps), w.data(), int(taps), 0.0f, y.data(), int(c.rows));
+      benchmark::DoNotOptimize(y.data());
+    }
+  } else {  // libtorch conv2d, NCHW
+    torch::NoGradGuard no_grad;
+    at::set_num_threads(1);
+    auto xt = torch::randn({batch, c.cin, c.h, c.w});
+    auto wt = torch::randn({c.rows, c.cin, c.k, c.k});
+    auto bt = torch::randn({c.rows});
+    for (auto _ : state) {
+      auto out = torch::conv2d(xt, wt, bt, 1, c.pad);
+      benchmark::DoNotOptimize(out.data_ptr());
+    }
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * conv.macs_per_sample() * double(batch), benchmark::Counter::kIsIterationInvariantRate);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -257,6 +318,10 @@ int main(int argc, char** argv) {
              {4096, 11008, {1, 4, 16, 64, 256}},
              {768, 3072, {1, 4, 16, 64, 256}}};
   for (const auto& c : cases) register_shape(c, {1, 2});
+  for (const auto& c : kConvCases)
+    for (const char* path : {"im2col_openblas", "libtorch", "direct", "direct_planar"})
+      benchmark::RegisterBenchmark((std::string("conv/") + c.name + "/b64/" + path).c_str(), BM_Conv, c, std::string(path))
+          ->Unit(benchmark::kMicrosecond);
   benchmark::Initialize(&rc, rest.data());
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -368,3 +368,82 @@ TEST(Kernels, Int8RejectsWhatItCannotHold) {
   std::vector<float> wide(70000, 1.0f);
   EXPECT_THROW(k::quantize_bitmask(wide.data(), 1, 70000), std::invalid_argument);  // int32 sums could overflow
 }
+
+// The direct convolution against a double-precision product of the input windows: every ISA,
+// 1..3 threads, odd shapes (one pixel, stride 2 and 3, padding wider than the stride, more
+// than 16 channels, kernels as large as the padded input).
+TEST(Kernels, DirectConvMatchesReference) {
+  struct ConvCase {
+    std::int64_t h, w, cin, rows, k, stride, pad;
+  };
+  const std::vector<ConvCase> cases = {
+      {28, 28, 1, 6, 5, 1, 2},
+      {14, 14, 6, 16, 5, 1, 0},
+      {7, 9, 3, 17, 3, 2, 1},
+      {5, 5, 2, 33, 5, 1, 2},
+      {1, 1, 1, 1, 1, 1, 0},
+      {8, 8, 16, 40, 3, 1, 1},
+      {6, 11, 5, 8, 3, 3, 0},
+      {4, 4, 1, 9, 3, 1, 1},
+      {3, 3, 4, 4, 7, 1, 2},
+      {12, 10, 3, 12, 1, 2, 0},
+      // Stride 1 with output rows of 8 or more also run the planar path: blocks that overlap
+      // at the row's end, partial channel groups.
+      {10, 13, 1, 3, 3, 1, 1},
+      {12, 12, 1, 8, 3, 1, 0},
+      {8, 8, 1, 1, 1, 1, 0},
+      {9, 7, 1, 5, 3, 1, 1},
+      {20, 27, 1, 4, 5, 1, 2},
+      {6, 30, 1, 7, 3, 1, 0},
+      {9, 8, 1, 8, 3, 1, 0},
+      {16, 16, 1, 2, 5, 1, 2},
+  };
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> val(-2, 2);
+  for (const auto& c : cases) {
+    const std::int64_t taps = c.k * c.k * c.cin;
+    auto w = random_sparse(c.rows, taps, 0.3, rng);
+    std::vector<float> bias(static_cast<std::size_t>(c.rows));
+    for (auto& b : bias) b = val(rng);
+    auto conv = k::pack_direct_conv(w.data(), bias.data(), c.rows, c.cin, c.k, c.stride, c.pad, c.h, c.w);
+    ASSERT_EQ(conv.oh, (c.h + 2 * c.pad - c.k) / c.stride + 1);
+    for (bool planar : {false, true}) {
+      if (planar && !conv.planar_applies()) continue;
+      conv.planar = planar;
+      for (std::int64_t batch : {1, 2, 5}) {
+        std::vector<float> x(static_cast<std::size_t>(batch * c.h * c.w * c.cin));
+        for (auto& v : x) v = val(rng);
+        const std::int64_t out = batch * conv.oh * conv.ow * c.rows;
+        std::vector<double> ref(static_cast<std::size_t>(out)), bound(ref.size());
+        for (std::int64_t n = 0; n < batch; ++n)
+          for (std::int64_t oy = 0; oy < conv.oh; ++oy)
+            for (std::int64_t ox = 0; ox < conv.ow; ++ox)
+              for (std::int64_t r = 0; r < c.rows; ++r) {
+                const std::size_t o = static_cast<std::size_t>(((n * conv.oh + oy) * conv.ow + ox) * c.rows + r);
+                ref[o] = bias[r], bound[o] = std::fabs(bias[r]);
+                for (std::int64_t ky = 0; ky < c.k; ++ky)
+                  for (std::int64_t kx = 0; kx < c.k; ++kx)
+                    for (std::int64_t ci = 0; ci < c.cin; ++ci) {
+                      const std::int64_t iy = oy * c.stride - c.pad + ky, ix = ox * c.stride - c.pad + kx;
+                      if (iy < 0 || iy >= c.h || ix < 0 || ix >= c.w) continue;
+                      const double p = double(w[r * taps + (ky * c.k + kx) * c.cin + ci]) *
+                                       double(x[((n * c.h + iy) * c.w + ix) * c.cin + ci]);
+                      ref[o] += p, bound[o] += std::fabs(p);
+                    }
+              }
+        for (k::Isa isa : k::supported_isas())
+          for (int threads : {1, 2, 3}) {
+            std::vector<float> y(static_cast<std::size_t>(out) + 16, std::nanf(""));
+            k::conv_direct(conv, x.data(), batch, y.data(), {isa, threads, 0.0});
+            for (std::int64_t i = 0; i < out; ++i)
+              ASSERT_LE(std::fabs(double(y[i]) - ref[i]), 1e-5 * bound[i] + 1e-6)
+                  << "conv " << c.h << "x" << c.w << "x" << c.cin << " -> " << c.rows << " k" << c.k << " s" << c.stride
+                  << " p" << c.pad << (planar ? " planar" : " channel-vector") << " isa=" << k::isa_name(isa)
+                  << " threads=" << threads << " batch=" << batch << " i=" << i;
+            for (std::int64_t i = out; i < out + 16; ++i) ASSERT_TRUE(std::isnan(y[i])) << "wrote past the output";
+          }
+      }
+    }
+  }
+  EXPECT_THROW(k::pack_direct_conv(nullptr, nullptr, 1, 1, 5, 1, 0, 3, 3), std::invalid_argument);
+}

@@ -356,17 +356,20 @@ TEST(Runtime, MatchesTheLibtorchForwardOnPrunedModelsOfEveryArchitecture) {
       auto raw = torch::rand({batch, 1, 28, 28});
       torch::NoGradGuard ng;
       auto expect = net->forward((raw - data::kPixelMean) / data::kPixelStd).contiguous();
-      for (bool dense : {false, true}) {
+      using Path = runtime::LoadOptions::ConvPath;
+      for (auto [dense, conv] : {std::pair{false, Path::Measured}, {true, Path::Measured}, {false, Path::Im2col},
+                                 {true, Path::Direct}, {false, Path::Planar}}) {
         runtime::LoadOptions lo;
         lo.batch_hint = batch;
         lo.dense = dense;
+        lo.conv = conv;
         auto m = runtime::Model::load(path, lo);
         ASSERT_EQ(m.input_size(), 784);
         ASSERT_EQ(m.output_size(), 10);
         auto got = m.forward(raw.data_ptr<float>(), batch);
         auto g = torch::from_blob(got.data(), {batch, 10}).clone();
         const double err = ((g - expect).abs() / expect.abs().clamp_min(1.0)).max().item<double>();
-        EXPECT_LT(err, 1e-4) << arch << " dense=" << dense << " batch=" << batch;
+        EXPECT_LT(err, 1e-4) << arch << " dense=" << dense << " conv path " << int(conv) << " batch=" << batch;
         EXPECT_TRUE(torch::equal(g.argmax(1), expect.argmax(1))) << arch;
       }
     }

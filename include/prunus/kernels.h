@@ -146,6 +146,33 @@ void matmul(const Int8NM& w, const float* x, std::int64_t batch, float* y, const
 void matmul_dense(const float* w, std::int64_t rows, std::int64_t cols, const float* x, std::int64_t batch,
                   float* y, const Options& opt = {});
 
+// ------------------------------------------------------------------ direct convolution
+// Y = conv2d(X) + bias on NHWC values without an im2col buffer. For layers with few output
+// channels the im2col copy costs more than the products (LeNet-5's one-channel first conv:
+// 25 floats copied per 6 multiply-adds), and its cost does not shrink when channels are
+// pruned away. The weights are kept tap-major, [k·k·cin × rows_padded] with rows rounded up
+// to 16, so one vector holds one tap's weights for 8 or 16 output channels.
+struct DirectConv {
+  std::int64_t h = 0, w = 0, cin = 0;      // input
+  std::int64_t rows = 0, k = 1, stride = 1, pad = 0;
+  std::int64_t oh = 0, ow = 0;             // output
+  std::int64_t rows_padded = 0;
+  std::vector<float> wt;                   // [k·k·cin × rows_padded]
+  std::vector<float> bias;                 // [rows_padded]
+  // Vectors along the output row (8 positions of one channel) instead of across channels: the
+  // work then shrinks with the channel count, but rows narrower than a vector waste lanes.
+  // Stride 1 and output rows of 8 or more only (planar_applies); the runtime times both.
+  bool planar = false;
+  bool planar_applies() const { return stride == 1 && ow >= 8; }
+  double macs_per_sample() const { return double(oh * ow) * double(rows) * double(k * k * cin); }
+};
+// w: [rows × k·k·cin], each row in (ky, kx, ci) order (the runtime's im2col order); bias may be
+// null. Throws std::invalid_argument when the kernel does not fit the padded input.
+DirectConv pack_direct_conv(const float* w, const float* bias, std::int64_t rows, std::int64_t cin, std::int64_t k,
+                            std::int64_t stride, std::int64_t pad, std::int64_t h, std::int64_t w_in);
+// x: [batch × h × w × cin], y: [batch × oh × ow × rows].
+void conv_direct(const DirectConv& c, const float* x, std::int64_t batch, float* y, const Options& opt = {});
+
 }  // namespace prunus::kernels
 
 namespace prunus::kernels {

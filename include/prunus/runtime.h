@@ -43,6 +43,11 @@ struct LoadOptions {
   // quantization-aware training or `prunus quantize --calibrate`) where it has them; false or
   // absent: per-token scales at run time.
   bool stored_act_scales = true;
+  // How fp32 convolutions run: Measured times im2col + the layer's format against the direct
+  // kernels (channel-vector and planar) at load and keeps the fastest; the others force one
+  // path (tests: every path must give the same outputs). Planar falls back to the
+  // channel-vector kernel where it does not apply (stride > 1, output rows under 8).
+  enum class ConvPath { Measured, Im2col, Direct, Planar } conv = ConvPath::Measured;
   kernels::Options kernel;
 };
 
@@ -82,6 +87,12 @@ class Model {
   using InputHook = std::function<void(std::size_t layer, const float* values, std::int64_t count)>;
   std::vector<float> forward_impl(const float* x, std::int64_t batch, const Observer& observe,
                                   const InputHook& inputs) const;
+  struct Op;
+  // A conv op through an im2col buffer and its layer's SparseLinear (bias added).
+  void conv_im2col(const Op& op, const float* a, std::int64_t batch, float* out, std::vector<float>& cols,
+                   const InputHook& inputs) const;
+  // Per fp32 conv layer, the direct kernel when it measured faster than im2col at load.
+  void choose_conv_paths(const LoadOptions& opt);
   struct Shape {  // per sample
     std::int64_t c = 1, h = 1, w = 1;
     std::int64_t size() const { return c * h * w; }
@@ -100,6 +111,8 @@ class Model {
   std::vector<Op> ops_;
   int slots_ = 1;
   std::vector<kernels::SparseLinear> layers_;
+  std::vector<kernels::DirectConv> direct_;  // per layer; rows == 0: not used
+  kernels::Options opt_;
   std::vector<std::vector<float>> biases_;
   std::vector<LayerInfo> infos_;
   std::int64_t output_size_ = 0;

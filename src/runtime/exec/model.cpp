@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <chrono>
+#include <functional>
 #include <map>
 
 #include <fmt/format.h>
@@ -271,7 +273,11 @@ Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
             for (std::int64_t y = 0; y < k; ++y)
               for (std::int64_t x = 0; x < k; ++x)
                 wt[((a * k + y) * k + x) * ic + c] = w[((a * ic + c) * k + y) * k + x] * scale[a];
+        // The direct kernel's packing too; choose_conv_paths keeps it if it measures faster.
+        auto direct = kernels::pack_direct_conv(wt.data(), bias.data(), oc, ic, k, op.stride, op.padding, in.h, in.w);
         op.layer = add_layer(wname, std::move(wt), oc, k * k * ic, std::move(bias), opt.batch_hint * oh * ow);
+        m.direct_.resize(m.layers_.size());
+        m.direct_[op.layer] = std::move(direct);
       } else if (kind == "linear") {
         op.kind = Op::Linear;
         const auto wname = o.at("weight").get<std::string>();
@@ -312,7 +318,92 @@ Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
     fail(path, std::string("prunus.graph is malformed: ") + e.what());
   }
   if (m.layers_.empty()) fail(path, "prunus.graph has no layers");
+  m.opt_ = opt.kernel;
+  m.direct_.resize(m.layers_.size());
+  m.choose_conv_paths(opt);
   return m;
+}
+
+void Model::conv_im2col(const Op& op, const float* a, std::int64_t batch, float* out, std::vector<float>& cols,
+                        const InputHook& inputs) const {
+  const Shape is = op.in_shape, os = op.out_shape;
+  const auto& lin = layers_[op.layer];
+  const std::int64_t k = op.kernel, positions = batch * os.h * os.w, width = k * k * is.c;
+  cols.assign(static_cast<std::size_t>(positions * width), 0.0f);
+  for (std::int64_t n = 0; n < batch; ++n)
+    for (std::int64_t y = 0; y < os.h; ++y)
+      for (std::int64_t x0 = 0; x0 < os.w; ++x0) {
+        float* row = &cols[((n * os.h + y) * os.w + x0) * width];
+        // One contiguous run per kernel row: in NHWC the taps kx..kx+m of a row and their
+        // channels are adjacent both in the input and in the im2col row.
+        const std::int64_t ix0 = x0 * op.stride - op.padding;
+        const std::int64_t kx0 = std::max<std::int64_t>(0, -ix0), kx1 = std::min<std::int64_t>(k, is.w - ix0);
+        if (kx0 >= kx1) continue;
+        const std::int64_t run = (kx1 - kx0) * is.c;
+        for (std::int64_t ky = 0; ky < k; ++ky) {
+          const std::int64_t iy = y * op.stride - op.padding + ky;
+          if (iy < 0 || iy >= is.h) continue;
+          const float* src = &a[((n * is.h + iy) * is.w + ix0 + kx0) * is.c];
+          float* dst = row + (ky * k + kx0) * is.c;
+          for (std::int64_t i = 0; i < run; ++i) dst[i] = src[i];
+        }
+      }
+  if (inputs) inputs(op.layer, cols.data(), positions * width);
+  lin.forward(cols.data(), positions, out);
+  const auto& bias = biases_[op.layer];
+  for (std::int64_t p = 0; p < positions; ++p)
+    for (std::int64_t c = 0; c < os.c; ++c) out[p * os.c + c] += bias[c];
+}
+
+void Model::choose_conv_paths(const LoadOptions& opt) {
+  // The direct kernel against im2col + the layer's chosen format, each timed as a whole op
+  // on the batch hint (best of a few calls after a warm-up). INT8 layers keep im2col: their
+  // kernels quantize the im2col rows.
+  auto best_of = [](const std::function<void()>& call) {
+    call();
+    double best = INFINITY;
+    for (int i = 0; i < 5; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      call();
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+  };
+  const std::int64_t batch = std::max<std::int64_t>(1, opt.batch_hint);
+  for (const auto& op : ops_) {
+    if (op.kind != Op::Conv) continue;
+    const auto& lin = layers_[op.layer];
+    auto& direct = direct_[op.layer];
+    if (lin.is_int8() || direct.rows == 0) {
+      direct = {};
+      continue;
+    }
+    const Shape is = op.in_shape, os = op.out_shape;
+    std::vector<float> x(static_cast<std::size_t>(batch * is.size()), 1.0f), y(static_cast<std::size_t>(batch * os.size()));
+    std::vector<float> cols;
+    using Path = LoadOptions::ConvPath;
+    const double t_im2col = best_of([&] { conv_im2col(op, x.data(), batch, y.data(), cols, nullptr); });
+    // Both layouts of the direct kernel where the planar one applies; the faster one is kept.
+    double t_direct = best_of([&] { kernels::conv_direct(direct, x.data(), batch, y.data(), opt_); });
+    if (direct.planar_applies() && opt.conv != Path::Direct) {
+      direct.planar = true;
+      const double t_planar = best_of([&] { kernels::conv_direct(direct, x.data(), batch, y.data(), opt_); });
+      if (t_planar < t_direct || opt.conv == Path::Planar) t_direct = t_planar;
+      else direct.planar = false;
+    }
+    auto& info = infos_[op.layer];
+    // What im2col would cost with the dense matmul instead of the chosen format.
+    const double t_im2col_dense = t_im2col - lin.measured_seconds() + lin.measured_dense_seconds();
+    const bool use_direct = opt.conv == Path::Measured ? t_direct < t_im2col : opt.conv != Path::Im2col;
+    info.dense_seconds = std::min(t_direct, t_im2col_dense);
+    info.seconds = use_direct ? t_direct : t_im2col;
+    if (use_direct) {
+      info.format = direct.planar ? "direct-planar" : "direct";
+      info.bytes = info.dense_bytes;
+    } else {
+      direct = {};
+    }
+  }
 }
 
 std::vector<float> Model::forward(const float* x, std::int64_t batch) const { return forward(x, batch, nullptr); }
@@ -418,34 +509,12 @@ std::vector<float> Model::forward_impl(const float* x, std::int64_t batch, const
             }
         break;
       case Op::Conv: {
-        const auto& lin = layers_[op.layer];
-        const std::int64_t k = op.kernel, positions = batch * os.h * os.w, width = k * k * is.c;
-        cols.assign(static_cast<std::size_t>(positions * width), 0.0f);
-        for (std::int64_t n = 0; n < batch; ++n)
-          for (std::int64_t y = 0; y < os.h; ++y)
-            for (std::int64_t x0 = 0; x0 < os.w; ++x0) {
-              float* row = &cols[((n * os.h + y) * os.w + x0) * width];
-              // One contiguous run per kernel row: in NHWC the taps kx..kx+m of a row and their
-              // channels are adjacent both in the input and in the im2col row. (A copy per tap
-              // cost more than the GEMM for LeNet-5's one-channel first conv.)
-              const std::int64_t ix0 = x0 * op.stride - op.padding;
-              const std::int64_t kx0 = std::max<std::int64_t>(0, -ix0), kx1 = std::min<std::int64_t>(k, is.w - ix0);
-              if (kx0 >= kx1) continue;
-              const std::int64_t run = (kx1 - kx0) * is.c;
-              for (std::int64_t ky = 0; ky < k; ++ky) {
-                const std::int64_t iy = y * op.stride - op.padding + ky;
-                if (iy < 0 || iy >= is.h) continue;
-                const float* src = &a[((n * is.h + iy) * is.w + ix0 + kx0) * is.c];
-                float* dst = row + (ky * k + kx0) * is.c;
-                for (std::int64_t i = 0; i < run; ++i) dst[i] = src[i];
-              }
-            }
-        if (inputs) inputs(op.layer, cols.data(), positions * width);
-        lin.forward(cols.data(), positions, out.data());
-        const auto& bias = biases_[op.layer];
-        for (std::int64_t p = 0; p < positions; ++p)
-          for (std::int64_t c = 0; c < os.c; ++c) out[p * os.c + c] += bias[c];
-        if (observe) observe(infos_[op.layer].name, out.data(), positions, os.c);
+        const auto& direct = direct_[op.layer];
+        if (direct.rows > 0 && !inputs)
+          kernels::conv_direct(direct, a.data(), batch, out.data(), opt_);
+        else
+          conv_im2col(op, a.data(), batch, out.data(), cols, inputs);
+        if (observe) observe(infos_[op.layer].name, out.data(), batch * os.h * os.w, os.c);
         break;
       }
       case Op::Linear: {

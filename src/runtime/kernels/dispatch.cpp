@@ -309,3 +309,15 @@ void matmul_dense(const float* w, std::int64_t rows, std::int64_t cols, const fl
 }
 
 }  // namespace prunus::kernels
+
+namespace prunus::kernels {
+void conv_direct(const DirectConv& c, const float* x, std::int64_t batch, float* y, const Options& opt) {
+  if (batch <= 0) return;
+  if (!isa_supported(opt.isa)) throw std::invalid_argument(std::string("ISA not supported here: ") + isa_name(opt.isa));
+  auto* kernel = opt.isa == Isa::Avx512 ? &avx512::conv_direct : opt.isa == Isa::Avx2 ? &avx2::conv_direct
+                                                                                      : &scalar::conv_direct;
+  const std::int64_t rows = batch * c.oh;
+  const int parts = parts_for(opt, rows, c.macs_per_sample() * double(batch));
+  Pool::get().run(parts, [&](int p) { kernel(c, x, y, rows * p / parts, rows * (p + 1) / parts); });
+}
+}  // namespace prunus::kernels

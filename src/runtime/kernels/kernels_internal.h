@@ -63,4 +63,9 @@ PRUNUS_INT8_FAMILY(avx2)
 PRUNUS_INT8_FAMILY(avx512)
 #undef PRUNUS_INT8_FAMILY
 
+// Direct convolution: output rows [r0, r1) of the batch, a row being (sample, oy).
+namespace scalar { void conv_direct(const DirectConv& c, const float* x, float* y, std::int64_t r0, std::int64_t r1); }
+namespace avx2 { void conv_direct(const DirectConv& c, const float* x, float* y, std::int64_t r0, std::int64_t r1); }
+namespace avx512 { void conv_direct(const DirectConv& c, const float* x, float* y, std::int64_t r0, std::int64_t r1); }
+
 }  // namespace prunus::kernels

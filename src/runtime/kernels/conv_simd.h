@@ -1,0 +1,268 @@
+// Internal: the direct NHWC convolution written once over a vector type (8-lane ymm for
+// AVX2, 16-lane zmm for AVX-512); conv_avx2.cpp and conv_avx512.cpp instantiate it.
+//
+// Each output position's channels are one vector (a chunk of 8 or 16 output channels); each
+// input value of its window is broadcast and multiplied by that tap's row of the tap-major
+// weights. P positions along the output row share each weight load and keep P independent
+// accumulators in flight. A padded layer reads a zero-padded copy of its sample, so every
+// window is one contiguous run a kernel row (in NHWC the taps kx and their channels are
+// adjacent) and no position needs an edge case; a row's last P positions are one block that
+// overlaps the previous one rather than P single, latency-bound positions.
+#pragma once
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels_internal.h"
+
+namespace prunus::kernels::conv_simd {
+
+// Sample n of the input in padded coordinates ([h + 2·pad rows × w + 2·pad × cin]): the
+// input itself without padding, else a zero-padded copy made once per sample.
+class PaddedSample {
+ public:
+  explicit PaddedSample(const DirectConv& c) : c_(c) {}
+  const float* get(const float* x, std::int64_t n) {
+    const float* xn = x + n * c_.h * c_.w * c_.cin;
+    if (c_.pad == 0) return xn;
+    if (n != n_) {
+      const std::int64_t wp = c_.w + 2 * c_.pad;
+      buf_.assign(static_cast<std::size_t>((c_.h + 2 * c_.pad) * wp * c_.cin), 0.0f);
+      for (std::int64_t iy = 0; iy < c_.h; ++iy)
+        std::memcpy(&buf_[((iy + c_.pad) * wp + c_.pad) * c_.cin], xn + iy * c_.w * c_.cin,
+                    static_cast<std::size_t>(c_.w * c_.cin) * sizeof(float));
+      n_ = n;
+    }
+    return buf_.data();
+  }
+
+ private:
+  const DirectConv& c_;
+  std::vector<float> buf_;
+  std::int64_t n_ = -1;
+};
+
+// In AVX2/AVX-512 code: the 8×8 transpose of v (rows become columns).
+inline void transpose8(__m256 v[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    v[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    v[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
+// Sample n zero-padded and planar, [cin][h + 2·pad][w + 2·pad]: along a row of one channel
+// the inputs of consecutive output positions are adjacent (stride 1).
+class PlanarSample {
+ public:
+  explicit PlanarSample(const DirectConv& c) : c_(c) {}
+  const float* get(const float* x, std::int64_t n) {
+    if (n == n_) return buf_.data();
+    const std::int64_t hp = c_.h + 2 * c_.pad, wp = c_.w + 2 * c_.pad, cin = c_.cin;
+    const float* xn = x + n * c_.h * c_.w * cin;
+    buf_.assign(static_cast<std::size_t>(cin * hp * wp), 0.0f);
+    for (std::int64_t ci = 0; ci < cin; ++ci)
+      for (std::int64_t iy = 0; iy < c_.h; ++iy) {
+        float* dst = &buf_[(ci * hp + iy + c_.pad) * wp + c_.pad];
+        const float* src = xn + iy * c_.w * cin + ci;
+        for (std::int64_t ix = 0; ix < c_.w; ++ix) dst[ix] = src[ix * cin];
+      }
+    n_ = n;
+    return buf_.data();
+  }
+
+ private:
+  const DirectConv& c_;
+  std::vector<float> buf_;
+  std::int64_t n_ = -1;
+};
+
+// Output channels [g0, g0 + R) of B·8 positions from ox, stride 1, vectors along the output
+// row: each weight is broadcast once for B·8 positions, so the work is exactly R·taps a
+// position — it shrinks with the channel count, unlike a vector of 8 or 16 channels that
+// costs the same for 9 channels as for 16. B·R independent accumulators keep both FMA pipes
+// busy. An 8×8 transpose turns the result back into NHWC, stored straight into the output
+// row: a partial group's 8-lane store spills into the next position's first channels, which
+// its group 0 (stored later: groups go last to first) overwrites; a store that would reach
+// past the row is masked.
+template <int R, int B>
+inline __attribute__((always_inline)) void planar_group(const DirectConv& c, const float* xp, std::int64_t oy, std::int64_t ky0, std::int64_t ky1,
+                  std::int64_t ox, std::int64_t g0, float* yrow) {
+  const std::int64_t rp = c.rows_padded, k = c.k, cin = c.cin, hp = c.h + 2 * c.pad, wp = c.w + 2 * c.pad;
+  __m256 acc[B][R];
+  _Pragma("GCC unroll 16") for (int b = 0; b < B; ++b)
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) acc[b][r] = _mm256_broadcast_ss(&c.bias[g0 + r]);
+  for (std::int64_t ci = 0; ci < cin; ++ci)
+    for (std::int64_t ky = ky0; ky < ky1; ++ky) {
+      const float* src = xp + (ci * hp + oy + ky) * wp + ox;
+      const float* wt = c.wt.data() + (ky * k * cin + ci) * rp + g0;
+      for (std::int64_t kx = 0; kx < k; ++kx) {
+        __m256 xv[B];
+        _Pragma("GCC unroll 16") for (int b = 0; b < B; ++b) xv[b] = _mm256_loadu_ps(src + 8 * b + kx);
+        const float* w = wt + kx * cin * rp;
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
+          const __m256 wv = _mm256_broadcast_ss(w + r);
+          _Pragma("GCC unroll 16") for (int b = 0; b < B; ++b) acc[b][r] = _mm256_fmadd_ps(wv, xv[b], acc[b][r]);
+        }
+      }
+    }
+  _Pragma("GCC unroll 16") for (int b = 0; b < B; ++b) {
+    __m256 t[8];
+    _Pragma("GCC unroll 16") for (int r = 0; r < 8; ++r) t[r] = r < R ? acc[b][r] : _mm256_setzero_ps();
+    transpose8(t);
+    _Pragma("GCC unroll 16") for (int p = 0; p < 8; ++p) {
+      const std::int64_t at = (ox + 8 * b + p) * c.rows + g0, room = c.ow * c.rows - at;
+      if (room >= 8) {
+        _mm256_storeu_ps(yrow + at, t[p]);
+      } else {
+        const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_maskstore_ps(yrow + at, _mm256_cmpgt_epi32(_mm256_set1_epi32(int(room)), idx), t[p]);
+      }
+    }
+  }
+}
+
+template <int R>
+inline __attribute__((always_inline)) void planar_group_any_b(const DirectConv& c, const float* xp, std::int64_t oy, std::int64_t ky0, std::int64_t ky1,
+                        std::int64_t ox, int blocks, std::int64_t g0, float* yrow) {
+  // Two blocks at once where the accumulators fit in 16 registers (AVX2 has no more).
+  if (blocks == 2 && R <= 6) return planar_group<R, 2>(c, xp, oy, ky0, ky1, ox, g0, yrow);
+  for (int b = 0; b < blocks; ++b) planar_group<R, 1>(c, xp, oy, ky0, ky1, ox + 8 * b, g0, yrow);
+}
+
+// The planar row loop for a layer whose last channel group has RL channels (the others 8),
+// every group call known at compile time.
+template <int RL>
+void planar_rows(const DirectConv& c, const float* x, float* y, std::int64_t r0, std::int64_t r1) {
+  PlanarSample sample(c);
+  const std::int64_t g_last = (c.rows - 1) / 8 * 8;
+  for (std::int64_t row = r0; row < r1; ++row) {
+    const std::int64_t n = row / c.oh, oy = row % c.oh;
+    const float* xp = sample.get(x, n);
+    // Kernel rows that fall on padding only add zeros: skip them.
+    const std::int64_t ky0 = std::max<std::int64_t>(0, c.pad - oy), ky1 = std::min(c.k, c.h + c.pad - oy);
+    float* yrow = y + row * c.ow * c.rows;
+    auto run = [&](std::int64_t ox, int blocks) {
+      planar_group_any_b<RL>(c, xp, oy, ky0, ky1, ox, blocks, g_last, yrow);  // last group first
+      for (std::int64_t g0 = g_last - 8; g0 >= 0; g0 -= 8) planar_group_any_b<8>(c, xp, oy, ky0, ky1, ox, blocks, g0, yrow);
+    };
+    // Two-block steps; the row's end is one more that overlaps the previous (a lone block of
+    // four channels would run at half speed, its four accumulators latency-bound).
+    std::int64_t ox = 0;
+    const int width = c.ow >= 16 ? 16 : 8;
+    for (; ox + width <= c.ow; ox += width) run(ox, width / 8);
+    if (ox < c.ow) run(c.ow - width, width / 8);
+  }
+}
+
+// The planar path where asked for and possible.
+inline bool conv_planar(const DirectConv& c, const float* x, float* y, std::int64_t r0, std::int64_t r1) {
+  if (!c.planar || !c.planar_applies()) return false;
+  switch ((c.rows - 1) % 8 + 1) {
+    case 1: planar_rows<1>(c, x, y, r0, r1); break;
+    case 2: planar_rows<2>(c, x, y, r0, r1); break;
+    case 3: planar_rows<3>(c, x, y, r0, r1); break;
+    case 4: planar_rows<4>(c, x, y, r0, r1); break;
+    case 5: planar_rows<5>(c, x, y, r0, r1); break;
+    case 6: planar_rows<6>(c, x, y, r0, r1); break;
+    case 7: planar_rows<7>(c, x, y, r0, r1); break;
+    default: planar_rows<8>(c, x, y, r0, r1); break;
+  }
+  return true;
+}
+
+template <class L, int P>
+void conv_rows(const DirectConv& c, const float* x, float* y, std::int64_t r0, std::int64_t r1) {
+  using V = typename L::V;
+  const std::int64_t rp = c.rows_padded, cin = c.cin, k = c.k, s = c.stride;
+  const std::int64_t wp = c.w + 2 * c.pad, run = k * cin, step = s * cin;
+  const bool one_chunk = c.rows <= L::N;
+  PaddedSample sample(c);
+  for (std::int64_t row = r0; row < r1; ++row) {
+    const std::int64_t n = row / c.oh, oy = row % c.oh;
+    const float* xn = sample.get(x, n);  // [rows of wp × cin] in padded coordinates
+    // Kernel rows that fall on padding only add zeros: skip them.
+    const std::int64_t ky0 = std::max<std::int64_t>(0, c.pad - oy * s), ky1 = std::min(k, c.h + c.pad - oy * s);
+    float* yrow = y + row * c.ow * c.rows;
+    for (std::int64_t c0 = 0; c0 < c.rows; c0 += L::N) {
+      const int lanes = static_cast<int>(std::min<std::int64_t>(L::N, c.rows - c0));
+      const V b = L::load(c.bias.data() + c0);
+      // A full-width store spills into the following positions' channels, which are stored
+      // after it (one chunk only: with several, the spill would hit a chunk already written);
+      // a store that would reach past the row is masked.
+      auto store = [&](std::int64_t ox, V v) {
+        float* dst = yrow + ox * c.rows + c0;
+        if (lanes == L::N || (one_chunk && ox * c.rows + L::N <= c.ow * c.rows)) L::store_full(dst, v);
+        else L::store(dst, v, lanes);
+      };
+      auto block = [&](std::int64_t ox) {
+        V acc[P];
+        for (int p = 0; p < P; ++p) acc[p] = b;
+        for (std::int64_t ky = ky0; ky < ky1; ++ky) {
+          const float* src = xn + ((oy * s + ky) * wp + ox * s) * cin;
+          const float* wt = c.wt.data() + ky * run * rp + c0;
+          for (std::int64_t t = 0; t < run; ++t) {
+            const V wv = L::load(wt + t * rp);
+            for (int p = 0; p < P; ++p) acc[p] = L::fma(L::bcast(src + p * step + t), wv, acc[p]);
+          }
+        }
+        for (int p = 0; p < P; ++p) store(ox + p, acc[p]);
+      };
+      std::int64_t ox = 0;
+      for (; ox + P <= c.ow; ox += P) block(ox);
+      if (ox < c.ow && c.ow >= P) {
+        block(c.ow - P);
+      } else {
+        for (; ox < c.ow; ++ox) {  // rows narrower than one block
+          V acc = b;
+          for (std::int64_t ky = ky0; ky < ky1; ++ky) {
+            const float* src = xn + ((oy * s + ky) * wp + ox * s) * cin;
+            const float* wt = c.wt.data() + ky * run * rp + c0;
+            for (std::int64_t t = 0; t < run; ++t) acc = L::fma(L::bcast(src + t), L::load(wt + t * rp), acc);
+          }
+          store(ox, acc);
+        }
+      }
+    }
+  }
+}
+
+struct Ymm {
+  using V = __m256;
+  static constexpr int N = 8;
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static V bcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static void store_full(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static void store(float* p, V v, int lanes) {
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), idx), v);
+  }
+};
+
+#ifdef __AVX512F__
+struct Zmm {
+  using V = __m512;
+  static constexpr int N = 16;
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static V bcast(const float* p) { return _mm512_set1_ps(*p); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static void store_full(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static void store(float* p, V v, int lanes) { _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << lanes) - 1), v); }
+};
+#endif
+
+}  // namespace prunus::kernels::conv_simd
