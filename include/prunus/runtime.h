@@ -91,6 +91,7 @@ class Model {
   // A conv op through an im2col buffer and its layer's SparseLinear (bias added).
   void conv_im2col(const Op& op, const float* a, std::int64_t batch, float* out, std::vector<float>& cols,
                    const InputHook& inputs) const;
+  void max_pool(const Op& op, const float* a, std::int64_t batch, float* out) const;
   // Per fp32 conv layer, the direct kernel when it measured faster than im2col at load.
   void choose_conv_paths(const LoadOptions& opt);
   struct Shape {  // per sample

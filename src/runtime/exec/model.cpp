@@ -324,6 +324,49 @@ Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
   return m;
 }
 
+namespace {
+
+// One output row of a max pool over the row of vertical maxima `rows` ([in W × C]): C known
+// at compile time for the narrow layers (LeNet's 3..16 channels), where a loop over an unknown
+// handful of channels per pixel cost 10× the memory traffic.
+template <int C>
+void max_pool_row(const float* rows, float* o, std::int64_t ow, std::int64_t k, std::int64_t s, std::int64_t c_rt) {
+  const std::int64_t ch = C > 0 ? C : c_rt;
+  for (std::int64_t x0 = 0; x0 < ow; ++x0) {
+    const float* p = rows + x0 * s * ch;
+    float* dst = o + x0 * ch;
+    for (std::int64_t c = 0; c < ch; ++c) dst[c] = p[c];
+    for (std::int64_t kx = 1; kx < k; ++kx)
+      for (std::int64_t c = 0; c < ch; ++c) dst[c] = std::max(dst[c], p[kx * ch + c]);
+  }
+}
+
+}  // namespace
+
+void Model::max_pool(const Op& op, const float* a, std::int64_t batch, float* out) const {
+  const Shape is = op.in_shape, os = op.out_shape;
+  const std::int64_t row = is.w * is.c;
+  std::vector<float> vmax(static_cast<std::size_t>(row));
+  using RowFn = void (*)(const float*, float*, std::int64_t, std::int64_t, std::int64_t, std::int64_t);
+  static constexpr RowFn kByChannels[] = {max_pool_row<0>,  max_pool_row<1>,  max_pool_row<2>,  max_pool_row<3>,
+                                          max_pool_row<4>,  max_pool_row<5>,  max_pool_row<6>,  max_pool_row<7>,
+                                          max_pool_row<8>,  max_pool_row<9>,  max_pool_row<10>, max_pool_row<11>,
+                                          max_pool_row<12>, max_pool_row<13>, max_pool_row<14>, max_pool_row<15>,
+                                          max_pool_row<16>};
+  const RowFn pool_row = is.c <= 16 ? kByChannels[is.c] : max_pool_row<0>;
+  for (std::int64_t n = 0; n < batch; ++n)
+    for (std::int64_t y = 0; y < os.h; ++y) {
+      // The maximum down the kernel's rows first: contiguous, so it vectorizes.
+      const float* first = a + (n * is.h + y * op.stride) * row;
+      std::copy(first, first + row, vmax.begin());
+      for (std::int64_t ky = 1; ky < op.kernel; ++ky) {
+        const float* r = first + ky * row;
+        for (std::int64_t i = 0; i < row; ++i) vmax[i] = std::max(vmax[i], r[i]);
+      }
+      pool_row(vmax.data(), out + (n * os.h + y) * os.w * os.c, os.w, op.kernel, op.stride, is.c);
+    }
+}
+
 void Model::conv_im2col(const Op& op, const float* a, std::int64_t batch, float* out, std::vector<float>& cols,
                         const InputHook& inputs) const {
   const Shape is = op.in_shape, os = op.out_shape;
@@ -496,17 +539,7 @@ std::vector<float> Model::forward_impl(const float* x, std::int64_t batch, const
           }
         break;
       case Op::MaxPool:
-        for (std::int64_t n = 0; n < batch; ++n)
-          for (std::int64_t y = 0; y < os.h; ++y)
-            for (std::int64_t x0 = 0; x0 < os.w; ++x0) {
-              float* o = &out[((n * os.h + y) * os.w + x0) * os.c];
-              std::fill_n(o, os.c, -INFINITY);
-              for (std::int64_t ky = 0; ky < op.kernel; ++ky)
-                for (std::int64_t kx = 0; kx < op.kernel; ++kx) {
-                  const float* p = &a[((n * is.h + y * op.stride + ky) * is.w + x0 * op.stride + kx) * is.c];
-                  for (std::int64_t c = 0; c < os.c; ++c) o[c] = std::max(o[c], p[c]);
-                }
-            }
+        max_pool(op, a.data(), batch, out.data());
         break;
       case Op::Conv: {
         const auto& direct = direct_[op.layer];
