@@ -153,6 +153,49 @@ TEST(Shrink, ActivationCriterionKeepsTheChannelsThatFireHandComputed) {
   EXPECT_THROW(shrink::plan(dir.file("m.safetensors"), opt), InputError);  // activation needs data
 }
 
+TEST(Shrink, ThinetCriterionKeepsWhatTheConsumerReadsHandComputed) {
+  // fc1 as in the activation test (even neurons fire ~1000× harder), but fc2 reads only the
+  // odd ones (its even columns are zero): removing an even neuron changes nothing fc2
+  // computes, so output reconstruction removes exactly the even half — the opposite of the
+  // activation criterion, which keeps the even neurons.
+  test::TempDir dir;
+  auto net = make_model("lenet300");
+  {
+    torch::NoGradGuard ng;
+    for (auto& item : net->named_parameters()) {
+      if (item.key() == "fc1.weight")
+        for (std::int64_t r = 0; r < 300; ++r) item.value()[r].fill_(r % 2 == 0 ? 1.0 : 0.001);
+      if (item.key() == "fc1.bias") item.value().zero_();
+      if (item.key() == "fc2.weight")
+        for (std::int64_t c = 0; c < 300; c += 2) item.value().select(1, c).zero_();
+    }
+  }
+  save_model(dir.file("m.safetensors"), *net);
+  shrink::Options opt;
+  opt.calib.assign(4 * 784, 0.5f);
+  opt.calib_count = 4;
+  auto fc1_kept = [&](const std::string& criterion) {
+    opt.criterion = criterion;
+    for (const auto& g : shrink::plan(dir.file("m.safetensors"), opt).groups)
+      if (g.producers.front() == "fc1.weight") return g.kept;
+    return std::vector<std::int64_t>{};
+  };
+  const auto thinet = fc1_kept("thinet"), activation = fc1_kept("activation");
+  ASSERT_EQ(thinet.size(), 150u);
+  ASSERT_EQ(activation.size(), 150u);
+  for (std::size_t i = 0; i < 150; ++i) {
+    EXPECT_EQ(thinet[i], std::int64_t(2 * i + 1));
+    EXPECT_EQ(activation[i], std::int64_t(2 * i));
+  }
+  // The same seed gives the same choice on every group; no calibration data is an error.
+  opt.criterion = "thinet";
+  const auto a = shrink::plan(dir.file("m.safetensors"), opt), b = shrink::plan(dir.file("m.safetensors"), opt);
+  ASSERT_EQ(a.groups.size(), b.groups.size());
+  for (std::size_t i = 0; i < a.groups.size(); ++i) EXPECT_EQ(a.groups[i].kept, b.groups[i].kept);
+  opt.calib_count = 0;
+  EXPECT_THROW(shrink::plan(dir.file("m.safetensors"), opt), InputError);
+}
+
 TEST(Shrink, BatchNormScaleCriterionRanksByGammaHandComputed) {
   // Network slimming on the ResNet's stem group (stem_bn and layer1.bn2): channel c gets
   // |γ| = c + 1 in both, so removing half keeps the upper half of the channels.

@@ -68,6 +68,14 @@ class Model {
   using Observer = std::function<void(const std::string& layer, const float* values, std::int64_t positions,
                                       std::int64_t channels)>;
   std::vector<float> forward(const float* x, std::int64_t batch, const Observer& observe) const;
+  // The same, calling `inputs(layer, values, count)` with what every conv and linear reads
+  // before it multiplies (layer indexes layers()): [positions × cols] im2col rows for a conv,
+  // each row in (ky, kx, ci) order, or [batch × cols] for a linear. Convolutions take the
+  // im2col path here. For calibration (INT8 scales, reconstruction-based channel choice).
+  using InputHook = std::function<void(std::size_t layer, const float* values, std::int64_t count)>;
+  std::vector<float> forward_inputs(const float* x, std::int64_t batch, const InputHook& inputs) const {
+    return forward_impl(x, batch, nullptr, inputs);
+  }
 
   // Static INT8 activation scales (models loaded with LoadOptions::int8): runs `batch` samples
   // and gives each INT8 layer one per-tensor scale for its inputs from what it saw — "minmax"
@@ -84,7 +92,6 @@ class Model {
   int static_act_layers() const { return static_act_layers_; }
 
  private:
-  using InputHook = std::function<void(std::size_t layer, const float* values, std::int64_t count)>;
   std::vector<float> forward_impl(const float* x, std::int64_t batch, const Observer& observe,
                                   const InputHook& inputs) const;
   struct Op;

@@ -21,11 +21,14 @@ struct Options {
   // l1 | l2: group norm over every producer's row (BN scale applied);
   // bn: network slimming, |γ| of the producers' BatchNorm (groups without BatchNorm: l2);
   // activation: mean |output| per channel over calibration samples (bias and BN applied);
+  // thinet: output reconstruction (Luo et al. 2017) — channels leave greedily in the order
+  // that least changes what the consumers compute from them (Σ over sampled consumer outputs
+  // of the removed channels' summed contribution, squared) on calibration samples;
   // random (seeded).
   std::string criterion = "l2";
   std::int64_t round_to = 1;      // kept channels rounded up to a multiple of this (8, 16: hardware-friendly)
   std::uint64_t seed = 0;         // random criterion
-  std::vector<float> calib;       // activation: raw inputs in [0, 1], calib_count samples
+  std::vector<float> calib;       // activation, thinet: raw inputs in [0, 1], calib_count samples
   std::int64_t calib_count = 0;
 };
 

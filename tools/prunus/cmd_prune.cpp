@@ -86,10 +86,11 @@ void add_shrink(CLI::App& app, Action& action) {
       ->capture_default_str();
   cmd->add_option("--criterion", j->criterion,
                   "l1 | l2 (group norm, BatchNorm scale applied) | bn (|gamma|, network slimming) | activation (mean "
-                  "|output| on calibration images) | random")
+                  "|output| on calibration images) | thinet (greedy output reconstruction of the consumers, on "
+                  "calibration images) | random")
       ->capture_default_str();
-  cmd->add_option("--calib-data", j->calib_data, "activation: directory with train-images-idx3-ubyte[.gz]");
-  cmd->add_option("--calib-samples", j->calib_samples, "activation: calibration images")->capture_default_str();
+  cmd->add_option("--calib-data", j->calib_data, "activation, thinet: directory with train-images-idx3-ubyte[.gz]");
+  cmd->add_option("--calib-samples", j->calib_samples, "activation, thinet: calibration images")->capture_default_str();
   cmd->add_option("--round-to", j->round_to, "Keep a multiple of this many channels per group (e.g. 8)")->capture_default_str();
   cmd->add_option("--seed", j->seed, "Seed for --criterion random")->capture_default_str();
   cmd->add_option("--masked", j->masked, "Also write the same-shape model with the removed channels zeroed");

@@ -267,14 +267,119 @@ void write_model(const std::string& path, const Plan& plan, const std::string& o
   safetensors::write(out, w, meta);
 }
 
+// The Gram matrices of criterion thinet (see plan), from the runtime's view of each
+// consumer's input on the calibration samples. At most 512 (position, output) pairs a
+// consumer per chunk of 64 samples, drawn with the plan's seed.
+std::map<std::string, std::vector<double>> consumer_grams(const safetensors::File& f, Trace& t, const Options& opt) {
+  runtime::LoadOptions lo;
+  lo.dense = true;
+  const auto model = runtime::Model::from_file(f, lo);
+  if (opt.calib_count < 1 || std::int64_t(opt.calib.size()) != opt.calib_count * model.input_size())
+    fail("--criterion thinet", "needs calibration samples (--calib-data)");
+  struct Reader {
+    const Consumer* consumer;
+    std::int64_t channels;
+    std::vector<float> w;             // [rows × cols], columns in the runtime's input order
+    std::vector<std::int64_t> owner;  // channel of each column
+    std::int64_t rows = 0, cols = 0;
+  };
+  std::map<std::string, Reader> readers;
+  for (const auto& c : t.consumers) {
+    if (t.fixed[static_cast<std::size_t>(t.find(c.space))]) continue;
+    Reader r{&c, t.channels[static_cast<std::size_t>(c.space)], {}, {}};
+    const auto w = load(f, c.weight);
+    r.rows = w.shape[0];
+    r.cols = static_cast<std::int64_t>(w.data.size()) / r.rows;
+    r.w.resize(w.data.size());
+    r.owner.resize(static_cast<std::size_t>(r.cols));
+    if (w.shape.size() == 4) {  // [out, in, k, k] → im2col order (ky, kx, ci)
+      const std::int64_t cin = w.shape[1], k = w.shape[2];
+      for (std::int64_t o = 0; o < r.rows; ++o)
+        for (std::int64_t ci = 0; ci < cin; ++ci)
+          for (std::int64_t y = 0; y < k; ++y)
+            for (std::int64_t x = 0; x < k; ++x)
+              r.w[static_cast<std::size_t>(o * r.cols + (y * k + x) * cin + ci)] =
+                  w.data[static_cast<std::size_t>(((o * cin + ci) * k + y) * k + x)];
+      for (std::int64_t j = 0; j < r.cols; ++j) r.owner[static_cast<std::size_t>(j)] = j % cin;
+    } else {  // linear: `unit` consecutive columns a channel (H×W after a flatten)
+      r.w = w.data;
+      for (std::int64_t j = 0; j < r.cols; ++j) r.owner[static_cast<std::size_t>(j)] = j / c.unit;
+    }
+    readers.emplace(c.weight, std::move(r));
+  }
+  std::map<std::string, std::vector<double>> gram;
+  std::mt19937_64 rng(opt.seed);
+  const auto& layers = model.layers();
+  const std::int64_t chunk = 64;
+  for (std::int64_t i = 0; i < opt.calib_count; i += chunk) {
+    const std::int64_t b = std::min(chunk, opt.calib_count - i);
+    model.forward_inputs(opt.calib.data() + i * model.input_size(), b,
+                         [&](std::size_t layer, const float* v, std::int64_t count) {
+                           auto it = readers.find(layers[layer].name + ".weight");
+                           if (it == readers.end()) return;
+                           const Reader& r = it->second;
+                           const std::int64_t positions = count / r.cols, C = r.channels;
+                           auto& G = gram[it->first];
+                           G.resize(static_cast<std::size_t>(C * C), 0.0);
+                           std::uniform_int_distribution<std::int64_t> pick_p(0, positions - 1), pick_o(0, r.rows - 1);
+                           std::vector<double> z(static_cast<std::size_t>(C));
+                           for (int s = 0; s < 512; ++s) {
+                             const std::int64_t p = pick_p(rng), o = pick_o(rng);
+                             std::fill(z.begin(), z.end(), 0.0);
+                             for (std::int64_t j = 0; j < r.cols; ++j)
+                               z[static_cast<std::size_t>(r.owner[static_cast<std::size_t>(j)])] +=
+                                   double(r.w[static_cast<std::size_t>(o * r.cols + j)]) * double(v[p * r.cols + j]);
+                             for (std::int64_t a = 0; a < C; ++a) {
+                               if (z[static_cast<std::size_t>(a)] == 0.0) continue;
+                               for (std::int64_t c = 0; c < C; ++c)
+                                 G[static_cast<std::size_t>(a * C + c)] += z[static_cast<std::size_t>(a)] * z[static_cast<std::size_t>(c)];
+                             }
+                           }
+                         });
+  }
+  return gram;
+}
+
+// ThiNet's greedy choice over a group: repeatedly remove the channel whose contribution,
+// added to those already removed, changes the consumers' outputs least (summed Gram of the
+// group's consumers). Score = the step a channel left at, so the last to leave rank highest.
+std::vector<double> thinet_order(const std::string& path, const Group& g,
+                                 const std::map<std::string, std::vector<double>>& gram) {
+  const std::int64_t C = g.channels;
+  std::vector<double> G(static_cast<std::size_t>(C * C), 0.0);
+  bool seen = false;
+  for (const auto& c : g.consumers)
+    if (auto it = gram.find(c); it != gram.end() && std::int64_t(it->second.size()) == C * C) {
+      for (std::size_t i = 0; i < G.size(); ++i) G[i] += it->second[i];
+      seen = true;
+    }
+  if (!seen) fail(path, fmt::format("no consumer inputs observed for the group of {}", g.producers.front()));
+  std::vector<double> score(static_cast<std::size_t>(C), 0.0);
+  std::vector<bool> removed(static_cast<std::size_t>(C), false);
+  std::vector<double> cross(static_cast<std::size_t>(C), 0.0);  // Σ_{t removed} G[c][t]
+  for (std::int64_t step = 0; step < C; ++step) {
+    std::int64_t best = -1;
+    double best_cost = INFINITY;
+    for (std::int64_t c = 0; c < C; ++c) {
+      if (removed[static_cast<std::size_t>(c)]) continue;
+      const double cost = 2 * cross[static_cast<std::size_t>(c)] + G[static_cast<std::size_t>(c * C + c)];
+      if (cost < best_cost) best_cost = cost, best = c;
+    }
+    removed[static_cast<std::size_t>(best)] = true;
+    score[static_cast<std::size_t>(best)] = double(step);
+    for (std::int64_t c = 0; c < C; ++c) cross[static_cast<std::size_t>(c)] += G[static_cast<std::size_t>(c * C + best)];
+  }
+  return score;
+}
+
 }  // namespace
 
 Plan plan(const std::string& path, const Options& opt) {
   if (!(opt.sparsity >= 0 && opt.sparsity < 1)) fail("--sparsity", fmt::format("{} is outside [0, 1)", opt.sparsity));
   if (opt.round_to < 1) fail("--round-to", "must be at least 1");
   if (opt.criterion != "l1" && opt.criterion != "l2" && opt.criterion != "random" && opt.criterion != "bn" &&
-      opt.criterion != "activation")
-    fail("--criterion " + opt.criterion, "structured pruning knows l1, l2, bn, activation and random");
+      opt.criterion != "activation" && opt.criterion != "thinet")
+    fail("--criterion " + opt.criterion, "structured pruning knows l1, l2, bn, activation, thinet and random");
   const auto f = safetensors::File::open(path);
   Trace t = trace(f);
   // activation: mean |output| per channel of every conv/linear over the calibration samples.
@@ -301,6 +406,10 @@ Plan plan(const std::string& path, const Options& opt) {
     for (auto& [name, a] : act)
       for (auto& x : a) x /= double(seen[name]);
   }
+  // thinet: per consumer, the Gram matrix over its input channels of their contributions to
+  // sampled (position, output) pairs: G[c][c'] = Σ z_c·z_c', z_c = Σ_{columns j of c} W[o][j]·x[j].
+  std::map<std::string, std::vector<double>> gram;
+  if (opt.criterion == "thinet") gram = consumer_grams(f, t, opt);
   Plan plan;
   std::mt19937_64 rng(opt.seed);
   std::map<int, Group> by_root;
@@ -351,6 +460,7 @@ Plan plan(const std::string& path, const Options& opt) {
     }
     if (opt.criterion == "random")
       for (auto& s : score) s = std::uniform_real_distribution<double>(0, 1)(rng);
+    if (opt.criterion == "thinet") score = thinet_order(path, g, gram);
     std::int64_t keep = g.channels - static_cast<std::int64_t>(std::floor(opt.sparsity * double(g.channels) + 1e-9));
     keep = std::min(g.channels, std::max<std::int64_t>(1, (keep + opt.round_to - 1) / opt.round_to * opt.round_to));
     std::vector<std::int64_t> order(static_cast<std::size_t>(g.channels));
@@ -412,12 +522,12 @@ int shrink_job(const ShrinkJob& job) {
     if (auto d = fs::path(o).parent_path(); !o.empty() && !d.empty() && !fs::is_directory(d))
       fail(o, "output directory does not exist");
   shrink::Options opt{job.sparsity, job.criterion, job.round_to, job.seed};
-  if (job.criterion == "activation") {
+  if (job.criterion == "activation" || job.criterion == "thinet") {
     // The first calib_samples training images, as the runtime takes them (pixels / 255).
     const std::string dir = job.calib_data.empty() ? "/usr/share/datasets/fashion-mnist" : job.calib_data;
     std::string file = dir + "/train-images-idx3-ubyte";
     if (!fs::exists(file)) file += ".gz";
-    if (!fs::exists(file)) fail(dir, "no train-images-idx3-ubyte[.gz] for --criterion activation (pass --calib-data DIR)");
+    if (!fs::exists(file)) fail(dir, "no train-images-idx3-ubyte[.gz] for --criterion " + job.criterion + " (pass --calib-data DIR)");
     const auto images = idx::read(file);
     std::int64_t per = 1;
     for (std::size_t d = 1; d < images.dims.size(); ++d) per *= images.dims[d];
