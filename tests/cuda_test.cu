@@ -166,7 +166,7 @@ struct Ref {
   std::vector<float> forward(const std::vector<std::int32_t>& toks) const {  // logits [n × vocab]
     const auto& c = ck.config;
     const std::int64_t D = c.dim, KV = c.kv_dim(), hs = c.head_size(), F = c.hidden_dim, V = c.vocab_size;
-    const std::int64_t n = std::int64_t(toks.size()), H = c.n_heads, group = c.n_heads / c.n_kv_heads;
+    const std::int64_t Q = c.q_dim(), n = std::int64_t(toks.size()), H = c.n_heads, group = c.n_heads / c.n_kv_heads;
     auto T = [&](const std::string& s) -> const std::vector<float>& { return ck.tensors.at(s).data; };
     auto matmul = [&](const std::vector<float>& x, const std::vector<float>& w, std::int64_t out, std::int64_t in) {
       std::vector<float> y(n * out);
@@ -205,19 +205,19 @@ struct Ref {
     for (std::int64_t l = 0; l < c.n_layers; ++l) {
       const std::string p = "model.layers." + std::to_string(l) + ".";
       auto xb = norm(x, T(p + "input_layernorm.weight"));
-      auto q = matmul(xb, T(p + "self_attn.q_proj.weight"), D, D);
+      auto q = matmul(xb, T(p + "self_attn.q_proj.weight"), Q, D);
       auto k = matmul(xb, T(p + "self_attn.k_proj.weight"), KV, D);
       auto v = matmul(xb, T(p + "self_attn.v_proj.weight"), KV, D);
-      rope(q, D);
+      rope(q, Q);
       rope(k, KV);
-      std::vector<float> att(n * D);
+      std::vector<float> att(n * Q);
       for (std::int64_t h = 0; h < H; ++h)
         for (std::int64_t i = 0; i < n; ++i) {
           std::vector<double> s(i + 1);
           double mx = -1e300;
           for (std::int64_t j = 0; j <= i; ++j) {
             double d = 0;
-            for (std::int64_t e = 0; e < hs; ++e) d += double(q[i * D + h * hs + e]) * k[j * KV + (h / group) * hs + e];
+            for (std::int64_t e = 0; e < hs; ++e) d += double(q[i * Q + h * hs + e]) * k[j * KV + (h / group) * hs + e];
             s[j] = d / std::sqrt(double(hs));
             mx = std::max(mx, s[j]);
           }
@@ -226,10 +226,10 @@ struct Ref {
           for (std::int64_t e = 0; e < hs; ++e) {
             double o = 0;
             for (std::int64_t j = 0; j <= i; ++j) o += s[j] / sum * v[j * KV + (h / group) * hs + e];
-            att[i * D + h * hs + e] = float(o);
+            att[i * Q + h * hs + e] = float(o);
           }
         }
-      auto o = matmul(att, T(p + "self_attn.o_proj.weight"), D, D);
+      auto o = matmul(att, T(p + "self_attn.o_proj.weight"), D, Q);
       for (std::int64_t e = 0; e < n * D; ++e) x[e] += o[e];
       xb = norm(x, T(p + "post_attention_layernorm.weight"));
       auto g = matmul(xb, T(p + "mlp.gate_proj.weight"), F, D);
@@ -243,14 +243,17 @@ struct Ref {
   }
 };
 
-void test_llama() {
+// stories260K's shapes: dim 64, hidden 172 (padded to 192 on the GPU), 8 heads, 4 kv heads;
+// with heads_pruned, one KV group of the four removed as `prunus shrink --heads 0.25` does
+// (6 heads of size 8, 3 kv heads: q 48 wide, o_proj reading 48 columns, padded to 64).
+void test_llama(bool heads_pruned) {
   setenv("PRUNUS_CSLT_SEARCH", "0", 1);  // correctness here; the search is covered above
   std::mt19937 rng(11);
   Ref ref;
   auto& ck = ref.ck;
-  // stories260K's shapes: dim 64, hidden 172 (padded to 192 on the GPU), 8 heads, 4 kv heads.
   ck.config = {64, 172, 2, 8, 4, 96, 64, true};
-  const std::int64_t D = 64, F = 172, KV = 32, V = 96;
+  if (heads_pruned) ck.config = {64, 172, 2, 6, 3, 96, 64, true, 8};
+  const std::int64_t D = 64, F = 172, KV = ck.config.kv_dim(), Q = ck.config.q_dim(), V = 96;
   std::normal_distribution<float> nd(0, 0.3f);
   auto dense = [&](std::int64_t r, std::int64_t c) {
     llama2c::Tensor t{{r, c}, std::vector<float>(r * c)};
@@ -264,10 +267,10 @@ void test_llama() {
       for (auto& v : w) v *= 4.0f;
       return llama2c::Tensor{{r, c}, w};
     };
-    ck.tensors[p + "self_attn.q_proj.weight"] = lin(D, D);
+    ck.tensors[p + "self_attn.q_proj.weight"] = lin(Q, D);
     ck.tensors[p + "self_attn.k_proj.weight"] = lin(KV, D);
     ck.tensors[p + "self_attn.v_proj.weight"] = lin(KV, D);
-    ck.tensors[p + "self_attn.o_proj.weight"] = lin(D, D);
+    ck.tensors[p + "self_attn.o_proj.weight"] = lin(D, Q);
     ck.tensors[p + "mlp.gate_proj.weight"] = lin(F, D);
     ck.tensors[p + "mlp.down_proj.weight"] = lin(D, F);
     ck.tensors[p + "mlp.up_proj.weight"] = lin(F, D);
@@ -284,7 +287,8 @@ void test_llama() {
   const auto want = ref.forward(toks);
   for (DType dt : {DType::F16, DType::BF16})
     for (auto mode : {cuda::GemmMode::Dense, cuda::GemmMode::Sparse24, cuda::GemmMode::Auto}) {
-      const std::string what = std::string("llama ") + cuda::dtype_name(dt) + " " + cuda::gemm_mode_name(mode);
+      const std::string what = std::string(heads_pruned ? "llama (heads pruned) " : "llama ") + cuda::dtype_name(dt) +
+                               " " + cuda::gemm_mode_name(mode);
       const double tol = dt == DType::F16 ? 2e-2 : 6e-2;
       std::printf("%s\n", what.c_str());
       std::fflush(stdout);
@@ -348,7 +352,8 @@ int main() {
     test_refusals();
     test_gemm(DType::F16);
     test_gemm(DType::BF16);
-    test_llama();
+    test_llama(false);
+    test_llama(true);
   } catch (const std::exception& e) {
     std::printf("FAIL: exception %s\n", e.what());
     return 1;

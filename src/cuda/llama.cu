@@ -179,7 +179,9 @@ struct LlamaGpu::Impl {
   llama2c::Config cfg;
   LlamaGpuOptions opt;
   float eps = 1e-5f;
-  std::int64_t F = 0, Fp = 0, T = 0, Tp = 0, qkv_n = 0;
+  // Q: n_heads · head size (less than dim once heads are pruned); Qp: Q padded to 32, the
+  // attention output's row (o_proj reads zero columns past Q, which keeps it 2:4-capable).
+  std::int64_t F = 0, Fp = 0, T = 0, Tp = 0, qkv_n = 0, Q = 0, Qp = 0;
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
   std::vector<Linear> linears;  // per layer: qkv, o, gate_up, down
@@ -223,15 +225,16 @@ LlamaGpu::LlamaGpu(const llama2c::Checkpoint& ck_in, const LlamaGpuOptions& opt,
   I.eps = norm_eps;
   const auto& c = I.cfg;
   const std::int64_t D = c.dim, KV = c.kv_dim(), hs = c.head_size(), V = c.vocab_size, L = c.n_layers;
-  if (D <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || D % c.n_heads || c.n_heads % c.n_kv_heads || hs % 2)
+  if (D <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || hs <= 0 || c.n_heads % c.n_kv_heads || hs % 2 ||
+      (!c.head_dim && D % c.n_heads))
     throw std::invalid_argument("llama: inconsistent model configuration");
-  if (c.q_dim() != D)  // the fused QKV layout assumes n_heads · head size = dim
-    throw std::invalid_argument("llama: pruned attention heads (n_heads · head_dim < dim) are not supported on the GPU yet");
+  I.Q = c.q_dim();
+  I.Qp = round_up(I.Q, 32);
   I.F = c.hidden_dim;
   I.Fp = round_up(I.F, 32);
   I.T = opt.max_tokens > 0 ? std::min<std::int64_t>(opt.max_tokens, c.seq_len) : c.seq_len;
   I.Tp = round_up(I.T, 16);
-  I.qkv_n = D + 2 * KV;
+  I.qkv_n = I.Q + 2 * KV;
   ck(cudaStreamCreateWithFlags(&I.stream, cudaStreamNonBlocking), "stream");
   ck(cublasCreate(&I.blas), "cublasCreate");
   ck(cublasSetStream(I.blas, I.stream), "cublasSetStream");
@@ -258,17 +261,17 @@ LlamaGpu::LlamaGpu(const llama2c::Checkpoint& ck_in, const LlamaGpuOptions& opt,
   };
   for (std::int64_t l = 0; l < L; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    const auto& wq = tensor(p + "self_attn.q_proj.weight", {D, D});
+    const auto& wq = tensor(p + "self_attn.q_proj.weight", {I.Q, D});
     const auto& wk = tensor(p + "self_attn.k_proj.weight", {KV, D});
     const auto& wv = tensor(p + "self_attn.v_proj.weight", {KV, D});
-    const auto& wo = tensor(p + "self_attn.o_proj.weight", {D, D});
+    const auto& wo = tensor(p + "self_attn.o_proj.weight", {D, I.Q});
     const auto& w1 = tensor(p + "mlp.gate_proj.weight", {I.F, D});
     const auto& w2 = tensor(p + "mlp.down_proj.weight", {D, I.F});
     const auto& w3 = tensor(p + "mlp.up_proj.weight", {I.F, D});
-    auto qkv = stack({{&wq, D}, {&wk, KV}, {&wv, KV}}, D, 0, D);
+    auto qkv = stack({{&wq, I.Q}, {&wk, KV}, {&wv, KV}}, D, 0, D);
     I.linears.emplace_back(p + "self_attn.qkv_proj", qkv.data(), I.qkv_n, D, dt, opt.mode);
-    auto o = stack({{&wo, D}}, D, 0, D);
-    I.linears.emplace_back(p + "self_attn.o_proj", o.data(), D, D, dt, opt.mode);
+    auto o = stack({{&wo, D}}, I.Q, 0, I.Qp);
+    I.linears.emplace_back(p + "self_attn.o_proj", o.data(), D, I.Qp, dt, opt.mode);
     auto gu = stack({{&w1, I.F}, {&w3, I.F}}, D, I.Fp, D);
     I.linears.emplace_back(p + "mlp.gate_up_proj", gu.data(), 2 * I.Fp, D, dt, opt.mode);
     auto down = stack({{&w2, D}}, I.F, 0, I.Fp);
@@ -304,7 +307,7 @@ LlamaGpu::LlamaGpu(const llama2c::Checkpoint& ck_in, const LlamaGpuOptions& opt,
   I.x = I.alloc<float>(I.Tp * D * 4);
   I.xb = I.alloc<void>(I.Tp * D * 2);
   I.qkv = I.alloc<void>(I.Tp * I.qkv_n * 2);
-  I.att = I.alloc<void>(I.Tp * D * 2);
+  I.att = I.alloc<void>(I.Tp * I.Qp * 2);
   I.y = I.alloc<void>(I.Tp * D * 2);
   I.h13 = I.alloc<void>(I.Tp * 2 * I.Fp * 2);
   I.g = I.alloc<void>(I.Tp * I.Fp * 2);
@@ -317,7 +320,7 @@ LlamaGpu::LlamaGpu(const llama2c::Checkpoint& ck_in, const LlamaGpuOptions& opt,
   I.tokens = I.alloc<std::int32_t>(I.Tp * 4);
   I.targets = I.alloc<std::int32_t>(I.Tp * 4);
   ck(cudaMemset(I.xb, 0, I.Tp * D * 2), "memset");
-  ck(cudaMemset(I.att, 0, I.Tp * D * 2), "memset");
+  ck(cudaMemset(I.att, 0, I.Tp * I.Qp * 2), "memset");  // columns past Q stay zero
   ck(cudaMemset(I.g, 0, I.Tp * I.Fp * 2), "memset");
   // Pointer arrays of the attention GEMMs: head h reads kv head h / group.
   const std::int64_t group = H / c.n_kv_heads;
@@ -365,7 +368,7 @@ void LlamaGpu::Impl::run(const std::int32_t* host_tokens, std::int64_t n, std::i
     lin[0].forward(xb, n, qkv, stream);
     Tt* kc = static_cast<Tt*>(kcache) + l * KV * S;
     Tt* vc = static_cast<Tt*>(vcache) + l * KV * S;
-    rope_cache_kernel<<<n, 128, 0, stream>>>(static_cast<Tt*>(qkv), qkv_n, D, KV, hs, pos, cos, sin, kc, vc, S);
+    rope_cache_kernel<<<n, 128, 0, stream>>>(static_cast<Tt*>(qkv), qkv_n, Q, KV, hs, pos, cos, sin, kc, vc, S);
     const void** P = ptrs[l];
     // Scores: Sᵀ_h (keys × n, ld S) = K_h (hs × keys, column-major)ᵀ · Qᵀ_h (hs × n, ld qkv_n).
     ck(cublasGemmBatchedEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(keys), int(n), int(hs), &scale, P + 0 * H, t16, int(hs),
@@ -373,9 +376,9 @@ void LlamaGpu::Impl::run(const std::int32_t* host_tokens, std::int64_t n, std::i
                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
        "attention scores");
     softmax_kernel<<<dim3(unsigned(n), unsigned(H)), 256, 0, stream>>>(scores, static_cast<Tt*>(probs), Tp, keys, S, pos);
-    // Oᵀ_h (hs × n, ld D) = V_hᵀ (hs × keys) · P_hᵀ (keys × n, ld S).
+    // Oᵀ_h (hs × n, ld Qp) = V_hᵀ (hs × keys) · P_hᵀ (keys × n, ld S).
     ck(cublasGemmBatchedEx(blas, CUBLAS_OP_N, CUBLAS_OP_N, int(hs), int(n), int(keys), &one, P + 4 * H, t16, int(hs),
-                           P + 3 * H, t16, int(S), &zero, const_cast<void**>(P + 5 * H), t16, int(D), int(H),
+                           P + 3 * H, t16, int(S), &zero, const_cast<void**>(P + 5 * H), t16, int(Qp), int(H),
                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
        "attention values");
     lin[1].forward(att, n, y, stream);
