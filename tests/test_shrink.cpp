@@ -181,6 +181,12 @@ TEST(Shrink, ThinetCriterionKeepsWhatTheConsumerReadsHandComputed) {
     return std::vector<std::int64_t>{};
   };
   const auto thinet = fc1_kept("thinet"), activation = fc1_kept("activation");
+  // The removed neurons contributed nothing to fc2, so with the least-squares factors on the
+  // kept ones (of every group) the shrunk model still gives the dense logits on these inputs.
+  opt.criterion = "thinet";
+  shrink::write_shrunk(dir.file("m.safetensors"), shrink::plan(dir.file("m.safetensors"), opt), dir.file("s.safetensors"));
+  const auto dense = run(dir.file("m.safetensors"), opt.calib, 4), shrunk = run(dir.file("s.safetensors"), opt.calib, 4);
+  for (std::size_t i = 0; i < dense.size(); ++i) EXPECT_NEAR(shrunk[i], dense[i], 1e-3 * (1 + std::fabs(dense[i])));
   ASSERT_EQ(thinet.size(), 150u);
   ASSERT_EQ(activation.size(), 150u);
   for (std::size_t i = 0; i < 150; ++i) {
@@ -194,6 +200,40 @@ TEST(Shrink, ThinetCriterionKeepsWhatTheConsumerReadsHandComputed) {
   for (std::size_t i = 0; i < a.groups.size(); ++i) EXPECT_EQ(a.groups[i].kept, b.groups[i].kept);
   opt.calib_count = 0;
   EXPECT_THROW(shrink::plan(dir.file("m.safetensors"), opt), InputError);
+}
+
+TEST(Shrink, ThinetFactorsGoToTheSameColumnsInTheShrunkAndMaskedModels) {
+  // An untrained LeNet-5 halved with thinet (conv and flatten-linear consumers): every pruned
+  // group gets a factor per kept channel, the shrunk and masked models agree with them, and
+  // they change the outputs (without them the logits differ).
+  test::TempDir dir;
+  torch::manual_seed(3);
+  auto net = make_model("lenet5");
+  save_model(dir.file("d.safetensors"), *net);
+  shrink::Options opt;
+  opt.criterion = "thinet";
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(0, 1);
+  opt.calib_count = 64;
+  opt.calib.resize(64 * 784);
+  for (auto& v : opt.calib) v = u(rng);
+  auto plan = shrink::plan(dir.file("d.safetensors"), opt);
+  shrink::write_shrunk(dir.file("d.safetensors"), plan, dir.file("s.safetensors"));
+  shrink::write_masked(dir.file("d.safetensors"), plan, dir.file("m.safetensors"));
+  auto unscaled = plan;
+  for (auto& g : unscaled.groups) {
+    EXPECT_EQ(g.scale.size(), g.kept.size()) << g.producers.front();
+    g.scale.clear();
+  }
+  shrink::write_shrunk(dir.file("d.safetensors"), unscaled, dir.file("u.safetensors"));
+  const auto scaled = run(dir.file("s.safetensors"), opt.calib, 64), masked = run(dir.file("m.safetensors"), opt.calib, 64),
+             plain = run(dir.file("u.safetensors"), opt.calib, 64);
+  double moved = 0;
+  for (std::size_t i = 0; i < scaled.size(); ++i) {
+    EXPECT_NEAR(scaled[i], masked[i], 1e-4 * (1 + std::fabs(masked[i])));
+    moved = std::max(moved, double(std::fabs(scaled[i] - plain[i])));
+  }
+  EXPECT_GT(moved, 1e-3);
 }
 
 TEST(Shrink, BatchNormScaleCriterionRanksByGammaHandComputed) {

@@ -23,7 +23,8 @@ struct Options {
   // activation: mean |output| per channel over calibration samples (bias and BN applied);
   // thinet: output reconstruction (Luo et al. 2017) — channels leave greedily in the order
   // that least changes what the consumers compute from them (Σ over sampled consumer outputs
-  // of the removed channels' summed contribution, squared) on calibration samples;
+  // of the removed channels' summed contribution, squared) on calibration samples, then the
+  // consumers' weights on each kept channel are rescaled by least squares (Group::scale);
   // random (seeded).
   std::string criterion = "l2";
   std::int64_t round_to = 1;      // kept channels rounded up to a multiple of this (8, 16: hardware-friendly)
@@ -37,6 +38,9 @@ struct Group {
   std::vector<std::string> consumers;  // weights that read it
   std::int64_t channels = 0;
   std::vector<std::int64_t> kept;      // ascending channel indices
+  // Per kept channel, a factor on the consumers' weights that read it (empty: none). thinet
+  // sets it by least squares so the kept channels also stand in for the removed ones.
+  std::vector<float> scale;
 };
 
 struct Plan {

@@ -246,6 +246,26 @@ void write_model(const std::string& path, const Plan& plan, const std::string& o
       }
     }
   }
+  // Consumers' weights on each kept channel times the group's scale (both models, so that
+  // the masked one still computes what the shrunk one does).
+  for (const auto& g : plan.groups) {
+    if (g.scale.empty()) continue;
+    if (g.scale.size() != g.kept.size()) fail(path, fmt::format("the plan's scales for {} do not match its kept channels", g.producers.front()));
+    int root = -1;
+    for (const auto& p : t.producers)
+      if (p.weight == g.producers.front()) root = t.find(p.space);
+    for (const auto& c : t.consumers) {
+      if (t.find(c.space) != root) continue;
+      auto& x = tensors.at(c.weight);
+      const std::int64_t C = t.channels[static_cast<std::size_t>(c.space)];
+      const std::int64_t outer = x.shape[0], inner = std::int64_t(x.data.size()) / (outer * C);  // k·k or unit
+      for (std::int64_t o = 0; o < outer; ++o)
+        for (std::size_t i = 0; i < g.kept.size(); ++i) {
+          float* w = x.data.data() + (o * C + g.kept[i]) * inner;
+          for (std::int64_t u = 0; u < inner; ++u) w[u] *= g.scale[i];
+        }
+    }
+  }
   if (shrink)
     for (const auto& c : t.consumers) {
       const auto& k = kept[static_cast<std::size_t>(c.space)];
@@ -340,11 +360,9 @@ std::map<std::string, std::vector<double>> consumer_grams(const safetensors::Fil
   return gram;
 }
 
-// ThiNet's greedy choice over a group: repeatedly remove the channel whose contribution,
-// added to those already removed, changes the consumers' outputs least (summed Gram of the
-// group's consumers). Score = the step a channel left at, so the last to leave rank highest.
-std::vector<double> thinet_order(const std::string& path, const Group& g,
-                                 const std::map<std::string, std::vector<double>>& gram) {
+// The group's consumers' Gram matrices summed (C × C).
+std::vector<double> group_gram(const std::string& path, const Group& g,
+                               const std::map<std::string, std::vector<double>>& gram) {
   const std::int64_t C = g.channels;
   std::vector<double> G(static_cast<std::size_t>(C * C), 0.0);
   bool seen = false;
@@ -354,6 +372,13 @@ std::vector<double> thinet_order(const std::string& path, const Group& g,
       seen = true;
     }
   if (!seen) fail(path, fmt::format("no consumer inputs observed for the group of {}", g.producers.front()));
+  return G;
+}
+
+// ThiNet's greedy choice over a group: repeatedly remove the channel whose contribution,
+// added to those already removed, changes the consumers' outputs least. Score = the step a
+// channel left at, so the last to leave rank highest.
+std::vector<double> thinet_order(const std::vector<double>& G, std::int64_t C) {
   std::vector<double> score(static_cast<std::size_t>(C), 0.0);
   std::vector<bool> removed(static_cast<std::size_t>(C), false);
   std::vector<double> cross(static_cast<std::size_t>(C), 0.0);  // Σ_{t removed} G[c][t]
@@ -370,6 +395,39 @@ std::vector<double> thinet_order(const std::string& path, const Group& g,
     for (std::int64_t c = 0; c < C; ++c) cross[static_cast<std::size_t>(c)] += G[static_cast<std::size_t>(c * C + best)];
   }
   return score;
+}
+
+// ThiNet's second step: factors w on the kept channels' contributions that best give the
+// full sum, min ‖Σ_all z − Σ_kept w_k z_k‖² → (G_KK + λI) w = G_K,all · 1 (Cholesky; λ a
+// millionth of the mean diagonal keeps channels that never fired solvable).
+std::vector<float> thinet_scales(const std::vector<double>& G, std::int64_t C, const std::vector<std::int64_t>& kept) {
+  const std::size_t K = kept.size();
+  std::vector<double> A(K * K), b(K, 0.0);
+  double diag = 0;
+  for (std::size_t i = 0; i < K; ++i) diag += G[static_cast<std::size_t>(kept[i] * C + kept[i])];
+  const double lambda = 1e-6 * diag / double(std::max<std::size_t>(K, 1)) + 1e-30;
+  for (std::size_t i = 0; i < K; ++i) {
+    for (std::size_t j = 0; j < K; ++j) A[i * K + j] = G[static_cast<std::size_t>(kept[i] * C + kept[j])];
+    A[i * K + i] += lambda;
+    for (std::int64_t c = 0; c < C; ++c) b[i] += G[static_cast<std::size_t>(kept[i] * C + c)];
+  }
+  for (std::size_t j = 0; j < K; ++j) {  // A = L·Lᵀ in place (lower triangle)
+    for (std::size_t k = 0; k < j; ++k) A[j * K + j] -= A[j * K + k] * A[j * K + k];
+    A[j * K + j] = std::sqrt(std::max(A[j * K + j], 1e-300));
+    for (std::size_t i = j + 1; i < K; ++i) {
+      for (std::size_t k = 0; k < j; ++k) A[i * K + j] -= A[i * K + k] * A[j * K + k];
+      A[i * K + j] /= A[j * K + j];
+    }
+  }
+  for (std::size_t i = 0; i < K; ++i) {  // L·y = b, then Lᵀ·w = y
+    for (std::size_t k = 0; k < i; ++k) b[i] -= A[i * K + k] * b[k];
+    b[i] /= A[i * K + i];
+  }
+  for (std::size_t i = K; i-- > 0;) {
+    for (std::size_t k = i + 1; k < K; ++k) b[i] -= A[k * K + i] * b[k];
+    b[i] /= A[i * K + i];
+  }
+  return std::vector<float>(b.begin(), b.end());
 }
 
 }  // namespace
@@ -460,7 +518,11 @@ Plan plan(const std::string& path, const Options& opt) {
     }
     if (opt.criterion == "random")
       for (auto& s : score) s = std::uniform_real_distribution<double>(0, 1)(rng);
-    if (opt.criterion == "thinet") score = thinet_order(path, g, gram);
+    std::vector<double> G;
+    if (opt.criterion == "thinet") {
+      G = group_gram(path, g, gram);
+      score = thinet_order(G, g.channels);
+    }
     std::int64_t keep = g.channels - static_cast<std::int64_t>(std::floor(opt.sparsity * double(g.channels) + 1e-9));
     keep = std::min(g.channels, std::max<std::int64_t>(1, (keep + opt.round_to - 1) / opt.round_to * opt.round_to));
     std::vector<std::int64_t> order(static_cast<std::size_t>(g.channels));
@@ -468,6 +530,7 @@ Plan plan(const std::string& path, const Options& opt) {
     std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return score[a] > score[b]; });
     g.kept.assign(order.begin(), order.begin() + keep);
     std::sort(g.kept.begin(), g.kept.end());
+    if (opt.criterion == "thinet" && keep < g.channels) g.scale = thinet_scales(G, g.channels, g.kept);
     plan.groups.push_back(g);
   }
   // Multiply-adds and parameters per sample, before and after.
