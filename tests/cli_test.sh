@@ -290,6 +290,38 @@ YAML
 [[ $(grep -cE '^fc[12].weight .* 50.00% +2:4' "$T/nm.inspect") -eq 2 ]] && ok "2:4 recipe: every group of 4 keeps 2 (inspect)" \
   || bad "2:4 inspect: $(grep weight "$T/nm.inspect")"
 grep -q '"alpha": 0.5' "$T/nm/report.json" && ok "distillation recorded in report.json" || bad "no distill in report"
+# Structured pruning in a recipe: shrink (thinet, on calibration images) then fine-tune the
+# smaller model; its file has the report's shapes and the runtime runs it.
+cat >"$T/shrink.yaml" <<YAML
+model: lenet5
+seed: 2
+data: {train_limit: 2000, test_limit: 500}
+train: {epochs: 1, lr: 0.05}
+shrink: {sparsity: 0.5, criterion: thinet, calib_samples: 64}
+finetune: {epochs: 1, lr: 0.02}
+YAML
+"$PRUNUS" run "$T/shrink.yaml" -o "$T/shrink" --no-progress >"$T/shrink.log" 2>&1 && ok "run shrink recipe" \
+  || bad "shrink recipe: $(tail -3 "$T/shrink.log")"
+python3 - "$T/shrink/report.json" <<'PY' && ok "shrink recipe: half of every group's channels gone, MACs and params in report.json" || bad "shrink report"
+import json, sys
+r = json.load(open(sys.argv[1]))
+s = r["shrink"]
+assert s["criterion"] == "thinet" and s["macs_after"] < 0.5 * s["macs_before"], s
+kept = {g["producers"][0]: (g["channels"], g["kept"]) for g in s["groups"]}
+assert kept == {"conv1.weight": (6, 3), "conv2.weight": (16, 8), "fc1.weight": (120, 60), "fc2.weight": (84, 42)}, kept
+shapes = {l["name"]: l["shape"] for l in r["layers"]}
+assert shapes["conv2.weight"] == [8, 3, 5, 5] and shapes["fc1.weight"] == [60, 200], shapes
+assert sum(l["numel"] for l in r["layers"]) < s["params_before"]
+assert "prune" not in r and 0 < r["sparse"]["test_accuracy"] <= 1
+PY
+"$PRUNUS" infer "$T/shrink/sparse.safetensors" --batch 50 >"$T/shrink.infer" 2>&1 && ok "shrunk recipe output runs in the runtime" \
+  || bad "shrunk infer: $(tail -2 "$T/shrink.infer")"
+printf 'model: lenet5\ninput: init\nshrink: {sparsity: 0.5}\n' >"$T/shrink_bad.yaml"
+expect_error "run: shrink needs a trained model" "shrink needs a trained model" "$PRUNUS" run "$T/shrink_bad.yaml" -o "$T/sb"
+printf 'model: lenet5\nprune: {sparsity: 0.5}\nshrink: {sparsity: 0.5}\n' >"$T/shrink_bad2.yaml"
+expect_error "run: prune and shrink together" "prune and shrink in one recipe" "$PRUNUS" run "$T/shrink_bad2.yaml" -o "$T/sb2"
+printf 'model: lenet5\nshrink: {sparsity: 0.5, criterion: gamma}\n' >"$T/shrink_bad3.yaml"
+expect_error "run: unknown shrink criterion" "shrink.criterion 'gamma' is unknown" "$PRUNUS" run "$T/shrink_bad3.yaml" -o "$T/sb3"
 
 # Ctrl-C in the recipe's fine-tuning stage; --resume finishes with the same bytes as run1.
 "$PRUNUS" run "$T/tiny.yaml" -o "$T/run3" >"$T/run3.log" 2>&1 &

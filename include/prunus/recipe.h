@@ -86,6 +86,17 @@ struct QuantizeConfig {
   std::vector<std::string> keep_fp32;  // weight names containing one of these stay fp32
 };
 
+// Structured pruning that physically shrinks the model (`prunus shrink`), in place of `prune`:
+// whole channels and neurons leave the trained dense model, then `finetune` trains the smaller
+// one (no masks: the zeros are gone).
+struct ShrinkConfig {
+  bool enabled = false;
+  double sparsity = 0.5;            // fraction of each prunable group's channels removed
+  std::string criterion = "l2";     // l1 | l2 | bn | activation | thinet | random
+  std::int64_t round_to = 1;        // kept channels rounded up to a multiple of this
+  std::int64_t calib_samples = 256; // activation, thinet: the first N training images
+};
+
 struct Recipe {
   std::string name = "builtin:lenet300-fmnist-gradual90";
   std::string model = "lenet300";
@@ -98,6 +109,7 @@ struct Recipe {
   std::string input;                 // start from this model file instead of training
   std::string out_dir = "out";
   QuantizeConfig quantize;           // INT8 after fine-tuning (off unless the recipe has it)
+  ShrinkConfig shrink;               // structured instead of `prune` (off unless the recipe has it)
 };
 
 // The built-in default recipe: the main job of `./run.sh`.

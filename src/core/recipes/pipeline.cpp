@@ -13,6 +13,7 @@
 #include "prunus/recipe.h"
 #include "prunus/report.h"
 #include "prunus/runtime.h"
+#include "prunus/shrink.h"
 #include "prunus/sparsify.h"
 #include "prunus/train.h"
 #include "util/interrupt.h"
@@ -210,21 +211,59 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   const auto dense_eval = evaluate(*dense, test);
   stages["train"] = {{"seconds", dense_seconds}, {"source", dense_source}, {"history", history_json(dense_history)}};
 
-  // Stage 2: prune while fine-tuning (or one-shot when there is no fine-tuning).
+  // Stage 2: prune while fine-tuning (or one-shot when there is no fine-tuning); or shrink
+  // (remove channels), then fine-tune the smaller model.
   sw = Stopwatch();
-  auto sparse = make_model(dense->arch(), dense->widths());
-  copy_state(*sparse, *dense);
-  const std::int64_t steps_per_epoch = (train.size() + r.finetune.batch_size - 1) / r.finetune.batch_size;
-  auto sp = Sparsifier::from_config(pruned_params(*sparse), r.prune, steps_per_epoch, r.seed);
-  if (sp->needs_gradients())  // gradient criteria score from calibration batches before the first masks
-    calibrate_gradients(*sparse, train, *sp, r.prune.calibration_batches, r.finetune.batch_size, r.seed);
-  if (r.prune.criterion == "synflow") synflow_prune(*sparse, *sp, r.prune.sparsity, r.prune.synflow_rounds);
+  std::shared_ptr<Net> sparse;
   std::vector<EpochRecord> ft_history;
   json rounds = json::array();
   std::map<std::string, float> act_scales;  // from quantization-aware fine-tuning
   // Distillation: the dense model teaches the pruned one (eval mode: BatchNorm statistics fixed).
   Net* teacher = r.finetune.distill_alpha > 0 ? dense.get() : nullptr;
   if (teacher) teacher->eval();
+  json shrink_info;
+  std::unique_ptr<Sparsifier> sp;
+  if (r.shrink.enabled) {
+    // The dense model as a file (the graph the shrink traces); deterministic, so a resumed
+    // fine-tuning finds the same shapes in its checkpoint.
+    const std::string dense_file = !r.input.empty() ? r.input : dense_path;
+    shrink::Options so{r.shrink.sparsity, r.shrink.criterion, r.shrink.round_to, r.seed, {}, 0};
+    if (so.criterion == "activation" || so.criterion == "thinet") {
+      so.calib_count = std::min<std::int64_t>(r.shrink.calib_samples, train.size());
+      so.calib = raw_pixels(train, so.calib_count);
+    }
+    const auto plan = shrink::plan(dense_file, so);
+    if (plan.groups.empty()) fail(dense_file, "no channel group can be pruned (every space feeds the output)");
+    const std::string shrunk_path = (fs::path(out) / "shrunk.safetensors").string();
+    shrink::write_shrunk(dense_file, plan, shrunk_path);
+    sparse = load_model(shrunk_path);
+    json groups = json::array();
+    for (const auto& g : plan.groups)
+      groups.push_back({{"producers", g.producers}, {"channels", g.channels}, {"kept", g.kept.size()}});
+    shrink_info = {{"sparsity", r.shrink.sparsity},       {"criterion", r.shrink.criterion},
+                   {"round_to", r.shrink.round_to},       {"macs_before", plan.macs_before},
+                   {"macs_after", plan.macs_after},       {"params_before", plan.params_before},
+                   {"params_after", plan.params_after},   {"groups", groups},
+                   {"file", shrunk_path},                 {"accuracy_before_finetune", evaluate(*sparse, test).accuracy}};
+    std::fprintf(stderr, "shrink (%s): multiply-adds per sample %lld -> %lld, parameters %lld -> %lld; test accuracy %.2f%%\n",
+                 r.shrink.criterion.c_str(), static_cast<long long>(plan.macs_before),
+                 static_cast<long long>(plan.macs_after), static_cast<long long>(plan.params_before),
+                 static_cast<long long>(plan.params_after), 100.0 * shrink_info["accuracy_before_finetune"].get<double>());
+    if (r.finetune.epochs > 0) {
+      Trainer trainer(*sparse, r.finetune, r.seed + 1, nullptr);
+      trainer.teacher = teacher;
+      auto res = trainer.fit(train, &test, {ckpt, resume_stage == "finetune", "finetune"}, opt.progress);
+      if (res.interrupted) return kInterrupted;
+      ft_history = res.history;
+    }
+  } else {
+  sparse = make_model(dense->arch(), dense->widths());
+  copy_state(*sparse, *dense);
+  const std::int64_t steps_per_epoch = (train.size() + r.finetune.batch_size - 1) / r.finetune.batch_size;
+  sp = Sparsifier::from_config(pruned_params(*sparse), r.prune, steps_per_epoch, r.seed);
+  if (sp->needs_gradients())  // gradient criteria score from calibration batches before the first masks
+    calibrate_gradients(*sparse, train, *sp, r.prune.calibration_batches, r.finetune.batch_size, r.seed);
+  if (r.prune.criterion == "synflow") synflow_prune(*sparse, *sp, r.prune.sparsity, r.prune.synflow_rounds);
   if (iterative) {
     // Iterative magnitude pruning (Han et al. 2015; Frankle & Carbin 2019 with rewinding):
     // each round prunes the same fraction of what remains, rewinds the kept weights, retrains.
@@ -263,6 +302,7 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   }
   if (sp->current_target() != r.prune.sparsity) sp->prune_to(r.prune.sparsity);
   sp->squash();
+  }
   stages["prune_finetune"] = {{"seconds", sw.seconds()}, {"history", history_json(ft_history)}};
   if (iterative) stages["prune_finetune"]["rounds"] = rounds;
 
@@ -270,9 +310,14 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   const auto sparse_eval = evaluate(*sparse, test);
   stages["evaluate"] = {{"seconds", sw.seconds()}};
   sw = Stopwatch();
-  std::map<std::string, std::string> sparse_meta{
-      {"prunus.recipe", r.name}, {"prunus.sparsity", fmt::format("{}", r.prune.sparsity)},
-      {"prunus.scope", r.prune.scope}, {"prunus.criterion", r.prune.criterion}, {"prunus.pattern", r.prune.pattern}};
+  std::map<std::string, std::string> sparse_meta{{"prunus.recipe", r.name}};
+  if (r.shrink.enabled) {
+    sparse_meta["prunus.shrunk_by"] = fmt::format("{} {}", r.shrink.criterion, r.shrink.sparsity);
+  } else {
+    sparse_meta["prunus.sparsity"] = fmt::format("{}", r.prune.sparsity);
+    sparse_meta["prunus.scope"] = r.prune.scope, sparse_meta["prunus.criterion"] = r.prune.criterion;
+    sparse_meta["prunus.pattern"] = r.prune.pattern;
+  }
   if (!act_scales.empty()) sparse_meta[kActScalesKey] = act_scales_json(act_scales);
   save_model(sparse_path, *sparse, sparse_meta);
   json int8;
@@ -317,6 +362,10 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
       {"layers", layers},
       {"stages", stages},
   };
+  if (r.shrink.enabled) {
+    rep.erase("prune");
+    rep["shrink"] = shrink_info;
+  }
   rep["masks"] = masks_json(*sparse);
   if (r.quantize.enabled) rep["int8"] = int8;
   stages["write"] = {{"seconds", sw.seconds()}};
@@ -355,6 +404,13 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
                 double(int8["bytes_dense_file"].get<std::uint64_t>()) / double(int8["bytes"].get<std::uint64_t>()),
                 report::human_bytes(int8["bytes_dense_file"].get<std::uint64_t>()).c_str(),
                 int8["file"].get<std::string>().c_str());
+  if (r.shrink.enabled)
+    std::printf("\nshrunk (%s, %.0f%% of each group's channels removed): multiply-adds per sample %lld -> %lld "
+                "(%.2fx fewer), parameters %lld -> %lld\n",
+                r.shrink.criterion.c_str(), 100.0 * r.shrink.sparsity, shrink_info["macs_before"].get<long long>(),
+                shrink_info["macs_after"].get<long long>(),
+                double(shrink_info["macs_before"].get<long long>()) / double(std::max(1LL, shrink_info["macs_after"].get<long long>())),
+                shrink_info["params_before"].get<long long>(), shrink_info["params_after"].get<long long>());
   std::printf("\naccuracy drop %.2f points; wall time %.1f s; wrote %s, %s, %s\n",
               100.0 * (dense_eval.accuracy - sparse_eval.accuracy), total.seconds(), dense_path.c_str(),
               sparse_path.c_str(), (fs::path(out) / "report.json").c_str());

@@ -143,7 +143,17 @@ Recipe parse_recipe(const std::string& text, const std::string& path, const std:
   // is an error in the file, not a crash (found by fuzz_recipe).
   try {
   rd.known_keys(root, "",
-                {"name", "model", "seed", "threads", "data", "train", "prune", "finetune", "input", "out", "quantize"});
+                {"name", "model", "seed", "threads", "data", "train", "prune", "finetune", "input", "out", "quantize",
+                 "shrink"});
+  if (auto sh = root["shrink"]) {
+    rd.known_keys(sh, "shrink", {"sparsity", "criterion", "round_to", "calib_samples"});
+    if (root["prune"]) fail(path, "prune and shrink in one recipe: shrink removes channels instead of masking weights");
+    r.shrink.enabled = true;
+    rd.get(sh, "sparsity", r.shrink.sparsity, "shrink");
+    rd.get(sh, "criterion", r.shrink.criterion, "shrink");
+    rd.get(sh, "round_to", r.shrink.round_to, "shrink");
+    rd.get(sh, "calib_samples", r.shrink.calib_samples, "shrink");
+  }
   if (auto q = root["quantize"]) {
     rd.known_keys(q, "quantize", {"calibrate", "calib_samples", "keep_fp32"});
     r.quantize.enabled = true;
@@ -300,6 +310,17 @@ void validate(const Recipe& r, const std::string& where) {
   validate(r.train, where + " (train)");
   validate(r.finetune, where + " (finetune)");
   validate(r.prune, where + " (prune)");
+  if (r.shrink.enabled) {
+    const auto& sh = r.shrink;
+    if (!(sh.sparsity >= 0 && sh.sparsity < 1)) fail(where, fmt::format("shrink.sparsity {} is outside [0, 1)", sh.sparsity));
+    const std::vector<std::string> known = {"l1", "l2", "bn", "activation", "thinet", "random"};
+    if (!contains(known, sh.criterion))
+      fail(where, fmt::format("shrink.criterion '{}' is unknown (known: {})", sh.criterion, fmt::join(known, ", ")));
+    if (sh.round_to < 1) fail(where, "shrink.round_to must be at least 1");
+    if (sh.calib_samples < 1 || sh.calib_samples > 60000) fail(where, "shrink.calib_samples must be in [1, 60000]");
+    if (r.input == "init") fail(where, "shrink needs a trained model: input: init is for pruning at initialization");
+    if (r.finetune.qat) fail(where, "finetune.qat with shrink is not supported (quantize the shrunk model afterwards)");
+  }
   if (r.quantize.enabled) {
     const auto& c = r.quantize.calibrate;
     if (!c.empty() && c != "minmax" && c != "percentile" && c != "mse")
@@ -314,13 +335,13 @@ void validate(const Recipe& r, const std::string& where) {
     fail(where, "train.epochs is 0 and no input model is given (input: init prunes the seeded initialization)");
   if (r.input == "init" && r.train.epochs > 0)
     fail(where, "input: init starts from the initialization: leave out train (or set train.epochs: 0)");
-  if (r.prune.schedule.kind == "gradual" && r.finetune.epochs > 0 &&
+  if (!r.shrink.enabled && r.prune.schedule.kind == "gradual" && r.finetune.epochs > 0 &&
       r.prune.schedule.end_epoch > r.finetune.epochs)
     fail(where, fmt::format("the gradual schedule ends at epoch {} but fine-tuning has only {} epochs",
                             r.prune.schedule.end_epoch, r.finetune.epochs));
   if (r.train.distill_alpha > 0) fail(where, "train.distill needs a teacher: distillation belongs to finetune");
   if (r.train.qat) fail(where, "train.qat: quantization-aware training belongs to finetune (the last stage before INT8)");
-  if (r.prune.schedule.kind == "gradual" && r.finetune.epochs == 0)
+  if (!r.shrink.enabled && r.prune.schedule.kind == "gradual" && r.finetune.epochs == 0)
     fail(where, "a gradual schedule needs finetune.epochs > 0");
   if (r.prune.schedule.kind == "iterative") {
     if (r.finetune.epochs == 0) fail(where, "an iterative schedule retrains each round: finetune.epochs must be > 0");

@@ -137,6 +137,12 @@ std::string run_section(const json& r) {
                                pct(num(r, {"prune", "target_sparsity"})), str(r, {"prune", "criterion"}),
                                str(r, {"prune", "pattern"}), str(r, {"prune", "scope"}),
                                str(r, {"prune", "schedule"})));
+  if (at(r, {"shrink"}))
+    add("structured (shrunk)", fmt::format("criterion {}, {} of each group's channels removed; multiply-adds {} → {}, "
+                                           "parameters {} → {}",
+                                           str(r, {"shrink", "criterion"}), pct(num(r, {"shrink", "sparsity"})),
+                                           str(r, {"shrink", "macs_before"}), str(r, {"shrink", "macs_after"}),
+                                           str(r, {"shrink", "params_before"}), str(r, {"shrink", "params_after"})));
   if (auto a = num(r, {"distill", "alpha"}); a && *a > 0)
     add("distillation", fmt::format("alpha {}, temperature {}", *a, str(r, {"distill", "temperature"})));
   std::string stages;
