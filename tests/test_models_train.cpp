@@ -650,9 +650,11 @@ TEST(Qat, FineTuningHoldsMasksResumesAndMatchesTheRuntimeInt8Model) {
     expect = full.net->forward(test.images);
   }
   const double spread = (expect.max() - expect.min()).item<double>();
-  // The same codes on both sides: float rounding differences only (measured 2e-6 of a logit
-  // spread of 16; per-token scales instead of the learned ones differ by 0.06).
-  EXPECT_LT((g - expect).abs().max().item<double>(), 1e-4 * spread);
+  // The same codes on both sides, up to activations that land within float rounding of a code
+  // boundary: libtorch's sums change order with OpenBLAS's thread count (2e-6 of a logit spread
+  // of 16 with 2 threads, 4e-4 with OPENBLAS_NUM_THREADS=1, one flipped code); per-token scales
+  // instead of the learned ones differ by 0.06 of it.
+  EXPECT_LT((g - expect).abs().max().item<double>(), 2e-3 * spread);
   const double agree = (g.argmax(1) == expect.argmax(1)).to(torch::kFloat64).mean().item<double>();
   EXPECT_GE(agree, 0.998);
   // The accuracy QAT reported for its fake-quantized model is the runtime INT8 accuracy.
