@@ -1,7 +1,11 @@
-// Internal: the direct NHWC convolution written once over a vector type (8-lane ymm for
-// AVX2, 16-lane zmm for AVX-512); conv_avx2.cpp and conv_avx512.cpp instantiate it.
+// Internal: the direct NHWC convolution, two layouts, written once for AVX2 and AVX-512
+// (conv_avx2.cpp and conv_avx512.cpp instantiate them; the runtime times both at load).
 //
-// Each output position's channels are one vector (a chunk of 8 or 16 output channels); each
+// Planar (conv_planar, stride 1): a vector holds 8 positions of one output channel — see
+// planar_group.
+//
+// Channel-vector (conv_rows, any stride), over a vector type (8-lane ymm, 16-lane zmm):
+// each output position's channels are one vector (a chunk of 8 or 16 output channels); each
 // input value of its window is broadcast and multiplied by that tap's row of the tap-major
 // weights. P positions along the output row share each weight load and keep P independent
 // accumulators in flight. A padded layer reads a zero-padded copy of its sample, so every
