@@ -35,6 +35,23 @@ std::vector<float> run(const std::string& path, const std::vector<float>& x, std
   return runtime::Model::load(path, lo).forward(x.data(), batch);
 }
 
+// LeNet-300-100 whose fc1 rows alternate strong (1.0) and weak (0.001) weights, no fc1 bias;
+// with fc2_reads_odd_only, fc2's columns for the even (strong) neurons are zero.
+void save_alternating_lenet300(const std::string& path, bool fc2_reads_odd_only) {
+  auto net = make_model("lenet300");
+  {
+    torch::NoGradGuard ng;
+    for (auto& item : net->named_parameters()) {
+      if (item.key() == "fc1.weight")
+        for (std::int64_t r = 0; r < 300; ++r) item.value()[r].fill_(r % 2 == 0 ? 1.0 : 0.001);
+      if (item.key() == "fc1.bias") item.value().zero_();
+      if (fc2_reads_odd_only && item.key() == "fc2.weight")
+        for (std::int64_t c = 0; c < 300; c += 2) item.value().select(1, c).zero_();
+    }
+  }
+  save_model(path, *net);
+}
+
 }  // namespace
 
 class Shrink : public ::testing::TestWithParam<std::string> {};
@@ -128,16 +145,7 @@ TEST(Shrink, ActivationCriterionKeepsTheChannelsThatFireHandComputed) {
   // fc1 rows alternate strong (1.0) and weak (0.001) weights on an all-0.5 input: the mean
   // |output| of even neurons is ~1000× the odd ones', so halving fc1 keeps exactly the even ones.
   test::TempDir dir;
-  auto net = make_model("lenet300");
-  {
-    torch::NoGradGuard ng;
-    for (auto& item : net->named_parameters()) {
-      if (item.key() == "fc1.weight")
-        for (std::int64_t r = 0; r < 300; ++r) item.value()[r].fill_(r % 2 == 0 ? 1.0 : 0.001);
-      if (item.key() == "fc1.bias") item.value().zero_();
-    }
-  }
-  save_model(dir.file("m.safetensors"), *net);
+  save_alternating_lenet300(dir.file("m.safetensors"), false);
   shrink::Options opt;
   opt.criterion = "activation";
   opt.calib.assign(4 * 784, 0.5f);
@@ -159,18 +167,7 @@ TEST(Shrink, ThinetCriterionKeepsWhatTheConsumerReadsHandComputed) {
   // computes, so output reconstruction removes exactly the even half — the opposite of the
   // activation criterion, which keeps the even neurons.
   test::TempDir dir;
-  auto net = make_model("lenet300");
-  {
-    torch::NoGradGuard ng;
-    for (auto& item : net->named_parameters()) {
-      if (item.key() == "fc1.weight")
-        for (std::int64_t r = 0; r < 300; ++r) item.value()[r].fill_(r % 2 == 0 ? 1.0 : 0.001);
-      if (item.key() == "fc1.bias") item.value().zero_();
-      if (item.key() == "fc2.weight")
-        for (std::int64_t c = 0; c < 300; c += 2) item.value().select(1, c).zero_();
-    }
-  }
-  save_model(dir.file("m.safetensors"), *net);
+  save_alternating_lenet300(dir.file("m.safetensors"), true);
   shrink::Options opt;
   opt.calib.assign(4 * 784, 0.5f);
   opt.calib_count = 4;

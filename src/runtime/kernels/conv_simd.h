@@ -24,27 +24,37 @@
 
 namespace prunus::kernels::conv_simd {
 
-// Sample n of the input in padded coordinates ([h + 2·pad rows × w + 2·pad × cin]): the
-// input itself without padding, else a zero-padded copy made once per sample.
-class PaddedSample {
+// Sample n of the input, zero-padded, made once per sample: NHWC ([h + 2·pad][w + 2·pad][cin];
+// without padding the input itself) for the channel-vector kernel, or planar
+// ([cin][h + 2·pad][w + 2·pad]: along a row of one channel the inputs of consecutive output
+// positions are adjacent) for the planar one.
+class Sample {
  public:
-  explicit PaddedSample(const DirectConv& c) : c_(c) {}
+  Sample(const DirectConv& c, bool planar) : c_(c), planar_(planar) {}
   const float* get(const float* x, std::int64_t n) {
-    const float* xn = x + n * c_.h * c_.w * c_.cin;
-    if (c_.pad == 0) return xn;
-    if (n != n_) {
-      const std::int64_t wp = c_.w + 2 * c_.pad;
-      buf_.assign(static_cast<std::size_t>((c_.h + 2 * c_.pad) * wp * c_.cin), 0.0f);
-      for (std::int64_t iy = 0; iy < c_.h; ++iy)
-        std::memcpy(&buf_[((iy + c_.pad) * wp + c_.pad) * c_.cin], xn + iy * c_.w * c_.cin,
-                    static_cast<std::size_t>(c_.w * c_.cin) * sizeof(float));
-      n_ = n;
+    const std::int64_t hp = c_.h + 2 * c_.pad, wp = c_.w + 2 * c_.pad, cin = c_.cin;
+    const float* xn = x + n * c_.h * c_.w * cin;
+    if (!planar_ && c_.pad == 0) return xn;
+    if (n == n_) return buf_.data();
+    buf_.assign(static_cast<std::size_t>(cin * hp * wp), 0.0f);
+    for (std::int64_t iy = 0; iy < c_.h; ++iy) {
+      const float* src = xn + iy * c_.w * cin;
+      if (!planar_) {
+        std::memcpy(&buf_[((iy + c_.pad) * wp + c_.pad) * cin], src, static_cast<std::size_t>(c_.w * cin) * sizeof(float));
+        continue;
+      }
+      for (std::int64_t ci = 0; ci < cin; ++ci) {
+        float* dst = &buf_[(ci * hp + iy + c_.pad) * wp + c_.pad];
+        for (std::int64_t ix = 0; ix < c_.w; ++ix) dst[ix] = src[ix * cin + ci];
+      }
     }
+    n_ = n;
     return buf_.data();
   }
 
  private:
   const DirectConv& c_;
+  const bool planar_;
   std::vector<float> buf_;
   std::int64_t n_ = -1;
 };
@@ -67,32 +77,6 @@ inline void transpose8(__m256 v[8]) {
     v[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
   }
 }
-
-// Sample n zero-padded and planar, [cin][h + 2·pad][w + 2·pad]: along a row of one channel
-// the inputs of consecutive output positions are adjacent (stride 1).
-class PlanarSample {
- public:
-  explicit PlanarSample(const DirectConv& c) : c_(c) {}
-  const float* get(const float* x, std::int64_t n) {
-    if (n == n_) return buf_.data();
-    const std::int64_t hp = c_.h + 2 * c_.pad, wp = c_.w + 2 * c_.pad, cin = c_.cin;
-    const float* xn = x + n * c_.h * c_.w * cin;
-    buf_.assign(static_cast<std::size_t>(cin * hp * wp), 0.0f);
-    for (std::int64_t ci = 0; ci < cin; ++ci)
-      for (std::int64_t iy = 0; iy < c_.h; ++iy) {
-        float* dst = &buf_[(ci * hp + iy + c_.pad) * wp + c_.pad];
-        const float* src = xn + iy * c_.w * cin + ci;
-        for (std::int64_t ix = 0; ix < c_.w; ++ix) dst[ix] = src[ix * cin];
-      }
-    n_ = n;
-    return buf_.data();
-  }
-
- private:
-  const DirectConv& c_;
-  std::vector<float> buf_;
-  std::int64_t n_ = -1;
-};
 
 // Output channels [g0, g0 + R) of B·8 positions from ox, stride 1, vectors along the output
 // row: each weight is broadcast once for B·8 positions, so the work is exactly R·taps a
@@ -151,7 +135,7 @@ inline __attribute__((always_inline)) void planar_group_any_b(const DirectConv& 
 // every group call known at compile time.
 template <int RL>
 void planar_rows(const DirectConv& c, const float* x, float* y, std::int64_t r0, std::int64_t r1) {
-  PlanarSample sample(c);
+  Sample sample(c, true);
   const std::int64_t g_last = (c.rows - 1) / 8 * 8;
   for (std::int64_t row = r0; row < r1; ++row) {
     const std::int64_t n = row / c.oh, oy = row % c.oh;
@@ -194,7 +178,7 @@ void conv_rows(const DirectConv& c, const float* x, float* y, std::int64_t r0, s
   const std::int64_t rp = c.rows_padded, cin = c.cin, k = c.k, s = c.stride;
   const std::int64_t wp = c.w + 2 * c.pad, run = k * cin, step = s * cin;
   const bool one_chunk = c.rows <= L::N;
-  PaddedSample sample(c);
+  Sample sample(c, false);
   for (std::int64_t row = r0; row < r1; ++row) {
     const std::int64_t n = row / c.oh, oy = row % c.oh;
     const float* xn = sample.get(x, n);  // [rows of wp × cin] in padded coordinates
