@@ -2,9 +2,13 @@
 """The sparsity-level grid of docs/results.md: every method at 50/80/90/95/98% on LeNet-5 and
 LeNet-300-100, each cell one `prunus run` of a shipped recipe with --set overrides.
 
-    python3 recipes/sweep.py run [--model lenet5|lenet300] [--only SUBSTRING]   # missing cells, in order
-    python3 recipes/sweep.py list                                               # the commands, one a line
-    python3 recipes/sweep.py table                                              # markdown from out/sweep/
+    python3 recipes/sweep.py run [--model lenet5|lenet300] [--only SUBSTRING] [--seed N]   # missing cells, in order
+    python3 recipes/sweep.py list [--seed N]                                   # the commands, one a line
+    python3 recipes/sweep.py table [--seed N]                                  # markdown from out/sweep/
+
+--seed N (default 0) runs the grid again with another seed: cells go to out/sweep/<cell>-seedN,
+and the fine-tuning rows start from that seed's dense model (DENSE_BY_SEED), so seeds differ
+in the dense training too.
 
 Resumable: a cell whose out/sweep/<cell>/report.json exists is skipped, so an interrupted sweep
 continues where it stopped. Cells that fine-tune a trained model start from the seed-0 dense
@@ -14,6 +18,7 @@ epochs. IMP with rewinding needs the epoch-2 weights of that training and trains
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -53,8 +58,22 @@ PATTERNS = [
 ]
 
 
-def cells(model):
+# Dense models of other seeds (the recipes' own dense training with --set seed=N).
+DENSE_BY_SEED = {
+    ("lenet5", 1): "out/sweep-seed1/lenet5-magnitude-gradual-95/dense.safetensors",
+    ("lenet300", 1): "out/lenet300_fmnist_magnitude95-seed1/dense.safetensors",
+}
+
+
+def seed_of(args):
+    return int(args[args.index("--seed") + 1]) if "--seed" in args else 0
+
+
+def cells(model, seed=0):
     dense, base = MODELS[model]
+    if seed:
+        dense = DENSE_BY_SEED[(model, seed)]
+        base = list(base) + [f"seed={seed}"]
     out = []
 
     def sets_for(name, extra, from_dense, gradual):
@@ -71,7 +90,8 @@ def cells(model):
             out.append((f"{model}-{method}-{int(round(level * 100))}", recipe, sets))
     for name, recipe, extra, gradual in PATTERNS:
         out.append((f"{model}-{name}", recipe, sets_for(name, extra, True, gradual)))
-    return out
+    suffix = f"-seed{seed}" if seed else ""
+    return [(name + suffix, recipe, sets) for name, recipe, sets in out]
 
 
 def command(cell):
@@ -85,7 +105,7 @@ def command(cell):
 def all_cells(args):
     models = [args[args.index("--model") + 1]] if "--model" in args else ["lenet5", "lenet300"]
     only = args[args.index("--only") + 1] if "--only" in args else ""
-    return [c for m in models for c in cells(m) if only in c[0]]
+    return [c for m in models for c in cells(m, seed_of(args)) if only in c[0]]
 
 
 def report(name):
@@ -94,26 +114,28 @@ def report(name):
 
 
 def table(args):
+    seed = seed_of(args)
+    suffix = f"-seed{seed}" if seed else ""
     for model in ["lenet5", "lenet300"]:
         rows = {}
-        for name, _, _ in cells(model):
+        for name, _, _ in cells(model, seed):
             r = report(name)
             if r:
                 rows[name] = r
         if not rows:
             continue
-        print(f"\n{model}: test accuracy (%) after pruning and recovery, seed 0\n")
+        print(f"\n{model}: test accuracy (%) after pruning and recovery, seed {seed}\n")
         print("| method | " + " | ".join(f"{int(l * 100)}%" for l in LEVELS) + " |")
         print("|---|" + "---|" * len(LEVELS))
         for method, *_ in METHODS:
             vals = []
             for level in LEVELS:
-                r = rows.get(f"{model}-{method}-{int(round(level * 100))}")
+                r = rows.get(f"{model}-{method}-{int(round(level * 100))}{suffix}")
                 vals.append(f"{100 * r['sparse']['test_accuracy']:.2f}" if r else "—")
             print(f"| {method} | " + " | ".join(vals) + " |")
         dense = next((r["dense"]["test_accuracy"] for r in rows.values() if r.get("dense")), None)
         for name, *_ in PATTERNS:
-            r = rows.get(f"{model}-{name}")
+            r = rows.get(f"{model}-{name}{suffix}")
             if r:
                 print(f"| {name} ({100 * r['total_sparsity']:.1f}% zero) | {100 * r['sparse']['test_accuracy']:.2f} |" +
                       " |" * (len(LEVELS) - 1))
@@ -133,7 +155,8 @@ def main():
         return
     # The 95% column (the issue's floors) first, then the others.
     order = {"95": 0, "90": 1, "80": 2, "50": 3, "98": 4}
-    todo.sort(key=lambda c: order.get(c[0].rsplit("-", 1)[-1], 5))
+    level = lambda name: re.sub(r"-seed\d+$", "", name).rsplit("-", 1)[-1]
+    todo.sort(key=lambda c: order.get(level(c[0]), 5))
     for i, c in enumerate(todo):
         if report(c[0]):
             continue
