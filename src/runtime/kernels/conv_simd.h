@@ -22,7 +22,12 @@
 
 #include "kernels_internal.h"
 
+// Everything here has internal linkage (the unnamed namespace): each ISA's file gets its own
+// copies compiled with its own flags. With ordinary inline templates the AVX2 and AVX-512
+// instantiations (conv_rows<Ymm, 8>, planar_rows<R>) would share names, and the linker could
+// hand an AVX2-only CPU the AVX-512 build.
 namespace prunus::kernels::conv_simd {
+namespace {
 
 // Sample n of the input, zero-padded, made once per sample: NHWC ([h + 2·pad][w + 2·pad][cin];
 // without padding the input itself) for the channel-vector kernel, or planar
@@ -253,4 +258,5 @@ struct Zmm {
 };
 #endif
 
+}  // namespace
 }  // namespace prunus::kernels::conv_simd
