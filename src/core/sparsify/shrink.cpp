@@ -487,7 +487,8 @@ Plan plan(const std::string& path, const Options& opt) {
     for (const auto& p : t.producers)
       if (t.find(p.space) == root && !p.bn_weight.empty()) group_has_bn = true;
     for (const auto& p : t.producers) {
-      if (t.find(p.space) != root) continue;
+      // thinet and random replace the score below: no weights to read for them.
+      if (t.find(p.space) != root || opt.criterion == "thinet" || opt.criterion == "random") continue;
       if (opt.criterion == "activation") {
         const auto it = act.find(p.weight);
         if (it == act.end() || std::int64_t(it->second.size()) != g.channels)
