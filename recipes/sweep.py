@@ -38,6 +38,7 @@ MODELS = {
 METHODS = [
     ("magnitude-gradual", "lenet300_fmnist_magnitude95", [], True, True),
     ("magnitude-oneshot-ft", "lenet300_fmnist_oneshot95", [], True, False),
+    ("activation-oneshot-ft", "lenet300_fmnist_activation95", [], True, False),
     ("random-gradual", "lenet300_fmnist_random95", [], True, True),
     ("imp-rewind", "lenet300_fmnist_imp95_rewind", [], False, False),
     ("snip-init", "lenet300_fmnist_snip95_init", [], False, False),

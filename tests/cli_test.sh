@@ -39,6 +39,16 @@ fi
   && ok "train small" || bad "train small: $(tail -3 "$T/out")"
 "$PRUNUS" prune "$T/dense.safetensors" --sparsity 0.75 --scope layer -o "$T/sparse.safetensors" >"$T/out" 2>&1 \
   && ok "prune one-shot" || bad "prune one-shot: $(tail -3 "$T/out")"
+# Activation-weighted magnitude reads calibration batches: still exact, and it prunes other
+# weights than magnitude does (fc1's zero-input pixels, for one).
+"$PRUNUS" prune "$T/dense.safetensors" --sparsity 0.75 --scope layer --criterion activation --calib-batches 4 \
+  --train-limit 3000 -o "$T/act.safetensors" >"$T/out" 2>&1 && ok "prune --criterion activation" \
+  || bad "prune --criterion activation: $(tail -3 "$T/out")"
+"$PRUNUS" inspect "$T/act.safetensors" >"$T/inspect_act" 2>&1
+grep -E '^fc1.weight .* 58800 +75.00% +unstructured' "$T/inspect_act" >/dev/null && ok "activation criterion exact" \
+  || bad "activation inspect fc1: $(grep fc1.weight "$T/inspect_act")"
+cmp -s "$T/act.safetensors" "$T/sparse.safetensors" && bad "activation criterion gave magnitude's model" \
+  || ok "activation criterion differs from magnitude"
 "$PRUNUS" inspect "$T/sparse.safetensors" >"$T/inspect" 2>&1
 # fc1: 300x784 = 235200, 75% → exactly 176400 zeros → 58800 non-zeros; fc3 100x10: 250 non-zeros.
 grep -E '^fc1.weight .* 58800 +75.00% +unstructured' "$T/inspect" >/dev/null && ok "inspect shows exact layer sparsity" \

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <variant>
 
 #include "prunus/data.h"
 #include "prunus/io.h"
@@ -455,6 +456,72 @@ TEST(Criteria, TaylorAfterCalibrationAndMovementDuringFineTuning) {
     for (const auto& st : sp->stats())
       EXPECT_EQ(st.numel - st.nnz, std::llround(0.8 * double(st.numel))) << crit << " " << st.name;
   }
+}
+
+// calibrate_activations records, per weight column, exactly the inputs that column multiplies:
+// for a conv the padded input window of each kernel tap, for a linear its input feature.
+TEST(Criteria, ActivationStatisticsAreWhatEachColumnMultiplies) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  auto train = data::load_split(small_data(128, 0), "train");
+  torch::manual_seed(5);
+  auto net = make_model("lenet5");
+  std::vector<PrunedParam> params;
+  for (auto& [name, w] : prunable_weights(*net)) params.push_back({name, w});
+  PruneConfig pc;
+  pc.criterion = "activation";
+  pc.sparsity = 0.9;
+  pc.schedule.kind = "oneshot";
+  auto sp = Sparsifier::from_config(params, pc, 2, 0);
+  ASSERT_TRUE(sp->needs_activations());
+  net->train();
+  calibrate_activations(*net, train, *sp, 2, 64, 3);  // two batches of 64: all 128 images
+  EXPECT_TRUE(net->is_training()) << "calibration must restore the training mode";
+
+  // The same images through the eval-mode net, inputs captured by a hook of our own.
+  std::map<std::string, torch::Tensor> seen;
+  net->eval();
+  net->set_input_hook([&](const std::string& layer, const torch::Tensor& x) {
+    seen[layer] = x.detach().to(torch::kFloat64);
+    return x;
+  });
+  {
+    torch::NoGradGuard ng;
+    net->forward(train.images);
+  }
+  net->set_input_hook({});
+  const auto score_of = [&](const std::string& name) {
+    for (const auto& p : sp->params())
+      if (p.name == name) return sp->criterion().score(p);
+    ADD_FAILURE() << name;
+    return torch::Tensor();
+  };
+  // conv1 (k×k, stride 1, padding p): tap (ki, kj) multiplies the padded input shifted by it.
+  auto* conv1 = net->named_modules()["conv1"]->as<torch::nn::Conv2dImpl>();
+  const auto k = conv1->options.kernel_size()->at(0);
+  using std::get_if;  // c10::variant (libtorch 1.x) or std::variant (2.x)
+  const auto p = (*get_if<torch::ExpandingArray<2>>(&conv1->options.padding()))->at(0);
+  const auto x = seen.at("conv1");
+  const auto xp = torch::constant_pad_nd(x, {p, p, p, p});
+  const auto oh = x.size(2) + 2 * p - k + 1, ow = x.size(3) + 2 * p - k + 1;
+  auto rms = torch::empty({x.size(1), k, k}, torch::kFloat64);
+  for (std::int64_t ki = 0; ki < k; ++ki)
+    for (std::int64_t kj = 0; kj < k; ++kj)
+      rms.select(1, ki).select(1, kj).copy_(
+          xp.narrow(2, ki, oh).narrow(3, kj, ow).square().mean({0, 2, 3}).sqrt());
+  const auto w1 = conv1->weight.detach().to(torch::kFloat64).abs();
+  EXPECT_TRUE(torch::allclose(score_of("conv1.weight"), w1 * rms.unsqueeze(0), 1e-9, 0));
+  // fc1: its input features' root mean squares.
+  const auto f = seen.at("fc1");
+  const auto wf = net->named_parameters()["fc1.weight"].detach().to(torch::kFloat64).abs();
+  EXPECT_TRUE(torch::allclose(score_of("fc1.weight"), wf * f.square().mean(0).sqrt().unsqueeze(0), 1e-9, 0));
+  // And the one-shot mask is exact.
+  sp->prune_to(0.9);
+  std::int64_t n = 0, zeros = 0;
+  for (const auto& st : sp->stats()) {
+    n += st.numel;
+    zeros += st.numel - st.nnz;
+  }
+  EXPECT_EQ(zeros, std::llround(0.9 * double(n)));
 }
 
 TEST(Distillation, LossMatchesTheHandComputedKl) {

@@ -256,6 +256,29 @@ TEST(Criteria, LampHandComputedAndRandomIsSeeded) {
   EXPECT_LT(pruned_large, 600);
 }
 
+// |w|·rms(x_j): columns with rms 2 and 1 over two samples, then a third sample that only the
+// second column sees.
+TEST(Criteria, ActivationHandComputedAndCheckpointedBitExact) {
+  PrunedParam w{"fc.weight", torch::tensor({{1.0f, -2.0f}, {3.0f, 0.5f}})};
+  auto act = make_criterion("activation");
+  EXPECT_TRUE(act->needs_activations());
+  EXPECT_FALSE(act->needs_gradients());
+  EXPECT_FALSE(make_criterion("magnitude")->needs_activations());
+  EXPECT_THROW(act->score(w), InputError);  // no calibration yet
+  act->accumulate_activations("fc.weight", torch::tensor({8.0, 2.0}, torch::kFloat64), 2);
+  EXPECT_TRUE(torch::allclose(act->score(w), torch::tensor({{2.0, 2.0}, {6.0, 0.5}}, torch::kFloat64), 0, 1e-12));
+  act->accumulate_activations("fc.weight", torch::tensor({0.0, 6.0}, torch::kFloat64), 1);
+  const double r = std::sqrt(8.0 / 3.0);  // both columns: sum of squares 8 over 3 samples
+  EXPECT_TRUE(torch::allclose(act->score(w), torch::tensor({{r, 2 * r}, {3 * r, 0.5 * r}}, torch::kFloat64), 0, 1e-12));
+  auto restored = make_criterion("wanda");
+  restored->set_state(act->state());
+  EXPECT_TRUE(torch::equal(restored->score(w), act->score(w)));
+  // Statistics of another shape (a different layer under the same name) are refused.
+  EXPECT_THROW(act->accumulate_activations("fc.weight", torch::ones({3}, torch::kFloat64), 1), InputError);
+  PrunedParam wide{"fc.weight", torch::ones({2, 3})};
+  EXPECT_THROW(restored->score(wide), InputError);
+}
+
 TEST(Criteria, LampWithGlobalScopeNeverEmptiesALayerAndIsExact) {
   // A layer of tiny weights: global magnitude empties it, global LAMP keeps its largest.
   std::vector<PrunedParam> ps = {{"big", torch::randn({40, 40})}, {"tiny", torch::randn({10, 10}) * 1e-3}};

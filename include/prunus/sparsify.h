@@ -39,6 +39,12 @@ class Criterion {
   // gradients are masked) and score from what they accumulated.
   virtual bool needs_gradients() const { return false; }
   virtual void accumulate(const PrunedParam& p) {}
+  // Activation-based criteria see each pruned layer's input on calibration batches
+  // (calibrate_activations): per weight column (a linear input feature; a conv input channel ×
+  // kernel tap, i.e. an im2col row), the sum of the squares of what it multiplies and how many
+  // values were summed.
+  virtual bool needs_activations() const { return false; }
+  virtual void accumulate_activations(const std::string& param, const torch::Tensor& sum_sq, std::int64_t count) {}
   // What it accumulated (parameter name → tensor), for checkpoints: a resumed run must score
   // as the uninterrupted one would. Empty for criteria that score from the weights alone.
   virtual std::map<std::string, torch::Tensor> state() const { return {}; }
@@ -115,6 +121,7 @@ class Sparsifier {
   void set_layer_overrides(const std::map<std::string, double>& overrides, double final_target);
   // Gradient-based criteria: feed them the current gradients (after backward).
   bool needs_gradients() const { return criterion_->needs_gradients(); }
+  bool needs_activations() const { return criterion_->needs_activations(); }
   const Criterion& criterion() const { return *criterion_; }
   Criterion& criterion() { return *criterion_; }
   void accumulate_gradients();

@@ -75,6 +75,14 @@ class Trainer {
 void calibrate_gradients(Net& net, const data::Dataset& train, Sparsifier& sparsifier, std::int64_t batches,
                          std::int64_t batch_size, std::uint64_t seed);
 
+// Feeds an activation criterion ("activation") before it prunes: `batches` forward passes of
+// `batch_size` samples (the same seeded order as calibrate_gradients, eval mode, no gradients),
+// recording for every pruned Linear/Conv the sum of squares of each weight column's input (a
+// conv's im2col rows, padding included). Uses the net's input hook, which must be unset (it is
+// outside training) and is left unset.
+void calibrate_activations(Net& net, const data::Dataset& train, Sparsifier& sparsifier, std::int64_t batches,
+                           std::int64_t batch_size, std::uint64_t seed);
+
 // SynFlow (Tanaka et al. 2020), data-free: with every parameter replaced by |θ| (float64, eval
 // mode), `rounds` times: R = Σ f(ones), score |θ·∂R/∂θ|, prune to 1 − (1 − target)^(k/rounds)
 // through `sparsifier` (criterion "synflow"); then signs and dtype are restored, masks held.

@@ -29,6 +29,9 @@ void add_prune(CLI::App& app, Action& action) {
   cmd->add_option("--end-epoch", job->prune.schedule.end_epoch, "gradual: ramp end (epochs)")->capture_default_str();
   cmd->add_option("--frequency", job->prune.schedule.frequency, "gradual: steps between mask updates")
       ->capture_default_str();
+  cmd->add_option("--calib-batches", job->prune.calibration_batches,
+                  "taylor | snip | movement | activation: training batches (of --batch-size) seen before pruning")
+      ->capture_default_str();
   add_common(cmd, *common, true);
   add_train_options(cmd, job->finetune);
   cmd->callback([&action, job, common, cmd] {

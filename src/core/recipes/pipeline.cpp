@@ -263,6 +263,8 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
   sp = Sparsifier::from_config(pruned_params(*sparse), r.prune, steps_per_epoch, r.seed);
   if (sp->needs_gradients())  // gradient criteria score from calibration batches before the first masks
     calibrate_gradients(*sparse, train, *sp, r.prune.calibration_batches, r.finetune.batch_size, r.seed);
+  if (sp->needs_activations())  // activation criteria: input statistics of the dense model
+    calibrate_activations(*sparse, train, *sp, r.prune.calibration_batches, r.finetune.batch_size, r.seed);
   if (r.prune.criterion == "synflow") synflow_prune(*sparse, *sp, r.prune.sparsity, r.prune.synflow_rounds);
   if (iterative) {
     // Iterative magnitude pruning (Han et al. 2015; Frankle & Carbin 2019 with rewinding):
@@ -470,7 +472,8 @@ int prune_job(const PruneJob& job, const JobOptions& opt) {
   const bool gradual = job.prune.schedule.kind == "gradual";
   if (job.prune.schedule.kind == "iterative")
     fail("--schedule", "iterative pruning retrains between rounds: run it from a recipe (prunus run)");
-  const bool needs_data = gradual || make_criterion(job.prune.criterion)->needs_gradients();
+  const auto crit = make_criterion(job.prune.criterion);
+  const bool needs_data = gradual || crit->needs_gradients() || crit->needs_activations();
   if (gradual) {
     validate(job.finetune, "fine-tune options");
     if (job.finetune.epochs < 1) fail("--epochs", "a gradual schedule needs at least one fine-tuning epoch");
@@ -497,6 +500,8 @@ int prune_job(const PruneJob& job, const JobOptions& opt) {
   auto sp = Sparsifier::from_config(pruned_params(*net), job.prune, steps_per_epoch, job.seed);
   if (sp->needs_gradients())
     calibrate_gradients(*net, train, *sp, job.prune.calibration_batches, job.finetune.batch_size, job.seed);
+  if (sp->needs_activations())
+    calibrate_activations(*net, train, *sp, job.prune.calibration_batches, job.finetune.batch_size, job.seed);
   if (job.prune.criterion == "synflow") synflow_prune(*net, *sp, job.prune.sparsity, job.prune.synflow_rounds);
   if (gradual) {
     Trainer trainer(*net, job.finetune, job.seed, sp.get());

@@ -18,7 +18,7 @@ bool parse_int(std::string_view s, std::int64_t& v) {
 
 }  // namespace
 
-std::vector<std::string> criterion_names() { return {"magnitude", "l2", "random", "lamp", "taylor", "snip", "movement", "synflow"}; }
+std::vector<std::string> criterion_names() { return {"magnitude", "l2", "random", "lamp", "activation", "taylor", "snip", "movement", "synflow"}; }
 
 std::vector<std::string> schedule_names() { return {"oneshot", "gradual", "iterative"}; }
 

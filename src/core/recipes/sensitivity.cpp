@@ -91,8 +91,9 @@ int sensitivity_job(const SensitivityJob& job, const JobOptions& opt) {
   if (pattern_fixed_sparsity(job.pattern) >= 0)
     fail("--pattern", fmt::format("{} fixes the sparsity: nothing to sweep", job.pattern));
   if (auto why = pattern_error(job.pattern); !why.empty()) fail("--pattern", why);
-  if (make_criterion(job.criterion)->needs_gradients())
-    fail("--criterion", fmt::format("{} needs gradients; sensitivity sweeps use weight-only criteria", job.criterion));
+  if (const auto crit = make_criterion(job.criterion); crit->needs_gradients() || crit->needs_activations())
+    fail("--criterion", fmt::format("{} needs {}; sensitivity sweeps use weight-only criteria", job.criterion,
+                                    crit->needs_gradients() ? "gradients" : "calibration activations"));
   if (job.holdout < 100) fail("--holdout", "at least 100 samples");
   data::check_available(job.data);
   if (job.threads > 0) torch::set_num_threads(job.threads);

@@ -117,6 +117,60 @@ class GradientCriterion : public Criterion {
   std::map<std::string, torch::Tensor> acc_;
 };
 
+// Activation-weighted magnitude (Wanda, Sun et al. 2023, for the CNNs and MLPs):
+// score = |w_ij|·‖x_j‖ with ‖x_j‖ the root mean square of the input that column j multiplies,
+// over calibration samples (and, for a conv, every output position: the im2col row). w_ij²·‖x_j‖²
+// is exactly the mean squared change of output i when w_ij alone is removed, so this is also the
+// output-reconstruction error of each weight. The statistics come from the model the criterion
+// was calibrated on; a gradual schedule re-ranks with the current weights and those statistics.
+class ActivationCriterion : public Criterion {
+ public:
+  std::string name() const override { return "activation"; }
+  bool needs_activations() const override { return true; }
+  void accumulate_activations(const std::string& param, const torch::Tensor& sum_sq, std::int64_t count) override {
+    auto add = sum_sq.detach().to(torch::kFloat64);
+    auto it = sum_.find(param);
+    if (it == sum_.end()) {
+      sum_[param] = add.clone();
+      count_[param] = count;
+    } else {
+      if (it->second.sizes() != add.sizes())
+        fail("criterion 'activation'", fmt::format("input statistics of '{}' changed shape", param));
+      it->second.add_(add);
+      count_[param] += count;
+    }
+  }
+  torch::Tensor score(const PrunedParam& p) const override {
+    require_finite(p);
+    auto it = sum_.find(p.name);
+    if (it == sum_.end() || count_.at(p.name) < 1)
+      fail("criterion 'activation'", fmt::format("no calibration activations were seen for '{}' (it needs "
+                                                 "calibration batches before pruning)", p.name));
+    const auto w = p.weight.detach().to(torch::kFloat64);
+    if (w.dim() < 2 || it->second.sizes() != w.sizes().slice(1))
+      fail("criterion 'activation'", fmt::format("input statistics of '{}' do not match its weight {}", p.name,
+                                                 fmt::join(w.sizes(), "x")));
+    const auto rms = (it->second / double(count_.at(p.name))).sqrt();
+    return w.abs() * rms.unsqueeze(0);
+  }
+  // Checkpoints keep the mean squares (one tensor a parameter); restored with a count of 1,
+  // they give the same scores bit for bit.
+  std::map<std::string, torch::Tensor> state() const override {
+    std::map<std::string, torch::Tensor> out;
+    for (const auto& [name, sum] : sum_) out[name] = sum / double(count_.at(name));
+    return out;
+  }
+  void set_state(std::map<std::string, torch::Tensor> state) override {
+    sum_ = std::move(state);
+    count_.clear();
+    for (const auto& [name, t] : sum_) count_[name] = 1;
+  }
+
+ private:
+  std::map<std::string, torch::Tensor> sum_;
+  std::map<std::string, std::int64_t> count_;
+};
+
 }  // namespace
 
 std::unique_ptr<Criterion> make_criterion(const std::string& name, std::uint64_t seed) {
@@ -124,6 +178,7 @@ std::unique_ptr<Criterion> make_criterion(const std::string& name, std::uint64_t
   if (name == "l2") return std::make_unique<L2Criterion>();
   if (name == "random") return std::make_unique<RandomCriterion>(seed);
   if (name == "lamp") return std::make_unique<LampCriterion>();
+  if (name == "activation" || name == "wanda") return std::make_unique<ActivationCriterion>();
   if (name == "taylor") return std::make_unique<GradientCriterion>(GradientCriterion::Taylor);
   if (name == "snip") return std::make_unique<GradientCriterion>(GradientCriterion::Snip);
   if (name == "movement") return std::make_unique<GradientCriterion>(GradientCriterion::Movement);

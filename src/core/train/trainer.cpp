@@ -4,6 +4,7 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <variant>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -288,6 +289,49 @@ void calibrate_gradients(Net& net, const data::Dataset& train, Sparsifier& spars
     sparsifier.accumulate_gradients();
   }
   for (auto& p : net.parameters()) p.mutable_grad() = torch::Tensor();
+}
+
+void calibrate_activations(Net& net, const data::Dataset& train, Sparsifier& sparsifier, std::int64_t batches,
+                           std::int64_t batch_size, std::uint64_t seed) {
+  // A conv's columns are its im2col rows: unfold with the layer's own geometry.
+  std::map<std::string, F::UnfoldFuncOptions> unfold;
+  for (const auto& item : net.named_modules()) {
+    const auto* conv = item.value()->as<torch::nn::Conv2dImpl>();
+    if (!conv) continue;
+    const auto& o = conv->options;
+    using std::get_if;  // c10::variant (libtorch 1.x) or std::variant (2.x): ADL picks the right one
+    const auto* pad = get_if<torch::ExpandingArray<2>>(&o.padding());
+    if (!pad || o.groups() != 1)
+      fail("layer '" + item.key() + "'", "activation statistics need an ungrouped conv with explicit padding");
+    unfold.emplace(item.key(), F::UnfoldFuncOptions(o.kernel_size()).dilation(o.dilation()).padding(*pad).stride(o.stride()));
+  }
+  std::map<std::string, std::vector<std::int64_t>> column_shape;  // pruned weight → its shape without dim 0
+  for (const auto& p : sparsifier.params()) column_shape[p.name] = p.weight.sizes().slice(1).vec();
+  Criterion& crit = sparsifier.criterion();
+  net.set_input_hook([&](const std::string& layer, const torch::Tensor& x) {
+    const std::string param = layer + ".weight";
+    const auto shape = column_shape.find(param);
+    if (shape == column_shape.end()) return x;
+    torch::Tensor cols;  // [rows, columns]
+    if (auto it = unfold.find(layer); it != unfold.end())
+      cols = F::unfold(x, it->second).transpose(1, 2).reshape({-1, x.size(1) * it->second.kernel_size()->at(0) *
+                                                                         it->second.kernel_size()->at(1)});
+    else
+      cols = x.reshape({-1, x.size(-1)});
+    crit.accumulate_activations(param, cols.to(torch::kFloat64).square().sum(0).reshape(shape->second), cols.size(0));
+    return x;
+  });
+  const bool was_training = net.is_training();
+  net.eval();
+  torch::NoGradGuard ng;
+  const std::int64_t n = train.size();
+  const auto order = data::epoch_order(n, seed ^ 0x5eedull, 0);
+  for (std::int64_t b = 0; b < batches && b * batch_size < n; ++b) {
+    const auto idx = order.narrow(0, b * batch_size, std::min(batch_size, n - b * batch_size));
+    net.forward(train.images.index_select(0, idx));
+  }
+  net.set_input_hook({});
+  net.train(was_training);
 }
 
 Trainer::Trainer(Net& net, TrainConfig cfg, std::uint64_t seed, Sparsifier* sparsifier)
