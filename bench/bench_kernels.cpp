@@ -260,9 +260,11 @@ void BM_Conv(benchmark::State& state, ConvCase c, const std::string& path) {
   for (auto* v : {&w, &bias, &x})
     for (auto& e : *v) e = val(rng);
   auto conv = k::pack_direct_conv(w.data(), bias.data(), c.rows, c.cin, c.k, 1, c.pad, c.h, c.w);
-  conv.planar = path == "direct_planar";
+  conv.layout = path == "direct_planar" ? k::DirectConv::Layout::Planar
+                : path == "direct_flat"   ? k::DirectConv::Layout::Flat
+                                          : k::DirectConv::Layout::Channels;
   std::vector<float> y(static_cast<std::size_t>(batch * conv.oh * conv.ow * c.rows));
-  if (path == "direct" || path == "direct_planar") {
+  if (path == "direct" || path == "direct_planar" || path == "direct_flat") {
     for (auto _ : state) k::conv_direct(conv, x.data(), batch, y.data());
   } else if (path == "im2col_openblas") {
     const std::int64_t positions = batch * conv.oh * conv.ow;
@@ -319,9 +321,10 @@ int main(int argc, char** argv) {
              {768, 3072, {1, 4, 16, 64, 256}}};
   for (const auto& c : cases) register_shape(c, {1, 2});
   for (const auto& c : kConvCases)
-    for (const char* path : {"im2col_openblas", "libtorch", "direct", "direct_planar"})
+    for (const char* path : {"im2col_openblas", "libtorch", "direct", "direct_planar", "direct_flat"}) {
       benchmark::RegisterBenchmark((std::string("conv/") + c.name + "/b64/" + path).c_str(), BM_Conv, c, std::string(path))
           ->Unit(benchmark::kMicrosecond);
+    }
   benchmark::Initialize(&rc, rest.data());
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -388,7 +388,9 @@ TEST(Kernels, DirectConvMatchesReference) {
       {3, 3, 4, 4, 7, 1, 2},
       {12, 10, 3, 12, 1, 2, 0},
       // Stride 1 with output rows of 8 or more also run the planar path: blocks that overlap
-      // at the row's end, partial channel groups.
+      // at the row's end, partial channel groups. Every stride-1 case also runs the flat path: runs
+      // across rows (short and long, tails of 1..B-1 blocks, row ranges split between threads),
+      // channel groups of 1..12 and several groups.
       {10, 13, 1, 3, 3, 1, 1},
       {12, 12, 1, 8, 3, 1, 0},
       {8, 8, 1, 1, 1, 1, 0},
@@ -397,6 +399,13 @@ TEST(Kernels, DirectConvMatchesReference) {
       {6, 30, 1, 7, 3, 1, 0},
       {9, 8, 1, 8, 3, 1, 0},
       {16, 16, 1, 2, 5, 1, 2},
+      {14, 14, 4, 9, 5, 1, 0},
+      {28, 28, 1, 4, 5, 1, 2},
+      {6, 5, 3, 15, 3, 1, 1},
+      {3, 2, 2, 23, 1, 1, 0},
+      {11, 12, 7, 6, 3, 1, 2},
+      {9, 9, 2, 12, 3, 1, 1},
+      {7, 9, 2, 24, 3, 1, 0},
   };
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> val(-2, 2);
@@ -407,9 +416,12 @@ TEST(Kernels, DirectConvMatchesReference) {
     for (auto& b : bias) b = val(rng);
     auto conv = k::pack_direct_conv(w.data(), bias.data(), c.rows, c.cin, c.k, c.stride, c.pad, c.h, c.w);
     ASSERT_EQ(conv.oh, (c.h + 2 * c.pad - c.k) / c.stride + 1);
-    for (bool planar : {false, true}) {
-      if (planar && !conv.planar_applies()) continue;
-      conv.planar = planar;
+    using Layout = k::DirectConv::Layout;
+    for (Layout layout : {Layout::Channels, Layout::Planar, Layout::Flat}) {
+      if ((layout == Layout::Planar && !conv.planar_applies()) || (layout == Layout::Flat && !conv.flat_applies()))
+        continue;
+      conv.layout = layout;
+      const char* layout_name = layout == Layout::Planar ? " planar" : layout == Layout::Flat ? " flat" : " channel-vector";
       for (std::int64_t batch : {1, 2, 5}) {
         std::vector<float> x(static_cast<std::size_t>(batch * c.h * c.w * c.cin));
         for (auto& v : x) v = val(rng);
@@ -438,7 +450,7 @@ TEST(Kernels, DirectConvMatchesReference) {
             for (std::int64_t i = 0; i < out; ++i)
               ASSERT_LE(std::fabs(double(y[i]) - ref[i]), 1e-5 * bound[i] + 1e-6)
                   << "conv " << c.h << "x" << c.w << "x" << c.cin << " -> " << c.rows << " k" << c.k << " s" << c.stride
-                  << " p" << c.pad << (planar ? " planar" : " channel-vector") << " isa=" << k::isa_name(isa)
+                  << " p" << c.pad << layout_name << " isa=" << k::isa_name(isa)
                   << " threads=" << threads << " batch=" << batch << " i=" << i;
             for (std::int64_t i = out; i < out + 16; ++i) ASSERT_TRUE(std::isnan(y[i])) << "wrote past the output";
           }

@@ -359,7 +359,7 @@ TEST(Runtime, MatchesTheLibtorchForwardOnPrunedModelsOfEveryArchitecture) {
       auto expect = net->forward((raw - data::kPixelMean) / data::kPixelStd).contiguous();
       using Path = runtime::LoadOptions::ConvPath;
       for (auto [dense, conv] : {std::pair{false, Path::Measured}, {true, Path::Measured}, {false, Path::Im2col},
-                                 {true, Path::Direct}, {false, Path::Planar}}) {
+                                 {true, Path::Direct}, {false, Path::Planar}, {true, Path::Flat}}) {
         runtime::LoadOptions lo;
         lo.batch_hint = batch;
         lo.dense = dense;

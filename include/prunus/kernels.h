@@ -159,11 +159,17 @@ struct DirectConv {
   std::int64_t rows_padded = 0;
   std::vector<float> wt;                   // [k·k·cin × rows_padded]
   std::vector<float> bias;                 // [rows_padded]
-  // Vectors along the output row (8 positions of one channel) instead of across channels: the
-  // work then shrinks with the channel count, but rows narrower than a vector waste lanes.
-  // Stride 1 and output rows of 8 or more only (planar_applies); the runtime times both.
-  bool planar = false;
+  // How the SIMD variants lay out the work; the runtime times each layout that applies.
+  //  Channels: a vector holds 8 or 16 output channels of one position (any stride).
+  //  Planar: a vector holds 8 positions of one channel along an output row (stride 1, rows of
+  //    8 or more): the work shrinks with the channel count, but narrow rows waste lanes.
+  //  Flat: planar vectors over the whole padded plane (rows joined, so row ends lose few
+  //    lanes; 16 positions a vector on AVX-512), channels in groups of up to 12 sharing each
+  //    input load (stride 1): 9 channels cost 9/16 of 16, not all 16 lanes.
+  enum class Layout { Channels, Planar, Flat };
+  Layout layout = Layout::Channels;
   bool planar_applies() const { return stride == 1 && ow >= 8; }
+  bool flat_applies() const { return stride == 1; }
   double macs_per_sample() const { return double(oh * ow) * double(rows) * double(k * k * cin); }
 };
 // w: [rows × k·k·cin], each row in (ky, kx, ci) order (the runtime's im2col order); bias may be

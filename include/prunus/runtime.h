@@ -44,10 +44,11 @@ struct LoadOptions {
   // absent: per-token scales at run time.
   bool stored_act_scales = true;
   // How fp32 convolutions run: Measured times im2col + the layer's format against the direct
-  // kernels (channel-vector and planar) at load and keeps the fastest; the others force one
-  // path (tests: every path must give the same outputs). Planar falls back to the
-  // channel-vector kernel where it does not apply (stride > 1, output rows under 8).
-  enum class ConvPath { Measured, Im2col, Direct, Planar } conv = ConvPath::Measured;
+  // kernel's layouts (channel-vector, planar, flat: kernels::DirectConv::Layout) at load and
+  // keeps the fastest; the others force one path (tests: every path must give the same
+  // outputs). Planar and Flat fall back to the channel-vector kernel where they do not apply
+  // (planar: stride > 1 or output rows under 8; flat: stride > 1).
+  enum class ConvPath { Measured, Im2col, Direct, Planar, Flat } conv = ConvPath::Measured;
   kernels::Options kernel;
 };
 

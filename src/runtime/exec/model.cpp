@@ -426,14 +426,28 @@ void Model::choose_conv_paths(const LoadOptions& opt) {
     std::vector<float> cols;
     using Path = LoadOptions::ConvPath;
     const double t_im2col = best_of([&] { conv_im2col(op, x.data(), batch, y.data(), cols, nullptr); });
-    // Both layouts of the direct kernel where the planar one applies; the faster one is kept.
-    double t_direct = best_of([&] { kernels::conv_direct(direct, x.data(), batch, y.data(), opt_); });
-    if (direct.planar_applies() && opt.conv != Path::Direct) {
-      direct.planar = true;
-      const double t_planar = best_of([&] { kernels::conv_direct(direct, x.data(), batch, y.data(), opt_); });
-      if (t_planar < t_direct || opt.conv == Path::Planar) t_direct = t_planar;
-      else direct.planar = false;
+    // Every layout of the direct kernel that applies (a forced path times only its own); the
+    // fastest is kept.
+    using Layout = kernels::DirectConv::Layout;
+    double t_direct = INFINITY;
+    Layout best = Layout::Channels;
+    for (Layout layout : {Layout::Channels, Layout::Planar, Layout::Flat}) {
+      const bool applies = layout == Layout::Channels || (layout == Layout::Planar && direct.planar_applies()) ||
+                           (layout == Layout::Flat && direct.flat_applies());
+      const bool allowed = opt.conv == Path::Measured || opt.conv == Path::Im2col ||
+                           (opt.conv == Path::Direct && layout == Layout::Channels) ||
+                           (opt.conv == Path::Planar && layout == Layout::Planar) ||
+                           (opt.conv == Path::Flat && layout == Layout::Flat);
+      if (!applies || !allowed) continue;
+      direct.layout = layout;
+      const double t = best_of([&] { kernels::conv_direct(direct, x.data(), batch, y.data(), opt_); });
+      if (t < t_direct) t_direct = t, best = layout;
     }
+    if (t_direct == INFINITY) {  // the forced layout does not apply to this layer: channel-vector
+      direct.layout = Layout::Channels;
+      t_direct = best_of([&] { kernels::conv_direct(direct, x.data(), batch, y.data(), opt_); });
+    }
+    direct.layout = best;
     auto& info = infos_[op.layer];
     // What im2col would cost with the dense matmul instead of the chosen format.
     const double t_im2col_dense = t_im2col - lin.measured_seconds() + lin.measured_dense_seconds();
@@ -441,7 +455,7 @@ void Model::choose_conv_paths(const LoadOptions& opt) {
     info.dense_seconds = std::min(t_direct, t_im2col_dense);
     info.seconds = use_direct ? t_direct : t_im2col;
     if (use_direct) {
-      info.format = direct.planar ? "direct-planar" : "direct";
+      info.format = best == Layout::Planar ? "direct-planar" : best == Layout::Flat ? "direct-flat" : "direct";
       info.bytes = info.dense_bytes;
     } else {
       direct = {};

@@ -5,7 +5,7 @@
 
 namespace prunus::kernels::avx512 {
 void conv_direct(const DirectConv& c, const float* x, float* y, std::int64_t r0, std::int64_t r1) {
-  if (conv_simd::conv_planar(c, x, y, r0, r1)) return;
+  if (conv_simd::conv_planar(c, x, y, r0, r1) || conv_simd::conv_flat<conv_simd::Zmm>(c, x, y, r0, r1)) return;
   if (c.rows <= 8) return conv_simd::conv_rows<conv_simd::Ymm, 8>(c, x, y, r0, r1);
   conv_simd::conv_rows<conv_simd::Zmm, 4>(c, x, y, r0, r1);
 }

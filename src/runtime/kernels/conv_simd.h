@@ -41,7 +41,9 @@ class Sample {
     const float* xn = x + n * c_.h * c_.w * cin;
     if (!planar_ && c_.pad == 0) return xn;
     if (n == n_) return buf_.data();
-    buf_.assign(static_cast<std::size_t>(cin * hp * wp), 0.0f);
+    // Planar: zeros past the last plane for the flat kernel's last vector (its lanes past the
+    // output are computed, never stored).
+    buf_.assign(static_cast<std::size_t>(cin * hp * wp + (planar_ ? 32 : 0)), 0.0f);
     for (std::int64_t iy = 0; iy < c_.h; ++iy) {
       const float* src = xn + iy * c_.w * cin;
       if (!planar_) {
@@ -163,7 +165,7 @@ void planar_rows(const DirectConv& c, const float* x, float* y, std::int64_t r0,
 
 // The planar path where asked for and possible.
 inline bool conv_planar(const DirectConv& c, const float* x, float* y, std::int64_t r0, std::int64_t r1) {
-  if (!c.planar || !c.planar_applies()) return false;
+  if (c.layout != DirectConv::Layout::Planar || !c.planar_applies()) return false;
   switch ((c.rows - 1) % 8 + 1) {
     case 1: planar_rows<1>(c, x, y, r0, r1); break;
     case 2: planar_rows<2>(c, x, y, r0, r1); break;
@@ -177,8 +179,93 @@ inline bool conv_planar(const DirectConv& c, const float* x, float* y, std::int6
   return true;
 }
 
+// Flat planar (the Flat layout, stride 1): output position q = oy·wp + ox of the padded
+// plane (wp its width) reads tap (ky, kx) at q + ky·wp + kx, so the rows of a sample join
+// into one run of vectors — a 10-wide row does not leave lanes idle at its end — and each
+// input vector loaded serves the R channels of a group (B·R accumulators in flight). The
+// work is R·taps per position, so it shrinks with the channel count: 9 channels cost 9/16
+// of 16, where a 16-channel vector costs the same for 9 as for 16. Positions with ox ≥ ow
+// (the row's padding) are computed and not stored. Results go back to NHWC through 8×8
+// transposes, 8 channels at a time, in masked stores of the group's channels only, so no
+// store spills into another group's channels.
+template <class L, int R, int B>
+inline __attribute__((always_inline)) void flat_group(const DirectConv& c, const float* xp, std::int64_t q,
+                                                      std::int64_t q_end, std::int64_t g0, float* yn) {
+  using V = typename L::V;
+  constexpr int N = L::N;
+  const std::int64_t rp = c.rows_padded, k = c.k, cin = c.cin, hp = c.h + 2 * c.pad, wp = c.w + 2 * c.pad;
+  V acc[B][R];
+  _Pragma("GCC unroll 16") for (int b = 0; b < B; ++b)
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) acc[b][r] = L::bcast(&c.bias[g0 + r]);
+  for (std::int64_t ci = 0; ci < cin; ++ci)
+    for (std::int64_t ky = 0; ky < k; ++ky) {
+      const float* src = xp + (ci * hp + ky) * wp + q;
+      const float* wt = c.wt.data() + (ky * k * cin + ci) * rp + g0;
+      for (std::int64_t kx = 0; kx < k; ++kx) {
+        V xv[B];
+        _Pragma("GCC unroll 16") for (int b = 0; b < B; ++b) xv[b] = L::load(src + N * b + kx);
+        const float* w = wt + kx * cin * rp;
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
+          const V wv = L::bcast(w + r);
+          _Pragma("GCC unroll 16") for (int b = 0; b < B; ++b) acc[b][r] = L::fma(wv, xv[b], acc[b][r]);
+        }
+      }
+    }
+  const std::int64_t oy = q / wp, ox0 = q - oy * wp;
+  // Where the first stored position goes: q itself, or the next row's first if q is padding.
+  float* const first = yn + (ox0 < c.ow ? oy * c.ow + ox0 : (oy + 1) * c.ow) * c.rows + g0;
+  _Pragma("GCC unroll 4") for (int j = 0; j < (R + 7) / 8; ++j) {  // channels g0 + 8j … of the group
+    constexpr int kLanes[2] = {R < 8 ? R : 8, R - 8 < 8 ? R - 8 : 8};
+    const int lanes = kLanes[j];
+    float* dst = first + 8 * j;
+    std::int64_t ox = ox0, at = q;
+    _Pragma("GCC unroll 16") for (int b = 0; b < B; ++b)
+      _Pragma("GCC unroll 2") for (int h = 0; h < N / 8; ++h) {
+        __m256 t[8];
+        _Pragma("GCC unroll 8") for (int r = 0; r < 8; ++r) t[r] = 8 * j + r < R ? L::half(acc[b][8 * j + r], h) : _mm256_setzero_ps();
+        transpose8(t);
+        for (int p = 0; p < 8; ++p, ++at) {
+          if (at >= q_end) goto next_group;
+          if (ox < c.ow) {
+            L::store8(dst, t[p], lanes);
+            dst += c.rows;
+          }
+          if (++ox == wp) ox = 0;
+        }
+      }
+  next_group:;
+  }
+}
+
+// The last chunk of a run, shorter than B blocks: as many blocks as it needs.
+template <class L, int R, int B>
+void flat_tail(const DirectConv& c, const float* xp, std::int64_t q, std::int64_t q_end, std::int64_t g0, float* yn) {
+  if constexpr (B > 1)
+    if ((q_end - q + L::N - 1) / L::N < B) return flat_tail<L, R, B - 1>(c, xp, q, q_end, g0, yn);
+  flat_group<L, R, B>(c, xp, q, q_end, g0, yn);
+}
+
+// Channels [g0, g0 + R) of output rows [r0, r1) (batch × oh of them) by the flat kernel.
+template <class L, int R>
+void flat_rows(const DirectConv& c, const float* x, float* y, std::int64_t r0, std::int64_t r1, std::int64_t g0) {
+  constexpr int B = std::clamp(L::kAccumulators / R, 1, 6);
+  Sample sample(c, true);
+  const std::int64_t wp = c.w + 2 * c.pad;
+  for (std::int64_t n = r0 / c.oh; n * c.oh < r1; ++n) {
+    const std::int64_t oy0 = std::max<std::int64_t>(r0 - n * c.oh, 0), oy1 = std::min(r1 - n * c.oh, c.oh);
+    const float* xp = sample.get(x, n);
+    float* yn = y + n * c.oh * c.ow * c.rows;
+    const std::int64_t q_end = (oy1 - 1) * wp + c.ow;
+    std::int64_t q = oy0 * wp;
+    for (; q + L::N * B <= q_end; q += L::N * B) flat_group<L, R, B>(c, xp, q, q_end, g0, yn);
+    if (q < q_end) flat_tail<L, R, B>(c, xp, q, q_end, g0, yn);
+  }
+}
+
+// Channels [0, c_end) (c_end < 0: all of them).
 template <class L, int P>
-void conv_rows(const DirectConv& c, const float* x, float* y, std::int64_t r0, std::int64_t r1) {
+void conv_rows(const DirectConv& c, const float* x, float* y, std::int64_t r0, std::int64_t r1, std::int64_t c_end = -1) {
+  if (c_end < 0) c_end = c.rows;
   using V = typename L::V;
   const std::int64_t rp = c.rows_padded, cin = c.cin, k = c.k, s = c.stride;
   const std::int64_t wp = c.w + 2 * c.pad, run = k * cin, step = s * cin;
@@ -190,8 +277,8 @@ void conv_rows(const DirectConv& c, const float* x, float* y, std::int64_t r0, s
     // Kernel rows that fall on padding only add zeros: skip them.
     const std::int64_t ky0 = std::max<std::int64_t>(0, c.pad - oy * s), ky1 = std::min(k, c.h + c.pad - oy * s);
     float* yrow = y + row * c.ow * c.rows;
-    for (std::int64_t c0 = 0; c0 < c.rows; c0 += L::N) {
-      const int lanes = static_cast<int>(std::min<std::int64_t>(L::N, c.rows - c0));
+    for (std::int64_t c0 = 0; c0 < c_end; c0 += L::N) {
+      const int lanes = static_cast<int>(std::min<std::int64_t>(L::N, c_end - c0));
       const V b = L::load(c.bias.data() + c0);
       // A full-width store spills into the following positions' channels, which are stored
       // after it (one chunk only: with several, the spill would hit a chunk already written);
@@ -236,6 +323,17 @@ void conv_rows(const DirectConv& c, const float* x, float* y, std::int64_t r0, s
 struct Ymm {
   using V = __m256;
   static constexpr int N = 8;
+#ifdef __AVX512F__
+  static constexpr int kAccumulators = 16, kMaxGroup = 8;  // of 32 registers
+  static void store8(float* p, __m256 v, int lanes) { _mm256_mask_storeu_ps(p, static_cast<__mmask8>((1u << lanes) - 1), v); }
+#else
+  static constexpr int kAccumulators = 12, kMaxGroup = 8;  // of 16 registers
+  static void store8(float* p, __m256 v, int lanes) {
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), idx), v);
+  }
+#endif
+  static __m256 half(__m256 v, int) { return v; }
   static V load(const float* p) { return _mm256_loadu_ps(p); }
   static V bcast(const float* p) { return _mm256_broadcast_ss(p); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
@@ -250,6 +348,10 @@ struct Ymm {
 struct Zmm {
   using V = __m512;
   static constexpr int N = 16;
+  static constexpr int kAccumulators = 24, kMaxGroup = 12;  // of 32 registers
+  // AVX-512VL's mask register store: VMASKMOVPS stores are slow on AMD cores.
+  static void store8(float* p, __m256 v, int lanes) { _mm256_mask_storeu_ps(p, static_cast<__mmask8>((1u << lanes) - 1), v); }
+  static __m256 half(__m512 v, int h) { return h ? _mm512_extractf32x8_ps(v, 1) : _mm512_castps512_ps256(v); }
   static V load(const float* p) { return _mm512_loadu_ps(p); }
   static V bcast(const float* p) { return _mm512_set1_ps(*p); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
@@ -257,6 +359,26 @@ struct Zmm {
   static void store(float* p, V v, int lanes) { _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << lanes) - 1), v); }
 };
 #endif
+
+// The Flat layout where asked for and possible: the channels in near-equal groups of at most
+// L::kMaxGroup, each group by the flat planar kernel.
+template <class L>
+bool conv_flat(const DirectConv& c, const float* x, float* y, std::int64_t r0, std::int64_t r1) {
+  if (c.layout != DirectConv::Layout::Flat || !c.flat_applies()) return false;
+  using Fn = void (*)(const DirectConv&, const float*, float*, std::int64_t, std::int64_t, std::int64_t);
+  static constexpr Fn kByChannels[] = {nullptr,           flat_rows<L, 1>,  flat_rows<L, 2>,  flat_rows<L, 3>,
+                                       flat_rows<L, 4>,   flat_rows<L, 5>,  flat_rows<L, 6>,  flat_rows<L, 7>,
+                                       flat_rows<L, 8>,   flat_rows<L, 9>,  flat_rows<L, 10>, flat_rows<L, 11>,
+                                       flat_rows<L, 12>};
+  static_assert(L::kMaxGroup <= 12);
+  const std::int64_t groups = (c.rows + L::kMaxGroup - 1) / L::kMaxGroup;
+  for (std::int64_t g = 0, g0 = 0; g < groups; ++g) {
+    const std::int64_t size = c.rows / groups + (g < c.rows % groups ? 1 : 0);
+    kByChannels[size](c, x, y, r0, r1, g0);
+    g0 += size;
+  }
+  return true;
+}
 
 }  // namespace
 }  // namespace prunus::kernels::conv_simd
