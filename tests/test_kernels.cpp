@@ -406,6 +406,8 @@ TEST(Kernels, DirectConvMatchesReference) {
       {11, 12, 7, 6, 3, 1, 2},
       {9, 9, 2, 12, 3, 1, 1},
       {7, 9, 2, 24, 3, 1, 0},
+      {4, 40, 2, 1, 3, 1, 1},
+      {5, 36, 3, 2, 3, 1, 0},
   };
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> val(-2, 2);

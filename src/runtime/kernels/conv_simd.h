@@ -211,21 +211,31 @@ inline __attribute__((always_inline)) void flat_group(const DirectConv& c, const
         }
       }
     }
-  const std::int64_t oy = q / wp, ox0 = q - oy * wp;
-  // Where the first stored position goes: q itself, or the next row's first if q is padding.
-  float* const first = yn + (ox0 < c.ow ? oy * c.ow + ox0 : (oy + 1) * c.ow) * c.rows + g0;
-  _Pragma("GCC unroll 4") for (int j = 0; j < (R + 7) / 8; ++j) {  // channels g0 + 8j … of the group
-    constexpr int kLanes[2] = {R < 8 ? R : 8, R - 8 < 8 ? R - 8 : 8};
-    const int lanes = kLanes[j];
-    float* dst = first + 8 * j;
-    std::int64_t ox = ox0, at = q;
-    _Pragma("GCC unroll 16") for (int b = 0; b < B; ++b)
+  _Pragma("GCC unroll 16") for (int b = 0; b < B; ++b) {
+    const std::int64_t qb = q + N * b;
+    if (qb >= q_end) return;
+    const std::int64_t oy = qb / wp, ox0 = qb - oy * wp;
+    if constexpr (L::kInterleaves(R)) {
+      // The layer's only group and a block within one row: its positions' channels are one
+      // contiguous run of the output, written by interleaving the channel vectors.
+      if (g0 == 0 && R == c.rows && ox0 + N <= wp) {
+        const std::int64_t valid = std::min<std::int64_t>({N, c.ow - ox0, q_end - qb});
+        if (valid > 0) L::template store_interleaved<R>(yn + (oy * c.ow + ox0) * R, acc[b], valid);
+        continue;
+      }
+    }
+    // Where the block's first stored position goes: qb itself, or the next row's first.
+    float* const first = yn + (ox0 < c.ow ? oy * c.ow + ox0 : (oy + 1) * c.ow) * c.rows + g0;
+    _Pragma("GCC unroll 4") for (int j = 0; j < (R + 7) / 8; ++j) {  // channels g0 + 8j … of the group
+      constexpr int kLanes[2] = {R < 8 ? R : 8, R - 8 < 8 ? R - 8 : 8};
+      const int lanes = kLanes[j];
+      float* dst = first + 8 * j;
+      std::int64_t ox = ox0, at = qb;
       _Pragma("GCC unroll 2") for (int h = 0; h < N / 8; ++h) {
         __m256 t[8];
         _Pragma("GCC unroll 8") for (int r = 0; r < 8; ++r) t[r] = 8 * j + r < R ? L::half(acc[b][8 * j + r], h) : _mm256_setzero_ps();
         transpose8(t);
-        for (int p = 0; p < 8; ++p, ++at) {
-          if (at >= q_end) goto next_group;
+        for (int p = 0; p < 8 && at < q_end; ++p, ++at) {
           if (ox < c.ow) {
             L::store8(dst, t[p], lanes);
             dst += c.rows;
@@ -233,7 +243,7 @@ inline __attribute__((always_inline)) void flat_group(const DirectConv& c, const
           if (++ox == wp) ox = 0;
         }
       }
-  next_group:;
+    }
   }
 }
 
@@ -334,6 +344,9 @@ struct Ymm {
   }
 #endif
   static __m256 half(__m256 v, int) { return v; }
+  static constexpr bool kInterleaves(int) { return false; }
+  template <int R>
+  static void store_interleaved(float*, const V*, std::int64_t) {}
   static V load(const float* p) { return _mm256_loadu_ps(p); }
   static V bcast(const float* p) { return _mm256_broadcast_ss(p); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
@@ -352,6 +365,38 @@ struct Zmm {
   // AVX-512VL's mask register store: VMASKMOVPS stores are slow on AMD cores.
   static void store8(float* p, __m256 v, int lanes) { _mm256_mask_storeu_ps(p, static_cast<__mmask8>((1u << lanes) - 1), v); }
   static __m256 half(__m512 v, int h) { return h ? _mm512_extractf32x8_ps(v, 1) : _mm512_castps512_ps256(v); }
+  // R channel vectors of 16 positions → positions × R channels, the first `valid` positions.
+  static constexpr bool kInterleaves(int r) { return r == 1 || r == 2 || r == 4; }
+  template <int R>
+  static void store_interleaved(float* p, const V* a, std::int64_t valid) {
+    V o[R];
+    if constexpr (R == 1) {
+      o[0] = a[0];
+    } else if constexpr (R == 2) {
+      // Per 128-bit lane l: lo = positions 4l, 4l+1; hi = 4l+2, 4l+3 (each a0, a1).
+      const V lo = _mm512_unpacklo_ps(a[0], a[1]), hi = _mm512_unpackhi_ps(a[0], a[1]);
+      const V v0 = _mm512_shuffle_f32x4(lo, hi, 0x44), v1 = _mm512_shuffle_f32x4(lo, hi, 0xEE);  // lo0 lo1 hi0 hi1
+      o[0] = _mm512_shuffle_f32x4(v0, v0, 0xD8), o[1] = _mm512_shuffle_f32x4(v1, v1, 0xD8);   // lo0 hi0 lo1 hi1
+    } else {
+      // u_i lane l = position 4l + i (channels 0..3); then a 4×4 transpose of 128-bit lanes.
+      const V t0 = _mm512_unpacklo_ps(a[0], a[1]), t1 = _mm512_unpackhi_ps(a[0], a[1]);
+      const V t2 = _mm512_unpacklo_ps(a[2], a[3]), t3 = _mm512_unpackhi_ps(a[2], a[3]);
+      const V u0 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t2)));
+      const V u1 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t2)));
+      const V u2 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t1), _mm512_castps_pd(t3)));
+      const V u3 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t1), _mm512_castps_pd(t3)));
+      const V v0 = _mm512_shuffle_f32x4(u0, u1, 0x44), v1 = _mm512_shuffle_f32x4(u2, u3, 0x44);
+      const V v2 = _mm512_shuffle_f32x4(u0, u1, 0xEE), v3 = _mm512_shuffle_f32x4(u2, u3, 0xEE);
+      o[0] = _mm512_shuffle_f32x4(v0, v1, 0x88), o[1] = _mm512_shuffle_f32x4(v0, v1, 0xDD);
+      o[2] = _mm512_shuffle_f32x4(v2, v3, 0x88), o[3] = _mm512_shuffle_f32x4(v2, v3, 0xDD);
+    }
+    const std::int64_t n = valid * R;
+    for (int m = 0; m < R; ++m) {
+      const std::int64_t cnt = std::clamp<std::int64_t>(n - 16 * m, 0, 16);
+      if (cnt == 16) _mm512_storeu_ps(p + 16 * m, o[m]);
+      else if (cnt > 0) _mm512_mask_storeu_ps(p + 16 * m, static_cast<__mmask16>((1u << cnt) - 1), o[m]);
+    }
+  }
   static V load(const float* p) { return _mm512_loadu_ps(p); }
   static V bcast(const float* p) { return _mm512_set1_ps(*p); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
