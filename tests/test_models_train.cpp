@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
+#include <random>
 #include <variant>
 
 #include "prunus/data.h"
@@ -384,6 +386,33 @@ TEST(Runtime, MatchesTheLibtorchForwardOnPrunedModelsOfEveryArchitecture) {
     EXPECT_EQ(m.layers().size(), prunable_weights(*net).size()) << arch;
     EXPECT_EQ(n - nnz, std::llround(0.9 * double(n))) << arch;
   }
+}
+
+// The runtime folds each ReLU into a neighbour (a pool, a bias loop, the conv's output); an
+// observer must still see every conv and linear output before its activation, and observing
+// must not change the result.
+TEST(Runtime, ObserversSeeValuesBeforeTheFusedRelu) {
+  test::TempDir dir;
+  torch::manual_seed(3);
+  auto net = make_model("lenet5");
+  const auto path = dir.file("lenet5.safetensors");
+  save_model(path, *net);
+  const auto m = runtime::Model::load(path);
+  std::vector<float> x(static_cast<std::size_t>(4 * m.input_size()));
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  for (auto& v : x) v = u(rng);
+  const auto plain = m.forward(x.data(), 4);
+  std::map<std::string, float> lowest;
+  const auto observed = m.forward(x.data(), 4, [&](const std::string& layer, const float* v, std::int64_t positions,
+                                                   std::int64_t channels) {
+    float lo = 0;
+    for (std::int64_t i = 0; i < positions * channels; ++i) lo = std::min(lo, v[i]);
+    lowest[layer] = lo;
+  });
+  EXPECT_EQ(plain, observed);
+  for (const std::string layer : {"conv1", "conv2", "fc1", "fc2", "fc3"})
+    EXPECT_LT(lowest.at(layer), 0.0f) << layer << " was observed after its ReLU";
 }
 
 TEST(Runtime, RejectsModelsItCannotRunNamingTheFile) {

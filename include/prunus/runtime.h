@@ -114,7 +114,10 @@ class Model {
     float mean = 0, inv_std = 1;
     std::int64_t kernel = 1, stride = 1, padding = 0;
     std::size_t layer = 0;  // index into layers_/biases_
+    bool relu = false;      // a ReLU fused into this op (fuse_relus)
   };
+  // Folds each ReLU into a neighbour so its pass over the values disappears.
+  void fuse_relus();
   std::string arch_;
   Shape input_;
   std::vector<Op> ops_;

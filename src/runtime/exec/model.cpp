@@ -318,10 +318,45 @@ Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
     fail(path, std::string("prunus.graph is malformed: ") + e.what());
   }
   if (m.layers_.empty()) fail(path, "prunus.graph has no layers");
+  m.fuse_relus();
   m.opt_ = opt.kernel;
   m.direct_.resize(m.layers_.size());
   m.choose_conv_paths(opt);
   return m;
+}
+
+// A ReLU whose input only it reads goes into the max pool that alone reads its output
+// (max(relu x) = relu(max x): the pool applies it to its smaller output), or else into the op
+// that produced its input: a linear's bias loop or an add's sum apply it, a conv applies it in
+// place after its kernel (and after an observer has seen the values, which observers get
+// before any activation). The ReLU op is then gone.
+void Model::fuse_relus() {
+  auto readers = [&](int slot) {
+    int n = 0;
+    for (const auto& op : ops_)
+      for (int s : op.in) n += s == slot;
+    return n;
+  };
+  for (std::size_t i = 0; i < ops_.size(); ++i) {
+    const Op r = ops_[i];
+    if (r.kind != Op::Relu || readers(r.in[0]) != 1) continue;
+    auto producer = std::find_if(ops_.begin(), ops_.end(), [&](const Op& o) { return o.out == r.in[0]; });
+    auto pool = std::find_if(ops_.begin(), ops_.end(), [&](const Op& o) {
+      return o.kind == Op::MaxPool && !o.relu && o.in[0] == r.out;
+    });
+    if (pool != ops_.end() && readers(r.out) == 1 && r.out != slots_ - 1) {
+      pool->in[0] = r.in[0];
+      pool->relu = true;
+    } else if (producer != ops_.end() && !producer->relu &&
+               (producer->kind == Op::Linear || producer->kind == Op::Add || producer->kind == Op::Conv)) {
+      producer->out = r.out;  // writes the ReLU's value itself; its own slot is left unused
+      producer->relu = true;
+    } else {
+      continue;
+    }
+    ops_.erase(ops_.begin() + static_cast<std::ptrdiff_t>(i));
+    --i;
+  }
 }
 
 namespace {
@@ -553,7 +588,10 @@ std::vector<float> Model::forward_impl(const float* x, std::int64_t batch, const
         break;
       case Op::Add: {
         const auto& b = v[op.in[1]];
-        for (std::size_t i = 0; i < a.size(); ++i) out[i] = a[i] + b[i];
+        if (op.relu)
+          for (std::size_t i = 0; i < a.size(); ++i) out[i] = std::max(a[i] + b[i], 0.0f);
+        else
+          for (std::size_t i = 0; i < a.size(); ++i) out[i] = a[i] + b[i];
         break;
       }
       case Op::Flatten:  // NHWC → torch's C, H, W order
@@ -572,6 +610,8 @@ std::vector<float> Model::forward_impl(const float* x, std::int64_t batch, const
         break;
       case Op::MaxPool:
         max_pool(op, a.data(), batch, out.data());
+        if (op.relu)
+          for (auto& e : out) e = std::max(e, 0.0f);
         break;
       case Op::Conv: {
         const auto& direct = direct_[op.layer];
@@ -580,6 +620,8 @@ std::vector<float> Model::forward_impl(const float* x, std::int64_t batch, const
         else
           conv_im2col(op, a.data(), batch, out.data(), cols, inputs);
         if (observe) observe(infos_[op.layer].name, out.data(), batch * os.h * os.w, os.c);
+        if (op.relu)
+          for (auto& e : out) e = std::max(e, 0.0f);
         break;
       }
       case Op::Linear: {
@@ -587,9 +629,15 @@ std::vector<float> Model::forward_impl(const float* x, std::int64_t batch, const
         if (inputs) inputs(op.layer, a.data(), batch * op.in_shape.size());
         lin.forward(a.data(), batch, out.data());
         const auto& bias = biases_[op.layer];
+        const bool relu_here = op.relu && !observe;  // an observer sees the values before the ReLU
         for (std::int64_t b = 0; b < batch; ++b)
-          for (std::int64_t r = 0; r < os.c; ++r) out[b * os.c + r] += bias[r];
+          for (std::int64_t r = 0; r < os.c; ++r) {
+            float& e = out[b * os.c + r];
+            e = relu_here ? std::max(e + bias[r], 0.0f) : e + bias[r];
+          }
         if (observe) observe(infos_[op.layer].name, out.data(), batch, os.c);
+        if (op.relu && !relu_here)
+          for (auto& e : out) e = std::max(e, 0.0f);
         break;
       }
     }
