@@ -1,8 +1,11 @@
-// Internal: the direct NHWC convolution, two layouts, written once for AVX2 and AVX-512
-// (conv_avx2.cpp and conv_avx512.cpp instantiate them; the runtime times both at load).
+// Internal: the direct NHWC convolution, three layouts, written once for AVX2 and AVX-512
+// (conv_avx2.cpp and conv_avx512.cpp instantiate them; the runtime times each at load).
 //
-// Planar (conv_planar, stride 1): a vector holds 8 positions of one output channel — see
-// planar_group.
+// Planar (conv_planar, stride 1): a vector holds 8 positions of one output channel along an
+// output row — see planar_group.
+//
+// Flat (conv_flat, stride 1): a vector holds 8 or 16 positions of the whole padded plane,
+// rows joined — see flat_group.
 //
 // Channel-vector (conv_rows, any stride), over a vector type (8-lane ymm, 16-lane zmm):
 // each output position's channels are one vector (a chunk of 8 or 16 output channels); each
@@ -272,10 +275,8 @@ void flat_rows(const DirectConv& c, const float* x, float* y, std::int64_t r0, s
   }
 }
 
-// Channels [0, c_end) (c_end < 0: all of them).
 template <class L, int P>
-void conv_rows(const DirectConv& c, const float* x, float* y, std::int64_t r0, std::int64_t r1, std::int64_t c_end = -1) {
-  if (c_end < 0) c_end = c.rows;
+void conv_rows(const DirectConv& c, const float* x, float* y, std::int64_t r0, std::int64_t r1) {
   using V = typename L::V;
   const std::int64_t rp = c.rows_padded, cin = c.cin, k = c.k, s = c.stride;
   const std::int64_t wp = c.w + 2 * c.pad, run = k * cin, step = s * cin;
@@ -287,8 +288,8 @@ void conv_rows(const DirectConv& c, const float* x, float* y, std::int64_t r0, s
     // Kernel rows that fall on padding only add zeros: skip them.
     const std::int64_t ky0 = std::max<std::int64_t>(0, c.pad - oy * s), ky1 = std::min(k, c.h + c.pad - oy * s);
     float* yrow = y + row * c.ow * c.rows;
-    for (std::int64_t c0 = 0; c0 < c_end; c0 += L::N) {
-      const int lanes = static_cast<int>(std::min<std::int64_t>(L::N, c_end - c0));
+    for (std::int64_t c0 = 0; c0 < c.rows; c0 += L::N) {
+      const int lanes = static_cast<int>(std::min<std::int64_t>(L::N, c.rows - c0));
       const V b = L::load(c.bias.data() + c0);
       // A full-width store spills into the following positions' channels, which are stored
       // after it (one chunk only: with several, the spill would hit a chunk already written);
