@@ -200,6 +200,36 @@ TEST(Patterns, NMKeepsTheNLargestOfEveryGroupHandComputed) {
   EXPECT_LT(pattern_fixed_sparsity("block:4x4"), 0);
 }
 
+TEST(Patterns, RowBalancedZeroesTheSameCountInEveryRowHandComputed) {
+  auto p = make_pattern("row-balanced");
+  // 3 zeros over 2 rows: row 0 (the first zeros % rows rows take one more) loses its two
+  // lowest, row 1 its lowest — though row 1's scores are all above row 0's.
+  auto s = torch::tensor({{1.0, 2.0, 3.0, 4.0}, {8.0, 7.0, 6.0, 5.0}}, torch::kFloat64);
+  auto m = p->mask(s, 3);
+  EXPECT_TRUE(torch::equal(m, torch::tensor({{0, 0, 1, 1}, {1, 1, 1, 0}}, torch::kFloat32))) << m;
+  EXPECT_TRUE(p->check(m));
+  EXPECT_FALSE(p->check(torch::tensor({{0, 0, 0, 1}, {1, 1, 1, 1}}, torch::kFloat32)));
+  // Ties go to the lower index; conv weights are rows of in·k·k.
+  EXPECT_TRUE(torch::equal(p->mask(torch::ones({1, 4}, torch::kFloat64), 2), torch::tensor({{0, 0, 1, 1}}, torch::kFloat32)));
+  auto conv = torch::rand({3, 2, 3, 3}, torch::kFloat64);
+  auto cm = p->mask(conv, 27);  // 9 of each output channel's 18
+  EXPECT_TRUE(torch::equal((cm == 0).reshape({3, 18}).sum(1), torch::full({3}, 9, torch::kInt64)));
+  EXPECT_LT(pattern_fixed_sparsity("row-balanced"), 0);
+  EXPECT_TRUE(pattern_error("row-balanced").empty());
+  // Exact through a sparsifier with a global scope: the scope sets each layer's count, the
+  // pattern spreads it over the rows.
+  auto ps = random_params({{40, 50}, {30, 20}}, 3);
+  Sparsifier sp(ps, make_criterion("magnitude"), make_pattern("row-balanced"), make_scope("global"),
+                make_oneshot_schedule(0.8, 0));
+  sp.prune_to(0.8);
+  std::int64_t z = 0;
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    z += zeros(sp.params()[i].weight);
+    EXPECT_TRUE(p->check((sp.params()[i].weight != 0).to(torch::kFloat32))) << i;
+  }
+  EXPECT_EQ(z, 2080);  // round(0.8 · 2600)
+}
+
 TEST(Patterns, BlocksGoTogetherWithRaggedEdgesHandComputed) {
   auto p = make_pattern("block:2x2");
   // 3×3 scores: blocks (mean): [0,0]=(1+2+4+5)/4=3, [0,1]=(3+6)/2=4.5, [1,0]=(7+8)/2=7.5, [1,1]=9.

@@ -26,10 +26,12 @@ std::vector<std::string> scope_names() { return {"global", "layer"}; }
 
 std::vector<std::string> model_names() { return {"lenet300", "lenet5", "resnet"}; }
 
-std::vector<std::string> pattern_names() { return {"unstructured", "N:M (e.g. 2:4, 4:8, 1:4)", "block:RxC (e.g. block:4x4)"}; }
+std::vector<std::string> pattern_names() {
+  return {"unstructured", "row-balanced", "N:M (e.g. 2:4, 4:8, 1:4)", "block:RxC (e.g. block:4x4)"};
+}
 
 std::string pattern_error(const std::string& name) {
-  if (name == "unstructured") return "";
+  if (name == "unstructured" || name == "row-balanced") return "";
   if (name.rfind("block:", 0) == 0) {
     const auto spec = std::string_view(name).substr(6);
     const auto x = spec.find('x');
@@ -51,7 +53,8 @@ std::string pattern_error(const std::string& name) {
 }
 
 double pattern_fixed_sparsity(const std::string& name) {
-  if (name == "unstructured" || name.rfind("block:", 0) == 0 || !pattern_error(name).empty()) return -1.0;
+  if (name == "unstructured" || name == "row-balanced" || name.rfind("block:", 0) == 0 || !pattern_error(name).empty())
+    return -1.0;
   const auto colon = name.find(':');
   return 1.0 - double(std::stoll(name.substr(0, colon))) / double(std::stoll(name.substr(colon + 1)));
 }

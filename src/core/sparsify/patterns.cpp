@@ -3,6 +3,7 @@
 // Every pattern views a weight as a matrix [out, in·k·k] (a Linear weight as it is, a conv
 // weight with its input channels and kernel flattened per output channel: the layout N:M
 // sparse tensor cores and the runtime's im2col use).
+#include <algorithm>
 #include <charconv>
 
 #include <fmt/format.h>
@@ -32,6 +33,32 @@ class UnstructuredPattern : public Pattern {
   }
   bool check(const torch::Tensor& mask) const override {
     return ((mask == 0) | (mask == 1)).all().item<bool>();
+  }
+};
+
+// Unstructured within each output row, the same number of zeros in every row (the first
+// zeros % rows rows take one more): Wanda's per-output comparison group (Sun et al. 2023), so
+// no output loses more of its inputs than another; it also balances the sparse kernels' rows.
+class RowBalancedPattern : public Pattern {
+ public:
+  std::string name() const override { return "row-balanced"; }
+  torch::Tensor mask(const torch::Tensor& scores, std::int64_t zeros) const override {
+    auto s = as_matrix(scores.detach()).to(torch::kFloat64);
+    const std::int64_t rows = s.size(0), cols = s.size(1);
+    zeros = std::clamp<std::int64_t>(zeros, 0, rows * cols);
+    // Row r loses its k_r lowest scores (ties to the lower index): rank < k_r.
+    auto order = std::get<1>(torch::sort(s, /*stable=*/true, /*dim=*/1, /*descending=*/false));
+    auto rank = torch::empty_like(order);
+    rank.scatter_(1, order, torch::arange(cols, torch::kInt64).expand({rows, cols}).contiguous());
+    auto k = torch::full({rows, 1}, zeros / rows, torch::kInt64);
+    k.narrow(0, 0, zeros % rows).add_(1);
+    return (rank >= k).to(torch::kFloat32).reshape(scores.sizes());
+  }
+  bool check(const torch::Tensor& mask) const override {
+    auto mm = as_matrix(mask);
+    if (!((mm == 0) | (mm == 1)).all().item<bool>()) return false;
+    auto per_row = (mm == 0).sum(1);
+    return (per_row.max() - per_row.min()).item<std::int64_t>() <= 1;
   }
 };
 
@@ -130,6 +157,7 @@ class BlockPattern : public Pattern {
 std::unique_ptr<Pattern> make_pattern(const std::string& name) {
   if (auto why = pattern_error(name); !why.empty()) fail("pattern '" + name + "'", why);
   if (name == "unstructured") return std::make_unique<UnstructuredPattern>();
+  if (name == "row-balanced") return std::make_unique<RowBalancedPattern>();
   if (name.rfind("block:", 0) == 0) {
     const auto x = name.find('x', 6);
     return std::make_unique<BlockPattern>(std::stoll(name.substr(6, x - 6)), std::stoll(name.substr(x + 1)));
