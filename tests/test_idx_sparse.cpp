@@ -115,6 +115,12 @@ TEST(SparsePattern, NamesTheStructureOfZeros) {
     for (int c = 0; c < 4; ++c) blocks[r * 16 + c] = 0;
   blocks[0] = 0;  // one stray zero outside the block breaks the block structure
   EXPECT_EQ(sp::detect_pattern(blocks.data(), 8, 16), "unstructured");
+  auto balanced = w;  // 3 or 4 zeros in every row, at scattered places
+  for (int r = 0; r < 8; ++r)
+    for (int j = 0; j < 3 + r % 2; ++j) balanced[r * 16 + (r * 5 + j * 7) % 16] = 0;
+  EXPECT_EQ(sp::detect_pattern(balanced.data(), 8, 16), "row-balanced");
+  balanced[7 * 16 + 15] = balanced[7 * 16 + 14] = 0;  // one row two zeros ahead
+  EXPECT_EQ(sp::detect_pattern(balanced.data(), 8, 16), "unstructured");
   blocks[0] = 1;
   EXPECT_EQ(sp::detect_pattern(blocks.data(), 8, 16), "4x4 blocks");
   std::vector<float> z(8, 0.0f);

@@ -1,5 +1,6 @@
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "prunus/sparse.h"
@@ -67,6 +68,16 @@ std::string detect_pattern(const float* w, std::int64_t rows, std::int64_t cols)
   if (zero_cols * rows == n - nnz) return fmt::format("columns ({} of {} zero)", zero_cols, cols);
   if (auto nm = nm_pattern(w, rows, cols); !nm.empty()) return nm;
   if (auto b = block_pattern(w, rows, cols); !b.empty()) return b;
+  // Every row holding the same number of non-zeros (±1): what `--pattern row-balanced` makes.
+  if (rows > 1) {
+    std::int64_t lo = cols, hi = 0;
+    for (std::int64_t r = 0; r < rows; ++r) {
+      std::int64_t k = 0;
+      for (std::int64_t c = 0; c < cols; ++c) k += w[r * cols + c] != 0.0f;
+      lo = std::min(lo, k), hi = std::max(hi, k);
+    }
+    if (hi - lo <= 1) return "row-balanced";
+  }
   return "unstructured";
 }
 
