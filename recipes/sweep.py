@@ -5,13 +5,16 @@ LeNet-300-100, each cell one `prunus run` of a shipped recipe with --set overrid
     python3 recipes/sweep.py run [--model lenet5|lenet300] [--only SUBSTRING] [--seed N]   # missing cells, in order
     python3 recipes/sweep.py list [--seed N]                                   # the commands, one a line
     python3 recipes/sweep.py table [--seed N]                                  # markdown from out/sweep/
+    python3 recipes/sweep.py record                                            # out/sweep/ -> docs/data/sweep.jsonl
 
 --seed N (default 0) runs the grid again with another seed: cells go to out/sweep/<cell>-seedN,
 and the fine-tuning rows start from that seed's dense model (DENSE_BY_SEED), so seeds differ
 in the dense training too.
 
 Resumable: a cell whose out/sweep/<cell>/report.json exists is skipped, so an interrupted sweep
-continues where it stopped. Cells that fine-tune a trained model start from the seed-0 dense
+continues where it stopped. `record` keeps each finished cell's numbers (accuracies, sparsity,
+wall time, command) in docs/data/sweep.jsonl, which is committed: `run` and `table` read it
+too, so a fresh checkout continues the grid instead of redoing it. Cells that fine-tune a trained model start from the seed-0 dense
 model its recipe trains (`input:` + `train.epochs=0`); the dense training is identical across
 the recipes of one model (same schedule, same seed), so this only saves the repeated 40 (12)
 epochs. IMP with rewinding needs the epoch-2 weights of that training and trains again.
@@ -66,6 +69,18 @@ DENSE_BY_SEED = {
 }
 
 
+# How each dense model above is made (a recipe's own run; deterministic, so a fresh checkout
+# makes the same bytes). `run` makes a missing one first.
+DENSE_COMMANDS = {
+    ("lenet5", 0): ["run", "recipes/lenet5_fmnist_magnitude95.yaml", "--no-progress"],
+    ("lenet300", 0): ["run", "recipes/lenet300_fmnist_magnitude95.yaml", "--no-progress"],
+    ("lenet5", 1): ["run", "recipes/lenet5_fmnist_magnitude95.yaml", "--no-progress", "--set", "seed=1", "-o",
+                    "out/sweep-seed1/lenet5-magnitude-gradual-95"],
+    ("lenet300", 1): ["run", "recipes/lenet300_fmnist_magnitude95.yaml", "--no-progress", "--set", "seed=1", "-o",
+                      "out/lenet300_fmnist_magnitude95-seed1"],
+}
+
+
 def seed_of(args):
     return int(args[args.index("--seed") + 1]) if "--seed" in args else 0
 
@@ -109,9 +124,52 @@ def all_cells(args):
     return [c for m in models for c in cells(m, seed_of(args)) if only in c[0]]
 
 
-def report(name):
+RECORD = "docs/data/sweep.jsonl"
+
+
+def recorded():
+    out = {}
+    if os.path.exists(RECORD):
+        for line in open(RECORD):
+            if line.strip():
+                r = json.loads(line)
+                out[r["cell"]] = r
+    return out
+
+
+def report(name, _recorded=[]):
     p = f"out/sweep/{name}/report.json"
-    return json.load(open(p)) if os.path.exists(p) else None
+    if os.path.exists(p):
+        return json.load(open(p))
+    if not _recorded:
+        _recorded.append(recorded())
+    r = _recorded[0].get(name)
+    if r is None:
+        return None
+    # The fields `table` reads, from the recorded line.
+    return {"sparse": {"test_accuracy": r["test_accuracy"]}, "dense": {"test_accuracy": r["dense_accuracy"]},
+            "total_sparsity": r["total_sparsity"]}
+
+
+def record(args):
+    cells_by_name = {c[0]: c for m in MODELS for seed in (0, 1) for c in cells(m, seed) if (m, seed) in DENSE_BY_SEED or seed == 0}
+    rows = recorded()
+    for name in sorted(os.listdir("out/sweep")) if os.path.isdir("out/sweep") else []:
+        p = f"out/sweep/{name}/report.json"
+        if not os.path.exists(p) or name not in cells_by_name:
+            continue
+        r = json.load(open(p))
+        rows[name] = {"cell": name, "test_accuracy": r["sparse"]["test_accuracy"],
+                      "dense_accuracy": r["dense"]["test_accuracy"], "total_sparsity": r["total_sparsity"],
+                      "seconds": round(r.get("total_seconds", 0), 1), "prunus_version": r.get("prunus_version", ""),
+                      "command": " ".join(command(cells_by_name[name]))}
+    os.makedirs(os.path.dirname(RECORD), exist_ok=True)
+    tmp = RECORD + ".tmp"
+    with open(tmp, "w") as f:
+        for name in sorted(rows):
+            f.write(json.dumps(rows[name], sort_keys=True) + "\n")
+    os.replace(tmp, RECORD)
+    print(f"{len(rows)} cells in {RECORD}")
 
 
 def table(args):
@@ -149,6 +207,8 @@ def main():
     verb = args[0] if args else "list"
     if verb == "table":
         return table(args)
+    if verb == "record":
+        return record(args)
     todo = all_cells(args)
     if verb == "list":
         for c in todo:
@@ -158,6 +218,13 @@ def main():
     order = {"95": 0, "90": 1, "80": 2, "50": 3, "98": 4}
     level = lambda name: re.sub(r"-seed\d+$", "", name).rsplit("-", 1)[-1]
     todo.sort(key=lambda c: order.get(level(c[0]), 5))
+    models = [args[args.index("--model") + 1]] if "--model" in args else ["lenet5", "lenet300"]
+    seed = seed_of(args)
+    for m in models:
+        dense = DENSE_BY_SEED[(m, seed)] if seed else MODELS[m][0]
+        if not os.path.exists(dense) and any(not report(c[0]) for c in todo if c[0].startswith(m + "-")):
+            print(f"[sweep] making the dense model {dense}", flush=True)
+            subprocess.run([PRUNUS] + DENSE_COMMANDS[(m, seed)], check=True)
     for i, c in enumerate(todo):
         if report(c[0]):
             continue
