@@ -15,6 +15,7 @@
 #include "prunus/report.h"
 #include "prunus/hf.h"
 #include "prunus/runtime.h"
+#include "util/threads.h"
 
 namespace prunus {
 namespace fs = std::filesystem;
@@ -36,9 +37,7 @@ void check_model_output(const std::string& out) {
     fail(out, "exists and is not a directory (outputs not ending in .bin are Hugging Face folders)");
 }
 
-void threads(int n) {
-  if (n > 0) torch::set_num_threads(n);
-}
+void threads(int n) { set_compute_threads(n); }
 
 }  // namespace
 

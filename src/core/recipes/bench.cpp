@@ -21,6 +21,7 @@
 #include "prunus/recipe.h"
 #include "prunus/report.h"
 #include "prunus/runtime.h"
+#include "util/threads.h"
 
 namespace prunus {
 namespace fs = std::filesystem;
@@ -151,7 +152,7 @@ int bench_job(const BenchJob& job) {
       rows.push_back({{"batch", b}, {"dense_seconds", td}, {"sparse_seconds", ts}, {"speedup", td / ts},
                       {"max_abs_difference", err}});
       // libtorch's own forward of the same file: the other dense path a user has.
-      torch::set_num_threads(job.threads);
+      set_compute_threads(job.threads);  // the runtime's dense path left OpenBLAS on one thread
       const auto tt = libtorch_time(torch_model, x, b, min_round, rounds);
       table.back().push_back(tt ? fmt::format("{:.1f} us", *tt * 1e6) : "-");
       if (tt) rows.back()["libtorch_seconds"] = *tt;

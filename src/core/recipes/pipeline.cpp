@@ -17,6 +17,7 @@
 #include "prunus/sparsify.h"
 #include "prunus/train.h"
 #include "util/interrupt.h"
+#include "util/threads.h"
 
 namespace prunus {
 namespace fs = std::filesystem;
@@ -37,7 +38,7 @@ class Stopwatch {
 };
 
 void setup(std::uint64_t seed, int threads) {
-  if (threads > 0) torch::set_num_threads(threads);
+  set_compute_threads(threads);
   torch::manual_seed(seed);
   install_interrupt_handler();
 }
@@ -560,7 +561,7 @@ int finetune_job(const FinetuneJob& job, const JobOptions& opt) {
 }
 
 EvalResult eval_job(const std::string& model_path, const DataConfig& data, int threads) {
-  if (threads > 0) torch::set_num_threads(threads);
+  set_compute_threads(threads);
   auto net = load_model(model_path);
   data::check_available(data);
   auto test = data::load_split(data, "test");

@@ -18,6 +18,7 @@
 #include "prunus/train.h"
 #include "util/interrupt.h"
 #include "util/progress.h"
+#include "util/threads.h"
 
 namespace prunus {
 namespace fs = std::filesystem;
@@ -96,7 +97,7 @@ int sensitivity_job(const SensitivityJob& job, const JobOptions& opt) {
                                     crit->needs_gradients() ? "gradients" : "calibration activations"));
   if (job.holdout < 100) fail("--holdout", "at least 100 samples");
   data::check_available(job.data);
-  if (job.threads > 0) torch::set_num_threads(job.threads);
+  set_compute_threads(job.threads);
   torch::manual_seed(job.seed);
   install_interrupt_handler();
 
