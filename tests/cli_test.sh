@@ -253,9 +253,9 @@ expect_error "shrink: --heads on a graph model" "--heads: is for language models
   "$PRUNUS" shrink "$T/dense.safetensors" -o "$T/shrunk2.safetensors" --heads 0.25
 expect_error "sensitivity: bad level" "level 1.5 is outside (0, 1)" "$PRUNUS" sensitivity "$T/dense.safetensors" -o "$T/s.csv" --levels 0.5,1.5
 
-# Determinism across thread counts: LeNet-300-100 (Linear layers) gives the same bytes with 1 and
-# 2 intra-op threads. (LeNet-5 does not: libtorch's convolutions split reductions by thread
-# count; the same thread count always repeats — docs/results.md.)
+# Determinism with several threads: a 2-thread run (libtorch and OpenBLAS both on 2 threads)
+# repeats byte for byte. Different thread counts may differ: OpenBLAS and libtorch's
+# convolutions split their work by thread count (docs/results.md, "Determinism").
 cat >"$T/det.yaml" <<YAML
 model: lenet300
 seed: 5
@@ -264,10 +264,11 @@ train: {epochs: 1, lr: 0.05}
 prune: {sparsity: 0.9, scope: global, schedule: {kind: gradual, end_epoch: 1, frequency: 10}}
 finetune: {epochs: 1, lr: 0.02}
 YAML
-"$PRUNUS" run "$T/det.yaml" -o "$T/det1" --threads 1 --no-progress >/dev/null 2>&1
+"$PRUNUS" run "$T/det.yaml" -o "$T/det1" --threads 2 --no-progress >/dev/null 2>&1
 "$PRUNUS" run "$T/det.yaml" -o "$T/det2" --threads 2 --no-progress >/dev/null 2>&1
-cmp -s "$T/det1/sparse.safetensors" "$T/det2/sparse.safetensors" && cmp -s "$T/det1/dense.safetensors" "$T/det2/dense.safetensors" \
-  && ok "1 and 2 threads: byte-identical models" || bad "1 vs 2 threads differ"
+[[ -s "$T/det1/sparse.safetensors" ]] && cmp -s "$T/det1/sparse.safetensors" "$T/det2/sparse.safetensors" \
+  && cmp -s "$T/det1/dense.safetensors" "$T/det2/dense.safetensors" \
+  && ok "2 threads, twice: byte-identical models" || bad "two 2-thread runs differ"
 
 # Iterative magnitude pruning with lottery-ticket rewinding to dense epoch 1, and a 2:4 recipe.
 cat >"$T/imp.yaml" <<YAML
