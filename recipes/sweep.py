@@ -6,6 +6,7 @@ LeNet-300-100, each cell one `prunus run` of a shipped recipe with --set overrid
     python3 recipes/sweep.py list [--seed N]                                   # the commands, one a line
     python3 recipes/sweep.py table [--seed N]                                  # markdown from out/sweep/
     python3 recipes/sweep.py record                                            # out/sweep/ -> docs/data/sweep.jsonl
+    python3 recipes/sweep.py means                                             # seeds 0 and 1: both values and the mean
 
 --seed N (default 0) runs the grid again with another seed: cells go to out/sweep/<cell>-seedN,
 and the fine-tuning rows start from that seed's dense model (DENSE_BY_SEED), so seeds differ
@@ -202,6 +203,27 @@ def table(args):
             print(f"\ndense (the model the fine-tuning rows start from): {100 * dense:.2f}%")
 
 
+def means(args):
+    """Per cell: seed 0 / seed 1 and their mean where both exist (else the one there is)."""
+    for model in ["lenet5", "lenet300"]:
+        print(f"\n{model}: test accuracy (%), seed 0 / seed 1 and **mean**\n")
+        print("| method | " + " | ".join(f"{int(l * 100)}%" for l in LEVELS) + " |")
+        print("|---|" + "---|" * len(LEVELS))
+        for method, *_ in METHODS:
+            vals = []
+            for level in LEVELS:
+                name = f"{model}-{method}-{int(round(level * 100))}"
+                a, b = report(name), report(name + "-seed1")
+                if a and b:
+                    x, y = 100 * a["sparse"]["test_accuracy"], 100 * b["sparse"]["test_accuracy"]
+                    vals.append(f"{x:.2f} / {y:.2f} **{(x + y) / 2:.2f}**")
+                elif a or b:
+                    vals.append(f"{100 * (a or b)['sparse']['test_accuracy']:.2f} (seed {0 if a else 1})")
+                else:
+                    vals.append("—")
+            print(f"| {method} | " + " | ".join(vals) + " |")
+
+
 def main():
     args = sys.argv[1:]
     verb = args[0] if args else "list"
@@ -209,6 +231,8 @@ def main():
         return table(args)
     if verb == "record":
         return record(args)
+    if verb == "means":
+        return means(args)
     todo = all_cells(args)
     if verb == "list":
         for c in todo:
