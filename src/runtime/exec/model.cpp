@@ -547,9 +547,8 @@ std::vector<float> Model::forward_impl(const float* x, std::int64_t batch, const
                                        const InputHook& inputs) const {
   // Every value is [batch × H × W × C]. The buffers are the calling thread's and outlive the
   // call: at a steady batch size no call allocates, zero-fills or page-faults its values (at
-  // LeNet-5's batch 64 that was 7% of the forward, and on the residual CNN the cause of ±10%
-  // swings between calls). A forward started from inside another (an observer that runs a
-  // model) gets buffers of its own.
+  // LeNet-5's batch 64 that was 7% of the forward). A forward started from inside another (an
+  // observer that runs a model) gets buffers of its own.
   struct Workspace {
     std::vector<std::vector<float>> values;
     std::vector<float> cols;
