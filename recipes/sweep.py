@@ -2,7 +2,7 @@
 """The sparsity-level grid of docs/results.md: every method at 50/80/90/95/98% on LeNet-5 and
 LeNet-300-100, each cell one `prunus run` of a shipped recipe with --set overrides.
 
-    python3 recipes/sweep.py run [--model lenet5|lenet300] [--only SUBSTRING] [--seed N]   # missing cells, in order
+    python3 recipes/sweep.py run [--model lenet5|lenet300] [--only SUBSTRING] [--seed N] [--reverse]   # missing cells
     python3 recipes/sweep.py list [--seed N]                                   # the commands, one a line
     python3 recipes/sweep.py table [--seed N]                                  # markdown from out/sweep/
     python3 recipes/sweep.py record                                            # out/sweep/ -> docs/data/sweep.jsonl
@@ -15,7 +15,8 @@ in the dense training too.
 Resumable: a cell whose out/sweep/<cell>/report.json exists is skipped, so an interrupted sweep
 continues where it stopped. `record` keeps each finished cell's numbers (accuracies, sparsity,
 wall time, command) in docs/data/sweep.jsonl, which is committed: `run` and `table` read it
-too, so a fresh checkout continues the grid instead of redoing it. Cells that fine-tune a trained model start from the seed-0 dense
+too, so a fresh checkout continues the grid instead of redoing it. Two workers may run at once
+(one with --reverse): each cell is claimed by a lock file while it runs. Cells that fine-tune a trained model start from the seed-0 dense
 model its recipe trains (`input:` + `train.epochs=0`); the dense training is identical across
 the recipes of one model (same schedule, same seed), so this only saves the repeated 40 (12)
 epochs. IMP with rewinding needs the epoch-2 weights of that training and trains again.
@@ -249,13 +250,38 @@ def main():
         if not os.path.exists(dense) and any(not report(c[0]) for c in todo if c[0].startswith(m + "-")):
             print(f"[sweep] making the dense model {dense}", flush=True)
             subprocess.run([PRUNUS] + DENSE_COMMANDS[(m, seed)], check=True)
+    if "--reverse" in args:  # a second worker on the same cells meets the first in the middle
+        todo.reverse()
+    os.makedirs("out/sweep", exist_ok=True)
     for i, c in enumerate(todo):
-        if report(c[0]):
+        if report(c[0]) or not take(c[0]):
             continue
-        print(f"[sweep {i + 1}/{len(todo)}] {c[0]}", flush=True)
-        rc = subprocess.run(command(c)).returncode
-        if rc != 0:
-            print(f"[sweep] {c[0]} failed (exit {rc})", flush=True)
+        try:
+            print(f"[sweep {i + 1}/{len(todo)}] {c[0]}", flush=True)
+            rc = subprocess.run(command(c)).returncode
+            if rc != 0:
+                print(f"[sweep] {c[0]} failed (exit {rc})", flush=True)
+        finally:
+            os.remove(f"out/sweep/{c[0]}.lock")
+
+
+def take(name):
+    """Claims a cell for this process (out/sweep/<cell>.lock holds its pid); False while another
+    live process holds it. A lock whose process is gone is taken over."""
+    lock = f"out/sweep/{name}.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            return True
+        except FileExistsError:
+            try:
+                os.kill(int(open(lock).read() or 0), 0)
+                return False  # alive: someone else runs it
+            except (ProcessLookupError, ValueError):
+                os.remove(lock)  # stale
+    return False
 
 
 if __name__ == "__main__":
