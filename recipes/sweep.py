@@ -21,6 +21,7 @@ model its recipe trains (`input:` + `train.epochs=0`); the dense training is ide
 the recipes of one model (same schedule, same seed), so this only saves the repeated 40 (12)
 epochs. IMP with rewinding needs the epoch-2 weights of that training and trains again.
 """
+import functools
 import json
 import os
 import re
@@ -129,6 +130,7 @@ def all_cells(args):
 RECORD = "docs/data/sweep.jsonl"
 
 
+@functools.lru_cache(maxsize=None)
 def recorded():
     out = {}
     if os.path.exists(RECORD):
@@ -139,13 +141,11 @@ def recorded():
     return out
 
 
-def report(name, _recorded=[]):
+def report(name):
     p = f"out/sweep/{name}/report.json"
     if os.path.exists(p):
         return json.load(open(p))
-    if not _recorded:
-        _recorded.append(recorded())
-    r = _recorded[0].get(name)
+    r = recorded().get(name)
     if r is None:
         return None
     # The fields `table` reads, from the recorded line.
@@ -155,7 +155,7 @@ def report(name, _recorded=[]):
 
 def record(args):
     cells_by_name = {c[0]: c for m in MODELS for seed in (0, 1) for c in cells(m, seed) if (m, seed) in DENSE_BY_SEED or seed == 0}
-    rows = recorded()
+    rows = dict(recorded())
     for name in sorted(os.listdir("out/sweep")) if os.path.isdir("out/sweep") else []:
         p = f"out/sweep/{name}/report.json"
         if not os.path.exists(p) or name not in cells_by_name:
@@ -185,15 +185,11 @@ def table(args):
                 rows[name] = r
         if not rows:
             continue
-        print(f"\n{model}: test accuracy (%) after pruning and recovery, seed {seed}\n")
-        print("| method | " + " | ".join(f"{int(l * 100)}%" for l in LEVELS) + " |")
-        print("|---|" + "---|" * len(LEVELS))
-        for method, *_ in METHODS:
-            vals = []
-            for level in LEVELS:
-                r = rows.get(f"{model}-{method}-{int(round(level * 100))}{suffix}")
-                vals.append(f"{100 * r['sparse']['test_accuracy']:.2f}" if r else "—")
-            print(f"| {method} | " + " | ".join(vals) + " |")
+        def cell(name):
+            r = rows.get(name + suffix)
+            return f"{100 * r['sparse']['test_accuracy']:.2f}" if r else "—"
+
+        print_grid(f"{model}: test accuracy (%) after pruning and recovery, seed {seed}", model, cell)
         dense = next((r["dense"]["test_accuracy"] for r in rows.values() if r.get("dense")), None)
         for name, *_ in PATTERNS:
             r = rows.get(f"{model}-{name}{suffix}")
@@ -204,25 +200,29 @@ def table(args):
             print(f"\ndense (the model the fine-tuning rows start from): {100 * dense:.2f}%")
 
 
+def print_grid(title, model, cell):
+    """A markdown table, methods × levels; cell(name) gives the text of cell `name` (seed 0 name)."""
+    print(f"\n{title}\n")
+    print("| method | " + " | ".join(f"{int(l * 100)}%" for l in LEVELS) + " |")
+    print("|---|" + "---|" * len(LEVELS))
+    for method, *_ in METHODS:
+        vals = [cell(f"{model}-{method}-{int(round(level * 100))}") for level in LEVELS]
+        print(f"| {method} | " + " | ".join(vals) + " |")
+
+
 def means(args):
     """Per cell: seed 0 / seed 1 and their mean where both exist (else the one there is)."""
+    def cell(name):
+        a, b = report(name), report(name + "-seed1")
+        if a and b:
+            x, y = 100 * a["sparse"]["test_accuracy"], 100 * b["sparse"]["test_accuracy"]
+            return f"{x:.2f} / {y:.2f} **{(x + y) / 2:.2f}**"
+        if a or b:
+            return f"{100 * (a or b)['sparse']['test_accuracy']:.2f} (seed {0 if a else 1})"
+        return "—"
+
     for model in ["lenet5", "lenet300"]:
-        print(f"\n{model}: test accuracy (%), seed 0 / seed 1 and **mean**\n")
-        print("| method | " + " | ".join(f"{int(l * 100)}%" for l in LEVELS) + " |")
-        print("|---|" + "---|" * len(LEVELS))
-        for method, *_ in METHODS:
-            vals = []
-            for level in LEVELS:
-                name = f"{model}-{method}-{int(round(level * 100))}"
-                a, b = report(name), report(name + "-seed1")
-                if a and b:
-                    x, y = 100 * a["sparse"]["test_accuracy"], 100 * b["sparse"]["test_accuracy"]
-                    vals.append(f"{x:.2f} / {y:.2f} **{(x + y) / 2:.2f}**")
-                elif a or b:
-                    vals.append(f"{100 * (a or b)['sparse']['test_accuracy']:.2f} (seed {0 if a else 1})")
-                else:
-                    vals.append("—")
-            print(f"| {method} | " + " | ".join(vals) + " |")
+        print_grid(f"{model}: test accuracy (%), seed 0 / seed 1 and **mean**", model, cell)
 
 
 def main():

@@ -1,6 +1,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <numeric>
 #include <vector>
 
 #include "prunus/sparse.h"
@@ -48,16 +49,14 @@ std::string block_pattern(const float* w, std::int64_t rows, std::int64_t cols) 
 
 std::string detect_pattern(const float* w, std::int64_t rows, std::int64_t cols) {
   const std::int64_t n = rows * cols;
-  std::int64_t nnz = 0;
-  for (std::int64_t i = 0; i < n; ++i) nnz += w[i] != 0.0f;
+  // Non-zeros per row, once: the totals, the zero rows and the row balance all come from it.
+  std::vector<std::int64_t> row_nnz(static_cast<std::size_t>(rows), 0);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) row_nnz[static_cast<std::size_t>(r)] += w[r * cols + c] != 0.0f;
+  const std::int64_t nnz = std::accumulate(row_nnz.begin(), row_nnz.end(), std::int64_t(0));
   if (nnz == n) return "dense";
   if (nnz == 0) return "all zero";
-  std::int64_t zero_rows = 0;
-  for (std::int64_t r = 0; r < rows; ++r) {
-    bool all = true;
-    for (std::int64_t c = 0; all && c < cols; ++c) all = w[r * cols + c] == 0.0f;
-    zero_rows += all;
-  }
+  const auto zero_rows = static_cast<std::int64_t>(std::count(row_nnz.begin(), row_nnz.end(), std::int64_t(0)));
   if (zero_rows * cols == n - nnz) return fmt::format("rows ({} of {} zero)", zero_rows, rows);
   std::int64_t zero_cols = 0;
   for (std::int64_t c = 0; c < cols; ++c) {
@@ -69,15 +68,8 @@ std::string detect_pattern(const float* w, std::int64_t rows, std::int64_t cols)
   if (auto nm = nm_pattern(w, rows, cols); !nm.empty()) return nm;
   if (auto b = block_pattern(w, rows, cols); !b.empty()) return b;
   // Every row holding the same number of non-zeros (±1): what `--pattern row-balanced` makes.
-  if (rows > 1) {
-    std::int64_t lo = cols, hi = 0;
-    for (std::int64_t r = 0; r < rows; ++r) {
-      std::int64_t k = 0;
-      for (std::int64_t c = 0; c < cols; ++c) k += w[r * cols + c] != 0.0f;
-      lo = std::min(lo, k), hi = std::max(hi, k);
-    }
-    if (hi - lo <= 1) return "row-balanced";
-  }
+  if (const auto [lo, hi] = std::minmax_element(row_nnz.begin(), row_nnz.end()); rows > 1 && *hi - *lo <= 1)
+    return "row-balanced";
   return "unstructured";
 }
 
