@@ -1,6 +1,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -276,18 +277,27 @@ torch::Tensor distillation_loss(const torch::Tensor& student, const torch::Tenso
   return alpha * T * T * kd + (1.0 - alpha) * hard;
 }
 
+namespace {
+// The calibration batches both criteria families see: `batches` of `batch_size` training
+// samples in one seeded order (the same images whichever criterion asks).
+void for_each_calibration_batch(const data::Dataset& train, std::int64_t batches, std::int64_t batch_size,
+                                std::uint64_t seed, const std::function<void(const torch::Tensor& idx)>& fn) {
+  const std::int64_t n = train.size();
+  const auto order = data::epoch_order(n, seed ^ 0x5eedull, 0);
+  for (std::int64_t b = 0; b < batches && b * batch_size < n; ++b)
+    fn(order.narrow(0, b * batch_size, std::min(batch_size, n - b * batch_size)));
+}
+}  // namespace
+
 void calibrate_gradients(Net& net, const data::Dataset& train, Sparsifier& sparsifier, std::int64_t batches,
                          std::int64_t batch_size, std::uint64_t seed) {
   net.train();
-  const std::int64_t n = train.size();
-  const auto order = data::epoch_order(n, seed ^ 0x5eedull, 0);
-  for (std::int64_t b = 0; b < batches && b * batch_size < n; ++b) {
-    const auto idx = order.narrow(0, b * batch_size, std::min(batch_size, n - b * batch_size));
+  for_each_calibration_batch(train, batches, batch_size, seed, [&](const torch::Tensor& idx) {
     for (auto& p : net.parameters()) p.mutable_grad() = torch::Tensor();
     auto loss = F::cross_entropy(net.forward(train.images.index_select(0, idx)), train.labels.index_select(0, idx));
     loss.backward();
     sparsifier.accumulate_gradients();
-  }
+  });
   for (auto& p : net.parameters()) p.mutable_grad() = torch::Tensor();
 }
 
@@ -324,12 +334,8 @@ void calibrate_activations(Net& net, const data::Dataset& train, Sparsifier& spa
   const bool was_training = net.is_training();
   net.eval();
   torch::NoGradGuard ng;
-  const std::int64_t n = train.size();
-  const auto order = data::epoch_order(n, seed ^ 0x5eedull, 0);
-  for (std::int64_t b = 0; b < batches && b * batch_size < n; ++b) {
-    const auto idx = order.narrow(0, b * batch_size, std::min(batch_size, n - b * batch_size));
-    net.forward(train.images.index_select(0, idx));
-  }
+  for_each_calibration_batch(train, batches, batch_size, seed,
+                             [&](const torch::Tensor& idx) { net.forward(train.images.index_select(0, idx)); });
   net.set_input_hook({});
   net.train(was_training);
 }
