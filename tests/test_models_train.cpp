@@ -80,6 +80,7 @@ TEST(Models, PrunableWeightsAreLinearAndConvWeights) {
   EXPECT_EQ(names("lenet300"), (std::vector<std::string>{"fc1.weight", "fc2.weight", "fc3.weight"}));
   EXPECT_EQ(names("lenet5").size(), 5u);
   EXPECT_EQ(names("resnet").size(), 10u);  // stem, 2 convs × 3 blocks, 2 downsamples, fc
+  EXPECT_EQ(names("inception").size(), 12u);  // stem, 5 convs × 2 Inception modules, fc
 }
 
 TEST(Models, BadModelFilesAreRejectedNamingTheFile) {
@@ -335,7 +336,7 @@ TEST(Training, ResumingAnotherStagesCheckpointIsRefused) {
 // Every architecture through the runtime (convolutions as im2col, BatchNorm folded into
 // them, residual adds, pooling) against the libtorch forward in eval mode, 90% pruned.
 TEST(Runtime, MatchesTheLibtorchForwardOnPrunedModelsOfEveryArchitecture) {
-  for (const std::string arch : {"lenet300", "lenet5", "resnet"}) {
+  for (const std::string arch : {"lenet300", "lenet5", "resnet", "inception"}) {
     test::TempDir dir;
     torch::manual_seed(3);
     auto net = make_model(arch);
@@ -437,6 +438,12 @@ TEST(Runtime, RejectsModelsItCannotRunNamingTheFile) {
   EXPECT_NE(write_graph(R"({"input":[784],"ops":[{"op":"add","inputs":["input","skip"]}]})").find("'skip'"),
             std::string::npos);
   EXPECT_NE(write_graph(R"({"input":[1,28,28],"ops":[{"op":"conv2d","weight":"fc1.weight"}]})").find("must be [out, in, k, k]"),
+            std::string::npos);
+  EXPECT_NE(write_graph(R"({"input":[1,28,28],"ops":[{"op":"concat","inputs":["input"]}]})").find("concat needs"),
+            std::string::npos);
+  EXPECT_NE(write_graph(R"({"input":[1,28,28],"ops":[{"op":"maxpool2d","kernel":2,"output":"p"},)"
+                        R"({"op":"concat","inputs":["input","p"]}]})")
+                .find("heights and widths must match"),
             std::string::npos);
   EXPECT_NE(write_graph(R"({"input":[1,2,2],"ops":[{"op":"maxpool2d","kernel":3}]})").find("larger than its input"),
             std::string::npos);

@@ -1,8 +1,11 @@
 // Structured pruning that shrinks the model: the rewritten model (fewer channels) gives the
-// same outputs as the same-shape model with those channels zeroed, for an MLP, a conv net and
-// a residual net (whose add groups must be pruned together).
+// same outputs as the same-shape model with those channels zeroed, for an MLP, a conv net, a
+// residual net (whose add groups must be pruned together) and an Inception net (whose
+// concatenated branches each keep their own channels, cut at their offsets in the reader).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
 #include <random>
 
 #include "prunus/data.h"
@@ -108,7 +111,117 @@ TEST_P(Shrink, ShrunkModelMatchesTheMaskedOneAndIsSmaller) {
   EXPECT_LT(small->parameters()[0].numel(), net->parameters()[0].numel());
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, Shrink, ::testing::Values("lenet300", "lenet5", "resnet"));
+INSTANTIATE_TEST_SUITE_P(Models, Shrink, ::testing::Values("lenet300", "lenet5", "resnet", "inception"));
+
+TEST(Shrink, ConcatenatedBranchesAreCutAtTheirOffsetsInTheReader) {
+  // mixed1 concatenates branch1x1 (16), branch3x3 (24) and branch5x5 (8); every mixed2 1×1
+  // conv reads all 48. Each branch is its own group, and a reader keeps exactly the columns
+  // [kept(b1), 16 + kept(b3), 40 + kept(b5)] of its dense weight, rows = its own kept channels.
+  test::TempDir dir;
+  torch::manual_seed(11);
+  auto net = make_model("inception");
+  save_model(dir.file("d.safetensors"), *net);
+  shrink::Options opt;
+  opt.sparsity = 0.5;
+  const auto plan = shrink::plan(dir.file("d.safetensors"), opt);
+  std::map<std::string, const shrink::Group*> by;
+  for (const auto& g : plan.groups) {
+    ASSERT_EQ(g.producers.size(), 1u) << g.producers.front() << ": no add couples these convs";
+    by[g.producers.front()] = &g;
+  }
+  ASSERT_EQ(by.size(), 11u);  // every conv but the logits' fc
+  const auto& b1 = by.at("mixed1.branch1x1.weight")->kept;
+  const auto& b3 = by.at("mixed1.branch3x3.weight")->kept;
+  const auto& b5 = by.at("mixed1.branch5x5.weight")->kept;
+  EXPECT_EQ(by.at("mixed1.branch3x3.weight")->consumers,
+            (std::vector<std::string>{"mixed2.branch1x1.weight", "mixed2.branch3x3_reduce.weight",
+                                      "mixed2.branch5x5_reduce.weight"}));
+  std::vector<std::int64_t> cols(b1);
+  for (auto k : b3) cols.push_back(16 + k);
+  for (auto k : b5) cols.push_back(40 + k);
+  shrink::write_shrunk(dir.file("d.safetensors"), plan, dir.file("s.safetensors"));
+  const auto dense = safetensors::File::open(dir.file("d.safetensors")), small = safetensors::File::open(dir.file("s.safetensors"));
+  const auto& rows = by.at("mixed2.branch1x1.weight")->kept;
+  const auto& dw = dense.at("mixed2.branch1x1.weight");
+  const auto& sw = small.at("mixed2.branch1x1.weight");
+  ASSERT_EQ(sw.shape, (std::vector<std::int64_t>{std::int64_t(rows.size()), std::int64_t(cols.size()), 1, 1}));
+  const auto d = dw.to_f32(), sm = sw.to_f32();
+  for (std::size_t r = 0; r < rows.size(); ++r)
+    for (std::size_t c = 0; c < cols.size(); ++c)
+      ASSERT_EQ(sm[r * cols.size() + c], d[static_cast<std::size_t>(rows[r] * 48 + cols[c])]) << r << "," << c;
+  // After global pooling the fc reads mixed2's three branches (32, 48, 16) the same way.
+  const auto& fc = small.at("fc.weight");
+  EXPECT_EQ(fc.shape, (std::vector<std::int64_t>{10, 16 + 24 + 8}));
+}
+
+namespace {
+// A graph whose adds read concatenations: ab = [a(4), b(4)]; with `aligned`, ab + [e(4), f(4)]
+// (segment by segment: a with e, b with f), else ab + c(8), which no cut of c into the two
+// segments can follow. Then a 1×1 conv d (6) reads the sum, pools, and fc gives 2 logits.
+void save_concat_add_graph(const std::string& path, bool aligned) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> n(0, 1);
+  std::map<std::string, std::vector<std::int64_t>> shapes{{"a.weight", {4, 2, 1, 1}}, {"b.weight", {4, 2, 3, 3}},
+                                                          {"d.weight", {6, 8, 1, 1}}, {"fc.weight", {2, 6}}};
+  if (aligned) shapes["e.weight"] = {4, 2, 3, 3}, shapes["f.weight"] = {4, 2, 1, 1};
+  else shapes["c.weight"] = {8, 2, 1, 1};
+  std::map<std::string, std::vector<float>> data;
+  std::vector<safetensors::TensorToWrite> w;
+  for (const auto& [name, shape] : shapes) {
+    std::int64_t numel = 1;
+    for (auto d : shape) numel *= d;
+    auto& v = data[name];
+    for (std::int64_t i = 0; i < numel; ++i) v.push_back(n(rng));
+    w.push_back({name, safetensors::DType::F32, shape, v.data()});
+  }
+  std::string g = R"({"input":[2,6,6],"ops":[)"
+                  R"({"op":"conv2d","weight":"a.weight","input":"input","output":"a"},)"
+                  R"({"op":"conv2d","weight":"b.weight","padding":1,"input":"input","output":"b"},)"
+                  R"({"op":"concat","inputs":["a","b"],"output":"ab"},)";
+  if (aligned)
+    g += R"({"op":"conv2d","weight":"e.weight","padding":1,"input":"input","output":"e"},)"
+         R"({"op":"conv2d","weight":"f.weight","input":"input","output":"f"},)"
+         R"({"op":"concat","inputs":["e","f"],"output":"other"},)";
+  else
+    g += R"({"op":"conv2d","weight":"c.weight","input":"input","output":"other"},)";
+  g += R"({"op":"add","inputs":["ab","other"]},{"op":"relu"},{"op":"conv2d","weight":"d.weight"},{"op":"relu"},)"
+       R"({"op":"global_avg_pool"},{"op":"linear","weight":"fc.weight"}]})";
+  safetensors::write(path, w, {{"prunus.graph", g}});
+}
+}  // namespace
+
+TEST(Shrink, AddsOfConcatenationsCoupleSegmentBySegmentOrNotAtAll) {
+  test::TempDir dir;
+  save_concat_add_graph(dir.file("aligned.safetensors"), true);
+  shrink::Options opt;
+  opt.sparsity = 0.5;
+  const auto plan = shrink::plan(dir.file("aligned.safetensors"), opt);
+  std::vector<std::vector<std::string>> producers;
+  for (const auto& g : plan.groups) producers.push_back(g.producers);
+  std::sort(producers.begin(), producers.end());
+  EXPECT_EQ(producers, (std::vector<std::vector<std::string>>{{"a.weight", "e.weight"}, {"b.weight", "f.weight"}, {"d.weight"}}));
+  shrink::write_shrunk(dir.file("aligned.safetensors"), plan, dir.file("s.safetensors"));
+  shrink::write_masked(dir.file("aligned.safetensors"), plan, dir.file("m.safetensors"));
+  std::vector<float> x(5 * 72);
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (auto& v : x) v = u(rng);
+  const auto ys = run(dir.file("s.safetensors"), x, 5), ym = run(dir.file("m.safetensors"), x, 5),
+             yd = run(dir.file("aligned.safetensors"), x, 5);
+  double moved = 0;
+  for (std::size_t i = 0; i < ys.size(); ++i) {
+    EXPECT_NEAR(ys[i], ym[i], 1e-5 * (1 + std::fabs(ym[i])));
+    moved = std::max(moved, double(std::fabs(yd[i] - ym[i])));
+  }
+  EXPECT_GT(moved, 1e-3);
+  EXPECT_EQ(safetensors::File::open(dir.file("s.safetensors")).at("d.weight").shape,
+            (std::vector<std::int64_t>{3, 4, 1, 1}));  // 2 of a∪e's channels and 2 of b∪f's read
+  // Added to one 8-channel conv, the segments cannot be followed: a, b and c stay whole.
+  save_concat_add_graph(dir.file("mixed.safetensors"), false);
+  const auto mixed = shrink::plan(dir.file("mixed.safetensors"), opt);
+  ASSERT_EQ(mixed.groups.size(), 1u);
+  EXPECT_EQ(mixed.groups[0].producers, std::vector<std::string>{"d.weight"});
+}
 
 TEST(Shrink, ResidualAddsArePrunedAsOneGroupAndTheLogitsNever) {
   test::TempDir dir;
@@ -200,37 +313,40 @@ TEST(Shrink, ThinetCriterionKeepsWhatTheConsumerReadsHandComputed) {
 }
 
 TEST(Shrink, ThinetFactorsGoToTheSameColumnsInTheShrunkAndMaskedModels) {
-  // An untrained LeNet-5 halved with thinet (conv and flatten-linear consumers): every pruned
-  // group gets a factor per kept channel, the shrunk and masked models agree with them, and
-  // they change the outputs (without them the logits differ).
-  test::TempDir dir;
-  torch::manual_seed(3);
-  auto net = make_model("lenet5");
-  save_model(dir.file("d.safetensors"), *net);
-  shrink::Options opt;
-  opt.criterion = "thinet";
-  std::mt19937 rng(5);
-  std::uniform_real_distribution<float> u(0, 1);
-  opt.calib_count = 64;
-  opt.calib.resize(64 * 784);
-  for (auto& v : opt.calib) v = u(rng);
-  auto plan = shrink::plan(dir.file("d.safetensors"), opt);
-  shrink::write_shrunk(dir.file("d.safetensors"), plan, dir.file("s.safetensors"));
-  shrink::write_masked(dir.file("d.safetensors"), plan, dir.file("m.safetensors"));
-  auto unscaled = plan;
-  for (auto& g : unscaled.groups) {
-    EXPECT_EQ(g.scale.size(), g.kept.size()) << g.producers.front();
-    g.scale.clear();
+  // An untrained LeNet-5 (conv and flatten-linear consumers) and Inception net (consumers that
+  // read concatenated branches) halved with thinet: every pruned group gets a factor per kept
+  // channel, the shrunk and masked models agree with them, and they change the outputs
+  // (without them the logits differ).
+  for (const std::string arch : {"lenet5", "inception"}) {
+    test::TempDir dir;
+    torch::manual_seed(3);
+    auto net = make_model(arch);
+    save_model(dir.file("d.safetensors"), *net);
+    shrink::Options opt;
+    opt.criterion = "thinet";
+    std::mt19937 rng(5);
+    std::uniform_real_distribution<float> u(0, 1);
+    opt.calib_count = 64;
+    opt.calib.resize(64 * 784);
+    for (auto& v : opt.calib) v = u(rng);
+    auto plan = shrink::plan(dir.file("d.safetensors"), opt);
+    shrink::write_shrunk(dir.file("d.safetensors"), plan, dir.file("s.safetensors"));
+    shrink::write_masked(dir.file("d.safetensors"), plan, dir.file("m.safetensors"));
+    auto unscaled = plan;
+    for (auto& g : unscaled.groups) {
+      EXPECT_EQ(g.scale.size(), g.kept.size()) << arch << " " << g.producers.front();
+      g.scale.clear();
+    }
+    shrink::write_shrunk(dir.file("d.safetensors"), unscaled, dir.file("u.safetensors"));
+    const auto scaled = run(dir.file("s.safetensors"), opt.calib, 64), masked = run(dir.file("m.safetensors"), opt.calib, 64),
+               plain = run(dir.file("u.safetensors"), opt.calib, 64);
+    double moved = 0;
+    for (std::size_t i = 0; i < scaled.size(); ++i) {
+      EXPECT_NEAR(scaled[i], masked[i], 1e-4 * (1 + std::fabs(masked[i]))) << arch;
+      moved = std::max(moved, double(std::fabs(scaled[i] - plain[i])));
+    }
+    EXPECT_GT(moved, 1e-3) << arch;
   }
-  shrink::write_shrunk(dir.file("d.safetensors"), unscaled, dir.file("u.safetensors"));
-  const auto scaled = run(dir.file("s.safetensors"), opt.calib, 64), masked = run(dir.file("m.safetensors"), opt.calib, 64),
-             plain = run(dir.file("u.safetensors"), opt.calib, 64);
-  double moved = 0;
-  for (std::size_t i = 0; i < scaled.size(); ++i) {
-    EXPECT_NEAR(scaled[i], masked[i], 1e-4 * (1 + std::fabs(masked[i])));
-    moved = std::max(moved, double(std::fabs(scaled[i] - plain[i])));
-  }
-  EXPECT_GT(moved, 1e-3);
 }
 
 TEST(Shrink, BatchNormScaleCriterionRanksByGammaHandComputed) {

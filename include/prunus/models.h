@@ -52,7 +52,8 @@ class Net : public torch::nn::Module {
   InputHook input_hook_;
 };
 
-// "lenet300" (LeNet-300-100), "lenet5", "resnet" (a small residual CNN with BatchNorm).
+// "lenet300" (LeNet-300-100), "lenet5", "resnet" (a small residual CNN with BatchNorm),
+// "inception" (a small GoogLeNet: Inception modules whose branches are concatenated).
 // `widths` overrides layer sizes (load_model reads them from a shrunk model's tensors).
 std::shared_ptr<Net> make_model(const std::string& arch, const Widths& widths = {});
 

@@ -6,12 +6,12 @@
 //     {"op": "relu"}, {"op": "maxpool2d", "kernel": 2}, {"op": "flatten"},
 //     {"op": "linear", "weight": "fc1.weight", "bias": "fc1.bias"}, ...]}
 // Ops: normalize, conv2d (stride, padding, optional "bn": BatchNorm tensors folded into the
-// weights at load), relu, maxpool2d, add, global_avg_pool, flatten, linear. An op reads the
-// previous op's output unless it names "input" (add: "inputs": [a, b]); "output" names its
-// result for later ops ("input" is the graph's input). Activations are NHWC inside; flatten
-// gives torch's (C, H, W) order. Each conv (as im2col) and linear layer's weight is held in
-// the format that measured fastest on this machine (kernels::SparseLinear), so the zeros pay
-// or the layer stays dense.
+// weights at load), relu, maxpool2d, add, concat (along channels), global_avg_pool, flatten,
+// linear. An op reads the previous op's output unless it names "input" (add: "inputs": [a, b];
+// concat: "inputs": [a, b, ...]); "output" names its result for later ops ("input" is the
+// graph's input). Activations are NHWC inside; flatten gives torch's (C, H, W) order. Each
+// conv (as im2col) and linear layer's weight is held in the format that measured fastest on
+// this machine (kernels::SparseLinear), so the zeros pay or the layer stays dense.
 #pragma once
 
 #include <cstdint>
@@ -107,7 +107,7 @@ class Model {
     std::int64_t size() const { return c * h * w; }
   };
   struct Op {
-    enum Kind { Normalize, Conv, Relu, MaxPool, Add, GlobalAvgPool, Flatten, Linear } kind;
+    enum Kind { Normalize, Conv, Relu, MaxPool, Add, Concat, GlobalAvgPool, Flatten, Linear } kind;
     std::vector<int> in;  // value slots read
     int out = 0;          // value slot written
     Shape in_shape, out_shape;

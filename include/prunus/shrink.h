@@ -3,10 +3,13 @@
 // Works on any model file the runtime executes (safetensors + the prunus.graph JSON). The
 // dependency graph is traced from that graph, not hand-listed: every conv/linear output starts
 // a channel space; relu, max-pool, global average pooling and flatten carry it; an add merges
-// the spaces it adds (all members of a residual group are pruned together); BatchNorm folded
-// into a conv follows its conv; consumers are the convs (input channels) and linears (input
-// columns; after a flatten each channel owns H×W consecutive columns) that read a space. The
-// graph's input and the final output are never pruned.
+// the spaces it adds (all members of a residual group are pruned together); a concatenation
+// makes a value of segments — its inputs' spaces one after another, each still pruned by its
+// own group, so a reader's input channels are cut segment by segment at their offsets;
+// BatchNorm folded into a conv follows its conv; consumers are the convs (input channels) and
+// linears (input columns; after a flatten each channel owns H×W consecutive columns) that read
+// a value. The graph's input and the final output are never pruned, nor are the spaces of an
+// add whose operands are concatenated differently (a segment would have to split a space).
 #pragma once
 
 #include <cstdint>

@@ -208,6 +208,11 @@ void write_onnx(const std::string& model_path, const std::string& out_path) {
       } else if (kind == "add") {
         b.node("Add", {lookup(o.at("inputs")[0]).name, lookup(o.at("inputs")[1]).name}, y.name);
         y.rank = lookup(o.at("inputs")[0]).rank;
+      } else if (kind == "concat") {
+        std::vector<std::string> ins;
+        for (const auto& n : o.at("inputs")) ins.push_back(lookup(n).name);
+        Builder::integer(b.node("Concat", ins, y.name), "axis", 1);
+        y.rank = lookup(o.at("inputs")[0]).rank;
       } else if (kind == "global_avg_pool") {
         b.node("GlobalAveragePool", {x.name}, y.name);
       } else if (kind == "maxpool2d") {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ONNX export against onnxruntime (PyPI, in the test venv): for an MLP (dense, 90% pruned,
-# shrunk, INT8), a CNN (dense, shrunk) and a residual CNN with BatchNorm (and INT8), the exported file's logits
+# shrunk, INT8), a CNN (dense, shrunk), a residual CNN with BatchNorm (and INT8) and an
+# Inception net (concatenations; dense, shrunk), the exported file's logits
 # on 1000 Fashion-MNIST test images must match `prunus run MODEL IMAGES --logits` (the runtime)
 # and give the same classes.
 set -uo pipefail
@@ -19,6 +20,8 @@ set -e
 "$PRUNUS" shrink "$T/cnn.safetensors" --sparsity 0.5 -o "$T/cnn_shrunk.safetensors" >/dev/null
 "$PRUNUS" train --model resnet --epochs 1 --train-limit 500 --test-limit 100 --no-progress -o "$T/res.safetensors" >/dev/null
 "$PRUNUS" shrink "$T/res.safetensors" --sparsity 0.5 -o "$T/res_shrunk.safetensors" >/dev/null
+"$PRUNUS" train --model inception --epochs 1 --train-limit 500 --test-limit 100 --no-progress -o "$T/inc.safetensors" >/dev/null
+"$PRUNUS" shrink "$T/inc.safetensors" --sparsity 0.5 -o "$T/inc_shrunk.safetensors" >/dev/null
 # INT8 files (prunus quantize): exported as QDQ (int8 initializers + DequantizeLinear per channel).
 "$PRUNUS" quantize "$T/mlp90.safetensors" -o "$T/mlp90_q8.safetensors" >/dev/null
 "$PRUNUS" quantize "$T/res.safetensors" -o "$T/res_q8.safetensors" >/dev/null
@@ -34,7 +37,7 @@ open(sys.argv[2], "wb").write(raw[:4] + (1000).to_bytes(4, "big") + raw[8:16] + 
 PY
 set +e
 fails=0
-for m in mlp mlp90 mlp_shrunk cnn cnn_shrunk res res_shrunk mlp90_q8 res_q8 mlp90_w8a8 res_w8a8; do
+for m in mlp mlp90 mlp_shrunk cnn cnn_shrunk res res_shrunk inc inc_shrunk mlp90_q8 res_q8 mlp90_w8a8 res_w8a8; do
   "$PRUNUS" export "$T/$m.safetensors" -o "$T/$m.onnx" >/dev/null || { echo "FAIL - export $m"; fails=$((fails + 1)); continue; }
   int8=(); [[ $m == *_w8a8 ]] && int8=(--int8)
   "$PRUNUS" run "$T/$m.safetensors" "$T/images" --logits --batch 50 "${int8[@]}" >"$T/$m.logits" 2>/dev/null

@@ -160,6 +160,107 @@ class ResNetSmall : public Net {
   nn::Linear fc{nullptr};
 };
 
+// GoogLeNet's Inception module (Szegedy et al. 2015) without its pooling branch: a 1×1
+// branch, 1×1 → 3×3 and 1×1 → 5×5, each conv-bn-relu, concatenated along channels. The
+// concatenation couples widths: the next layer's input channels are the three branches' outputs
+// one after another, so structured pruning must cut each segment by its own branch's choice.
+class InceptionBlockImpl : public nn::Module {
+ public:
+  // Output channels of the five convs, in the order named below.
+  struct BranchWidths {
+    int64_t b1, r3, b3, r5, b5;
+  };
+  InceptionBlockImpl(const Net* owner, std::string name, int64_t in, BranchWidths w) : owner_(owner), name_(std::move(name)) {
+    auto conv = [&](const std::string& n, int64_t cin, int64_t cout, int64_t k) {
+      convs_.push_back(register_module(n, nn::Conv2d(nn::Conv2dOptions(cin, cout, k).padding(k / 2).bias(false))));
+      bns_.push_back(register_module(n + "_bn", nn::BatchNorm2d(cout)));
+    };
+    conv("branch1x1", in, w.b1, 1);
+    conv("branch3x3_reduce", in, w.r3, 1);
+    conv("branch3x3", w.r3, w.b3, 3);
+    conv("branch5x5_reduce", in, w.r5, 1);
+    conv("branch5x5", w.r5, w.b5, 5);
+    out_channels_ = w.b1 + w.b3 + w.b5;
+  }
+  static constexpr const char* kConvs[] = {"branch1x1", "branch3x3_reduce", "branch3x3", "branch5x5_reduce", "branch5x5"};
+  torch::Tensor forward(torch::Tensor x) {
+    auto cbr = [&](std::size_t i, const torch::Tensor& in) {
+      return torch::relu(bns_[i](convs_[i](owner_->layer_input(name_ + "." + kConvs[i], in))));
+    };
+    return torch::cat({cbr(0, x), cbr(2, cbr(1, x)), cbr(4, cbr(3, x))}, 1);
+  }
+  // The block in the runtime graph, reading value `in` and naming its output `name_`.
+  std::string runtime_graph(const std::string& in) const {
+    std::string g;
+    auto conv = [&](std::size_t i, const std::string& input) {
+      const std::string c = name_ + "." + kConvs[i];
+      g += fmt::format(
+          R"({{"op":"conv2d","weight":"{0}.weight","padding":{1},"bn":{{"weight":"{0}_bn.weight","bias":"{0}_bn.bias",)"
+          R"("running_mean":"{0}_bn.running_mean","running_var":"{0}_bn.running_var","eps":1e-5}}{2}}},{{"op":"relu","output":"{3}"}},)",
+          c, convs_[i]->options.kernel_size()->at(0) / 2, input.empty() ? "" : fmt::format(R"(,"input":"{}")", input), c);
+    };
+    conv(0, in);
+    conv(1, in);
+    conv(2, "");  // reads the reduce conv before it
+    conv(3, in);
+    conv(4, "");
+    g += fmt::format(R"({{"op":"concat","inputs":["{0}.{1}","{0}.{2}","{0}.{3}"],"output":"{0}"}},)", name_, kConvs[0],
+                     kConvs[2], kConvs[4]);
+    return g;
+  }
+  int64_t out_channels() const { return out_channels_; }
+
+ private:
+  const Net* owner_;
+  std::string name_;
+  std::vector<nn::Conv2d> convs_;
+  std::vector<nn::BatchNorm2d> bns_;
+  int64_t out_channels_ = 0;
+};
+TORCH_MODULE(InceptionBlock);
+
+// A small GoogLeNet for 28×28 inputs: stem conv 16 → pool → Inception (16, 16→24, 8→8: 48
+// channels) → pool → Inception (32, 32→48, 8→16: 96 channels) → global average pool → fc.
+class InceptionSmall : public Net {
+ public:
+  explicit InceptionSmall(const Widths& w) : Net("inception", w) {
+    auto widths = [&](const std::string& b, InceptionBlockImpl::BranchWidths d) {
+      return InceptionBlockImpl::BranchWidths{width(b + ".branch1x1", d.b1), width(b + ".branch3x3_reduce", d.r3),
+                                        width(b + ".branch3x3", d.b3), width(b + ".branch5x5_reduce", d.r5),
+                                        width(b + ".branch5x5", d.b5)};
+    };
+    const auto s = width("stem", 16);
+    stem = register_module("stem", nn::Conv2d(nn::Conv2dOptions(1, s, 3).padding(1).bias(false)));
+    stem_bn = register_module("stem_bn", nn::BatchNorm2d(s));
+    mixed1 = register_module("mixed1", InceptionBlock(this, "mixed1", s, widths("mixed1", {16, 16, 24, 8, 8})));
+    mixed2 = register_module("mixed2",
+                             InceptionBlock(this, "mixed2", mixed1->out_channels(), widths("mixed2", {32, 32, 48, 8, 16})));
+    fc = register_module("fc", nn::Linear(mixed2->out_channels(), 10));
+  }
+  std::string runtime_graph() const override {
+    std::string g = fmt::format(R"({{"input":[1,28,28],"ops":[{{"op":"normalize","mean":{},"std":{}}},)",
+                                data::kPixelMean, data::kPixelStd);
+    g += R"({"op":"conv2d","weight":"stem.weight","padding":1,"bn":{"weight":"stem_bn.weight","bias":"stem_bn.bias",)"
+         R"("running_mean":"stem_bn.running_mean","running_var":"stem_bn.running_var","eps":1e-5}},)";
+    g += R"({"op":"relu"},{"op":"maxpool2d","kernel":2,"output":"pool0"},)";
+    g += mixed1->runtime_graph("pool0");
+    g += R"({"op":"maxpool2d","kernel":2,"output":"pool1"},)";
+    g += mixed2->runtime_graph("pool1");
+    g += R"({"op":"global_avg_pool"},{"op":"linear","weight":"fc.weight","bias":"fc.bias"}]})";
+    return g;
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    x = F::max_pool2d(torch::relu(stem_bn(stem(layer_input("stem", x)))), F::MaxPool2dFuncOptions(2));
+    x = F::max_pool2d(mixed1(x), F::MaxPool2dFuncOptions(2));
+    x = mixed2(x).mean({2, 3});
+    return fc(layer_input("fc", x));
+  }
+  nn::Conv2d stem{nullptr};
+  nn::BatchNorm2d stem_bn{nullptr};
+  InceptionBlock mixed1{nullptr}, mixed2{nullptr};
+  nn::Linear fc{nullptr};
+};
+
 }  // namespace
 
 std::shared_ptr<Net> make_model(const std::string& arch, const Widths& widths) {
@@ -168,6 +269,7 @@ std::shared_ptr<Net> make_model(const std::string& arch, const Widths& widths) {
   if (arch == "lenet300") return std::make_shared<LeNet300>(widths);
   if (arch == "lenet5") return std::make_shared<LeNet5>(widths);
   if (arch == "resnet") return std::make_shared<ResNetSmall>(widths);
+  if (arch == "inception") return std::make_shared<InceptionSmall>(widths);
   fail("model '" + arch + "'", fmt::format("unknown architecture (known: {})", fmt::join(model_names(), ", ")));
 }
 

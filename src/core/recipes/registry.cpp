@@ -24,7 +24,7 @@ std::vector<std::string> schedule_names() { return {"oneshot", "gradual", "itera
 
 std::vector<std::string> scope_names() { return {"global", "layer"}; }
 
-std::vector<std::string> model_names() { return {"lenet300", "lenet5", "resnet"}; }
+std::vector<std::string> model_names() { return {"lenet300", "lenet5", "resnet", "inception"}; }
 
 std::vector<std::string> pattern_names() {
   return {"unstructured", "row-balanced", "N:M (e.g. 2:4, 4:8, 1:4)", "block:RxC (e.g. block:4x4)"};

@@ -37,15 +37,26 @@ struct Producer {
   double eps = 1e-5;
   int space = -1;
 };
-// A conv/linear reading a space: `unit` consecutive input columns per channel (H×W after a flatten).
+// A run of channels of one space inside a value: a concatenation's value is its inputs'
+// segments one after another. `unit` consecutive columns a channel (H×W after a flatten).
+struct Segment {
+  int space = -1;
+  std::int64_t channels = 0, unit = 1;
+};
+// A conv/linear reading a value: its input columns are the segments' in order.
 struct Consumer {
   std::string weight;
-  int space = -1;
-  std::int64_t unit = 1;
+  std::vector<Segment> segs;
+  std::int64_t columns() const {
+    std::int64_t n = 0;
+    for (const auto& s : segs) n += s.channels * s.unit;
+    return n;
+  }
 };
-struct OpCost {  // for multiply-add counts
-  int out_space = -1, in_space = -1;
-  std::int64_t out = 0, in = 0, per = 1;  // macs = out × in × per (per: k·k·oh·ow or unit)
+struct OpCost {  // for multiply-add counts: Σ over input segments of out × channels × unit × per
+  int out_space = -1;
+  std::vector<Segment> in;
+  std::int64_t out = 0, per = 1;  // per: k·k·oh·ow for a conv, 1 for a linear
 };
 
 struct Trace {
@@ -71,8 +82,16 @@ struct Trace {
 };
 
 struct Value {
-  int space = -1;
-  std::int64_t c = 0, h = 1, w = 1, unit = 1;  // unit: columns per channel once flattened
+  std::vector<Segment> segs;
+  std::int64_t h = 1, w = 1;
+  std::int64_t channels() const {  // as the runtime counts them (a flattened value: columns)
+    std::int64_t n = 0;
+    for (const auto& s : segs) n += s.channels * s.unit;
+    return n;
+  }
+  bool flat() const {
+    return std::any_of(segs.begin(), segs.end(), [](const Segment& s) { return s.unit > 1; });
+  }
 };
 
 Trace trace(const safetensors::File& f) {
@@ -93,9 +112,8 @@ Trace trace(const safetensors::File& f) {
     if (!in.is_array() || in.size() != 3) fail(path, "prunus.graph: input must be [C, H, W]");
     std::vector<Value> slots;
     std::map<std::string, int> names;
-    Value v0{t.add_space(in[0].get<std::int64_t>(), true), in[0].get<std::int64_t>(), in[1].get<std::int64_t>(),
-             in[2].get<std::int64_t>(), 1};
-    slots.push_back(v0);
+    const std::int64_t c0 = in[0].get<std::int64_t>();
+    slots.push_back(Value{{Segment{t.add_space(c0, true), c0, 1}}, in[1].get<std::int64_t>(), in[2].get<std::int64_t>()});
     names["input"] = 0;
     int prev = 0;
     auto slot = [&](const json& name) {
@@ -110,7 +128,8 @@ Trace trace(const safetensors::File& f) {
       Value y = x;
       if (kind == "normalize" || kind == "relu") {
       } else if (kind == "flatten") {
-        y.unit = x.unit * x.h * x.w, y.h = y.w = 1;
+        for (auto& sg : y.segs) sg.unit *= x.h * x.w;
+        y.h = y.w = 1;
       } else if (kind == "global_avg_pool") {
         y.h = y.w = 1;
       } else if (kind == "maxpool2d") {
@@ -119,16 +138,32 @@ Trace trace(const safetensors::File& f) {
       } else if (kind == "add") {
         const Value a = slots[static_cast<std::size_t>(slot(o.at("inputs")[0]))];
         const Value b = slots[static_cast<std::size_t>(slot(o.at("inputs")[1]))];
-        t.unite(a.space, b.space);
+        bool aligned = a.segs.size() == b.segs.size();
+        for (std::size_t i = 0; aligned && i < a.segs.size(); ++i)
+          aligned = a.segs[i].channels == b.segs[i].channels && a.segs[i].unit == b.segs[i].unit;
+        if (aligned) {  // channel i of each segment of a is added to channel i of b's: one space
+          for (std::size_t i = 0; i < a.segs.size(); ++i) t.unite(a.segs[i].space, b.segs[i].space);
+        } else {
+          // Differently concatenated operands (a concat added to one conv, say): a segment of
+          // one would have to split a space of the other; left whole, never pruned.
+          for (const auto* v : {&a, &b})
+            for (const auto& sg : v->segs) t.fixed[static_cast<std::size_t>(t.find(sg.space))] = true;
+        }
         y = a;
+      } else if (kind == "concat") {  // along channels: the inputs' segments one after another
+        const auto& inputs = o.at("inputs");
+        y = slots[static_cast<std::size_t>(slot(inputs[0]))];
+        for (std::size_t i = 1; i < inputs.size(); ++i) {
+          const Value& p = slots[static_cast<std::size_t>(slot(inputs[i]))];
+          y.segs.insert(y.segs.end(), p.segs.begin(), p.segs.end());
+        }
       } else if (kind == "conv2d") {
         const std::string wn = o.at("weight").get<std::string>();
         const auto ws = shape_of(wn);
-        if (ws.size() != 4 || ws[1] != x.c || x.unit != 1) fail(path, fmt::format("prunus.graph: conv {} does not fit its input", wn));
+        if (ws.size() != 4 || ws[1] != x.channels() || x.flat()) fail(path, fmt::format("prunus.graph: conv {} does not fit its input", wn));
         const auto stride = o.value("stride", std::int64_t(1)), pad = o.value("padding", std::int64_t(0));
-        t.consumers.push_back({wn, x.space, 1});
-        y.space = t.add_space(ws[0], false);
-        y.c = ws[0];
+        t.consumers.push_back({wn, x.segs});
+        y.segs = {Segment{t.add_space(ws[0], false), ws[0], 1}};
         y.h = (x.h + 2 * pad - ws[2]) / stride + 1, y.w = (x.w + 2 * pad - ws[3]) / stride + 1;
         Producer p;
         p.weight = wn, p.bias = o.value("bias", std::string());
@@ -137,21 +172,22 @@ Trace trace(const safetensors::File& f) {
           p.bn_weight = bn.at("weight"), p.bn_bias = bn.at("bias"), p.bn_mean = bn.at("running_mean");
           p.bn_var = bn.at("running_var"), p.eps = bn.value("eps", 1e-5);
         }
-        p.space = y.space;
+        p.space = y.segs[0].space;
         t.producers.push_back(p);
-        t.costs.push_back(OpCost{y.space, x.space, ws[0], ws[1], ws[2] * ws[3] * y.h * y.w});
+        t.costs.push_back(OpCost{p.space, x.segs, ws[0], ws[2] * ws[3] * y.h * y.w});
       } else if (kind == "linear") {
         const std::string wn = o.at("weight").get<std::string>();
         const auto ws = shape_of(wn);
-        const std::int64_t unit = x.unit * x.h * x.w;
-        if (ws.size() != 2 || ws[1] != x.c * unit) fail(path, fmt::format("prunus.graph: linear {} does not fit its input", wn));
-        t.consumers.push_back({wn, x.space, unit});
-        y = Value{t.add_space(ws[0], false), ws[0], 1, 1, 1};
+        // The runtime only feeds a linear a vector: x.h = x.w = 1 (it rejects the graph otherwise).
+        if (ws.size() != 2 || ws[1] != x.channels() || x.h != 1 || x.w != 1)
+          fail(path, fmt::format("prunus.graph: linear {} does not fit its input", wn));
+        t.consumers.push_back({wn, x.segs});
+        y = Value{{Segment{t.add_space(ws[0], false), ws[0], 1}}, 1, 1};
         Producer p;
         p.weight = wn, p.bias = o.value("bias", std::string());
-        p.space = y.space;
+        p.space = y.segs[0].space;
         t.producers.push_back(p);
-        t.costs.push_back({y.space, x.space, ws[0], ws[1] / unit, unit});
+        t.costs.push_back({p.space, x.segs, ws[0], 1});
       } else {
         fail(path, fmt::format("prunus.graph: structured pruning does not know op '{}'", kind));
       }
@@ -159,7 +195,8 @@ Trace trace(const safetensors::File& f) {
       prev = static_cast<int>(slots.size()) - 1;
       if (o.contains("output")) names[o.at("output").get<std::string>()] = prev;
     }
-    t.fixed[static_cast<std::size_t>(t.find(slots[static_cast<std::size_t>(prev)].space))] = true;  // the logits
+    for (const auto& sg : slots[static_cast<std::size_t>(prev)].segs)  // the logits
+      t.fixed[static_cast<std::size_t>(t.find(sg.space))] = true;
   } catch (const json::exception& e) {
     fail(path, std::string("prunus.graph: ") + e.what());
   }
@@ -187,6 +224,19 @@ void select(Tensor& t, std::size_t dim, const std::vector<std::int64_t>& idx, st
       }
   t.data = std::move(out);
   t.shape[dim] = std::int64_t(idx.size()) * unit;
+}
+
+// The input columns of `c` (dimension 1 of its weight) that stay: each segment's kept channels
+// at the segment's offset, `unit` columns a channel.
+std::vector<std::int64_t> kept_columns(const Consumer& c, const std::vector<std::vector<std::int64_t>>& kept) {
+  std::vector<std::int64_t> cols;
+  std::int64_t offset = 0;
+  for (const auto& sg : c.segs) {
+    for (auto k : kept[static_cast<std::size_t>(sg.space)])
+      for (std::int64_t u = 0; u < sg.unit; ++u) cols.push_back(offset + k * sg.unit + u);
+    offset += sg.channels * sg.unit;
+  }
+  return cols;
 }
 
 std::vector<std::int64_t> complement(const std::vector<std::int64_t>& kept, std::int64_t n) {
@@ -255,21 +305,25 @@ void write_model(const std::string& path, const Plan& plan, const std::string& o
     for (const auto& p : t.producers)
       if (p.weight == g.producers.front()) root = t.find(p.space);
     for (const auto& c : t.consumers) {
-      if (t.find(c.space) != root) continue;
       auto& x = tensors.at(c.weight);
-      const std::int64_t C = t.channels[static_cast<std::size_t>(c.space)];
-      const std::int64_t outer = x.shape[0], inner = std::int64_t(x.data.size()) / (outer * C);  // k·k or unit
-      for (std::int64_t o = 0; o < outer; ++o)
-        for (std::size_t i = 0; i < g.kept.size(); ++i) {
-          float* w = x.data.data() + (o * C + g.kept[i]) * inner;
-          for (std::int64_t u = 0; u < inner; ++u) w[u] *= g.scale[i];
-        }
+      const std::int64_t outer = x.shape[0], cols = x.shape[1];
+      const std::int64_t inner = std::int64_t(x.data.size()) / (outer * cols);  // k·k for a conv, 1 for a linear
+      std::int64_t offset = 0;
+      for (const auto& sg : c.segs) {
+        if (t.find(sg.space) == root)
+          for (std::int64_t o = 0; o < outer; ++o)
+            for (std::size_t i = 0; i < g.kept.size(); ++i) {
+              float* w = x.data.data() + (o * cols + offset + g.kept[i] * sg.unit) * inner;
+              for (std::int64_t e = 0; e < sg.unit * inner; ++e) w[e] *= g.scale[i];
+            }
+        offset += sg.channels * sg.unit;
+      }
     }
   }
   if (shrink)
     for (const auto& c : t.consumers) {
-      const auto& k = kept[static_cast<std::size_t>(c.space)];
-      if (std::int64_t(k.size()) != t.channels[static_cast<std::size_t>(c.space)]) select(tensors.at(c.weight), 1, k, c.unit);
+      const auto cols = kept_columns(c, kept);
+      if (std::int64_t(cols.size()) != c.columns()) select(tensors.at(c.weight), 1, cols, 1);
     }
   std::vector<safetensors::TensorToWrite> w;
   for (const auto& [name, x] : tensors) w.push_back({name, safetensors::DType::F32, x.shape, x.data.data()});
@@ -305,8 +359,11 @@ std::map<std::string, std::vector<double>> consumer_grams(const safetensors::Fil
   };
   std::map<std::string, Reader> readers;
   for (const auto& c : t.consumers) {
-    if (t.fixed[static_cast<std::size_t>(t.find(c.space))]) continue;
-    Reader r{&c, t.channels[static_cast<std::size_t>(c.space)], {}, {}};
+    if (std::all_of(c.segs.begin(), c.segs.end(), [&](const Segment& sg) { return t.fixed[static_cast<std::size_t>(t.find(sg.space))]; }))
+      continue;
+    std::int64_t channels = 0;
+    for (const auto& sg : c.segs) channels += sg.channels;
+    Reader r{&c, channels, {}, {}};
     const auto w = load(f, c.weight);
     r.rows = w.shape[0];
     r.cols = static_cast<std::int64_t>(w.data.size()) / r.rows;
@@ -321,9 +378,13 @@ std::map<std::string, std::vector<double>> consumer_grams(const safetensors::Fil
               r.w[static_cast<std::size_t>(o * r.cols + (y * k + x) * cin + ci)] =
                   w.data[static_cast<std::size_t>(((o * cin + ci) * k + y) * k + x)];
       for (std::int64_t j = 0; j < r.cols; ++j) r.owner[static_cast<std::size_t>(j)] = j % cin;
-    } else {  // linear: `unit` consecutive columns a channel (H×W after a flatten)
+    } else {  // linear: each segment's channels own `unit` consecutive columns (H×W after a flatten)
       r.w = w.data;
-      for (std::int64_t j = 0; j < r.cols; ++j) r.owner[static_cast<std::size_t>(j)] = j / c.unit;
+      std::int64_t j = 0, first = 0;
+      for (const auto& sg : c.segs) {
+        for (std::int64_t col = 0; col < sg.channels * sg.unit; ++col) r.owner[static_cast<std::size_t>(j++)] = first + col / sg.unit;
+        first += sg.channels;
+      }
     }
     readers.emplace(c.weight, std::move(r));
   }
@@ -360,17 +421,31 @@ std::map<std::string, std::vector<double>> consumer_grams(const safetensors::Fil
   return gram;
 }
 
-// The group's consumers' Gram matrices summed (C × C).
-std::vector<double> group_gram(const std::string& path, const Group& g,
+// The group's consumers' Gram matrices summed (C × C): of a consumer that reads the group in
+// a segment of a concatenation, the block of that segment (every pair of its segments in the
+// group, should it read the group twice).
+std::vector<double> group_gram(const std::string& path, Trace& t, int root, const Group& g,
                                const std::map<std::string, std::vector<double>>& gram) {
   const std::int64_t C = g.channels;
   std::vector<double> G(static_cast<std::size_t>(C * C), 0.0);
   bool seen = false;
-  for (const auto& c : g.consumers)
-    if (auto it = gram.find(c); it != gram.end() && std::int64_t(it->second.size()) == C * C) {
-      for (std::size_t i = 0; i < G.size(); ++i) G[i] += it->second[i];
-      seen = true;
+  for (const auto& c : t.consumers) {
+    auto it = gram.find(c.weight);
+    if (it == gram.end()) continue;
+    std::vector<std::int64_t> at;  // first channel of each segment of the group
+    std::int64_t total = 0;
+    for (const auto& sg : c.segs) {
+      if (t.find(sg.space) == root) at.push_back(total);
+      total += sg.channels;
     }
+    if (at.empty() || std::int64_t(it->second.size()) != total * total) continue;
+    for (auto a : at)
+      for (auto b : at)
+        for (std::int64_t i = 0; i < C; ++i)
+          for (std::int64_t j = 0; j < C; ++j)
+            G[static_cast<std::size_t>(i * C + j)] += it->second[static_cast<std::size_t>((a + i) * total + b + j)];
+    seen = true;
+  }
   if (!seen) fail(path, fmt::format("no consumer inputs observed for the group of {}", g.producers.front()));
   return G;
 }
@@ -479,7 +554,11 @@ Plan plan(const std::string& path, const Options& opt) {
     g.channels = t.channels[static_cast<std::size_t>(p.space)];
   }
   for (const auto& c : t.consumers)
-    if (auto it = by_root.find(t.find(c.space)); it != by_root.end()) it->second.consumers.push_back(c.weight);
+    for (const auto& sg : c.segs)
+      if (auto it = by_root.find(t.find(sg.space)); it != by_root.end()) {
+        auto& list = it->second.consumers;
+        if (std::find(list.begin(), list.end(), c.weight) == list.end()) list.push_back(c.weight);
+      }
   for (auto& [root, g] : by_root) {
     // Group score: each producer's row norm (× its BatchNorm scale), summed over the group.
     std::vector<double> score(static_cast<std::size_t>(g.channels), 0.0);
@@ -521,7 +600,7 @@ Plan plan(const std::string& path, const Options& opt) {
       for (auto& s : score) s = std::uniform_real_distribution<double>(0, 1)(rng);
     std::vector<double> G;
     if (opt.criterion == "thinet") {
-      G = group_gram(path, g, gram);
+      G = group_gram(path, t, root, g, gram);
       score = thinet_order(G, g.channels);
     }
     std::int64_t keep = g.channels - static_cast<std::int64_t>(std::floor(opt.sparsity * double(g.channels) + 1e-9));
@@ -540,10 +619,11 @@ Plan plan(const std::string& path, const Options& opt) {
   for (const auto& [root, g] : by_root)
     for (std::size_t s = 0; s < t.parent.size(); ++s)
       if (t.find(static_cast<int>(s)) == root) after[s] = static_cast<std::int64_t>(g.kept.size());
-  for (const auto& c : t.costs) {
-    plan.macs_before += c.out * c.in * c.per;
-    plan.macs_after += after[static_cast<std::size_t>(c.out_space)] * after[static_cast<std::size_t>(c.in_space)] * c.per;
-  }
+  for (const auto& c : t.costs)
+    for (const auto& sg : c.in) {
+      plan.macs_before += c.out * sg.channels * sg.unit * c.per;
+      plan.macs_after += after[static_cast<std::size_t>(c.out_space)] * after[static_cast<std::size_t>(sg.space)] * sg.unit * c.per;
+    }
   for (const auto& v : f.tensors()) plan.params_before += v.numel();
   plan.params_after = plan.params_before;
   {
@@ -555,13 +635,13 @@ Plan plan(const std::string& path, const Options& opt) {
         if (!name.empty()) plan.params_after -= f.at(name).numel() / n * (n - k);
     }
     for (const auto& c : t.consumers) {
-      const auto n = t.channels[static_cast<std::size_t>(c.space)], k = std::int64_t(kept[static_cast<std::size_t>(c.space)].size());
       const auto& ws = f.at(c.weight).shape;
+      const std::int64_t before = c.columns(), now = std::int64_t(kept_columns(c, kept).size());
       // Rows of a consumer may already have been cut as a producer: count with the kept rows.
       std::int64_t rows = ws[0];
       for (const auto& p : t.producers)
         if (p.weight == c.weight) rows = std::int64_t(kept[static_cast<std::size_t>(p.space)].size());
-      plan.params_after -= rows * (f.at(c.weight).numel() / ws[0] / (n * c.unit)) * (n - k) * c.unit;
+      plan.params_after -= rows * (f.at(c.weight).numel() / ws[0] / before) * (before - now);
     }
   }
   return plan;

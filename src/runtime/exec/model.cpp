@@ -196,6 +196,10 @@ Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
         if (!o.contains("inputs") || !o["inputs"].is_array() || o["inputs"].size() != 2)
           fail(path, "prunus.graph: add needs \"inputs\": [a, b]");
         op.in = {slot(o["inputs"][0]), slot(o["inputs"][1])};
+      } else if (kind == "concat") {
+        if (!o.contains("inputs") || !o["inputs"].is_array() || o["inputs"].size() < 2 || o["inputs"].size() > 64)
+          fail(path, "prunus.graph: concat needs \"inputs\": [a, b, ...] (2 to 64 values)");
+        for (const auto& name : o["inputs"]) op.in.push_back(slot(name));
       } else {
         op.in = {o.contains("input") ? slot(o["input"]) : prev};
       }
@@ -218,6 +222,16 @@ Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
         const Shape b = shapes[op.in[1]];
         if (b.c != in.c || b.h != in.h || b.w != in.w)
           fail(path, fmt::format("prunus.graph: add of {}x{}x{} and {}x{}x{}", in.c, in.h, in.w, b.c, b.h, b.w));
+      } else if (kind == "concat") {  // along channels, as torch.cat(dim=1)
+        op.kind = Op::Concat;
+        out.c = 0;
+        for (int s : op.in) {
+          const Shape b = shapes[static_cast<std::size_t>(s)];
+          if (b.h != in.h || b.w != in.w)
+            fail(path, fmt::format("prunus.graph: concat of {}x{}x{} and {}x{}x{} (heights and widths must match)", in.c,
+                                   in.h, in.w, b.c, b.h, b.w));
+          out.c += b.c;
+        }
       } else if (kind == "global_avg_pool") {
         op.kind = Op::GlobalAvgPool;
         out = {in.c, 1, 1};
@@ -591,6 +605,17 @@ std::vector<float> Model::forward_impl(const float* x, std::int64_t batch, const
           for (std::size_t i = 0; i < a.size(); ++i) out[i] = std::max(a[i] + b[i], 0.0f);
         else
           for (std::size_t i = 0; i < a.size(); ++i) out[i] = a[i] + b[i];
+        break;
+      }
+      case Op::Concat: {  // NHWC: each position's channels are the inputs' channels in order
+        const std::int64_t positions = batch * os.h * os.w;
+        std::int64_t at = 0;
+        for (int s : op.in) {
+          const auto& src = v[static_cast<std::size_t>(s)];
+          const std::int64_t c = std::int64_t(src.size()) / positions;
+          for (std::int64_t p = 0; p < positions; ++p) std::copy_n(src.data() + p * c, c, out.data() + p * os.c + at);
+          at += c;
+        }
         break;
       }
       case Op::Flatten:  // NHWC → torch's C, H, W order
