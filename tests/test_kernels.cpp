@@ -173,7 +173,7 @@ TEST(Kernels, BsrMatchesReference) {
 
 TEST(Kernels, NmMatchesReference) {
   std::mt19937 rng(4);
-  const std::pair<int, int> nms[] = {{2, 4}, {4, 8}, {1, 4}, {2, 8}, {8, 16}};
+  const std::pair<int, int> nms[] = {{2, 4}, {4, 8}, {1, 4}, {3, 4}, {2, 8}, {3, 8}, {8, 16}};
   const std::pair<int, int> shapes[] = {{1, 16}, {5, 32}, {9, 48}, {33, 64}, {64, 96}, {3, 4096}, {20, 200}};
   for (auto [n, m] : nms)
     for (auto [rows, cols] : shapes) {
