@@ -66,6 +66,20 @@ def main(path):
                 continue
             print(f"| {p} | " + " | ".join(cells) + f" | **{best / prunus_best:.2f}×** |")
         print()
+    # The "every format ≥ 2× libtorch sparse CSR": each Prunus fp32 format against
+    # libtorch's sparse CSR product in every cell that has both.
+    worst = {}
+    for (shape, batch, threads), g in groups.items():
+        for p in PATTERNS:
+            ref = g.get(("libtorch_sparse_csr", p))
+            if ref is None:
+                continue
+            for key in ("prunus_csr", "prunus_bitmask", "prunus_structured"):
+                t = g.get((key, p))
+                if t is not None and (key not in worst or ref / t < worst[key][0]):
+                    worst[key] = (ref / t, f"{shape} batch {batch}, {threads} thread(s), {p}")
+    for key, (ratio, where) in sorted(worst.items()):
+        print(f"{key} vs libtorch sparse CSR: at least {ratio:.2f}× (lowest: {where})")
 
 
 if __name__ == "__main__":
