@@ -109,6 +109,7 @@ class Model {
   struct Op {
     enum Kind { Normalize, Conv, Relu, MaxPool, Add, Concat, GlobalAvgPool, Flatten, Linear } kind;
     std::vector<int> in;  // value slots read
+    std::vector<std::int64_t> parts;  // concat: channels of each input, in order
     int out = 0;          // value slot written
     Shape in_shape, out_shape;
     float mean = 0, inv_std = 1;

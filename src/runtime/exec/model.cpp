@@ -231,6 +231,7 @@ Model Model::from_file(const safetensors::File& file, const LoadOptions& opt) {
             fail(path, fmt::format("prunus.graph: concat of {}x{}x{} and {}x{}x{} (heights and widths must match)", in.c,
                                    in.h, in.w, b.c, b.h, b.w));
           out.c += b.c;
+          op.parts.push_back(b.c);
         }
       } else if (kind == "global_avg_pool") {
         op.kind = Op::GlobalAvgPool;
@@ -610,10 +611,10 @@ std::vector<float> Model::forward_impl(const float* x, std::int64_t batch, const
       case Op::Concat: {  // NHWC: each position's channels are the inputs' channels in order
         const std::int64_t positions = batch * os.h * os.w;
         std::int64_t at = 0;
-        for (int s : op.in) {
-          const auto& src = v[static_cast<std::size_t>(s)];
-          const std::int64_t c = std::int64_t(src.size()) / positions;
-          for (std::int64_t p = 0; p < positions; ++p) std::copy_n(src.data() + p * c, c, out.data() + p * os.c + at);
+        for (std::size_t i = 0; i < op.in.size(); ++i) {
+          const float* src = v[static_cast<std::size_t>(op.in[i])].data();
+          const std::int64_t c = op.parts[i];
+          for (std::int64_t p = 0; p < positions; ++p) std::copy_n(src + p * c, c, out.data() + p * os.c + at);
           at += c;
         }
         break;
