@@ -163,6 +163,7 @@ TEST(Recipes, ImpossibleRecipesAreInputErrorsNamingTheFile) {
   EXPECT_NE(error_for("input: init\ntrain: {epochs: 5}\n").find("input: init"), std::string::npos);
   EXPECT_NE(error_for("train: {epochs: 0}\n").find("input: init"), std::string::npos);
   EXPECT_NE(error_for("finetune: {distill: {alpha: 2}}\n").find("distill.alpha"), std::string::npos);
+  EXPECT_NE(error_for("shrink: {sparsity: 0.3, recalibrate_bn: -1}\n").find("shrink.recalibrate_bn must be in [0, 60000]"), std::string::npos);
   EXPECT_NE(error_for("finetune: {distill: {alpah: 0.5}}\n").find("unknown key 'finetune.distill.alpah'"), std::string::npos);
   EXPECT_NE(error_for("train: {distill: {alpha: 0.5}}\n").find("needs a teacher"), std::string::npos);
   EXPECT_NE(error_for("prune: {schedule: {kind: iterative, rounds: 3}}\nfinetune: {epochs: 0}\n").find("retrains each round"),
@@ -316,6 +317,37 @@ TEST(Training, InterruptedMovementPruningResumesToTheSameWeights) {
   ck.stop_at_step = -1;
   auto resumed = run(ck);
   EXPECT_EQ(state_bytes(*full.net), state_bytes(*resumed.net));
+}
+
+TEST(Training, BatchNormRecalibrationAveragesTheBatchStatisticsOfTheModelAsItIs) {
+  // Adaptive BN on the ResNet: after re-estimating on 8 images in batches of 4, the stem's
+  // running mean and variance are the plain averages of the two batches' statistics of the
+  // stem conv's outputs (unbiased variance, as BatchNorm keeps); weights and momentum are
+  // unchanged and the net is left in eval mode.
+  torch::manual_seed(5);
+  auto net = make_model("resnet");
+  auto* resnet = net.get();
+  data::Dataset d{torch::randn({8, 1, 28, 28}), torch::zeros({8}, torch::kLong)};
+  const auto stem_w = resnet->named_parameters()["stem.weight"].detach().clone();
+  recalibrate_batchnorm(*net, d, 8, 4);
+  EXPECT_FALSE(net->is_training());
+  torch::NoGradGuard ng;
+  std::vector<torch::Tensor> means, vars;
+  for (std::int64_t b = 0; b < 2; ++b) {
+    const auto y = torch::conv2d(d.images.narrow(0, 4 * b, 4), stem_w, {}, 1, 1);
+    means.push_back(y.mean({0, 2, 3}));
+    vars.push_back(y.var({0, 2, 3}, /*unbiased=*/true));
+  }
+  auto buffers = net->named_buffers();
+  EXPECT_TRUE(torch::allclose(buffers["stem_bn.running_mean"], (means[0] + means[1]) / 2, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(buffers["stem_bn.running_var"], (vars[0] + vars[1]) / 2, 1e-4, 1e-6));
+  EXPECT_EQ(buffers["stem_bn.num_batches_tracked"].item<std::int64_t>(), 2);
+  EXPECT_TRUE(torch::equal(net->named_parameters()["stem.weight"], stem_w));
+  for (const auto& m : net->modules(false))
+    if (auto* bn = m->as<torch::nn::BatchNorm2d>()) EXPECT_EQ(bn->options.momentum().value(), 0.1);
+  // No BatchNorm: nothing to do.
+  auto mlp = make_model("lenet300");
+  recalibrate_batchnorm(*mlp, d, 8);
 }
 
 TEST(Training, ResumingAnotherStagesCheckpointIsRefused) {

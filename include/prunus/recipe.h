@@ -95,6 +95,9 @@ struct ShrinkConfig {
   std::string criterion = "l2";     // l1 | l2 | bn | activation | thinet | random
   std::int64_t round_to = 1;        // kept channels rounded up to a multiple of this
   std::int64_t calib_samples = 256; // activation, thinet: the first N training images
+  // Training images to re-estimate the shrunk model's BatchNorm statistics on before
+  // fine-tuning (adaptive BN; 0: off, the statistics are the dense model's).
+  std::int64_t recalibrate_bn = 0;
 };
 
 struct Recipe {

@@ -83,6 +83,13 @@ void calibrate_gradients(Net& net, const data::Dataset& train, Sparsifier& spars
 void calibrate_activations(Net& net, const data::Dataset& train, Sparsifier& sparsifier, std::int64_t batches,
                            std::int64_t batch_size, std::uint64_t seed);
 
+// Adaptive BatchNorm (Li et al. 2020, EagleEye): re-estimates every BatchNorm's running mean
+// and variance as the plain average over the first `samples` training images (batches of
+// `batch_size`, train-mode forwards, no gradients), so a model whose channels were removed
+// normalises with statistics of its own layers; the weights and momentum are unchanged and
+// the net is left in eval mode. No-op for a net without BatchNorm.
+void recalibrate_batchnorm(Net& net, const data::Dataset& train, std::int64_t samples, std::int64_t batch_size = 128);
+
 // SynFlow (Tanaka et al. 2020), data-free: with every parameter replaced by |θ| (float64, eval
 // mode), `rounds` times: R = Σ f(ones), score |θ·∂R/∂θ|, prune to 1 − (1 − target)^(k/rounds)
 // through `sparsifier` (criterion "synflow"); then signs and dtype are restored, masks held.

@@ -250,6 +250,14 @@ int run_recipe(const Recipe& r, const JobOptions& opt) {
                  r.shrink.criterion.c_str(), static_cast<long long>(plan.macs_before),
                  static_cast<long long>(plan.macs_after), static_cast<long long>(plan.params_before),
                  static_cast<long long>(plan.params_after), 100.0 * shrink_info["accuracy_before_finetune"].get<double>());
+    if (r.shrink.recalibrate_bn > 0) {
+      recalibrate_batchnorm(*sparse, train, r.shrink.recalibrate_bn);
+      shrink_info["recalibrate_bn"] = r.shrink.recalibrate_bn;
+      shrink_info["accuracy_after_bn_recalibration"] = evaluate(*sparse, test).accuracy;
+      std::fprintf(stderr, "BatchNorm statistics re-estimated on %lld training images: test accuracy %.2f%%\n",
+                   static_cast<long long>(r.shrink.recalibrate_bn),
+                   100.0 * shrink_info["accuracy_after_bn_recalibration"].get<double>());
+    }
     if (r.finetune.epochs > 0) {
       Trainer trainer(*sparse, r.finetune, r.seed + 1, nullptr);
       trainer.teacher = teacher;

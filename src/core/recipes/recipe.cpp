@@ -146,13 +146,14 @@ Recipe parse_recipe(const std::string& text, const std::string& path, const std:
                 {"name", "model", "seed", "threads", "data", "train", "prune", "finetune", "input", "out", "quantize",
                  "shrink"});
   if (auto sh = root["shrink"]) {
-    rd.known_keys(sh, "shrink", {"sparsity", "criterion", "round_to", "calib_samples"});
+    rd.known_keys(sh, "shrink", {"sparsity", "criterion", "round_to", "calib_samples", "recalibrate_bn"});
     if (root["prune"]) fail(path, "prune and shrink in one recipe: shrink removes channels instead of masking weights");
     r.shrink.enabled = true;
     rd.get(sh, "sparsity", r.shrink.sparsity, "shrink");
     rd.get(sh, "criterion", r.shrink.criterion, "shrink");
     rd.get(sh, "round_to", r.shrink.round_to, "shrink");
     rd.get(sh, "calib_samples", r.shrink.calib_samples, "shrink");
+    rd.get(sh, "recalibrate_bn", r.shrink.recalibrate_bn, "shrink");
   }
   if (auto q = root["quantize"]) {
     rd.known_keys(q, "quantize", {"calibrate", "calib_samples", "keep_fp32"});
@@ -318,6 +319,7 @@ void validate(const Recipe& r, const std::string& where) {
       fail(where, fmt::format("shrink.criterion '{}' is unknown (known: {})", sh.criterion, fmt::join(known, ", ")));
     if (sh.round_to < 1) fail(where, "shrink.round_to must be at least 1");
     if (sh.calib_samples < 1 || sh.calib_samples > 60000) fail(where, "shrink.calib_samples must be in [1, 60000]");
+    if (sh.recalibrate_bn < 0 || sh.recalibrate_bn > 60000) fail(where, "shrink.recalibrate_bn must be in [0, 60000]");
     if (r.input == "init") fail(where, "shrink needs a trained model: input: init is for pruning at initialization");
     if (r.finetune.qat) fail(where, "finetune.qat with shrink is not supported (quantize the shrunk model afterwards)");
   }

@@ -520,6 +520,25 @@ TrainResult Trainer::fit(const data::Dataset& train, const data::Dataset* test, 
   return result;
 }
 
+void recalibrate_batchnorm(Net& net, const data::Dataset& train, std::int64_t samples, std::int64_t batch_size) {
+  std::vector<torch::nn::BatchNorm2dImpl*> norms;
+  for (const auto& m : net.modules(/*include_self=*/false))
+    if (auto* bn = m->as<torch::nn::BatchNorm2d>()) norms.push_back(bn);
+  const std::int64_t n = std::min(samples, train.size());
+  if (norms.empty() || n <= 0) return;
+  std::vector<c10::optional<double>> momentum;
+  for (auto* bn : norms) {
+    momentum.push_back(bn->options.momentum());
+    bn->options.momentum(c10::nullopt);  // cumulative average: every batch weighs the same
+    bn->reset_running_stats();
+  }
+  torch::NoGradGuard ng;
+  net.train();
+  for (std::int64_t i = 0; i < n; i += batch_size) net.forward(train.images.narrow(0, i, std::min(batch_size, n - i)));
+  for (std::size_t i = 0; i < norms.size(); ++i) norms[i]->options.momentum(momentum[i]);
+  net.eval();
+}
+
 Evaluation evaluate(Net& net, const data::Dataset& d, std::int64_t batch) {
   torch::NoGradGuard ng;
   const bool was_training = net.is_training();
