@@ -345,9 +345,12 @@ TEST(Training, BatchNormRecalibrationAveragesTheBatchStatisticsOfTheModelAsItIs)
   EXPECT_TRUE(torch::equal(net->named_parameters()["stem.weight"], stem_w));
   for (const auto& m : net->modules(false))
     if (auto* bn = m->as<torch::nn::BatchNorm2d>()) EXPECT_EQ(bn->options.momentum().value(), 0.1);
-  // No BatchNorm: nothing to do.
+  // No BatchNorm: nothing to do, the MLP's outputs stay the same.
   auto mlp = make_model("lenet300");
+  mlp->eval();
+  const auto before = mlp->forward(d.images);
   recalibrate_batchnorm(*mlp, d, 8);
+  EXPECT_TRUE(torch::equal(mlp->forward(d.images), before));
 }
 
 TEST(Training, ResumingAnotherStagesCheckpointIsRefused) {

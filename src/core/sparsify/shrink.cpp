@@ -43,15 +43,16 @@ struct Segment {
   int space = -1;
   std::int64_t channels = 0, unit = 1;
 };
+// Columns of a run of segments, as the runtime counts them (a flattened value: features).
+std::int64_t columns(const std::vector<Segment>& segs) {
+  std::int64_t n = 0;
+  for (const auto& s : segs) n += s.channels * s.unit;
+  return n;
+}
 // A conv/linear reading a value: its input columns are the segments' in order.
 struct Consumer {
   std::string weight;
   std::vector<Segment> segs;
-  std::int64_t columns() const {
-    std::int64_t n = 0;
-    for (const auto& s : segs) n += s.channels * s.unit;
-    return n;
-  }
 };
 struct OpCost {  // for multiply-add counts: Σ over input segments of out × channels × unit × per
   int out_space = -1;
@@ -84,11 +85,6 @@ struct Trace {
 struct Value {
   std::vector<Segment> segs;
   std::int64_t h = 1, w = 1;
-  std::int64_t channels() const {  // as the runtime counts them (a flattened value: columns)
-    std::int64_t n = 0;
-    for (const auto& s : segs) n += s.channels * s.unit;
-    return n;
-  }
   bool flat() const {
     return std::any_of(segs.begin(), segs.end(), [](const Segment& s) { return s.unit > 1; });
   }
@@ -160,7 +156,7 @@ Trace trace(const safetensors::File& f) {
       } else if (kind == "conv2d") {
         const std::string wn = o.at("weight").get<std::string>();
         const auto ws = shape_of(wn);
-        if (ws.size() != 4 || ws[1] != x.channels() || x.flat()) fail(path, fmt::format("prunus.graph: conv {} does not fit its input", wn));
+        if (ws.size() != 4 || ws[1] != columns(x.segs) || x.flat()) fail(path, fmt::format("prunus.graph: conv {} does not fit its input", wn));
         const auto stride = o.value("stride", std::int64_t(1)), pad = o.value("padding", std::int64_t(0));
         t.consumers.push_back({wn, x.segs});
         y.segs = {Segment{t.add_space(ws[0], false), ws[0], 1}};
@@ -179,7 +175,7 @@ Trace trace(const safetensors::File& f) {
         const std::string wn = o.at("weight").get<std::string>();
         const auto ws = shape_of(wn);
         // The runtime only feeds a linear a vector: x.h = x.w = 1 (it rejects the graph otherwise).
-        if (ws.size() != 2 || ws[1] != x.channels() || x.h != 1 || x.w != 1)
+        if (ws.size() != 2 || ws[1] != columns(x.segs) || x.h != 1 || x.w != 1)
           fail(path, fmt::format("prunus.graph: linear {} does not fit its input", wn));
         t.consumers.push_back({wn, x.segs});
         y = Value{{Segment{t.add_space(ws[0], false), ws[0], 1}}, 1, 1};
@@ -323,7 +319,7 @@ void write_model(const std::string& path, const Plan& plan, const std::string& o
   if (shrink)
     for (const auto& c : t.consumers) {
       const auto cols = kept_columns(c, kept);
-      if (std::int64_t(cols.size()) != c.columns()) select(tensors.at(c.weight), 1, cols, 1);
+      if (std::int64_t(cols.size()) != columns(c.segs)) select(tensors.at(c.weight), 1, cols, 1);
     }
   std::vector<safetensors::TensorToWrite> w;
   for (const auto& [name, x] : tensors) w.push_back({name, safetensors::DType::F32, x.shape, x.data.data()});
@@ -636,7 +632,7 @@ Plan plan(const std::string& path, const Options& opt) {
     }
     for (const auto& c : t.consumers) {
       const auto& ws = f.at(c.weight).shape;
-      const std::int64_t before = c.columns(), now = std::int64_t(kept_columns(c, kept).size());
+      const std::int64_t before = columns(c.segs), now = std::int64_t(kept_columns(c, kept).size());
       // Rows of a consumer may already have been cut as a producer: count with the kept rows.
       std::int64_t rows = ws[0];
       for (const auto& p : t.producers)
