@@ -87,9 +87,17 @@ void nm_batch(const NM& w, const Args& a, std::int64_t r0, std::int64_t r1) {
     batch_row<Vec>(a, w.rows, r, [&](auto&& fn) {
       const float* vals = &w.values[r * spr];
       const std::uint64_t* idx = &w.index[r * wpr];
-      for (std::int64_t s = 0; s < spr; ++s) {
-        const float v = vals[s];
-        if (v != 0.0f) fn((s / n) * m + (idx[s / 16] >> (4 * (s % 16)) & 15), v);
+      // Slot s is the (s mod n)-th kept weight of group s / n, at column group·m + its 4-bit
+      // index: walked with counters, since once the accumulators stay in registers the
+      // divisions by the run-time n are the bottleneck (2:4 at batch 4: 16.5 -> 10.6 ms).
+      std::int64_t s = 0, in_group = 0, group_col = 0;
+      for (std::int64_t wd = 0; wd < wpr; ++wd) {
+        std::uint64_t word = idx[wd];
+        for (const std::int64_t end = std::min<std::int64_t>(spr, s + 16); s < end; ++s, word >>= 4) {
+          const float v = vals[s];
+          if (v != 0.0f) fn(group_col + std::int64_t(word & 15), v);
+          if (++in_group == n) in_group = 0, group_col += m;
+        }
       }
     });
 }
