@@ -189,6 +189,28 @@ TEST(Kernels, NmMatchesReference) {
     }
 }
 
+TEST(Kernels, ColumnPanelsOfLargeBatchesMatchReference) {
+  // Large batches walk the columns in panels sized to L2 (4096 columns at batch 64 and up);
+  // a 4 KiB budget makes every panel 64 columns here, so rows cross several panel edges,
+  // including a ragged last panel and N:M groups that straddle an edge (m = 3, 6).
+  const std::int64_t saved = k::detail::g_panel_bytes;
+  k::detail::g_panel_bytes = 4096;
+  std::mt19937 rng(7);
+  for (const Case& c : std::vector<Case>{{9, 200, 0.7}, {33, 129, 0.0}, {5, 1000, 0.95}, {17, 64, 0.5}}) {
+    auto w = random_sparse(c.rows, c.cols, c.sparsity, rng);
+    const std::string shape = std::to_string(c.rows) + "x" + std::to_string(c.cols);
+    check_all_variants(k::to_csr(w.data(), c.rows, c.cols), w, c.rows, c.cols, rng, "paneled csr " + shape);
+    check_all_variants(k::to_bitmask(w.data(), c.rows, c.cols), w, c.rows, c.cols, rng, "paneled bitmask " + shape);
+  }
+  for (auto [n, m] : std::vector<std::pair<int, int>>{{2, 4}, {1, 3}, {2, 6}, {4, 8}}) {
+    const std::int64_t rows = 11, cols = 24 * m;
+    auto w = random_nm(rows, cols, n, m, rng, false);
+    check_all_variants(k::to_nm(w.data(), rows, cols, n, m), w, rows, cols, rng,
+                       "paneled " + std::to_string(n) + ":" + std::to_string(m));
+  }
+  k::detail::g_panel_bytes = saved;
+}
+
 TEST(Kernels, NmRejectsMatricesThatBreakThePattern) {
   std::vector<float> w = {1, 2, 3, 0, 1, 0, 0, 1};
   EXPECT_THROW(k::to_nm(w.data(), 1, 8, 2, 4), std::invalid_argument);  // 3 non-zeros in a group of 4

@@ -16,6 +16,11 @@
 
 namespace prunus::kernels {
 
+std::int64_t detail::g_panel_bytes = [] {
+  const char* v = std::getenv("PRUNUS_PANEL_BYTES");
+  return v && *v ? std::atoll(v) : std::int64_t{512} * 1024;
+}();
+
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::Scalar: return "scalar";

@@ -29,6 +29,13 @@ PRUNUS_KERNEL_FAMILY(avx2)
 PRUNUS_KERNEL_FAMILY(avx512)
 #undef PRUNUS_KERNEL_FAMILY
 
+namespace detail {
+// Bytes of X^T one column panel of a batch > 1 product may hold (simd_batch.h); 0 turns the
+// panels off. PRUNUS_PANEL_BYTES overrides the default (512 KiB, half a Zen 4 L2); tests
+// shrink it so small shapes cross panel boundaries.
+extern std::int64_t g_panel_bytes;
+}  // namespace detail
+
 namespace avx512 {
 // Whether the AVX-512 family may use VBMI2 (byte compress); set from CPUID, and tests turn
 // it off to check the plain AVX-512 path too.

@@ -5,57 +5,114 @@
 
 #include <algorithm>
 #include <type_traits>
+#include <vector>
 
 #include "kernels_internal.h"
 
 namespace prunus::kernels::detail {
 
-// `each_nz(fn)` calls fn(col, value) for every stored non-zero of one row; `Vec` is the
-// SIMD traits type (load/fma/store over `Vec::kLanes` floats with a tail count).
+// Large batches walk the columns in panels. X^T is cols × batch floats: past about half of L2
+// (4096 columns at batch 64 is 1 MiB) every non-zero's run of the batch came from L3, and the
+// products ran at L3 bandwidth (4096², 90%, batch 256: 61 GB/s of X^T for 15 G multiply-adds/s).
+// A panel's slice of X^T (panel_bytes() of it) stays in L2 while every row of the range walks
+// its non-zeros in those columns; each row's partial sums live in a row-major scratch buffer
+// between panels (budget: g_panel_bytes, kernels_internal.h).
+inline std::int64_t panel_bytes() { return g_panel_bytes; }
+
+// Columns per panel (a multiple of 64), or cols when one panel holds them all.
+inline std::int64_t panel_cols(std::int64_t batch, std::int64_t cols) {
+  if (panel_bytes() <= 0) return cols;
+  const std::int64_t fit = panel_bytes() / (4 * batch) / 64 * 64;
+  const std::int64_t p = std::max<std::int64_t>(64, fit);
+  return p >= cols ? cols : p;
+}
+
+// One chunk (≤ 4 vectors) of the batch for one run of non-zeros: acc += Σ v · xt[c, b0…].
 template <class Vec, class EachNz>
-inline void batch_row(const Args& a, std::int64_t rows, std::int64_t r, EachNz each_nz) {
+inline void chunk_walk(const float* xt, std::int64_t stride, std::int64_t nb, typename Vec::Reg (&acc)[4],
+                       EachNz each_nz) {
+  if (nb == 4 * Vec::kLanes) {
+    each_nz([&](std::int64_t c, float v) {
+      const auto vv = Vec::set1(v);
+      const float* p = xt + c * stride;
+      acc[0] = Vec::fma(vv, Vec::load(p), acc[0]);
+      acc[1] = Vec::fma(vv, Vec::load(p + Vec::kLanes), acc[1]);
+      acc[2] = Vec::fma(vv, Vec::load(p + 2 * Vec::kLanes), acc[2]);
+      acc[3] = Vec::fma(vv, Vec::load(p + 3 * Vec::kLanes), acc[3]);
+    });
+    return;
+  }
+  // A partial chunk (batch 2…63, or the tail): 1–4 vectors, each index a constant. Indexed
+  // with a run-time k, acc[] lived in memory and every FMA waited on a store-forward:
+  // 4096² 2:4 at batch 4 ran 3.5× slower than at batch 64 (measured, Zen 4).
+  std::int64_t count[4];
+  for (int k = 0; k < 4; ++k) count[k] = std::clamp<std::int64_t>(nb - k * Vec::kLanes, 0, Vec::kLanes);
+  auto partial = [&](auto vectors) {
+    constexpr int kVectors = decltype(vectors)::value;
+    each_nz([&](std::int64_t c, float v) {
+      const auto vv = Vec::set1(v);
+      const float* p = xt + c * stride;
+      acc[0] = Vec::fma(vv, Vec::load_n(p, count[0]), acc[0]);
+      if constexpr (kVectors > 1) acc[1] = Vec::fma(vv, Vec::load_n(p + Vec::kLanes, count[1]), acc[1]);
+      if constexpr (kVectors > 2) acc[2] = Vec::fma(vv, Vec::load_n(p + 2 * Vec::kLanes, count[2]), acc[2]);
+      if constexpr (kVectors > 3) acc[3] = Vec::fma(vv, Vec::load_n(p + 3 * Vec::kLanes, count[3]), acc[3]);
+    });
+  };
+  switch ((nb + Vec::kLanes - 1) / Vec::kLanes) {
+    case 1: partial(std::integral_constant<int, 1>{}); break;
+    case 2: partial(std::integral_constant<int, 2>{}); break;
+    case 3: partial(std::integral_constant<int, 3>{}); break;
+    default: partial(std::integral_constant<int, 4>{}); break;
+  }
+}
+
+// Rows [r0, r1) of Y = W·X for batch > 1. `segment(r, c0, c1, state)` returns the walker of
+// row r's non-zeros in columns [c0, c1); a row's segments are asked for in column order, and
+// `state` (0 before its first) is the row's cursor between them.
+template <class Vec, class Segment>
+void batch_rows(const Args& a, std::int64_t rows, std::int64_t cols, std::int64_t r0, std::int64_t r1,
+                Segment segment) {
   constexpr std::int64_t kChunk = 4 * Vec::kLanes;
-  alignas(64) float out[kChunk];
-  for (std::int64_t b0 = 0; b0 < a.batch; b0 += kChunk) {
-    const std::int64_t nb = std::min(kChunk, a.batch - b0);
-    typename Vec::Reg acc[4] = {Vec::zero(), Vec::zero(), Vec::zero(), Vec::zero()};
-    const float* xt = a.xt + b0;
-    const std::int64_t stride = a.batch;
-    if (nb == kChunk) {
-      each_nz([&](std::int64_t c, float v) {
-        const auto vv = Vec::set1(v);
-        const float* p = xt + c * stride;
-        acc[0] = Vec::fma(vv, Vec::load(p), acc[0]);
-        acc[1] = Vec::fma(vv, Vec::load(p + Vec::kLanes), acc[1]);
-        acc[2] = Vec::fma(vv, Vec::load(p + 2 * Vec::kLanes), acc[2]);
-        acc[3] = Vec::fma(vv, Vec::load(p + 3 * Vec::kLanes), acc[3]);
-      });
-    } else {
-      // A partial chunk (batch 2…63, or the tail): 1–4 vectors, each index a constant. Indexed
-      // with a run-time k, acc[] lived in memory and every FMA waited on a store-forward:
-      // 4096² 2:4 at batch 4 ran 3.5× slower than at batch 64 (measured, Zen 4).
-      std::int64_t count[4];
-      for (int k = 0; k < 4; ++k) count[k] = std::clamp<std::int64_t>(nb - k * Vec::kLanes, 0, Vec::kLanes);
-      auto partial = [&](auto vectors) {
-        constexpr int kVectors = decltype(vectors)::value;
-        each_nz([&](std::int64_t c, float v) {
-          const auto vv = Vec::set1(v);
-          const float* p = xt + c * stride;
-          acc[0] = Vec::fma(vv, Vec::load_n(p, count[0]), acc[0]);
-          if constexpr (kVectors > 1) acc[1] = Vec::fma(vv, Vec::load_n(p + Vec::kLanes, count[1]), acc[1]);
-          if constexpr (kVectors > 2) acc[2] = Vec::fma(vv, Vec::load_n(p + 2 * Vec::kLanes, count[2]), acc[2]);
-          if constexpr (kVectors > 3) acc[3] = Vec::fma(vv, Vec::load_n(p + 3 * Vec::kLanes, count[3]), acc[3]);
-        });
-      };
-      switch ((nb + Vec::kLanes - 1) / Vec::kLanes) {
-        case 1: partial(std::integral_constant<int, 1>{}); break;
-        case 2: partial(std::integral_constant<int, 2>{}); break;
-        case 3: partial(std::integral_constant<int, 3>{}); break;
-        default: partial(std::integral_constant<int, 4>{}); break;
+  const std::int64_t kp = panel_cols(a.batch, cols);
+  if (kp >= cols) {
+    alignas(64) float out[kChunk];
+    for (std::int64_t r = r0; r < r1; ++r) {
+      std::uint32_t state = 0;
+      const auto each_nz = segment(r, 0, cols, state);
+      for (std::int64_t b0 = 0; b0 < a.batch; b0 += kChunk) {
+        const std::int64_t nb = std::min(kChunk, a.batch - b0);
+        typename Vec::Reg acc[4] = {Vec::zero(), Vec::zero(), Vec::zero(), Vec::zero()};
+        chunk_walk<Vec>(a.xt + b0, a.batch, nb, acc, each_nz);
+        for (int k = 0; k < 4; ++k) Vec::store(out + k * Vec::kLanes, acc[k]);
+        for (std::int64_t b = 0; b < nb; ++b) a.y[(b0 + b) * rows + r] = out[b];
       }
     }
-    for (int k = 0; k < 4; ++k) Vec::store(out + k * Vec::kLanes, acc[k]);
-    for (std::int64_t b = 0; b < nb; ++b) a.y[(b0 + b) * rows + r] = out[b];
+    return;
+  }
+  // Scratch rows padded to whole chunks, so full-vector loads and stores stay inside.
+  const std::int64_t stride = (a.batch + kChunk - 1) / kChunk * kChunk;
+  thread_local std::vector<float> scratch;
+  thread_local std::vector<std::uint32_t> cursor;
+  scratch.resize(static_cast<std::size_t>((r1 - r0) * stride));
+  cursor.assign(static_cast<std::size_t>(r1 - r0), 0);
+  for (std::int64_t c0 = 0; c0 < cols; c0 += kp) {
+    const std::int64_t c1 = std::min(cols, c0 + kp);
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const auto each_nz = segment(r, c0, c1, cursor[r - r0]);
+      float* yr = scratch.data() + (r - r0) * stride;
+      for (std::int64_t b0 = 0; b0 < a.batch; b0 += kChunk) {
+        typename Vec::Reg acc[4];
+        for (int k = 0; k < 4; ++k) acc[k] = c0 == 0 ? Vec::zero() : Vec::load(yr + b0 + k * Vec::kLanes);
+        chunk_walk<Vec>(a.xt + b0, a.batch, std::min(kChunk, a.batch - b0), acc, each_nz);
+        for (int k = 0; k < 4; ++k) Vec::store(yr + b0 + k * Vec::kLanes, acc[k]);
+      }
+    }
+  }
+  // Y is batch-major: write it 16 rows at a time, so each store run is 64 contiguous bytes.
+  for (std::int64_t rt = r0; rt < r1; rt += 16) {
+    const std::int64_t re = std::min(r1, rt + 16);
+    for (std::int64_t b = 0; b < a.batch; ++b)
+      for (std::int64_t r = rt; r < re; ++r) a.y[b * rows + r] = scratch[(r - r0) * stride + b];
   }
 }
 
@@ -63,43 +120,65 @@ inline void batch_row(const Args& a, std::int64_t rows, std::int64_t r, EachNz e
 // with its own vector traits, compiled for its own ISA).
 template <class Vec>
 void csr_batch(const Csr& w, const Args& a, std::int64_t r0, std::int64_t r1) {
-  for (std::int64_t r = r0; r < r1; ++r)
-    batch_row<Vec>(a, w.rows, r, [&](auto&& fn) {
-      for (std::uint32_t i = w.row_ptr[r]; i < w.row_ptr[r + 1]; ++i) fn(w.narrow() ? w.col16[i] : w.col32[i], w.values[i]);
-    });
+  batch_rows<Vec>(a, w.rows, w.cols, r0, r1, [&](std::int64_t r, std::int64_t c0, std::int64_t c1, std::uint32_t& state) {
+    const std::uint32_t row_end = w.row_ptr[r + 1];
+    const std::uint32_t begin = c0 == 0 ? w.row_ptr[r] : state;
+    std::uint32_t end = row_end;
+    if (c1 < w.cols) {  // column indices are sorted within a row
+      end = w.narrow() ? std::uint32_t(std::lower_bound(&w.col16[begin], &w.col16[0] + row_end, c1) - &w.col16[0])
+                       : std::uint32_t(std::lower_bound(&w.col32[begin], &w.col32[0] + row_end, c1) - &w.col32[0]);
+    }
+    state = end;
+    return [&w, begin, end](auto&& fn) {
+      if (w.narrow())
+        for (std::uint32_t i = begin; i < end; ++i) fn(w.col16[i], w.values[i]);
+      else
+        for (std::uint32_t i = begin; i < end; ++i) fn(w.col32[i], w.values[i]);
+    };
+  });
 }
 
 template <class Vec>
 void bitmask_batch(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1) {
-  for (std::int64_t r = r0; r < r1; ++r)
-    batch_row<Vec>(a, w.rows, r, [&](auto&& fn) {
-      const std::uint64_t* bits = &w.bits[r * w.words_per_row];
-      std::uint32_t i = w.row_ptr[r];
-      for (std::int64_t wd = 0; wd < w.words_per_row; ++wd)
+  batch_rows<Vec>(a, w.rows, w.cols, r0, r1, [&](std::int64_t r, std::int64_t c0, std::int64_t c1, std::uint32_t& state) {
+    // Panels are whole 64-column words (panel_cols is a multiple of 64).
+    const std::uint64_t* bits = &w.bits[r * w.words_per_row];
+    const std::int64_t w0 = c0 / 64, w1 = (c1 + 63) / 64;
+    const std::uint32_t begin = c0 == 0 ? w.row_ptr[r] : state;
+    std::uint32_t end = begin;
+    for (std::int64_t wd = w0; wd < w1; ++wd) end += std::uint32_t(__builtin_popcountll(bits[wd]));
+    state = end;
+    return [&w, bits, w0, w1, begin](auto&& fn) {
+      std::uint32_t i = begin;
+      for (std::int64_t wd = w0; wd < w1; ++wd)
         for (std::uint64_t word = bits[wd]; word; word &= word - 1) fn(wd * 64 + __builtin_ctzll(word), w.values[i++]);
-    });
+    };
+  });
 }
 
 template <class Vec>
 void nm_batch(const NM& w, const Args& a, std::int64_t r0, std::int64_t r1) {
   const std::int64_t n = w.n, m = w.m, spr = w.slots_per_row, wpr = w.words_per_row();
-  for (std::int64_t r = r0; r < r1; ++r)
-    batch_row<Vec>(a, w.rows, r, [&](auto&& fn) {
-      const float* vals = &w.values[r * spr];
-      const std::uint64_t* idx = &w.index[r * wpr];
+  batch_rows<Vec>(a, w.rows, w.cols, r0, r1, [&](std::int64_t r, std::int64_t c0, std::int64_t c1, std::uint32_t&) {
+    // A group belongs to the panel holding its first column.
+    const std::int64_t s0 = (c0 + m - 1) / m * n, s1 = std::min(spr, (c1 + m - 1) / m * n);
+    const float* vals = &w.values[r * spr];
+    const std::uint64_t* idx = &w.index[r * wpr];
+    return [=](auto&& fn) {
       // Slot s is the (s mod n)-th kept weight of group s / n, at column group·m + its 4-bit
       // index: walked with counters, since once the accumulators stay in registers the
       // divisions by the run-time n are the bottleneck (2:4 at batch 4: 16.5 -> 10.6 ms).
-      std::int64_t s = 0, in_group = 0, group_col = 0;
-      for (std::int64_t wd = 0; wd < wpr; ++wd) {
-        std::uint64_t word = idx[wd];
-        for (const std::int64_t end = std::min<std::int64_t>(spr, s + 16); s < end; ++s, word >>= 4) {
+      std::int64_t s = s0, in_group = 0, group_col = s0 / n * m;
+      while (s < s1) {
+        std::uint64_t word = idx[s / 16] >> (4 * (s % 16));
+        for (const std::int64_t end = std::min<std::int64_t>(s1, (s / 16 + 1) * 16); s < end; ++s, word >>= 4) {
           const float v = vals[s];
           if (v != 0.0f) fn(group_col + std::int64_t(word & 15), v);
           if (++in_group == n) in_group = 0, group_col += m;
         }
       }
-    });
+    };
+  });
 }
 
 // BSR: one register of batch columns per block row (br ≤ 16 accumulators).
