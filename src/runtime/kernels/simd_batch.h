@@ -7,7 +7,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "kernels_internal.h"
+#include "panels.h"
 
 namespace prunus::kernels::detail {
 
@@ -121,13 +121,8 @@ void batch_rows(const Args& a, std::int64_t rows, std::int64_t cols, std::int64_
 template <class Vec>
 void csr_batch(const Csr& w, const Args& a, std::int64_t r0, std::int64_t r1) {
   batch_rows<Vec>(a, w.rows, w.cols, r0, r1, [&](std::int64_t r, std::int64_t c0, std::int64_t c1, std::uint32_t& state) {
-    const std::uint32_t row_end = w.row_ptr[r + 1];
     const std::uint32_t begin = c0 == 0 ? w.row_ptr[r] : state;
-    std::uint32_t end = row_end;
-    if (c1 < w.cols) {  // column indices are sorted within a row
-      end = w.narrow() ? std::uint32_t(std::lower_bound(&w.col16[begin], &w.col16[0] + row_end, c1) - &w.col16[0])
-                       : std::uint32_t(std::lower_bound(&w.col32[begin], &w.col32[0] + row_end, c1) - &w.col32[0]);
-    }
+    const std::uint32_t end = csr_run_end(w, r, begin, c1);
     state = end;
     return [&w, begin, end](auto&& fn) {
       if (w.narrow())
@@ -145,9 +140,7 @@ void bitmask_batch(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_
     const std::uint64_t* bits = &w.bits[r * w.words_per_row];
     const std::int64_t w0 = c0 / 64, w1 = (c1 + 63) / 64;
     const std::uint32_t begin = c0 == 0 ? w.row_ptr[r] : state;
-    std::uint32_t end = begin;
-    for (std::int64_t wd = w0; wd < w1; ++wd) end += std::uint32_t(__builtin_popcountll(bits[wd]));
-    state = end;
+    if (c1 < w.cols) state = bitmask_run_end(w, r, begin, w0, w1);  // the next panel's start
     return [&w, bits, w0, w1, begin](auto&& fn) {
       std::uint32_t i = begin;
       for (std::int64_t wd = w0; wd < w1; ++wd)
