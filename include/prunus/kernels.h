@@ -30,8 +30,7 @@ std::string cpu_features();        // e.g. "avx2 fma avx512f avx512bw avx512vl a
 struct Csr {
   std::int64_t rows = 0, cols = 0;
   std::vector<std::uint32_t> row_ptr;  // rows + 1
-  std::vector<std::uint16_t> col16;    // used when cols <= 65536; nnz + kIndexPad entries
-  static constexpr std::size_t kIndexPad = 8;
+  std::vector<std::uint16_t> col16;    // used when cols <= 65536
   std::vector<std::uint32_t> col32;    // used otherwise
   std::vector<float> values;
   bool narrow() const { return cols <= 65536; }

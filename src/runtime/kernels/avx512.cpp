@@ -38,8 +38,8 @@ const std::int64_t kPrefetchBytes = [] {
 // hot or cold), three load ports deliver more. Kept out of the vectoriser, which would put the
 // gather back.
 __attribute__((optimize("no-tree-vectorize"))) float csr_dot_scalar_loads(const float* values, const std::uint16_t* col,
-                                                                          std::size_t col_size, const float* x,
-                                                                          std::uint32_t begin, std::uint32_t end) {
+                                                                          const float* x, std::uint32_t begin,
+                                                                          std::uint32_t end) {
   // Eight x values per step from scalar loads (four indices per 64-bit load), assembled into
   // one 256-bit register and multiplied with eight values by one FMA: ~1.25 loads per
   // non-zero instead of 3.
@@ -60,25 +60,18 @@ __attribute__((optimize("no-tree-vectorize"))) float csr_dot_scalar_loads(const 
     acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(values + i + 8), eight(i + 8), acc1);
   }
   for (; i + 8 <= end; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(values + i), eight(i), acc0);
-  // The last 1–7: eight indices are read anyway (the spare ones past the row are another row's
-  // or the padding's, all valid columns) and their values masked to zero. A scalar loop here
-  // cost short rows ~15% (LeNet-300's fc1 at 92%: 61 non-zeros a row).
-  const bool masked_tail = i < end && i + Csr::kIndexPad <= col_size;
-  if (masked_tail)
-    acc1 = _mm256_fmadd_ps(_mm256_maskz_loadu_ps(__mmask8((1u << (end - i)) - 1), values + i), eight(i), acc1);
   const __m256 acc = _mm256_add_ps(acc0, acc1);
   __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
   s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
   float s = _mm_cvtss_f32(_mm_add_ss(s4, _mm_movehdup_ps(s4)));
-  if (!masked_tail)
-    for (; i < end; ++i) s = std::fma(values[i], x[col[i]], s);
+  for (; i < end; ++i) s = std::fma(values[i], x[col[i]], s);
   return s;
 }
 
 template <bool kNarrow>
 float csr_dot(const Csr& w, const float* x, std::uint32_t begin, std::uint32_t end) {
   if constexpr (kNarrow)
-    if (g_csr_scalar_loads) return csr_dot_scalar_loads(w.values.data(), w.col16.data(), w.col16.size(), x, begin, end);
+    if (g_csr_scalar_loads) return csr_dot_scalar_loads(w.values.data(), w.col16.data(), x, begin, end);
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
   auto idx16 = [&](std::uint32_t i) {
     if constexpr (kNarrow) return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(&w.col16[i])));

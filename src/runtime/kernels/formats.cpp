@@ -33,9 +33,6 @@ Csr to_csr(const float* w, std::int64_t rows, std::int64_t cols) {
     }
     a.row_ptr.push_back(static_cast<std::uint32_t>(a.values.size()));
   }
-  // Eight spare 16-bit indices (column 0): the batch-1 kernel reads a row's last, partial run of
-  // eight indices in one load, masking the values it does not own (Csr::kIndexPad).
-  if (a.narrow()) a.col16.resize(a.col16.size() + Csr::kIndexPad, 0);
   return a;
 }
 
