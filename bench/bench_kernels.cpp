@@ -2,8 +2,8 @@
 //
 // Each timed call reads its weights from memory, as in a model whose layers do not stay in
 // cache: the benchmark rotates through enough copies of the matrix to exceed 4× the
-// last-level cache (dense and sparse alike). Baselines run first for each (shape, batch,
-// threads); every sparse row reports `vs_dense` = best dense time / its time.
+// last-level cache (dense and sparse alike). A shape's dense baselines run first, for every
+// (batch, threads); every sparse row reports `vs_dense` = best dense time / its time.
 //
 //   build/bench/prunus_kernel_bench                       4096×4096, batch 1 and 64, 1 and 2 threads
 //   build/bench/prunus_kernel_bench --full                all shapes and batches of the issue
@@ -114,6 +114,24 @@ void run_timed(benchmark::State& state, std::size_t copies, const Timed& call, c
   finish(state, weight_bytes, nnz, batch);
 }
 
+// One slot of built weights (the rotating copies of one shape, pattern and format): the
+// benchmarks of a (pattern, format) run one after another across batches and threads and
+// share it; the next one frees it before building its own.
+struct Slot {
+  std::string key;
+  std::shared_ptr<void> data;
+};
+Slot g_slot;
+
+template <class T, class Make>
+std::shared_ptr<T> cached(const std::string& key, Make make) {
+  if (g_slot.key == key) return std::static_pointer_cast<T>(g_slot.data);
+  g_slot = {};
+  auto built = std::make_shared<T>(make());
+  g_slot = {key, built};
+  return built;
+}
+
 struct Case {
   std::int64_t rows, cols;
   std::vector<std::int64_t> batches;
@@ -138,93 +156,119 @@ void register_shape(const Case& c, const std::vector<int>& threads_list) {
     for (std::size_t i = 0; i < n; ++i) dense_w->push_back(w);
   }
   const std::string shape = std::to_string(rows) + "x" + std::to_string(cols);
+  // What one (batch, threads) cell shares: its input, output, key and name suffix.
+  struct Cell {
+    int threads;
+    std::int64_t batch;
+    std::string k_, suffix;
+    std::shared_ptr<std::vector<float>> x, y;
+  };
+  std::vector<Cell> cells;
   for (int threads : threads_list)
-    for (std::int64_t batch : c.batches) {
-      const std::string k_ = key(rows, cols, batch, threads);
-      auto x = std::make_shared<std::vector<float>>(static_cast<std::size_t>(batch * cols), 0.5f);
-      auto y = std::make_shared<std::vector<float>>(static_cast<std::size_t>(batch * rows));
-      const std::string suffix = "/" + shape + "/batch:" + std::to_string(batch) + "/threads:" + std::to_string(threads) +
-                                 (g_hot ? "/hot" : "");
-      const double dense_bytes = double(rows * cols * 4);
-      benchmark::RegisterBenchmark(("dense_openblas" + suffix).c_str(), [=](benchmark::State& st) {
-        openblas_set_num_threads(threads);
-        run_timed(st, dense_w->size(), [&](std::size_t i) {
-          k::matmul_dense((*dense_w)[i].data(), rows, cols, x->data(), batch, y->data(), {k::best_isa(), threads});
-        }, k_, true, dense_bytes, rows * cols, batch);
+    for (std::int64_t batch : c.batches)
+      cells.push_back({threads, batch, key(rows, cols, batch, threads),
+                       "/" + shape + "/batch:" + std::to_string(batch) + "/threads:" + std::to_string(threads) +
+                           (g_hot ? "/hot" : ""),
+                       std::make_shared<std::vector<float>>(static_cast<std::size_t>(batch * cols), 0.5f),
+                       std::make_shared<std::vector<float>>(static_cast<std::size_t>(batch * rows))});
+  const double dense_bytes = double(rows * cols * 4);
+  // Baselines first (every sparse row reports its ratio to the best of them).
+  for (const Cell& cell : cells) {
+    const int threads = cell.threads;
+    const std::int64_t batch = cell.batch;
+    const std::string k_ = cell.k_, suffix = cell.suffix;
+    const auto x = cell.x, y = cell.y;
+    benchmark::RegisterBenchmark(("dense_openblas" + suffix).c_str(), [=](benchmark::State& st) {
+      openblas_set_num_threads(threads);
+      run_timed(st, dense_w->size(), [&](std::size_t i) {
+        k::matmul_dense((*dense_w)[i].data(), rows, cols, x->data(), batch, y->data(), {k::best_isa(), threads});
+      }, k_, true, dense_bytes, rows * cols, batch);
+    });
+    benchmark::RegisterBenchmark(("dense_libtorch" + suffix).c_str(), [=](benchmark::State& st) {
+      torch::set_num_threads(threads);
+      std::vector<torch::Tensor> ws;
+      for (auto& w : *dense_w) ws.push_back(torch::from_blob(w.data(), {rows, cols}));
+      auto xt = torch::from_blob(x->data(), {batch, cols});
+      run_timed(st, ws.size(), [&](std::size_t i) { benchmark::DoNotOptimize(torch::linear(xt, ws[i])); }, k_, true,
+                dense_bytes, rows * cols, batch);
+    });
+  }
+  // Then each (pattern, format) across every cell in a row, so its rotating copies are built
+  // once (cached()) rather than once a cell: on 11008×4096 building them took ~10 s a benchmark.
+  for (std::size_t pi = 0; pi < problems->size(); ++pi) {
+    const Problem& p = (*problems)[pi];  // registered lambdas hold `problems` alive
+    std::int64_t nnz = 0;
+    for (float v : p.dense) nnz += v != 0.0f;
+    auto reg = [&](const std::string& name, auto make) {
+      for (const Cell& cell : cells)
+        benchmark::RegisterBenchmark((name + "/" + p.pattern + cell.suffix).c_str(),
+                                     [=, keep = problems](benchmark::State& st) { make(st, cell); });
+    };
+    const std::string slot = shape + "/" + p.pattern + "/";
+    auto prunus_format = [&](const std::string& fname, auto convert) {
+      reg("prunus_" + fname, [=, &p](benchmark::State& st, const Cell& cell) {
+        using F = decltype(convert(p));
+        auto ws = cached<std::vector<F>>(slot + fname, [&] {
+          auto one = convert(p);
+          return std::vector<F>(copies_for<F>(one.bytes()), one);
+        });
+        run_timed(st, ws->size(), [&](std::size_t i) {
+          k::matmul((*ws)[i], cell.x->data(), cell.batch, cell.y->data(), {k::best_isa(), cell.threads});
+        }, cell.k_, false, double(ws->front().bytes()), nnz, cell.batch);
       });
-      benchmark::RegisterBenchmark(("dense_libtorch" + suffix).c_str(), [=](benchmark::State& st) {
-        torch::set_num_threads(threads);
-        std::vector<torch::Tensor> ws;
-        for (auto& w : *dense_w) ws.push_back(torch::from_blob(w.data(), {rows, cols}));
-        auto xt = torch::from_blob(x->data(), {batch, cols});
-        run_timed(st, ws.size(), [&](std::size_t i) { benchmark::DoNotOptimize(torch::linear(xt, ws[i])); }, k_, true,
-                  dense_bytes, rows * cols, batch);
-      });
-      for (std::size_t pi = 0; pi < problems->size(); ++pi) {
-        const Problem& p = (*problems)[pi];  // registered lambdas hold `problems` alive
-        std::int64_t nnz = 0;
-        for (float v : p.dense) nnz += v != 0.0f;
-        auto reg = [&](const std::string& name, auto make) {
-          benchmark::RegisterBenchmark((name + "/" + p.pattern + suffix).c_str(),
-                                       [=, keep = problems](benchmark::State& st) { make(st); });
-        };
-        auto prunus_format = [&](const std::string& fname, auto convert) {
-          reg("prunus_" + fname, [=, &p](benchmark::State& st) {
-            auto one = convert(p);
-            using F = decltype(one);
-            std::vector<F> ws(copies_for<F>(one.bytes()), one);
-            run_timed(st, ws.size(), [&](std::size_t i) {
-              k::matmul(ws[i], x->data(), batch, y->data(), {k::best_isa(), threads});
-            }, k_, false, double(one.bytes()), nnz, batch);
-          });
-        };
-        const bool nm = p.pattern.find(':') != std::string::npos;
-        const bool block = p.pattern.find('x') != std::string::npos;
-        if (nm) {
-          const int n = p.pattern[0] - '0', m = p.pattern[2] - '0';
-          prunus_format("nm", [=](const Problem& q) { return k::to_nm(q.dense.data(), q.rows, q.cols, n, m); });
-        } else if (block) {
-          prunus_format("bsr4x4", [](const Problem& q) { return k::to_bsr(q.dense.data(), q.rows, q.cols, 4, 4); });
-        }
-        prunus_format("csr", [](const Problem& q) { return k::to_csr(q.dense.data(), q.rows, q.cols); });
-        prunus_format("bitmask", [](const Problem& q) { return k::to_bitmask(q.dense.data(), q.rows, q.cols); });
-        // INT8 weights (per-row scales) and per-token INT8 activations, int32 accumulation.
-        if (nm) {
-          const int n = p.pattern[0] - '0', m = p.pattern[2] - '0';
-          prunus_format("int8_nm", [=](const Problem& q) { return k::quantize_nm(q.dense.data(), q.rows, q.cols, n, m); });
-        }
-        prunus_format("int8_bitmask", [](const Problem& q) { return k::quantize_bitmask(q.dense.data(), q.rows, q.cols); });
-        if (!nm && !block) {
-          reg("eigen_sparse", [=, &p](benchmark::State& st) {
-            Eigen::setNbThreads(threads);
-            using Sp = Eigen::SparseMatrix<float, Eigen::RowMajor, int>;
-            Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> d(p.dense.data(), rows, cols);
-            Sp one = d.sparseView();
-            const std::size_t bytes = std::size_t(one.nonZeros()) * 8 + std::size_t(rows + 1) * 4;
-            std::vector<Sp> ws(copies_for<Sp>(bytes), one);
-            Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> xm(x->data(), batch, cols);
-            Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic> out(rows, batch);
-            Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic> xtm = xm.transpose();
-            run_timed(st, ws.size(), [&](std::size_t i) { out.noalias() = ws[i] * xtm; }, k_, false, double(bytes), nnz,
-                      batch);
-          });
-          reg("libtorch_sparse_csr", [=, &p](benchmark::State& st) {
-            torch::set_num_threads(threads);
-            auto one = torch::from_blob(const_cast<float*>(p.dense.data()), {rows, cols}).to_sparse_csr();
-            const std::size_t bytes = std::size_t(nnz) * 12 + std::size_t(rows + 1) * 8;
-            std::vector<torch::Tensor> ws;
-            for (std::size_t i = 0; i < copies_for<float>(bytes); ++i) ws.push_back(one.clone());
-            auto xt = torch::from_blob(x->data(), {batch, cols}).t().contiguous();
-            try {
-              run_timed(st, ws.size(), [&](std::size_t i) { benchmark::DoNotOptimize(torch::mm(ws[i], xt)); }, k_, false,
-                        double(bytes), nnz, batch);
-            } catch (const std::exception& e) {
-              st.SkipWithError(e.what());
-            }
-          });
-        }
-      }
+    };
+    const bool nm = p.pattern.find(':') != std::string::npos;
+    const bool block = p.pattern.find('x') != std::string::npos;
+    if (nm) {
+      const int n = p.pattern[0] - '0', m = p.pattern[2] - '0';
+      prunus_format("nm", [=](const Problem& q) { return k::to_nm(q.dense.data(), q.rows, q.cols, n, m); });
+    } else if (block) {
+      prunus_format("bsr4x4", [](const Problem& q) { return k::to_bsr(q.dense.data(), q.rows, q.cols, 4, 4); });
     }
+    prunus_format("csr", [](const Problem& q) { return k::to_csr(q.dense.data(), q.rows, q.cols); });
+    prunus_format("bitmask", [](const Problem& q) { return k::to_bitmask(q.dense.data(), q.rows, q.cols); });
+    // INT8 weights (per-row scales) and per-token INT8 activations, int32 accumulation.
+    if (nm) {
+      const int n = p.pattern[0] - '0', m = p.pattern[2] - '0';
+      prunus_format("int8_nm", [=](const Problem& q) { return k::quantize_nm(q.dense.data(), q.rows, q.cols, n, m); });
+    }
+    prunus_format("int8_bitmask", [](const Problem& q) { return k::quantize_bitmask(q.dense.data(), q.rows, q.cols); });
+    if (!nm && !block) {
+      using Sp = Eigen::SparseMatrix<float, Eigen::RowMajor, int>;
+      reg("eigen_sparse", [=, &p](benchmark::State& st, const Cell& cell) {
+        Eigen::setNbThreads(cell.threads);
+        const std::size_t bytes = std::size_t(nnz) * 8 + std::size_t(rows + 1) * 4;
+        auto ws = cached<std::vector<Sp>>(slot + "eigen", [&] {
+          Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> d(p.dense.data(), rows, cols);
+          Sp one = d.sparseView();
+          return std::vector<Sp>(copies_for<Sp>(bytes), one);
+        });
+        Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> xm(cell.x->data(), cell.batch,
+                                                                                                      cols);
+        Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic> out(rows, cell.batch);
+        Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic> xtm = xm.transpose();
+        run_timed(st, ws->size(), [&](std::size_t i) { out.noalias() = (*ws)[i] * xtm; }, cell.k_, false, double(bytes), nnz,
+                  cell.batch);
+      });
+      reg("libtorch_sparse_csr", [=, &p](benchmark::State& st, const Cell& cell) {
+        torch::set_num_threads(cell.threads);
+        const std::size_t bytes = std::size_t(nnz) * 12 + std::size_t(rows + 1) * 8;
+        auto ws = cached<std::vector<torch::Tensor>>(slot + "libtorch_csr", [&] {
+          auto one = torch::from_blob(const_cast<float*>(p.dense.data()), {rows, cols}).to_sparse_csr();
+          std::vector<torch::Tensor> v;
+          for (std::size_t i = 0; i < copies_for<float>(bytes); ++i) v.push_back(one.clone());
+          return v;
+        });
+        auto xt = torch::from_blob(cell.x->data(), {cell.batch, cols}).t().contiguous();
+        try {
+          run_timed(st, ws->size(), [&](std::size_t i) { benchmark::DoNotOptimize(torch::mm((*ws)[i], xt)); }, cell.k_, false,
+                    double(bytes), nnz, cell.batch);
+        } catch (const std::exception& e) {
+          st.SkipWithError(e.what());
+        }
+      });
+    }
+  }
 }
 
 // Streaming read bandwidth of this machine, for the GB/s columns.
