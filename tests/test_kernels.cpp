@@ -193,7 +193,7 @@ TEST(Kernels, ColumnPanelsOfLargeBatchesMatchReference) {
   // Large batches walk the columns in panels sized to L2 (4096 columns at batch 256); a 4 KiB
   // budget makes every panel 64 columns wherever X^T passes 16 KiB (batch 17 on 1000 columns,
   // batch 64 on 129 and up), so rows cross several panel edges, including a ragged last panel and N:M
-  // groups that straddle an edge (m = 3, 6).
+  // groups that straddle an edge (m = 3, 6); rows go in blocks of 16 (33 and 17 rows: a ragged block).
   const std::int64_t saved = k::detail::g_panel_bytes;
   k::detail::g_panel_bytes = 4096;
   std::mt19937 rng(7);

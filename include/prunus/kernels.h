@@ -8,7 +8,9 @@
 // split by non-zeros, not by rows.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -23,6 +25,23 @@ std::vector<Isa> supported_isas(); // always includes Scalar
 std::string cpu_features();        // e.g. "avx2 fma avx512f avx512bw avx512vl avx512dq"
 
 // ------------------------------------------------------------------ formats
+// Storage whose first element sits on a 64-byte line: formats with fixed-size rows or blocks
+// (N:M, BSR) then load whole vectors without splitting a cache line (a split 64-byte load
+// costs two). std::vector's default allocation lands 16 bytes past a line for large arrays.
+template <class T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <class U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) noexcept {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t{64}); }
+  template <class U>
+  bool operator==(const CacheLineAllocator<U>&) const noexcept { return true; }
+};
+template <class T>
+using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
+
 // All converters take a dense row-major matrix and keep exactly its non-zeros (-0.0 counts
 // as zero); to_dense gives back the same bytes (zeros as +0.0).
 
@@ -55,7 +74,7 @@ struct Bsr {
   std::int64_t block_rows = 0, block_cols = 0;
   std::vector<std::uint32_t> block_ptr;  // block_rows + 1
   std::vector<std::uint32_t> block_col;  // block-column index of each stored block
-  std::vector<float> values;             // stored blocks, each br × bc row-major
+  AlignedVector<float> values;           // stored blocks, each br × bc row-major
   std::int64_t blocks() const { return static_cast<std::int64_t>(block_col.size()); }
   std::uint64_t bytes() const;
 };
@@ -66,7 +85,7 @@ struct Bsr {
 struct NM {
   std::int64_t rows = 0, cols = 0, n = 2, m = 4;
   std::int64_t slots_per_row = 0;        // cols / m * n
-  std::vector<float> values;             // rows × slots_per_row
+  AlignedVector<float> values;           // rows × slots_per_row
   std::vector<std::uint64_t> index;      // rows × ceil(slots_per_row / 16)
   std::int64_t words_per_row() const { return (slots_per_row + 15) / 16; }
   std::uint64_t bytes() const;

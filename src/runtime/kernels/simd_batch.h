@@ -94,30 +94,37 @@ void batch_rows(const Args& a, std::int64_t rows, std::int64_t cols, std::int64_
     }
     return;
   }
-  // Scratch rows padded to whole chunks, so full-vector loads and stores stay inside.
+  // Scratch rows padded to whole chunks, so full-vector loads and stores stay inside. Rows go
+  // in blocks whose scratch (half the panel budget: 256 KiB) stays in L2 beside the panel:
+  // with all 11008 rows of 11008×4096 at batch 256 it was 11 MiB, re-read from L3 every
+  // panel, and 95% ran 0.74× the unpaneled time.
   const std::int64_t stride = (a.batch + kChunk - 1) / kChunk * kChunk;
+  const std::int64_t block = std::max<std::int64_t>(16, panel_bytes() / 2 / (stride * 4));
   thread_local std::vector<float> scratch;
   thread_local std::vector<std::uint32_t> cursor;
-  scratch.resize(static_cast<std::size_t>((r1 - r0) * stride));
-  cursor.assign(static_cast<std::size_t>(r1 - r0), 0);
-  for (std::int64_t c0 = 0; c0 < cols; c0 += kp) {
-    const std::int64_t c1 = std::min(cols, c0 + kp);
-    for (std::int64_t r = r0; r < r1; ++r) {
-      const auto each_nz = segment(r, c0, c1, cursor[r - r0]);
-      float* yr = scratch.data() + (r - r0) * stride;
-      for (std::int64_t b0 = 0; b0 < a.batch; b0 += kChunk) {
-        typename Vec::Reg acc[4];
-        for (int k = 0; k < 4; ++k) acc[k] = c0 == 0 ? Vec::zero() : Vec::load(yr + b0 + k * Vec::kLanes);
-        chunk_walk<Vec>(a.xt + b0, a.batch, std::min(kChunk, a.batch - b0), acc, each_nz);
-        for (int k = 0; k < 4; ++k) Vec::store(yr + b0 + k * Vec::kLanes, acc[k]);
+  scratch.resize(static_cast<std::size_t>(std::min(block, r1 - r0) * stride));
+  for (std::int64_t rb = r0; rb < r1; rb += block) {
+    const std::int64_t re = std::min(r1, rb + block);
+    cursor.assign(static_cast<std::size_t>(re - rb), 0);
+    for (std::int64_t c0 = 0; c0 < cols; c0 += kp) {
+      const std::int64_t c1 = std::min(cols, c0 + kp);
+      for (std::int64_t r = rb; r < re; ++r) {
+        const auto each_nz = segment(r, c0, c1, cursor[r - rb]);
+        float* yr = scratch.data() + (r - rb) * stride;
+        for (std::int64_t b0 = 0; b0 < a.batch; b0 += kChunk) {
+          typename Vec::Reg acc[4];
+          for (int k = 0; k < 4; ++k) acc[k] = c0 == 0 ? Vec::zero() : Vec::load(yr + b0 + k * Vec::kLanes);
+          chunk_walk<Vec>(a.xt + b0, a.batch, std::min(kChunk, a.batch - b0), acc, each_nz);
+          for (int k = 0; k < 4; ++k) Vec::store(yr + b0 + k * Vec::kLanes, acc[k]);
+        }
       }
     }
-  }
-  // Y is batch-major: write it 16 rows at a time, so each store run is 64 contiguous bytes.
-  for (std::int64_t rt = r0; rt < r1; rt += 16) {
-    const std::int64_t re = std::min(r1, rt + 16);
-    for (std::int64_t b = 0; b < a.batch; ++b)
-      for (std::int64_t r = rt; r < re; ++r) a.y[b * rows + r] = scratch[(r - r0) * stride + b];
+    // Y is batch-major: write it 16 rows at a time, so each store run is 64 contiguous bytes.
+    for (std::int64_t rt = rb; rt < re; rt += 16) {
+      const std::int64_t rt_end = std::min(re, rt + 16);
+      for (std::int64_t b = 0; b < a.batch; ++b)
+        for (std::int64_t r = rt; r < rt_end; ++r) a.y[b * rows + r] = scratch[(r - rb) * stride + b];
+    }
   }
 }
 
