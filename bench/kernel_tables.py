@@ -2,6 +2,10 @@
 """Markdown tables for docs/benchmarks.md from prunus_kernel_bench's JSON output.
 
     python3 bench/kernel_tables.py docs/data/cpu_kernels_4096.json
+    python3 bench/kernel_tables.py --summary docs/data/cpu_kernels_full.json
+
+The summary gives, per shape, the best Prunus format's ratio to the best dense time in every
+(batch, threads) cell, then each format's lowest ratio to libtorch's sparse CSR and to Eigen.
 
 Each cell: time per call and, in brackets, the ratio to the best dense time (OpenBLAS or
 libtorch, whichever was faster) for the same shape, batch and threads in the same run.
@@ -17,7 +21,7 @@ COLS = [("prunus_csr", "Prunus CSR"), ("prunus_bitmask", "Prunus bitmask"),
         ("libtorch_sparse_csr", "libtorch sparse CSR")]
 
 
-def main(path):
+def load(path):
     runs = json.load(open(path))["benchmarks"]
     groups = defaultdict(dict)  # (shape, batch, threads) -> {(kernel, pattern): seconds}
     bandwidth = None
@@ -39,6 +43,67 @@ def main(path):
             kernel = "prunus_structured"
         unit = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[r["time_unit"]]
         groups[(shape, batch, threads)][(kernel, pattern)] = r["real_time"] * unit
+    return groups, bandwidth
+
+
+def best_prunus(g, p):
+    ts = [g[(k, p)] for k, _ in COLS if k.startswith("prunus") and (k, p) in g]
+    return min(ts) if ts else None
+
+
+def best_dense(g):
+    return min(t for t in (g.get(("dense_openblas", None)), g.get(("dense_libtorch", None))) if t)
+
+
+def summary(path):
+    groups, bandwidth = load(path)
+    if bandwidth:
+        print(f"Memory read bandwidth (one core, streaming): {bandwidth / 1e9:.1f} GB/s\n")
+    shapes = sorted({k[0] for k in groups}, key=lambda s: [-int(v) for v in s.split("x")])
+    for shape in shapes:
+        cells = sorted((b, t) for (s, b, t) in groups if s == shape)
+        cells.sort(key=lambda bt: (bt[1], bt[0]))
+        print(f"**{shape}** — best Prunus format ÷ best dense (OpenBLAS or libtorch), cold cache\n")
+        print("| pattern | " + " | ".join(f"b{b} t{t}" for b, t in cells) + " |")
+        print("|---" * (len(cells) + 1) + "|")
+        dense_row = []
+        for b, t in cells:
+            g = groups[(shape, b, t)]
+            dense_row.append(f"{best_dense(g) * 1e3:.3g} ms")
+        print("| dense time | " + " | ".join(dense_row) + " |")
+        for p in PATTERNS:
+            row = []
+            for b, t in cells:
+                g = groups[(shape, b, t)]
+                bp = best_prunus(g, p)
+                row.append("—" if bp is None else f"{best_dense(g) / bp:.2f}×")
+            if any(c != "—" for c in row):
+                print(f"| {p} | " + " | ".join(row) + " |")
+        print()
+    lowest(groups)
+
+
+def lowest(groups):
+    # The issue's "every format ≥ 2× libtorch sparse CSR": each Prunus fp32 format against
+    # libtorch's sparse CSR product (and Eigen's) in every cell that has both.
+    for peer in ("libtorch_sparse_csr", "eigen_sparse"):
+        worst = {}
+        for (shape, batch, threads), g in groups.items():
+            for p in PATTERNS:
+                ref = g.get((peer, p))
+                if ref is None:
+                    continue
+                for key in ("prunus_csr", "prunus_bitmask", "prunus_structured"):
+                    t = g.get((key, p))
+                    if t is not None and (key not in worst or ref / t < worst[key][0]):
+                        worst[key] = (ref / t, f"{shape} batch {batch}, {threads} thread(s), {p}")
+        name = "libtorch sparse CSR" if peer.startswith("libtorch") else "Eigen sparse"
+        for key, (ratio, where) in sorted(worst.items()):
+            print(f"{key} vs {name}: at least {ratio:.2f}× (lowest: {where})")
+
+
+def main(path):
+    groups, bandwidth = load(path)
     if bandwidth:
         print(f"Memory read bandwidth (one core, streaming): {bandwidth / 1e9:.1f} GB/s\n")
     for (shape, batch, threads), g in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
@@ -66,21 +131,11 @@ def main(path):
                 continue
             print(f"| {p} | " + " | ".join(cells) + f" | **{best / prunus_best:.2f}×** |")
         print()
-    # The issue's "every format ≥ 2× libtorch sparse CSR": each Prunus fp32 format against
-    # libtorch's sparse CSR product in every cell that has both.
-    worst = {}
-    for (shape, batch, threads), g in groups.items():
-        for p in PATTERNS:
-            ref = g.get(("libtorch_sparse_csr", p))
-            if ref is None:
-                continue
-            for key in ("prunus_csr", "prunus_bitmask", "prunus_structured"):
-                t = g.get((key, p))
-                if t is not None and (key not in worst or ref / t < worst[key][0]):
-                    worst[key] = (ref / t, f"{shape} batch {batch}, {threads} thread(s), {p}")
-    for key, (ratio, where) in sorted(worst.items()):
-        print(f"{key} vs libtorch sparse CSR: at least {ratio:.2f}× (lowest: {where})")
+    lowest(groups)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "docs/data/cpu_kernels_4096.json")
+    if len(sys.argv) > 2 and sys.argv[1] == "--summary":
+        summary(sys.argv[2])
+    else:
+        main(sys.argv[1] if len(sys.argv) > 1 else "docs/data/cpu_kernels_4096.json")
