@@ -12,6 +12,7 @@
 #include <thread>
 
 #include <cblas.h>
+#include <immintrin.h>
 
 #include "kernels_internal.h"
 
@@ -159,16 +160,66 @@ std::int64_t split_point(const Prefix& prefix, std::int64_t n, int part, int par
   return lo;
 }
 
-// X [batch × cols] → X^T [cols × batch], reused across calls on this thread.
-const float* transpose(const float* x, std::int64_t batch, std::int64_t cols) {
-  thread_local std::vector<float> buf;
-  buf.resize(static_cast<std::size_t>(batch * cols));
+// X [batch × cols] → X^T [cols × batch] for columns [c0, c1): 8×8 blocks through AVX2
+// shuffles (two 32-byte loads and stores per 8 values instead of 16 scalar moves), the ragged
+// edges one value at a time.
+__attribute__((target("avx2"))) void transpose_avx2(const float* x, std::int64_t batch, std::int64_t cols, float* out,
+                                                    std::int64_t c0, std::int64_t c1) {
+  const std::int64_t b8 = batch / 8 * 8, c8 = c0 + (c1 - c0) / 8 * 8;
+  for (std::int64_t c = c0; c < c8; c += 8) {
+    for (std::int64_t b = 0; b < b8; b += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(x + (b + i) * cols + c);
+      const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+      const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+      const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+      const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+      const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+      const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+      const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+      const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+      float* o = out + c * batch + b;
+      _mm256_storeu_ps(o, _mm256_permute2f128_ps(s0, s4, 0x20));
+      _mm256_storeu_ps(o + batch, _mm256_permute2f128_ps(s1, s5, 0x20));
+      _mm256_storeu_ps(o + 2 * batch, _mm256_permute2f128_ps(s2, s6, 0x20));
+      _mm256_storeu_ps(o + 3 * batch, _mm256_permute2f128_ps(s3, s7, 0x20));
+      _mm256_storeu_ps(o + 4 * batch, _mm256_permute2f128_ps(s0, s4, 0x31));
+      _mm256_storeu_ps(o + 5 * batch, _mm256_permute2f128_ps(s1, s5, 0x31));
+      _mm256_storeu_ps(o + 6 * batch, _mm256_permute2f128_ps(s2, s6, 0x31));
+      _mm256_storeu_ps(o + 7 * batch, _mm256_permute2f128_ps(s3, s7, 0x31));
+    }
+    for (std::int64_t b = b8; b < batch; ++b)
+      for (std::int64_t j = 0; j < 8; ++j) out[(c + j) * batch + b] = x[b * cols + c + j];
+  }
+  for (std::int64_t c = c8; c < c1; ++c)
+    for (std::int64_t b = 0; b < batch; ++b) out[c * batch + b] = x[b * cols + c];
+}
+
+void transpose_scalar(const float* x, std::int64_t batch, std::int64_t cols, float* out, std::int64_t c0,
+                      std::int64_t c1) {
   constexpr std::int64_t kTile = 32;
   for (std::int64_t b0 = 0; b0 < batch; b0 += kTile)
-    for (std::int64_t c0 = 0; c0 < cols; c0 += kTile)
+    for (std::int64_t t0 = c0; t0 < c1; t0 += kTile)
       for (std::int64_t b = b0; b < std::min(batch, b0 + kTile); ++b)
-        for (std::int64_t c = c0; c < std::min(cols, c0 + kTile); ++c) buf[c * batch + b] = x[b * cols + c];
-  return buf.data();
+        for (std::int64_t c = t0; c < std::min(c1, t0 + kTile); ++c) out[c * batch + b] = x[b * cols + c];
+}
+
+// X^T for the batch > 1 kernels, reused across calls on this thread, split by column ranges
+// over `parts` threads. It was serial and scalar: ~10% of a 90–95%-sparse product at batch
+// 256 (4096 columns 0.75 ms, 11008 columns 7.7 ms; AVX2 blocks: 0.5 and 3.3 ms on one thread).
+const float* transpose(const float* x, std::int64_t batch, std::int64_t cols, Isa isa, int parts) {
+  thread_local std::vector<float> buf;
+  buf.resize(static_cast<std::size_t>(batch * cols));
+  const bool avx2 = isa != Isa::Scalar && isa_supported(Isa::Avx2);
+  const std::int64_t blocks = (cols + 7) / 8;
+  parts = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(parts, blocks)));
+  float* out = buf.data();
+  Pool::get().run(parts, [&](int p) {
+    const std::int64_t c0 = std::min(cols, blocks * p / parts * 8), c1 = std::min(cols, blocks * (p + 1) / parts * 8);
+    if (avx2) transpose_avx2(x, batch, cols, out, c0, c1);
+    else transpose_scalar(x, batch, cols, out, c0, c1);
+  });
+  return out;
 }
 
 // The batch-1 kernels read x in 64-byte vectors; from a misaligned x nearly every one of those
@@ -199,9 +250,9 @@ void run(const W& w, std::int64_t items, const Prefix& prefix, double macs, cons
          const Options& opt, Kernel kernel) {
   if (batch <= 0) return;
   if (!isa_supported(opt.isa)) throw std::invalid_argument(std::string("ISA not supported here: ") + isa_name(opt.isa));
-  Args a{batch == 1 ? aligned_x(x, w.cols) : x, batch > 1 && opt.isa != Isa::Scalar ? transpose(x, batch, w.cols) : nullptr,
-         batch, y};
   const int parts = parts_for(opt, items, macs * double(batch));
+  Args a{batch == 1 ? aligned_x(x, w.cols) : x,
+         batch > 1 && opt.isa != Isa::Scalar ? transpose(x, batch, w.cols, opt.isa, parts) : nullptr, batch, y};
   Pool::get().run(parts, [&](int p) {
     const std::int64_t r0 = split_point(prefix, items, p, parts), r1 = split_point(prefix, items, p + 1, parts);
     if (r0 < r1) kernel(w, a, r0, r1);
