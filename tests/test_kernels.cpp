@@ -58,7 +58,7 @@ void reference(const std::vector<float>& w, std::int64_t rows, std::int64_t cols
 template <class Format>
 void check_all_variants(const Format& f, const std::vector<float>& w, std::int64_t rows, std::int64_t cols,
                         std::mt19937& rng, const std::string& what) {
-  for (std::int64_t batch : {1, 2, 3, 17, 64, 65}) {
+  for (std::int64_t batch : {1, 2, 3, 17, 64, 65, 130}) {  // 130: 8-vector runs and a partial chunk
     std::vector<float> x(static_cast<std::size_t>(batch * cols));
     std::uniform_real_distribution<float> val(-2, 2);
     for (auto& v : x) v = val(rng);
