@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "panels.h"
@@ -30,23 +31,25 @@ inline std::int64_t panel_cols(std::int64_t batch, std::int64_t cols) {
   return p >= cols ? cols : p;
 }
 
+// N whole vectors of the batch for one run of non-zeros: acc[k] += Σ v · xt[c, b0 + k·lanes…].
+// The fold keeps every accumulator index a constant, so they stay in registers.
+template <class Vec, int N, class EachNz, std::size_t... K>
+[[gnu::always_inline]] inline void full_walk(const float* xt, std::int64_t stride, typename Vec::Reg (&acc)[N],
+                                             EachNz& each_nz, std::index_sequence<K...>) {
+  each_nz([&](std::int64_t c, float v) {
+    const auto vv = Vec::set1(v);
+    const float* p = xt + c * stride;
+    ((acc[K] = Vec::fma(vv, Vec::load(p + std::int64_t(K) * Vec::kLanes), acc[K])), ...);
+  });
+}
+
 // One chunk (≤ 4 vectors) of the batch for one run of non-zeros: acc += Σ v · xt[c, b0…].
 // Always inlined: as a call, acc[] went through memory and every FMA waited on a store-forward
 // (4096² 2:4 at batch 4: 3.5× slower; the partial-chunk note below is the same effect).
 template <class Vec, class EachNz>
 [[gnu::always_inline]] inline void chunk_walk(const float* xt, std::int64_t stride, std::int64_t nb, typename Vec::Reg (&acc)[4],
                        EachNz each_nz) {
-  if (nb == 4 * Vec::kLanes) {
-    each_nz([&](std::int64_t c, float v) {
-      const auto vv = Vec::set1(v);
-      const float* p = xt + c * stride;
-      acc[0] = Vec::fma(vv, Vec::load(p), acc[0]);
-      acc[1] = Vec::fma(vv, Vec::load(p + Vec::kLanes), acc[1]);
-      acc[2] = Vec::fma(vv, Vec::load(p + 2 * Vec::kLanes), acc[2]);
-      acc[3] = Vec::fma(vv, Vec::load(p + 3 * Vec::kLanes), acc[3]);
-    });
-    return;
-  }
+  if (nb == 4 * Vec::kLanes) return full_walk<Vec, 4>(xt, stride, acc, each_nz, std::make_index_sequence<4>{});
   // A partial chunk (batch 2…63, or the tail): 1–4 vectors, each index a constant. Indexed
   // with a run-time k, acc[] lived in memory and every FMA waited on a store-forward:
   // 4096² 2:4 at batch 4 ran 3.5× slower than at batch 64 (measured, Zen 4).
@@ -71,25 +74,6 @@ template <class Vec, class EachNz>
   }
 }
 
-// Eight vectors of the batch (128 columns on AVX-512) for one run of non-zeros: each stored
-// value and index is read once per 8 multiply-adds instead of 4.
-template <class Vec, class EachNz>
-[[gnu::always_inline]] inline void chunk_walk8(const float* xt, std::int64_t stride, typename Vec::Reg (&acc)[8],
-                                               EachNz each_nz) {
-  each_nz([&](std::int64_t c, float v) {
-    const auto vv = Vec::set1(v);
-    const float* p = xt + c * stride;
-    acc[0] = Vec::fma(vv, Vec::load(p), acc[0]);
-    acc[1] = Vec::fma(vv, Vec::load(p + Vec::kLanes), acc[1]);
-    acc[2] = Vec::fma(vv, Vec::load(p + 2 * Vec::kLanes), acc[2]);
-    acc[3] = Vec::fma(vv, Vec::load(p + 3 * Vec::kLanes), acc[3]);
-    acc[4] = Vec::fma(vv, Vec::load(p + 4 * Vec::kLanes), acc[4]);
-    acc[5] = Vec::fma(vv, Vec::load(p + 5 * Vec::kLanes), acc[5]);
-    acc[6] = Vec::fma(vv, Vec::load(p + 6 * Vec::kLanes), acc[6]);
-    acc[7] = Vec::fma(vv, Vec::load(p + 7 * Vec::kLanes), acc[7]);
-  });
-}
-
 // One row's run of non-zeros across the whole batch: out[0, batch) = (init ? init : 0) + Σ v ·
 // X^T[c, ·]. Eight vectors at a time where the batch allows (each stored value and index read
 // once per 8 multiply-adds: 8–15% faster at batch 256), then chunks of up to four. init and
@@ -101,7 +85,7 @@ template <class Vec, class EachNz>
   for (; b0 + 2 * kChunk <= a.batch; b0 += 2 * kChunk) {
     typename Vec::Reg acc[8];
     for (int k = 0; k < 8; ++k) acc[k] = init ? Vec::load(init + b0 + k * Vec::kLanes) : Vec::zero();
-    chunk_walk8<Vec>(a.xt + b0, a.batch, acc, each_nz);
+    full_walk<Vec, 8>(a.xt + b0, a.batch, acc, each_nz, std::make_index_sequence<8>{});  // eight vectors: 128 columns on AVX-512
     for (int k = 0; k < 8; ++k) Vec::store(out + b0 + k * Vec::kLanes, acc[k]);
   }
   for (; b0 < a.batch; b0 += kChunk) {
