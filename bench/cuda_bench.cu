@@ -223,12 +223,14 @@ int main(int argc, char** argv) {
             "\"sparse_us\": %.2f, \"speedup\": %.3f, \"sparse_t_us\": %.2f, \"speedup_t\": %.3f, "
             "\"dense_tflops\": %.1f, \"sparse_tflops_equiv\": %.1f, \"layout\": %d, \"alg\": %d, \"split_k\": %d, "
             "\"layout_t\": %d, \"alg_t\": %d, \"split_k_t\": %d, \"configs\": %d, \"search_s\": %.2f, "
-            "\"rel_err\": %.2e, \"rel_err_t\": %.2e, \"auto_us\": %.2f, \"auto_path\": \"%s\", \"dense_paired_us\": %.2f, \"auto_speedup\": %.3f}\n",
+            "\"rel_err\": %.2e, \"rel_err_t\": %.2e, \"auto_us\": %.2f, \"auto_path\": \"%s\", \"dense_paired_us\": %.2f, \"auto_speedup\": %.3f, "
+            "\"compressed_bytes\": %zu, \"dense_bytes\": %lld}\n",
             prop.name, prunus::cuda::dtype_name(dt), (long long)sh.k, (long long)sh.n, (long long)m, td, t_out[0],
             td / t_out[0], t_out[1], want_t ? td / t_out[1] : 0.0, flops / td / 1e6, flops / t_out[0] / 1e6, info[0].layout,
             info[0].alg, info[0].split_k, info[1].layout, info[1].alg, info[1].split_k,
             info[0].configs_timed + info[1].configs_timed, search_s[0] + search_s[1], err_out[0], err_out[1], t_auto,
-            auto_sparse ? "2:4" : "dense", td_auto_pair, td_auto_pair / t_auto);
+            auto_sparse ? "2:4" : "dense", td_auto_pair, td_auto_pair / t_auto,
+            sparse_row.compressed_bytes(), (long long)(sh.n * sh.k * 2));
         std::fflush(stdout);
       }
     }

@@ -39,9 +39,10 @@ struct SparsePlanInfo {
 // A weight on the GPU, 2:4 along K. On the first call at a batch size M the operand layouts ×
 // algorithm ids (× split-K with PRUNUS_CSLT_SPLITK=1; at most 3 s a layout, PRUNUS_CSLT_SEARCH_S)
 // are timed on this GPU (each result checked against the default configuration's), and the
-// fastest plan is kept with the weight compressed through it — one compressed copy per batch
-// size (cuSPARSELt 0.8.0 faults when a plan runs on another plan's copy). Later calls at that M
-// do no allocation, no descriptor set-up and no synchronisation. The choice is recorded per
+// fastest plan is kept. The weight is compressed once (0.5625× the dense bytes) and that copy
+// serves every batch size and algorithm; each plan rewrites it once with identical bytes
+// (cuSPARSELt 0.8.0's Hopper kernels fault on a copy their plan did not write). Later calls at
+// that M do no allocation, no descriptor set-up and no synchronisation. The choice is recorded per
 // GPU, shape and M in PRUNUS_CSLT_CACHE (default ~/.cache/prunus/cusparselt-tuning.txt) with
 // any configuration that took its process down, which later processes skip.
 // PRUNUS_CSLT_SEARCH=0 keeps cuSPARSELt's default algorithm.
@@ -58,7 +59,7 @@ class Sparse24Linear {
   // M must be a multiple of 16 (pad the batch); stream is a cudaStream_t.
   void forward(const void* d_x, std::int64_t m, void* d_y, void* stream);
   SparsePlanInfo plan_info(std::int64_t m) const;  // layout -1 before the first call at m
-  std::size_t compressed_bytes() const;             // of the compressed weights held
+  std::size_t compressed_bytes() const;             // of the compressed weight held (one copy)
   std::int64_t rows() const;
   std::int64_t cols() const;
 

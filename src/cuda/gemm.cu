@@ -7,10 +7,10 @@
 //   2: A row-major N×K, op N;             D row-major N×M     (= Yᵀ, PyTorch's orientation)
 //   3: A column-major K×N, op T;          D row-major N×M     (= Yᵀ)
 // The search times every algorithm id × split-K of the layouts that give the requested output.
-// Each configuration gets its own algorithm selection and plan, and the weight is compressed
-// through that plan (cusparseLtSpMMACompress), once per layout order and algorithm: reusing
-// one selection across ids, or a weight compressed for another configuration, is what crashed
-// inside cuSPARSELt in an earlier version of this file.
+// Each configuration gets its own descriptors, algorithm selection and plan; the weight is
+// compressed once per storage order (cusparseLtSpMMACompress2, which depends on the sparse
+// matrix's descriptor alone) and that one copy serves every M and algorithm, as PyTorch's
+// _cslt_compress / _cslt_sparse_mm do.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -115,7 +115,8 @@ bool verbose() {
 // An append-only text file (PRUNUS_CSLT_CACHE; default ~/.cache/prunus/cusparselt-tuning.txt,
 // empty to disable) shared by every process on this machine:
 //   start GPU DTYPE LAYOUT ALG SPLIT N K M     written (and flushed) before a configuration runs
-//   done  GPU DTYPE LAYOUT ALG SPLIT N K M US  after it ran, checked and timed
+//   done  GPU DTYPE LAYOUT ALG SPLIT N K M US  after it ran, checked and timed (US -1: it could not
+//                                               run here, e.g. it cannot read the shared copy)
 //   best  GPU DTYPE OUT N K M LAYOUT ALG SPLIT US   the search's choice
 // A configuration with a start and no done took its process down (cuSPARSELt 0.8.0 on H100
 // has configurations that fault with "illegal instruction", a sticky error that ends the CUDA
@@ -214,6 +215,15 @@ __global__ void max_diff_kernel(const T* a, const T* b, std::int64_t n, unsigned
   atomicMax(&out[1], __float_as_uint(r));
 }
 
+// out[0] = 1 if the n 32-bit words of a and b differ anywhere.
+__global__ void words_differ_kernel(const unsigned* a, const unsigned* b, std::size_t n, unsigned* out) {
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x)
+    if (a[i] != b[i]) {
+      out[0] = 1;
+      return;
+    }
+}
+
 // Relative max difference of two device buffers of n values (synchronises).
 double rel_diff(const void* a, const void* b, std::int64_t n, DType dt, unsigned* d_scratch, cudaStream_t s) {
   check(cudaMemsetAsync(d_scratch, 0, 2 * sizeof(unsigned), s), "memset");
@@ -280,13 +290,18 @@ struct Sparse24Linear::Impl {
   Output out = Output::RowMajor;
   std::vector<std::uint16_t> host_w;  // kept to compress for configurations the search picks later
 
-  // The weight compressed per (order, algorithm id, M): every problem (M, layout) has its own
-  // descriptors and its own compressed copy, made through its own plan. On H100 with
-  // cuSPARSELt 0.8.0 a plan run on a copy compressed through the plan of another M faulted
-  // ("illegal instruction" / "illegal memory access") on its first run in every case seen —
-  // even when the two copies were byte-identical — while each plan on its own copy ran. The
-  // price is one compressed copy per batch size a layer runs at.
-  std::map<std::tuple<int, int, std::int64_t>, std::pair<void*, std::size_t>> compressed;  // (order, alg, M) → buffer, bytes
+  // The weight compressed once per storage order (0: row-major N×K, 1: column-major K×N) by
+  // cusparseLtSpMMACompress2, whose output depends on the sparse descriptor alone; every plan
+  // of that order, at every M and algorithm, reads the same copy, so a layer holds at most two
+  // and usually one (an order no chosen plan uses is freed after each search).
+  // Every plan also compresses into that copy once (reads_shared_copy). An earlier version
+  // kept one copy per (order, algorithm, M) instead, which made a 2:4 model that had run at two
+  // batch sizes larger on the GPU than the dense one.
+  struct Packed {
+    void* ptr = nullptr;
+    std::size_t bytes = 0;
+  };
+  std::array<Packed, 2> packed;
 
   // One problem (M, layout): descriptors stay at a fixed address while plans use them.
   struct Problem {
@@ -317,6 +332,7 @@ struct Sparse24Linear::Impl {
   };
   void* workspace = nullptr;
   std::size_t workspace_size = 0;
+  int skipped_own_format = 0;  // configurations of the last search that cannot read the shared copy
 
   static int order_of(int layout) { return layout % 2; }  // 0: row N×K, 1: column K×N
 
@@ -324,12 +340,7 @@ struct Sparse24Linear::Impl {
     auto p = std::make_unique<Problem>();
     auto* h = lt_handle();
     const auto t = cuda_type(dtype);
-    if (order_of(layout) == 0)
-      check(cusparseLtStructuredDescriptorInit(h, &p->a, n, k, k, 16, t, CUSPARSE_ORDER_ROW, CUSPARSELT_SPARSITY_50_PERCENT),
-            "structured descriptor");
-    else
-      check(cusparseLtStructuredDescriptorInit(h, &p->a, k, n, k, 16, t, CUSPARSE_ORDER_COL, CUSPARSELT_SPARSITY_50_PERCENT),
-            "structured descriptor");
+    init_sparse_descriptor(order_of(layout), &p->a);
     check(cusparseLtDenseDescriptorInit(h, &p->b, k, m, k, 16, t, CUSPARSE_ORDER_COL), "B descriptor");
     if (layout >= 2) check(cusparseLtDenseDescriptorInit(h, &p->d, n, m, m, 16, t, CUSPARSE_ORDER_ROW), "D descriptor");
     else check(cusparseLtDenseDescriptorInit(h, &p->d, n, m, n, 16, t, CUSPARSE_ORDER_COL), "D descriptor");
@@ -346,34 +357,139 @@ struct Sparse24Linear::Impl {
     cusparseLtMatDescriptorDestroy(&p.d);
   }
 
-  // The weight compressed through `plan` (order, alg, M), compressing it on first use.
-  const void* weight_for(int layout, int alg, std::int64_t m, const cusparseLtMatmulPlan_t* plan, cudaStream_t s) {
-    const auto key = std::make_tuple(order_of(layout), alg, m);
-    auto it = compressed.find(key);
-    if (it != compressed.end()) return it->second.first;
+  // The weight in `layout`'s storage order, compressed on first use.
+  const void* weight_for(int layout, cudaStream_t s) {
+    const int order = order_of(layout);
+    Packed& pk = packed[order];
+    if (pk.ptr) return pk.ptr;
     auto* h = lt_handle();
     PhaseTimer timer{phases.compress};
+    cusparseLtMatDescriptor_t a;
+    init_sparse_descriptor(order, &a);
     std::size_t size = 0, buf_size = 0;
-    check(cusparseLtSpMMACompressedSize(h, plan, &size, &buf_size), "compressed size");
-    void *d_dense = nullptr, *d_out = nullptr, *d_buf = nullptr;
-    check(cudaMalloc(&d_dense, host_w.size() * 2), "weight");
-    check(cudaMemcpy(d_dense, host_w.data(), host_w.size() * 2, cudaMemcpyHostToDevice), "weight upload");
-    check(cudaMalloc(&d_out, size), "compressed weight");
-    if (buf_size) check(cudaMalloc(&d_buf, buf_size), "compression buffer");
-    const auto st = cusparseLtSpMMACompress(h, plan, d_dense, d_out, d_buf, s);
-    // A fault here must surface now, while this configuration's start line is the open one
-    // in the tuning record (a later call would blame the next configuration).
-    if (const auto e = cudaStreamSynchronize(s); e != cudaSuccess)
-      throw std::runtime_error(std::string("cuSPARSELt compression for algorithm ") + std::to_string(alg) + " faulted (" +
-                               cudaGetErrorString(e) + "); it is recorded in the tuning file and skipped when the program runs again");
-    cudaFree(d_buf);
-    cudaFree(d_dense);
-    if (st != CUSPARSE_STATUS_SUCCESS) {
+    void *d_out = nullptr, *d_buf = nullptr;
+    auto release = [&] {
+      cudaFree(d_buf);
+      cusparseLtMatDescriptorDestroy(&a);
+    };
+    try {
+      check(cusparseLtSpMMACompressedSize2(h, &a, &size, &buf_size), "compressed size");
+      const void* d_dense = dense_on_device();
+      check(cudaMalloc(&d_out, size), "compressed weight");
+      if (buf_size) check(cudaMalloc(&d_buf, buf_size), "compression buffer");
+      const auto op = order == 0 ? CUSPARSE_OPERATION_NON_TRANSPOSE : CUSPARSE_OPERATION_TRANSPOSE;
+      check(cusparseLtSpMMACompress2(h, &a, 1, op, d_dense, d_out, d_buf, s), "cusparseLtSpMMACompress2");
+      // A fault here must surface now, while this configuration's start line is the open one
+      // in the tuning record (a later call would blame the next configuration).
+      check(cudaStreamSynchronize(s), "cuSPARSELt compression");
+    } catch (...) {
       cudaFree(d_out);
-      return nullptr;
+      release();
+      throw;
     }
-    compressed[key] = {d_out, size};
+    release();
+    // Row-major N×K with op N and column-major K×N with op T are the same bytes read two ways;
+    // where cuSPARSELt compresses them identically, both orders share one copy.
+    const Packed& other = packed[1 - order];
+    if (other.ptr && other.bytes == size && size % 4 == 0 && same_bytes(other.ptr, d_out, size, s)) {
+      cudaFree(d_out);
+      pk = other;
+      return pk.ptr;
+    }
+    pk = {d_out, size};
     return d_out;
+  }
+
+  // The uncompressed weight on the GPU, while plans are being made (freed after each).
+  void* d_dense = nullptr;
+  const void* dense_on_device() {
+    if (!d_dense) {
+      check(cudaMalloc(&d_dense, host_w.size() * 2), "weight");
+      check(cudaMemcpy(d_dense, host_w.data(), host_w.size() * 2, cudaMemcpyHostToDevice), "weight upload");
+    }
+    return d_dense;
+  }
+  void free_dense() {
+    cudaFree(d_dense);
+    d_dense = nullptr;
+  }
+
+  // Whether p may read the shared copy: compressing through p's own plan must give the same
+  // bytes (a configuration that wants another arrangement is skipped), and p then writes them
+  // into the shared copy itself — see below.
+  bool reads_shared_copy(Plan& p, cudaStream_t s) {
+    const Packed& pk = packed[order_of(p.info.layout)];
+    auto* h = lt_handle();
+    std::size_t size = 0, buf_size = 0;
+    if (cusparseLtSpMMACompressedSize(h, &p.plan, &size, &buf_size) != CUSPARSE_STATUS_SUCCESS || size != pk.bytes ||
+        size % 4 != 0)
+      return false;
+    PhaseTimer timer{phases.compress};
+    void *d_out = nullptr, *d_buf = nullptr;
+    bool same = false;
+    try {
+      const void* dense = dense_on_device();
+      check(cudaMalloc(&d_out, size), "compressed weight");
+      if (buf_size) check(cudaMalloc(&d_buf, buf_size), "compression buffer");
+      same = cusparseLtSpMMACompress(h, &p.plan, dense, d_out, d_buf, s) == CUSPARSE_STATUS_SUCCESS &&
+             same_bytes(pk.ptr, d_out, size, s);
+      // A plan must have compressed into the very buffer it reads: with cuSPARSELt 0.8.0 on
+      // H100 and H200, fp16 algorithm ids 36+ (1024×4096 and 4096×4096 at M = 16) fault with
+      // "illegal memory access" on a byte-identical copy their plan did not write, padded or
+      // not, and run correctly once it did. Rewriting the shared copy through this plan writes
+      // the bytes it already holds (checked just above), so plans made earlier still read the
+      // same weight.
+      if (same)
+        same = cusparseLtSpMMACompress(h, &p.plan, dense, pk.ptr, d_buf, s) == CUSPARSE_STATUS_SUCCESS &&
+               cudaStreamSynchronize(s) == cudaSuccess;
+    } catch (...) {
+      cudaFree(d_out);
+      cudaFree(d_buf);
+      throw;
+    }
+    cudaFree(d_out);
+    cudaFree(d_buf);
+    return same;
+  }
+
+  static bool same_bytes(const void* a, const void* b, std::size_t bytes, cudaStream_t s) {
+    unsigned* d_flag = nullptr;
+    check(cudaMalloc(&d_flag, sizeof(unsigned)), "compare buffer");
+    unsigned h = 1;
+    check(cudaMemsetAsync(d_flag, 0, sizeof(unsigned), s), "memset");
+    words_differ_kernel<<<256, 256, 0, s>>>(static_cast<const unsigned*>(a), static_cast<const unsigned*>(b), bytes / 4, d_flag);
+    const auto e = cudaMemcpyAsync(&h, d_flag, sizeof h, cudaMemcpyDeviceToHost, s);
+    const auto e2 = cudaStreamSynchronize(s);
+    cudaFree(d_flag);
+    check(e, "compare");
+    check(e2, "compare");
+    return h == 0;
+  }
+
+  void init_sparse_descriptor(int order, cusparseLtMatDescriptor_t* a) const {
+    const auto t = cuda_type(dtype);
+    if (order == 0)
+      check(cusparseLtStructuredDescriptorInit(lt_handle(), a, n, k, k, 16, t, CUSPARSE_ORDER_ROW, CUSPARSELT_SPARSITY_50_PERCENT),
+            "structured descriptor");
+    else
+      check(cusparseLtStructuredDescriptorInit(lt_handle(), a, k, n, k, 16, t, CUSPARSE_ORDER_COL, CUSPARSELT_SPARSITY_50_PERCENT),
+            "structured descriptor");
+  }
+
+  // Frees the compressed orders that no chosen plan (nor `also`) reads.
+  void drop_unused_orders(const Plan* also) {
+    bool used[2] = {false, false};
+    if (also) used[order_of(also->info.layout)] = true;
+    for (auto& [mm, p] : plans) used[order_of(p->info.layout)] = true;
+    for (int o = 0; o < 2; ++o)
+      if (!used[o] && packed[o].ptr) {
+        if (packed[o].ptr != packed[1 - o].ptr) cudaFree(packed[o].ptr);  // else the other order's copy
+        packed[o] = {};
+      }
+  }
+
+  std::size_t held_bytes() const {
+    return packed[0].bytes + (packed[1].ptr != packed[0].ptr ? packed[1].bytes : 0);
   }
 
   void ensure_workspace(std::size_t ws) {
@@ -428,8 +544,15 @@ struct Sparse24Linear::Impl {
 
   // Prepares p (compressed weight, workspace) and runs it once; false if it does not run.
   bool prepare(Plan& p, const void* d_x, void* d_y, cudaStream_t s) {
-    p.weight = weight_for(p.info.layout, p.info.alg, p.m, &p.plan, s);
-    if (!p.weight) return false;
+    p.weight = weight_for(p.info.layout, s);
+    if (!reads_shared_copy(p, s)) {
+      if (verbose())
+        log("cuSPARSELt " + std::to_string(n) + "x" + std::to_string(k) + " M=" + std::to_string(p.m) + " layout " +
+            std::to_string(p.info.layout) + " alg " + std::to_string(p.info.alg) +
+            ": wants its own arrangement of the compressed weight; skipped");
+      ++skipped_own_format;
+      return false;
+    }
     PhaseTimer timer{phases.first};
     std::size_t ws = 0;
     if (cusparseLtMatmulGetWorkspace(lt_handle(), &p.plan, &ws) != CUSPARSE_STATUS_SUCCESS) return false;
@@ -484,7 +607,9 @@ struct Sparse24Linear::Impl {
       if (b != cache.best.end()) {  // searched by an earlier process on this GPU
         const auto& [lay, alg, split, us] = b->second;
         auto c = try_plan(m, int(lay), int(alg), int(split), false);
-        if (c && prepare(*c, d_x, d_y, s)) {
+        const bool ready = c && prepare(*c, d_x, d_y, s);
+        free_dense();
+        if (ready) {
           c->info.us = us;
           return *(plans[m] = std::move(c));
         }
@@ -505,6 +630,7 @@ struct Sparse24Linear::Impl {
     std::unique_ptr<Plan> best;
     int timed = 0;
     phases = {};
+    skipped_own_format = 0;
     const auto search_started = std::chrono::steady_clock::now();
     try {
       for (int layout : layouts) {
@@ -512,7 +638,10 @@ struct Sparse24Linear::Impl {
         auto def = try_plan(m, layout, 0, 1, true);
         if (def) cache.write("start " + config_key(layout, -1, 1));
         if (!def || !prepare(*def, d_x, d_ref, s)) {
-          if (def) destroy_plan(*def);
+          if (def) {
+            cache.write("done " + config_key(layout, -1, 1) + " -1");  // did not run, did not crash
+            destroy_plan(*def);
+          }
           continue;
         }
         cache.write("done " + config_key(layout, -1, 1) + " 0");
@@ -556,6 +685,7 @@ struct Sparse24Linear::Impl {
             cache.write("start " + config_key(layout, alg, split));
             phases.record += since(t0);
             if (!prepare(*c, d_x, d_y, s)) {
+              cache.write("done " + config_key(layout, alg, split) + " -1");  // did not run, did not crash
               destroy_plan(*c);
               cudaGetLastError();
               break;
@@ -592,21 +722,24 @@ struct Sparse24Linear::Impl {
     } catch (...) {
       cudaFree(d_ref);
       cudaFree(d_scratch);
+      free_dense();
       if (best) destroy_plan(*best);
       throw;
     }
     cudaFree(d_ref);
     cudaFree(d_scratch);
+    free_dense();
     if (!best) throw std::runtime_error("cuSPARSELt: no configuration runs " + std::to_string(n) + "x" + std::to_string(k) +
                                         " at M=" + std::to_string(m));
     best->info.configs_timed = timed;
     if (search && timed > int(layouts.size())) {
-      char line[320];
+      char line[400];
       std::snprintf(line, sizeof line,
                     "cuSPARSELt: searched %lldx%lld at M=%lld (%s): %d configurations in %.2f s (plan %.2f, compress %.2f, "
-                    "first run %.2f, check %.2f, timing %.2f, record %.2f); chose layout %d alg %d, %.1f us",
+                    "first run %.2f, check %.2f, timing %.2f, record %.2f), %d skipped for their own compressed arrangement; "
+                    "chose layout %d alg %d, %.1f us",
                     (long long)n, (long long)k, (long long)m, dtype_name(dtype), timed, since(search_started), phases.plan,
-                    phases.compress, phases.first, phases.check, phases.timing, phases.record, best->info.layout,
+                    phases.compress, phases.first, phases.check, phases.timing, phases.record, skipped_own_format, best->info.layout,
                     best->info.alg, best->info.us);
       log(line);
     }
@@ -618,19 +751,7 @@ struct Sparse24Linear::Impl {
       // reuses the choice instead of searching again.
       cache.best[best_key] = {double(best->info.layout), double(best->info.alg), double(best->info.split_k), best->info.us};
     }
-    // Keep only the compressed weights that some chosen plan reads (a buffer can be shared).
-    std::set<const void*> used = {best->weight};
-    for (auto& [mm, p] : plans) used.insert(p->weight);
-    std::set<void*> dropped;
-    for (auto c = compressed.begin(); c != compressed.end();) {
-      if (used.count(c->second.first)) {
-        ++c;
-      } else {
-        dropped.insert(c->second.first);
-        c = compressed.erase(c);
-      }
-    }
-    for (void* d : dropped) cudaFree(d);
+    drop_unused_orders(best.get());
     return *(plans[m] = std::move(best));
   }
 };
@@ -648,9 +769,8 @@ Sparse24Linear::Sparse24Linear(const std::uint16_t* w, std::int64_t n, std::int6
 
 Sparse24Linear::~Sparse24Linear() {
   for (auto& [m, p] : impl_->plans) Impl::destroy_plan(*p);
-  std::set<void*> buffers;
-  for (auto& [key, buf] : impl_->compressed) buffers.insert(buf.first);
-  for (void* b : buffers) cudaFree(b);
+  cudaFree(impl_->packed[0].ptr);
+  if (impl_->packed[1].ptr != impl_->packed[0].ptr) cudaFree(impl_->packed[1].ptr);
   cudaFree(impl_->workspace);
 }
 
@@ -666,11 +786,7 @@ SparsePlanInfo Sparse24Linear::plan_info(std::int64_t m) const {
   return it == impl_->plans.end() ? SparsePlanInfo{} : it->second->info;
 }
 std::size_t Sparse24Linear::compressed_bytes() const {
-  std::map<void*, std::size_t> buffers;
-  for (auto& [key, buf] : impl_->compressed) buffers[buf.first] = buf.second;
-  std::size_t total = 0;
-  for (auto& [ptr, bytes] : buffers) total += bytes;
-  return total;
+  return impl_->held_bytes();
 }
 std::int64_t Sparse24Linear::rows() const { return impl_->n; }
 std::int64_t Sparse24Linear::cols() const { return impl_->k; }
