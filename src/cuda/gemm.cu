@@ -8,9 +8,9 @@
 //   3: A column-major K×N, op T;          D row-major N×M     (= Yᵀ)
 // The search times every algorithm id × split-K of the layouts that give the requested output.
 // Each configuration gets its own descriptors, algorithm selection and plan; the weight is
-// compressed once per storage order (cusparseLtSpMMACompress2, which depends on the sparse
-// matrix's descriptor alone) and that one copy serves every M and algorithm, as PyTorch's
-// _cslt_compress / _cslt_sparse_mm do.
+// compressed once (cusparseLtSpMMACompress2, which depends on the sparse matrix's descriptor
+// alone) and that one copy serves every M and algorithm; each plan compresses into it once more
+// before its first run (same bytes; see reads_shared_copy for why).
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -23,7 +23,6 @@
 #include <array>
 #include <filesystem>
 #include <set>
-#include <tuple>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
