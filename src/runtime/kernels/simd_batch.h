@@ -105,7 +105,7 @@ void batch_rows(const Args& a, std::int64_t rows, std::int64_t cols, std::int64_
   constexpr std::int64_t kChunk = 4 * Vec::kLanes;
   // Row buffers padded to whole chunks, so full-vector loads and stores stay inside.
   const std::int64_t stride = (a.batch + kChunk - 1) / kChunk * kChunk;
-  thread_local std::vector<float> scratch;
+  thread_local AlignedVector<float> scratch;  // rows start on cache lines (stride is whole chunks)
   const std::int64_t kp = panel_cols(a.batch, cols);
   if (kp >= cols) {
     scratch.resize(static_cast<std::size_t>(stride));
