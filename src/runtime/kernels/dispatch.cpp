@@ -301,7 +301,7 @@ namespace {
 // Quantizes X to unsigned bytes (x_q + 128), rows padded to a multiple of 128 with the zero
 // code, plus slack for the 128-byte window loads; one scale per row.
 struct QuantizedInput {
-  std::vector<std::uint8_t> xq;
+  AlignedVector<std::uint8_t> xq;  // rows (stride: whole 128-byte steps) start on cache lines
   std::vector<float> scale;
   std::int64_t stride = 0;
 };

@@ -51,7 +51,7 @@ void bitmask_gemv(const Int8Bitmask& w, const Int8Args& a, std::int64_t r0, std:
 // column words are skipped.
 void bitmask_gemm(const Int8Bitmask& w, const Int8Args& a, std::int64_t r0, std::int64_t r1) {
   constexpr int kRows = 4;
-  thread_local std::vector<std::int8_t> dense;
+  thread_local AlignedVector<std::int8_t> dense;  // 64-byte rows: every load and store whole-line
   const std::int64_t W = w.words_per_row;
   dense.resize(static_cast<std::size_t>(kRows * W * 64));
   thread_local std::vector<std::uint64_t> any;
