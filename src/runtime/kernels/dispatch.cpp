@@ -214,8 +214,8 @@ void transpose_scalar(const float* x, std::int64_t batch, std::int64_t cols, flo
 // 256 (4096 columns 0.75 ms, 11008 columns 7.7 ms; AVX2 blocks: 0.5 and 3.3 ms on one thread).
 // The buffer is 64-byte aligned: a std::vector this large comes from mmap 16 bytes past a page
 // boundary, so every vector load of X^T split across two cache lines; aligned, the batch-256
-// products ran 1.2–1.35× faster (CSR 80% 11008×4096: 130–140 -> 110–114 ms; 90% 4096²:
-// 29.5 -> 22–23 ms; one thread, alternating processes, medians of 9).
+// products ran 1.2–1.3× faster (CSR 80% 11008×4096: 130–140 -> 108–114 ms; 90% 4096²:
+// 28 -> 22 ms; one thread, alternating processes, medians of 9).
 const float* transpose(const float* x, std::int64_t batch, std::int64_t cols, Isa isa, int parts) {
   thread_local AlignedVector<float> buf;
   buf.resize(static_cast<std::size_t>(batch * cols));
