@@ -42,7 +42,8 @@ struct SparsePlanInfo {
 // fastest plan is kept. The weight is compressed once (0.5625× the dense bytes) and that copy
 // serves every batch size and algorithm; each plan rewrites it once with identical bytes
 // (cuSPARSELt 0.8.0's Hopper kernels fault on a copy their plan did not write). Later calls at
-// that M do no allocation, no descriptor set-up and no synchronisation. The choice is recorded per
+// that M do no allocation, no descriptor set-up and no synchronisation; the first call at a new M
+// waits for the whole device before it rewrites the copy. The choice is recorded per
 // GPU, shape and M in PRUNUS_CSLT_CACHE (default ~/.cache/prunus/cusparselt-tuning.txt) with
 // any configuration that took its process down, which later processes skip.
 // PRUNUS_CSLT_SEARCH=0 keeps cuSPARSELt's default algorithm.

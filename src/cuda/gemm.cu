@@ -438,6 +438,9 @@ struct Sparse24Linear::Impl {
       // not, and run correctly once it did. Rewriting the shared copy through this plan writes
       // the bytes it already holds (checked just above), so plans made earlier still read the
       // same weight.
+      // Plans of other batch sizes may be running on other streams: let them finish before the
+      // copy they read is rewritten (planning is a first call at an M, and synchronises anyway).
+      if (same) check(cudaDeviceSynchronize(), "cuSPARSELt: synchronise before rewriting the compressed weight");
       if (same)
         same = cusparseLtSpMMACompress(h, &p.plan, dense, pk.ptr, d_buf, s) == CUSPARSE_STATUS_SUCCESS &&
                cudaStreamSynchronize(s) == cudaSuccess;
