@@ -58,6 +58,19 @@ std::vector<float> rounded(const std::vector<float>& v, DType d) {
   return r;
 }
 
+// Y[m × n] = X[m × k] · Wᵀ (W: n × k), accumulated in double: the reference of every GEMM here.
+std::vector<float> host_linear(const std::vector<float>& x, const std::vector<float>& w, std::int64_t m, std::int64_t n,
+                               std::int64_t k) {
+  std::vector<float> y(m * n);
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t o = 0; o < n; ++o) {
+      double s = 0;
+      for (std::int64_t j = 0; j < k; ++j) s += double(x[i * k + j]) * w[o * k + j];
+      y[i * n + o] = float(s);
+    }
+  return y;
+}
+
 double rel_err(const std::vector<float>& got, const std::vector<float>& want) {
   double d = 0, r = 0;
   for (std::size_t i = 0; i < want.size(); ++i) {
@@ -82,13 +95,7 @@ void test_gemm(DType dt) {
       std::vector<float> x(mp * sh.k, 0.0f);
       for (std::int64_t i = 0; i < m * sh.k; ++i) x[i] = nd(rng);
       x = rounded(x, dt);
-      std::vector<float> ref(m * sh.n);
-      for (std::int64_t i = 0; i < m; ++i)
-        for (std::int64_t o = 0; o < sh.n; ++o) {
-          double s = 0;
-          for (std::int64_t j = 0; j < sh.k; ++j) s += double(x[i * sh.k + j]) * w[o * sh.k + j];
-          ref[i * sh.n + o] = float(s);
-        }
+      const auto ref = host_linear(x, w, m, sh.n, sh.k);
       auto wb = bits(w, dt), xb = bits(x, dt);
       void *dx, *dy;
       ck(cudaMalloc(&dx, xb.size() * 2));
@@ -163,14 +170,9 @@ void test_one_copy_for_every_m(DType dt) {
     std::vector<std::uint16_t> yb(m * n);
     ck(cudaDeviceSynchronize());
     ck(cudaMemcpy(yb.data(), dy, yb.size() * 2, cudaMemcpyDeviceToHost));
-    std::vector<float> y(m * n), ref(m * n);
-    for (std::int64_t i = 0; i < m; ++i)
-      for (std::int64_t o = 0; o < n; ++o) {
-        double acc = 0;
-        for (std::int64_t j = 0; j < k; ++j) acc += double(x[i * k + j]) * w[o * k + j];
-        ref[i * n + o] = float(acc);
-        y[i * n + o] = cuda::from_bits(yb[i * n + o], dt);
-      }
+    const auto ref = host_linear(x, w, m, n, k);
+    std::vector<float> y(m * n);
+    for (std::int64_t i = 0; i < m * n; ++i) y[i] = cuda::from_bits(yb[i], dt);
     const auto info = sp.plan_info(m);
     const std::string what = std::string(cuda::dtype_name(dt)) + " one layer at M=" + std::to_string(m);
     std::printf("%s: layout %d alg %d, compressed bytes %zu (one copy ~%.0f)\n", what.c_str(), info.layout, info.alg,
@@ -217,14 +219,7 @@ struct Ref {
     const std::int64_t Q = c.q_dim(), n = std::int64_t(toks.size()), H = c.n_heads, group = c.n_heads / c.n_kv_heads;
     auto T = [&](const std::string& s) -> const std::vector<float>& { return ck.tensors.at(s).data; };
     auto matmul = [&](const std::vector<float>& x, const std::vector<float>& w, std::int64_t out, std::int64_t in) {
-      std::vector<float> y(n * out);
-      for (std::int64_t i = 0; i < n; ++i)
-        for (std::int64_t o = 0; o < out; ++o) {
-          double s = 0;
-          for (std::int64_t j = 0; j < in; ++j) s += double(x[i * in + j]) * w[o * in + j];
-          y[i * out + o] = float(s);
-        }
-      return y;
+      return host_linear(x, w, n, out, in);
     };
     auto norm = [&](const std::vector<float>& x, const std::vector<float>& w) {
       std::vector<float> y(x.size());

@@ -214,6 +214,18 @@ __global__ void max_diff_kernel(const T* a, const T* b, std::int64_t n, unsigned
   atomicMax(&out[1], __float_as_uint(r));
 }
 
+// Device memory owned for one scope (freed however the scope is left).
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  explicit DeviceBuffer(std::size_t bytes, const char* what) {
+    if (bytes) check(cudaMalloc(&ptr, bytes), what);
+  }
+  ~DeviceBuffer() { cudaFree(ptr); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void* release() { return std::exchange(ptr, nullptr); }
+};
+
 // out[0] = 1 if the n 32-bit words of a and b differ anywhere.
 __global__ void words_differ_kernel(const unsigned* a, const unsigned* b, std::size_t n, unsigned* out) {
   for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x)
@@ -365,38 +377,25 @@ struct Sparse24Linear::Impl {
     PhaseTimer timer{phases.compress};
     cusparseLtMatDescriptor_t a;
     init_sparse_descriptor(order, &a);
+    struct DestroyDescriptor {
+      cusparseLtMatDescriptor_t* d;
+      ~DestroyDescriptor() { cusparseLtMatDescriptorDestroy(d); }
+    } destroy{&a};
     std::size_t size = 0, buf_size = 0;
-    void *d_out = nullptr, *d_buf = nullptr;
-    auto release = [&] {
-      cudaFree(d_buf);
-      cusparseLtMatDescriptorDestroy(&a);
-    };
-    try {
-      check(cusparseLtSpMMACompressedSize2(h, &a, &size, &buf_size), "compressed size");
-      const void* d_dense = dense_on_device();
-      check(cudaMalloc(&d_out, size), "compressed weight");
-      if (buf_size) check(cudaMalloc(&d_buf, buf_size), "compression buffer");
-      const auto op = order == 0 ? CUSPARSE_OPERATION_NON_TRANSPOSE : CUSPARSE_OPERATION_TRANSPOSE;
-      check(cusparseLtSpMMACompress2(h, &a, 1, op, d_dense, d_out, d_buf, s), "cusparseLtSpMMACompress2");
-      // A fault here must surface now, while this configuration's start line is the open one
-      // in the tuning record (a later call would blame the next configuration).
-      check(cudaStreamSynchronize(s), "cuSPARSELt compression");
-    } catch (...) {
-      cudaFree(d_out);
-      release();
-      throw;
-    }
-    release();
+    check(cusparseLtSpMMACompressedSize2(h, &a, &size, &buf_size), "compressed size");
+    const void* d_dense = dense_on_device();
+    DeviceBuffer out(size, "compressed weight"), buf(buf_size, "compression buffer");
+    const auto op = order == 0 ? CUSPARSE_OPERATION_NON_TRANSPOSE : CUSPARSE_OPERATION_TRANSPOSE;
+    check(cusparseLtSpMMACompress2(h, &a, 1, op, d_dense, out.ptr, buf.ptr, s), "cusparseLtSpMMACompress2");
+    // A fault here must surface now, while this configuration's start line is the open one
+    // in the tuning record (a later call would blame the next configuration).
+    check(cudaStreamSynchronize(s), "cuSPARSELt compression");
     // Row-major N×K with op N and column-major K×N with op T are the same bytes read two ways;
     // where cuSPARSELt compresses them identically, both orders share one copy.
     const Packed& other = packed[1 - order];
-    if (other.ptr && other.bytes == size && size % 4 == 0 && same_bytes(other.ptr, d_out, size, s)) {
-      cudaFree(d_out);
-      pk = other;
-      return pk.ptr;
-    }
-    pk = {d_out, size};
-    return d_out;
+    if (other.ptr && other.bytes == size && size % 4 == 0 && same_bytes(other.ptr, out.ptr, size, s)) pk = other;
+    else pk = {out.release(), size};
+    return pk.ptr;
   }
 
   // The uncompressed weight on the GPU, while plans are being made (freed after each).
@@ -424,47 +423,32 @@ struct Sparse24Linear::Impl {
         size % 4 != 0)
       return false;
     PhaseTimer timer{phases.compress};
-    void *d_out = nullptr, *d_buf = nullptr;
-    bool same = false;
-    try {
-      const void* dense = dense_on_device();
-      check(cudaMalloc(&d_out, size), "compressed weight");
-      if (buf_size) check(cudaMalloc(&d_buf, buf_size), "compression buffer");
-      same = cusparseLtSpMMACompress(h, &p.plan, dense, d_out, d_buf, s) == CUSPARSE_STATUS_SUCCESS &&
-             same_bytes(pk.ptr, d_out, size, s);
-      // A plan must have compressed into the very buffer it reads: with cuSPARSELt 0.8.0 on
-      // H100 and H200, fp16 algorithm ids 36+ (1024×4096 and 4096×4096 at M = 16) fault with
-      // "illegal memory access" on a byte-identical copy their plan did not write, padded or
-      // not, and run correctly once it did. Rewriting the shared copy through this plan writes
-      // the bytes it already holds (checked just above), so plans made earlier still read the
-      // same weight.
-      // Plans of other batch sizes may be running on other streams: let them finish before the
-      // copy they read is rewritten (planning is a first call at an M, and synchronises anyway).
-      if (same) check(cudaDeviceSynchronize(), "cuSPARSELt: synchronise before rewriting the compressed weight");
-      if (same)
-        same = cusparseLtSpMMACompress(h, &p.plan, dense, pk.ptr, d_buf, s) == CUSPARSE_STATUS_SUCCESS &&
-               cudaStreamSynchronize(s) == cudaSuccess;
-    } catch (...) {
-      cudaFree(d_out);
-      cudaFree(d_buf);
-      throw;
-    }
-    cudaFree(d_out);
-    cudaFree(d_buf);
-    return same;
+    const void* dense = dense_on_device();
+    DeviceBuffer out(size, "compressed weight"), buf(buf_size, "compression buffer");
+    if (cusparseLtSpMMACompress(h, &p.plan, dense, out.ptr, buf.ptr, s) != CUSPARSE_STATUS_SUCCESS ||
+        !same_bytes(pk.ptr, out.ptr, size, s))
+      return false;
+    // A plan must have compressed into the very buffer it reads: with cuSPARSELt 0.8.0 on
+    // H100 and H200, fp16 algorithm ids 36+ (1024×4096 and 4096×4096 at M = 16) fault with
+    // "illegal memory access" on a byte-identical copy their plan did not write, padded or
+    // not, and run correctly once it did. Rewriting the shared copy through this plan writes
+    // the bytes it already holds (checked just above), so plans made earlier still read the
+    // same weight. Plans of other batch sizes may be running on other streams: they finish
+    // before the copy they read is rewritten (planning is a first call at an M, and
+    // synchronises anyway).
+    check(cudaDeviceSynchronize(), "cuSPARSELt: synchronise before rewriting the compressed weight");
+    return cusparseLtSpMMACompress(h, &p.plan, dense, pk.ptr, buf.ptr, s) == CUSPARSE_STATUS_SUCCESS &&
+           cudaStreamSynchronize(s) == cudaSuccess;
   }
 
   static bool same_bytes(const void* a, const void* b, std::size_t bytes, cudaStream_t s) {
-    unsigned* d_flag = nullptr;
-    check(cudaMalloc(&d_flag, sizeof(unsigned)), "compare buffer");
+    DeviceBuffer flag(sizeof(unsigned), "compare buffer");
+    auto* d_flag = static_cast<unsigned*>(flag.ptr);
     unsigned h = 1;
     check(cudaMemsetAsync(d_flag, 0, sizeof(unsigned), s), "memset");
     words_differ_kernel<<<256, 256, 0, s>>>(static_cast<const unsigned*>(a), static_cast<const unsigned*>(b), bytes / 4, d_flag);
-    const auto e = cudaMemcpyAsync(&h, d_flag, sizeof h, cudaMemcpyDeviceToHost, s);
-    const auto e2 = cudaStreamSynchronize(s);
-    cudaFree(d_flag);
-    check(e, "compare");
-    check(e2, "compare");
+    check(cudaMemcpyAsync(&h, d_flag, sizeof h, cudaMemcpyDeviceToHost, s), "compare");
+    check(cudaStreamSynchronize(s), "compare");
     return h == 0;
   }
 
