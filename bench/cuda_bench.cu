@@ -86,7 +86,8 @@ int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   cudaDeviceProp prop;
   ck(cudaGetDeviceProperties(&prop, 0));
-  std::printf("{\"device\": \"%s\", \"sm\": %d%d}\n", prop.name, prop.major, prop.minor);
+  std::printf("{\"device\": \"%s\", \"sm\": %d%d, \"cusparselt\": %d}\n", prop.name, prop.major, prop.minor,
+              prunus::cuda::cusparselt_version());
   struct Shape {
     std::int64_t k, n;
   };
@@ -104,6 +105,8 @@ int main(int argc, char** argv) {
   // makes CUDA load the kernels cuSPARSELt tries (lazy module loading), so that no table row
   // pays for loading.
   setenv("PRUNUS_CSLT_SEARCH_S", "25", 0);
+  // Every row searched in full (PRUNUS_CSLT_SEARCH=1 measures the quick choice near a searched M).
+  setenv("PRUNUS_CSLT_SEARCH", "full", 0);
   for (DType dt : dtypes) {
     std::vector<std::uint16_t> w(1024 * 4096, to_bits(0.0f, dt));
     for (std::size_t i = 0; i < w.size(); i += 2) w[i] = to_bits(0.01f, dt);

@@ -31,7 +31,8 @@ def bench(fn):
         iters *= 4
 
 
-print(json.dumps({"torch": torch.__version__, "device": torch.cuda.get_device_name()}))
+print(json.dumps({"torch": torch.__version__, "device": torch.cuda.get_device_name(),
+                  "cusparselt": torch.backends.cusparselt.version()}))
 for dtype in (torch.float16, torch.bfloat16):
     for k, n in ((4096, 4096), (11008, 4096), (4096, 11008)):
         w = torch.randn(n, k, device="cuda", dtype=dtype) * 0.02

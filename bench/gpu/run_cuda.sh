@@ -12,6 +12,14 @@ D=build-gpu-data
 SITE=$(python3 -c 'import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))')
 libdir() { dirname "$(find "$SITE/nvidia" "$SITE/torch/lib" -name "$1" 2>/dev/null | head -1)"; }
 export LD_LIBRARY_PATH="$(libdir 'libcusparseLt.so*'):$(libdir 'libcublas.so.*'):$(libdir 'libcudart.so.*'):${LD_LIBRARY_PATH:-}"
+# CSLT=carried: run a newer cuSPARSELt than PyTorch's, carried as $D/cslt/libcusparseLt.so.0.xz
+# (bench/gpu/strip_fatbin.py keeps only what an sm_90 GPU can load, so it fits the carry limit).
+# PyTorch's own baseline keeps its bundled copy (its steps run with the path from before).
+TORCH_LD=$LD_LIBRARY_PATH
+if [[ ${CSLT:-} == carried ]]; then
+  mkdir -p /tmp/cslt && xz -dc $D/cslt/libcusparseLt.so.0.xz > /tmp/cslt/libcusparseLt.so.0 || exit 2
+  export LD_LIBRARY_PATH="/tmp/cslt:$LD_LIBRARY_PATH"
+fi
 chmod +x $D/bin/* 2>/dev/null
 export PRUNUS_CSLT_CACHE=${PRUNUS_CSLT_CACHE:-$OUT/tuning.txt}
 LIMIT=${LIMIT:-150}   # seconds per step: a stalled GPU kernel must not eat the whole lease
@@ -20,7 +28,7 @@ for step in "$@"; do
   case $step in
     env)
       nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-      python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cusparselt", torch.backends.cusparselt.version())'
+      LD_LIBRARY_PATH=$TORCH_LD python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cusparselt", torch.backends.cusparselt.version())'
       echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"; ldd $D/bin/prunus-cuda | grep -E "cusparseLt|cublas|cudart" ;;
     test) PRUNUS_CSLT_VERBOSE=1 timeout -s KILL $LIMIT $D/bin/prunus_cuda_test > "$OUT/cuda_test.log" 2> "$OUT/cuda_test.err"
           echo "rc=$?"; grep -E "FAIL|passed|failure|SKIP" "$OUT/cuda_test.log" | head -30; tail -2 "$OUT/cuda_test.log" ;;
@@ -33,8 +41,8 @@ for step in "$@"; do
         ((rc == 0)) && break
       done ;;
     gemm-quick) PRUNUS_CSLT_VERBOSE=1 timeout -s KILL $LIMIT $D/bin/prunus_cuda_bench --quick > "$OUT/gemm_quick.jsonl" 2> "$OUT/gemm_quick.err"; echo "rc=$?"; cat "$OUT/gemm_quick.jsonl" ;;
-    torch) timeout -s KILL $LIMIT python3 bench/torch_semi_structured.py > "$OUT/torch.jsonl" 2> "$OUT/torch.err"; echo "rc=$?" ;;
-    torch-quick) python3 bench/torch_semi_structured.py --quick | tee "$OUT/torch_quick.jsonl" ;;
+    torch) LD_LIBRARY_PATH=$TORCH_LD timeout -s KILL $LIMIT python3 bench/torch_semi_structured.py > "$OUT/torch.jsonl" 2> "$OUT/torch.err"; echo "rc=$?" ;;
+    torch-quick) LD_LIBRARY_PATH=$TORCH_LD python3 bench/torch_semi_structured.py --quick | tee "$OUT/torch_quick.jsonl" ;;
     ppl-quick)
       for args in "stories260K.bin --gemm dense" "stories260K_sgpt24.bin --gemm 2:4"; do
         set -- $args

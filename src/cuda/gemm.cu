@@ -62,6 +62,19 @@ cusparseLtHandle_t* lt_handle() {
   return &h;
 }
 
+}  // namespace
+
+int cusparselt_version() {
+  static const int v = [] {
+    int x = 0;
+    check(cusparseLtGetVersion(lt_handle(), &x), "cusparseLtGetVersion");
+    return x;
+  }();
+  return v;
+}
+
+namespace {
+
 cublasHandle_t blas_handle() {
   static cublasHandle_t h = [] {
     cublasHandle_t x;
@@ -92,6 +105,11 @@ int forced_layout() {
 bool search_enabled() {
   const char* v = std::getenv("PRUNUS_CSLT_SEARCH");
   return !(v && v[0] == '0');
+}
+// PRUNUS_CSLT_SEARCH=full: search every algorithm at every new M, even next to a searched one.
+bool full_search_forced() {
+  const char* v = std::getenv("PRUNUS_CSLT_SEARCH");
+  return v && std::strcmp(v, "full") == 0;
 }
 // Split-K settings beyond 1 are searched only with PRUNUS_CSLT_SPLITK=1: cuSPARSELt's split-K
 // kernels are where hangs were reported (and one stalled a run here).
@@ -147,7 +165,8 @@ struct TuningCache {
     gpu = cudaGetDeviceProperties(&prop, dev) == cudaSuccess ? prop.name : "unknown";
     for (auto& c : gpu)
       if (c == ' ') c = '_';
-    gpu += "/cslt" + std::to_string(CUSPARSELT_VER_MAJOR * 100 + CUSPARSELT_VER_MINOR);
+    // Keyed by the library that runs, not the headers: each minor release has its own kernels.
+    gpu += "/cslt" + std::to_string(cusparselt_version() / 100);
     const auto p = path();
     if (p.empty()) return;
     if (std::FILE* in = std::fopen(p.c_str(), "r")) {
@@ -602,6 +621,25 @@ struct Sparse24Linear::Impl {
         if (c) destroy_plan(*c);
       }
     }
+    // A batch size within 2× of one searched before (this process or the record) on the same
+    // shape tries only those searches' winners beside the defaults: a fp16 search costs ~25 s
+    // (0.16–0.23 s of plan set-up per algorithm), so a model meeting many prompt lengths would
+    // otherwise pay it for each. PRUNUS_CSLT_SEARCH=full searches every M in full.
+    std::vector<std::array<int, 3>> near;  // layout, alg, split
+    std::vector<long long> near_ms;
+    if (search && !full_search_forced() && forced_layout() < 0) {
+      for (const auto& [key, v] : cache.best) {
+        int kdt, kout;
+        long long kn, kk, km;
+        if (std::sscanf(key.c_str(), "%d %d %lld %lld %lld", &kdt, &kout, &kn, &kk, &km) != 5) continue;
+        if (kdt != dt || kout != int(out) || kn != n || kk != k || km == m) continue;
+        if (std::max<long long>(km, m) > 2 * std::min<long long>(km, m)) continue;
+        const std::array<int, 3> c{int(v[0]), int(v[1]), int(v[2])};
+        if (std::find(near.begin(), near.end(), c) == near.end()) near.push_back(c);
+        near_ms.push_back(km);
+      }
+    }
+    const bool quick = !near.empty();
     auto config_key = [&](int layout, int alg, int split) {
       char key[160];
       std::snprintf(key, sizeof key, "%d %d %d %d %lld %lld %lld", dt, layout, alg, split, (long long)n, (long long)k,
@@ -646,8 +684,59 @@ struct Sparse24Linear::Impl {
           }
         };
         const int max_id = std::min(max_id_of(*def), 256);
+        const int def_alg = def->info.alg, def_split = def->info.split_k;
         consider(std::move(def));
         if (!search) continue;
+        // Plans, runs, checks against the default configuration's result and times one
+        // configuration; its time, or a negative number where it does not run or disagrees.
+        auto attempt = [&](int alg, int split) -> double {
+          // Keyed by shape and M too: the faults seen (cuSPARSELt 0.8.0, H100) hit an
+          // algorithm at one M that runs correctly at others.
+          if (cache.bad.count(config_key(layout, alg, split))) return -1;
+          auto t0 = std::chrono::steady_clock::now();
+          auto c = try_plan(m, layout, alg, split, false);
+          phases.plan += since(t0);
+          if (!c) return -1;
+          t0 = std::chrono::steady_clock::now();
+          cache.write("start " + config_key(layout, alg, split));
+          phases.record += since(t0);
+          if (!prepare(*c, d_x, d_y, s)) {
+            cache.write("done " + config_key(layout, alg, split) + " -1");  // did not run, did not crash
+            destroy_plan(*c);
+            cudaGetLastError();
+            return -1;
+          }
+          t0 = std::chrono::steady_clock::now();
+          const double err = rel_diff(d_y, d_ref, y_elems, dtype, d_scratch, s);
+          phases.check += since(t0);
+          if (!(err < 2e-2)) {  // a configuration that computes something else is never chosen
+            log("cuSPARSELt: layout " + std::to_string(layout) + " alg " + std::to_string(alg) + " split-K " +
+                std::to_string(split) + " disagrees with the default configuration (rel. diff " + std::to_string(err) +
+                "); skipped");
+            destroy_plan(*c);
+            return -1;
+          }
+          t0 = std::chrono::steady_clock::now();
+          run(*c, d_x, d_y, s);  // warm
+          c->info.us = time_us(*c, d_x, d_y, s, 5);
+          phases.timing += since(t0);
+          t0 = std::chrono::steady_clock::now();
+          cache.write("done " + config_key(layout, alg, split) + " " + std::to_string(c->info.us));
+          phases.record += since(t0);
+          ++timed;
+          if (verbose())
+            log("cuSPARSELt " + std::to_string(n) + "x" + std::to_string(k) + " M=" + std::to_string(m) + " layout " +
+                std::to_string(layout) + " alg " + std::to_string(alg) + " split " + std::to_string(split) + ": " +
+                std::to_string(c->info.us) + " us");
+          const double t = c->info.us;
+          consider(std::move(c));
+          return t;
+        };
+        if (quick) {
+          for (const auto& [lay, alg, split] : near)
+            if (lay == layout && !(alg == def_alg && split == def_split)) attempt(alg, split);
+          continue;
+        }
         const std::vector<int> splits = splitk_enabled() ? std::vector<int>{1, 2, 4, 8} : std::vector<int>{1};
         const auto started = std::chrono::steady_clock::now();
         for (int alg = 0; alg < max_id; ++alg) {
@@ -660,47 +749,8 @@ struct Sparse24Linear::Impl {
           }
           double prev = 1e30;
           for (int split : splits) {
-            // Keyed by shape and M too: the faults seen (cuSPARSELt 0.8.0, H100) hit an
-            // algorithm at one M that runs correctly at others.
-            if (cache.bad.count(config_key(layout, alg, split))) break;
-            auto t0 = std::chrono::steady_clock::now();
-            auto c = try_plan(m, layout, alg, split, false);
-            phases.plan += since(t0);
-            if (!c) break;
-            t0 = std::chrono::steady_clock::now();
-            cache.write("start " + config_key(layout, alg, split));
-            phases.record += since(t0);
-            if (!prepare(*c, d_x, d_y, s)) {
-              cache.write("done " + config_key(layout, alg, split) + " -1");  // did not run, did not crash
-              destroy_plan(*c);
-              cudaGetLastError();
-              break;
-            }
-            t0 = std::chrono::steady_clock::now();
-            const double err = rel_diff(d_y, d_ref, y_elems, dtype, d_scratch, s);
-            phases.check += since(t0);
-            if (!(err < 2e-2)) {  // a configuration that computes something else is never chosen
-              log("cuSPARSELt: layout " + std::to_string(layout) + " alg " + std::to_string(alg) + " split-K " +
-                  std::to_string(split) + " disagrees with the default configuration (rel. diff " +
-                  std::to_string(err) + "); skipped");
-              destroy_plan(*c);
-              break;
-            }
-            t0 = std::chrono::steady_clock::now();
-            run(*c, d_x, d_y, s);  // warm
-            c->info.us = time_us(*c, d_x, d_y, s, 5);
-            phases.timing += since(t0);
-            t0 = std::chrono::steady_clock::now();
-            cache.write("done " + config_key(layout, alg, split) + " " + std::to_string(c->info.us));
-            phases.record += since(t0);
-            ++timed;
-            if (verbose())
-              log("cuSPARSELt " + std::to_string(n) + "x" + std::to_string(k) + " M=" + std::to_string(m) + " layout " +
-                  std::to_string(layout) + " alg " + std::to_string(alg) + " split " + std::to_string(split) + ": " +
-                  std::to_string(c->info.us) + " us");
-            const double t = c->info.us;
-            consider(std::move(c));
-            if (t > prev * 1.05) break;  // more splits only get slower
+            const double t = attempt(alg, split);
+            if (t < 0 || t > prev * 1.05) break;  // more splits only get slower
             prev = std::min(prev, t);
           }
         }
@@ -718,7 +768,17 @@ struct Sparse24Linear::Impl {
     if (!best) throw std::runtime_error("cuSPARSELt: no configuration runs " + std::to_string(n) + "x" + std::to_string(k) +
                                         " at M=" + std::to_string(m));
     best->info.configs_timed = timed;
-    if (search && timed > int(layouts.size())) {
+    if (quick) {
+      std::string from;
+      for (auto km : near_ms) from += (from.empty() ? "" : ", ") + std::to_string(km);
+      char line[400];
+      std::snprintf(line, sizeof line,
+                    "cuSPARSELt: %lldx%lld at M=%lld (%s): tried the winners at M=%s and the defaults (%d configurations "
+                    "in %.2f s) instead of a full search; chose layout %d alg %d, %.1f us",
+                    (long long)n, (long long)k, (long long)m, dtype_name(dtype), from.c_str(), timed, since(search_started),
+                    best->info.layout, best->info.alg, best->info.us);
+      log(line);
+    } else if (search && timed > int(layouts.size())) {
       char line[400];
       std::snprintf(line, sizeof line,
                     "cuSPARSELt: searched %lldx%lld at M=%lld (%s): %d configurations in %.2f s (plan %.2f, compress %.2f, "
@@ -729,7 +789,8 @@ struct Sparse24Linear::Impl {
                     best->info.alg, best->info.us);
       log(line);
     }
-    if (search && forced_layout() < 0 && timed > int(layouts.size())) {
+    // A quick choice is not recorded as a search (it would seed further quick choices).
+    if (search && !quick && forced_layout() < 0 && timed > int(layouts.size())) {
       cache.write("best " + std::string(best_key) + " " + std::to_string(best->info.layout) + " " +
                   std::to_string(best->info.alg) + " " + std::to_string(best->info.split_k) + " " +
                   std::to_string(best->info.us));

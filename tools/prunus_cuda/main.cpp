@@ -211,9 +211,9 @@ int cmd_bench(std::int64_t layers, const std::vector<std::int64_t>& prefill, std
       int sparse = 0;
       for (const auto& l : gpu.linears()) sparse += l.sparse_at(n);
       std::printf(
-          "{\"gpu\": \"%s\", \"dtype\": \"%s\", \"gemm\": \"%s\", \"layers\": %lld, \"phase\": \"prefill\", \"tokens\": %lld, "
+          "{\"gpu\": \"%s\", \"cusparselt\": %d, \"dtype\": \"%s\", \"gemm\": \"%s\", \"layers\": %lld, \"phase\": \"prefill\", \"tokens\": %lld, "
           "\"ms\": %.3f, \"tokens_per_s\": %.1f, \"reps\": %d, \"sparse_linears\": %d, \"linears\": %zu, \"weight_bytes\": %zu}\n",
-          prop.name, dtype.c_str(), mode.c_str(), (long long)layers, (long long)n, 1000 * s, double(n) / s, reps, sparse,
+          prop.name, prunus::cuda::cusparselt_version(), dtype.c_str(), mode.c_str(), (long long)layers, (long long)n, 1000 * s, double(n) / s, reps, sparse,
           gpu.linears().size(), gpu.weight_bytes());
       std::fflush(stdout);
     }
@@ -238,9 +238,9 @@ int cmd_bench(std::int64_t layers, const std::vector<std::int64_t>& prefill, std
       int sparse = 0;
       for (const auto& l : gpu.linears()) sparse += l.sparse_at(1);
       std::printf(
-          "{\"gpu\": \"%s\", \"dtype\": \"%s\", \"gemm\": \"%s\", \"layers\": %lld, \"phase\": \"decode\", \"tokens\": %lld, "
+          "{\"gpu\": \"%s\", \"cusparselt\": %d, \"dtype\": \"%s\", \"gemm\": \"%s\", \"layers\": %lld, \"phase\": \"decode\", \"tokens\": %lld, "
           "\"ms_per_token\": %.4f, \"tokens_per_s\": %.1f, \"sparse_linears\": %d, \"linears\": %zu}\n",
-          prop.name, dtype.c_str(), mode.c_str(), (long long)layers, (long long)decode, 1000 * s / decode,
+          prop.name, prunus::cuda::cusparselt_version(), dtype.c_str(), mode.c_str(), (long long)layers, (long long)decode, 1000 * s / decode,
           double(decode) / s, sparse, gpu.linears().size());
       std::fflush(stdout);
     }
