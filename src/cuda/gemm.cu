@@ -147,6 +147,7 @@ struct TuningCache {
   std::set<std::string> started, finished;                // "DTYPE LAYOUT ALG SPLIT N K M"
   std::set<std::string> bad;                              // started, never finished: same key
   std::map<std::string, std::array<double, 4>> best;      // "DTYPE OUT N K M" → layout, alg, split, us
+  std::map<std::string, std::array<double, 4>> quick;     // the same for quick choices: this process only
 
   static std::string path() {
     if (const char* v = std::getenv("PRUNUS_CSLT_CACHE")) return v;
@@ -608,9 +609,13 @@ struct Sparse24Linear::Impl {
     char best_key[128];
     std::snprintf(best_key, sizeof best_key, "%d %d %lld %lld %lld", dt, int(out), (long long)n, (long long)k, (long long)m);
     if (forced_layout() < 0) {  // also with PRUNUS_CSLT_SEARCH=0: a recorded search is reused
-      auto b = cache.best.find(best_key);
-      if (b != cache.best.end()) {  // searched by an earlier process on this GPU
-        const auto& [lay, alg, split, us] = b->second;
+      const std::array<double, 4>* rec = nullptr;
+      if (auto b = cache.best.find(best_key); b != cache.best.end()) rec = &b->second;  // searched by an earlier process on this GPU
+      // Else a quick choice another layer of this shape made in this process (a model's other
+      // blocks at a new prompt length), unless every M is to be searched in full.
+      else if (auto q = cache.quick.find(best_key); q != cache.quick.end() && search && !full_search_forced()) rec = &q->second;
+      if (rec) {
+        const auto [lay, alg, split, us] = *rec;
         auto c = try_plan(m, int(lay), int(alg), int(split), false);
         const bool ready = c && prepare(*c, d_x, d_y, s);
         free_dense();
@@ -778,6 +783,7 @@ struct Sparse24Linear::Impl {
                     (long long)n, (long long)k, (long long)m, dtype_name(dtype), from.c_str(), timed, since(search_started),
                     best->info.layout, best->info.alg, best->info.us);
       log(line);
+      cache.quick[best_key] = {double(best->info.layout), double(best->info.alg), double(best->info.split_k), best->info.us};
     } else if (search && timed > int(layouts.size())) {
       char line[400];
       std::snprintf(line, sizeof line,
