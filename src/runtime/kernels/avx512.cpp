@@ -33,9 +33,10 @@ const std::int64_t kPrefetchBytes = [] {
   return v && *v ? std::atoll(v) : 2048;
 }();
 // The N:M GEMV prefetches its values into L2 (T2) this far ahead (PRUNUS_PREFETCH_L2 bytes,
-// 0: off). Measured on Zen 4, 4096² 2:4 cold, alternating runs: 2.03–2.31 → 1.53–1.74 ms at
-// 16 KiB; T0 at 1–8 KiB was slower than none (2:4's 2.25 bytes a weight). The same into L2
-// was mixed for the bitmask (70% faster, 50% slower) and slower for CSR, which keep theirs.
+// 0: off). Measured on Zen 4, 4096² 2:4 cold, one thread, alternating runs: 2.12–2.16 →
+// 1.76–1.83 ms at 16 KiB; T0 at 1–8 KiB was slower than none. The same into L2 was mixed for
+// the bitmask (70% faster, 50% slower) and slower for CSR, which keep theirs
+// (docs/benchmarks.md).
 const std::int64_t kPrefetchL2Bytes = [] {
   const char* v = std::getenv("PRUNUS_PREFETCH_L2");
   return v && *v ? std::atoll(v) : 16384;
