@@ -34,9 +34,8 @@ const std::int64_t kPrefetchBytes = [] {
 }();
 // The N:M GEMV prefetches its values into L2 (T2) this far ahead (PRUNUS_PREFETCH_L2 bytes,
 // 0: off). Measured on Zen 4, 4096² 2:4 cold, one thread, alternating runs: 2.12–2.16 →
-// 1.76–1.83 ms at 16 KiB; T0 at 1–8 KiB was slower than none. The same into L2 was mixed for
-// the bitmask (70% faster, 50% slower) and slower for CSR, which keep theirs
-// (docs/benchmarks.md).
+// 1.76–1.83 ms at 16 KiB; T0 at 1–8 KiB was slower than none. The bitmask GEMV uses it at
+// 60–75% zeros (see there); CSR keeps its L1 prefetch (L2 was slower at every sparsity).
 const std::int64_t kPrefetchL2Bytes = [] {
   const char* v = std::getenv("PRUNUS_PREFETCH_L2");
   return v && *v ? std::atoll(v) : 16384;
@@ -155,9 +154,14 @@ void bitmask(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1) 
     // expanded into their columns and multiplied with x densely. Offsets of the chunks'
     // values come from popcounts on the mask word, so nothing waits on a branch.
     const std::int64_t full_words = w.cols / 64;
-    // Software prefetch pays on sparse rows (70%: 1.63 -> 1.41 ms cold) and costs on dense
-    // ones (50%: 2.03 -> 2.31 ms), where the hardware prefetcher keeps up: measured on Zen 4.
-    const bool prefetch = kPrefetchBytes > 0 && density < 0.4;
+    // Software prefetch, by density (cold 4096², one thread, Zen 4; an in-process harness
+    // interleaving the variants, medians of 9): at 50–55% zeros none is best (the hardware
+    // prefetcher keeps up; 50%: none 2.07, L1 2 KiB ahead 2.32, L2 16 KiB ahead 2.42 ms); at
+    // 60–75% zeros L2 16 KiB ahead (70%: 1.21 against 1.41 for L1 and 1.58 for none); from
+    // ~78% zeros L1 2 KiB ahead (80%: 1.18 against 1.33 for L2). PRUNUS_PREFETCH_L2=0 restores
+    // the previous rule (L1 below 40% density).
+    const bool prefetch_l2 = kPrefetchL2Bytes > 0 && density >= 0.23 && density < 0.45;
+    const bool prefetch = kPrefetchBytes > 0 && (kPrefetchL2Bytes > 0 ? density < 0.23 : density < 0.4);
     for (std::int64_t r = r0; r < r1; ++r) {
       const std::uint64_t* bits = &w.bits[r * w.words_per_row];
       const float* v = &w.values[w.row_ptr[r]];
@@ -168,6 +172,10 @@ void bitmask(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1) 
         if (prefetch) {
           _mm_prefetch(reinterpret_cast<const char*>(v) + kPrefetchBytes, _MM_HINT_T0);
           if (wd % 8 == 0) _mm_prefetch(reinterpret_cast<const char*>(bits + wd) + kPrefetchBytes / 4, _MM_HINT_T0);
+        } else if (prefetch_l2) {  // a word's values span up to 256 B: two lines a word
+          _mm_prefetch(reinterpret_cast<const char*>(v) + kPrefetchL2Bytes, _MM_HINT_T2);
+          _mm_prefetch(reinterpret_cast<const char*>(v + 16) + kPrefetchL2Bytes, _MM_HINT_T2);
+          if (wd % 8 == 0) _mm_prefetch(reinterpret_cast<const char*>(bits + wd) + kPrefetchL2Bytes / 8, _MM_HINT_T2);
         }
         const std::uint64_t word = bits[wd];
         const float* x = a.x + wd * 64;
