@@ -36,10 +36,7 @@ const std::int64_t kPrefetchBytes = [] {
 // 0: off). Measured on Zen 4, 4096² 2:4 cold, one thread, alternating runs: 2.12–2.16 →
 // 1.76–1.83 ms at 16 KiB; T0 at 1–8 KiB was slower than none. The bitmask GEMV uses it at
 // 60–75% zeros (see there); CSR keeps its L1 prefetch (L2 was slower at every sparsity).
-const std::int64_t kPrefetchL2Bytes = [] {
-  const char* v = std::getenv("PRUNUS_PREFETCH_L2");
-  return v && *v ? std::atoll(v) : 16384;
-}();
+const std::int64_t kPrefetchL2Bytes = detail::prefetch_l2_bytes();
 
 // Scalar loads instead of vgatherdps: Zen 4's 512-bit gather delivers ~1 element per 1.6
 // cycles (measured: CSR GEMV time proportional to nnz at ~2.3 G/s from 80% to 95% sparse,

@@ -23,6 +23,14 @@ std::int64_t detail::g_panel_bytes = [] {
   return v && *v ? std::atoll(v) : std::int64_t{512} * 1024;
 }();
 
+std::int64_t detail::prefetch_l2_bytes() {
+  static const std::int64_t bytes = [] {
+    const char* v = std::getenv("PRUNUS_PREFETCH_L2");
+    return v && *v ? std::atoll(v) : std::int64_t{16384};
+  }();
+  return bytes;
+}
+
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::Scalar: return "scalar";

@@ -34,6 +34,9 @@ namespace detail {
 // panels off. PRUNUS_PANEL_BYTES overrides the default (512 KiB, half a Zen 4 L2); tests
 // shrink it so small shapes cross panel boundaries.
 extern std::int64_t g_panel_bytes;
+// How far ahead the batch-1 N:M and bitmask kernels prefetch their weights into L2
+// (PRUNUS_PREFETCH_L2 bytes, default 16 KiB; 0 turns it off). Measured on Zen 4: see avx512.cpp.
+std::int64_t prefetch_l2_bytes();
 }  // namespace detail
 
 namespace avx512 {
