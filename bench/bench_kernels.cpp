@@ -233,7 +233,7 @@ void register_shape(const Case& c, const std::vector<int>& threads_list) {
       prunus_format("int8_nm", [=](const Problem& q) { return k::quantize_nm(q.dense.data(), q.rows, q.cols, n, m); });
     }
     prunus_format("int8_bitmask", [](const Problem& q) { return k::quantize_bitmask(q.dense.data(), q.rows, q.cols); });
-    if (!nm && !block) {
+    if (!nm && !block) {  // Eigen on the unstructured patterns; libtorch's sparse CSR on every pattern below
       using Sp = Eigen::SparseMatrix<float, Eigen::RowMajor, int>;
       reg("eigen_sparse", [=, &p](benchmark::State& st, const Cell& cell) {
         Eigen::setNbThreads(cell.threads);
@@ -250,6 +250,8 @@ void register_shape(const Case& c, const std::vector<int>& threads_list) {
         run_timed(st, ws->size(), [&](std::size_t i) { out.noalias() = (*ws)[i] * xtm; }, cell.k_, false, double(bytes), nnz,
                   cell.batch);
       });
+    }
+    {  // the "every format ≥ 2× libtorch's sparse CSR" covers N:M and BSR too
       reg("libtorch_sparse_csr", [=, &p](benchmark::State& st, const Cell& cell) {
         torch::set_num_threads(cell.threads);
         const std::size_t bytes = std::size_t(nnz) * 12 + std::size_t(rows + 1) * 8;

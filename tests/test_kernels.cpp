@@ -194,6 +194,7 @@ TEST(Kernels, ColumnPanelsOfLargeBatchesMatchReference) {
   // budget makes every panel 64 columns wherever X^T passes 16 KiB (batch 17 on 1000 columns,
   // batch 64 on 129 and up), so rows cross several panel edges, including a ragged last panel and N:M
   // groups that straddle an edge (m = 3, 6); rows go in blocks of 16 (33 and 17 rows: a ragged block).
+  // CSR, the bitmask, BSR and N:M.
   const std::int64_t saved = k::detail::g_panel_bytes;
   k::detail::g_panel_bytes = 4096;
   std::mt19937 rng(7);
@@ -202,6 +203,10 @@ TEST(Kernels, ColumnPanelsOfLargeBatchesMatchReference) {
     const std::string shape = std::to_string(c.rows) + "x" + std::to_string(c.cols);
     check_all_variants(k::to_csr(w.data(), c.rows, c.cols), w, c.rows, c.cols, rng, "paneled csr " + shape);
     check_all_variants(k::to_bitmask(w.data(), c.rows, c.cols), w, c.rows, c.cols, rng, "paneled bitmask " + shape);
+    // BSR walks its blocks row by row where panels start (zeros inside blocks skipped; ragged
+    // last block row and column on 33x129).
+    check_all_variants(k::to_bsr(w.data(), c.rows, c.cols, 4, 4), w, c.rows, c.cols, rng, "paneled bsr 4x4 " + shape);
+    check_all_variants(k::to_bsr(w.data(), c.rows, c.cols, 2, 8), w, c.rows, c.cols, rng, "paneled bsr 2x8 " + shape);
   }
   for (auto [n, m] : std::vector<std::pair<int, int>>{{2, 4}, {1, 3}, {2, 6}, {4, 8}}) {
     const std::int64_t rows = 11, cols = 24 * m;
