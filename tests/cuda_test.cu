@@ -142,6 +142,33 @@ void test_gemm(DType dt) {
     }
 }
 
+// m×k values of dt (normal, rounded to dt).
+std::vector<float> random_batch(std::int64_t m, std::int64_t k, DType dt, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0, 1);
+  std::vector<float> x(m * k);
+  for (auto& v : x) v = nd(rng);
+  return rounded(x, dt);
+}
+
+// Runs `layer` `times` times on the host batch x (m×k values of dt) and returns Y (m×n).
+std::vector<float> run_on_gpu(cuda::Sparse24Linear& layer, const std::vector<float>& x, std::int64_t m, std::int64_t n,
+                              DType dt, int times = 1) {
+  auto xb = bits(x, dt);
+  void *dx, *dy;
+  ck(cudaMalloc(&dx, xb.size() * 2));
+  ck(cudaMalloc(&dy, m * n * 2));
+  ck(cudaMemcpy(dx, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice));
+  for (int i = 0; i < times; ++i) layer.forward(dx, m, dy, nullptr);
+  std::vector<std::uint16_t> yb(m * n);
+  ck(cudaDeviceSynchronize());
+  ck(cudaMemcpy(yb.data(), dy, yb.size() * 2, cudaMemcpyDeviceToHost));
+  cudaFree(dx);
+  cudaFree(dy);
+  std::vector<float> y(m * n);
+  for (std::int64_t i = 0; i < m * n; ++i) y[i] = cuda::from_bits(yb[i], dt);
+  return y;
+}
+
 // One layer run at many batch sizes keeps one compressed weight per storage order at most (the
 // copy is made once and shared by every M's plan), and every M's result is right.
 // n×k weight; the batch sizes run in this order, searching every algorithm at `search_m`.
@@ -153,27 +180,13 @@ void test_one_copy_for_every_m(DType dt, std::int64_t n, std::int64_t k, std::ve
   auto wb = bits(w, dt);
   cuda::Sparse24Linear sp(wb.data(), n, k, dt, cuda::Output::RowMajor);
   const double one_copy = double(n * k * 2) * 9.0 / 16.0;  // half the values + 2 bits of metadata each
-  std::normal_distribution<float> nd(0, 1);
   // Each batch size's first call plans (search_m's searches every algorithm); plans run again
   // after later batch sizes' plans have rewritten the shared copy.
   for (std::int64_t m : ms) {
     setenv("PRUNUS_CSLT_SEARCH", m == search_m ? "1" : "0", 1);
-    std::vector<float> x(m * k);
-    for (auto& v : x) v = nd(rng);
-    x = rounded(x, dt);
-    auto xb = bits(x, dt);
-    void *dx, *dy;
-    ck(cudaMalloc(&dx, xb.size() * 2));
-    ck(cudaMalloc(&dy, m * n * 2));
-    ck(cudaMemcpy(dx, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice));
-    sp.forward(dx, m, dy, nullptr);
-    sp.forward(dx, m, dy, nullptr);
-    std::vector<std::uint16_t> yb(m * n);
-    ck(cudaDeviceSynchronize());
-    ck(cudaMemcpy(yb.data(), dy, yb.size() * 2, cudaMemcpyDeviceToHost));
+    const auto x = random_batch(m, k, dt, rng);
+    const auto y = run_on_gpu(sp, x, m, n, dt, 2);  // the second call runs the cached plan
     const auto ref = host_linear(x, w, m, n, k);
-    std::vector<float> y(m * n);
-    for (std::int64_t i = 0; i < m * n; ++i) y[i] = cuda::from_bits(yb[i], dt);
     const auto info = sp.plan_info(m);
     const std::string what = std::string(cuda::dtype_name(dt)) + " " + std::to_string(n) + "x" + std::to_string(k) +
                              " layer at M=" + std::to_string(m);
@@ -184,8 +197,6 @@ void test_one_copy_for_every_m(DType dt, std::int64_t n, std::int64_t k, std::ve
            what + ": the search ran " + std::to_string(info.configs_timed) + " configurations");
     expect(double(sp.compressed_bytes()) <= 2.0 * one_copy * 1.02,
            what + ": " + std::to_string(sp.compressed_bytes()) + " compressed bytes, more than one copy per storage order");
-    cudaFree(dx);
-    cudaFree(dy);
   }
 }
 
@@ -202,7 +213,6 @@ void test_quick_choice_near_a_search(DType dt) {
   cuda::Sparse24Linear twin(wb.data(), n, k, dt, cuda::Output::RowMajor);  // a second block's layer
   std::vector<std::string> logged;
   cuda::set_log([&](const std::string& s) { logged.push_back(s); });
-  std::normal_distribution<float> nd(0, 1);
   enum Expect { Search, Quick, Reuse };
   struct Step {
     cuda::Sparse24Linear* layer;
@@ -214,20 +224,8 @@ void test_quick_choice_near_a_search(DType dt) {
                         Step{&sp, 48, "1", Quick}, Step{&sp, 256, "1", Search}, Step{&sp, 80, "full", Search}}) {
     setenv("PRUNUS_CSLT_SEARCH", st.mode, 1);
     logged.clear();
-    std::vector<float> x(st.m * k);
-    for (auto& v : x) v = nd(rng);
-    x = rounded(x, dt);
-    auto xb = bits(x, dt);
-    void *dx, *dy;
-    ck(cudaMalloc(&dx, xb.size() * 2));
-    ck(cudaMalloc(&dy, st.m * n * 2));
-    ck(cudaMemcpy(dx, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice));
-    st.layer->forward(dx, st.m, dy, nullptr);
-    std::vector<std::uint16_t> yb(st.m * n);
-    ck(cudaDeviceSynchronize());
-    ck(cudaMemcpy(yb.data(), dy, yb.size() * 2, cudaMemcpyDeviceToHost));
-    std::vector<float> y(st.m * n);
-    for (std::int64_t i = 0; i < st.m * n; ++i) y[i] = cuda::from_bits(yb[i], dt);
+    const auto x = random_batch(st.m, k, dt, rng);
+    const auto y = run_on_gpu(*st.layer, x, st.m, n, dt);
     const auto info = st.layer->plan_info(st.m);
     bool said_quick = false;
     for (const auto& l : logged) said_quick |= l.find("tried the winners") != std::string::npos;
@@ -241,8 +239,6 @@ void test_quick_choice_near_a_search(DType dt) {
                            : st.expect == Quick ? info.configs_timed >= 2 && info.configs_timed <= 4
                                                 : info.configs_timed == 0;
     expect(counts_ok, what + ": " + std::to_string(info.configs_timed) + " configurations timed");
-    cudaFree(dx);
-    cudaFree(dy);
   }
   cuda::set_log(nullptr);
 }

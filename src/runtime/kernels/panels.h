@@ -19,6 +19,16 @@ inline std::uint32_t csr_run_end(const Csr& w, std::int64_t r, std::uint32_t beg
                     : std::uint32_t(std::lower_bound(w.col32.data() + begin, w.col32.data() + row_end, c1) - w.col32.data());
 }
 
+// BSR row block R's blocks starting before column c1, from block `begin` on: the end of its
+// run (a block belongs to the panel holding its first column).
+inline std::uint32_t bsr_run_end(const Bsr& w, std::int64_t R, std::uint32_t begin, std::int64_t c1) {
+  const std::uint32_t row_end = w.block_ptr[R + 1];
+  if (c1 >= w.cols) return row_end;
+  const std::int64_t first_block_out = (c1 + w.bc - 1) / w.bc;  // blocks from here start at or past c1
+  return std::uint32_t(std::lower_bound(w.block_col.data() + begin, w.block_col.data() + row_end, first_block_out) -
+                       w.block_col.data());
+}
+
 // The bitmask's: `begin` plus the set bits of words [w0, w1).
 inline std::uint32_t bitmask_run_end(const Bitmask& w, std::int64_t r, std::uint32_t begin, std::int64_t w0,
                                      std::int64_t w1) {

@@ -209,8 +209,7 @@ void bsr_rows_batch(const Bsr& w, const Args& a, std::int64_t r0, std::int64_t r
   batch_rows<Vec>(a, w.rows, w.cols, r0, r1, [&](std::int64_t r, std::int64_t c0, std::int64_t c1, std::uint32_t& state) {
     const std::int64_t R = r / br, i = r % br;
     const std::uint32_t begin = c0 == 0 ? w.block_ptr[R] : state;
-    std::uint32_t end = begin;
-    while (end < w.block_ptr[R + 1] && std::int64_t(w.block_col[end]) * bc < c1) ++end;
+    const std::uint32_t end = bsr_run_end(w, R, begin, c1);
     state = end;
     return [&w, begin, end, i, bc, bsz](auto&& fn) {
       for (std::uint32_t k = begin; k < end; ++k) {
