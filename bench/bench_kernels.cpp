@@ -8,6 +8,7 @@
 //   build/bench/prunus_kernel_bench                       4096×4096, batch 1 and 64, 1 and 2 threads
 //   build/bench/prunus_kernel_bench --full                all shapes and batches of the issue
 //   build/bench/prunus_kernel_bench --hot                 weights stay in cache (labelled "hot")
+//   build/bench/prunus_kernel_bench --lenet               LeNet-300-100's 300×784 and 100×300, hot
 //   build/bench/prunus_kernel_bench --benchmark_filter='openblas|int8|prunus_(bitmask|nm|csr)/(90|2:4)'
 //                                                          the INT8 rows with their fp32 and dense baselines
 //   (any Google Benchmark flag works too, e.g. --benchmark_format=json)
@@ -142,8 +143,8 @@ void register_shape(const Case& c, const std::vector<int>& threads_list) {
   // Problems for this shape, built once.
   auto problems = std::make_shared<std::vector<Problem>>();
   for (double s : {0.5, 0.7, 0.8, 0.9, 0.95}) problems->push_back(make_problem(rows, cols, "unstructured", s, 0, 0));
-  problems->push_back(make_problem(rows, cols, "nm", 0, 2, 4));
-  problems->push_back(make_problem(rows, cols, "nm", 0, 4, 8));
+  if (cols % 4 == 0) problems->push_back(make_problem(rows, cols, "nm", 0, 2, 4));
+  if (cols % 8 == 0) problems->push_back(make_problem(rows, cols, "nm", 0, 4, 8));  // not LeNet's 300
   problems->push_back(make_problem(rows, cols, "block", 0.8, 4, 4));
   problems->push_back(make_problem(rows, cols, "block", 0.9, 4, 4));
   auto dense_w = std::make_shared<std::vector<std::vector<float>>>();
@@ -227,6 +228,9 @@ void register_shape(const Case& c, const std::vector<int>& threads_list) {
     }
     prunus_format("csr", [](const Problem& q) { return k::to_csr(q.dense.data(), q.rows, q.cols); });
     prunus_format("bitmask", [](const Problem& q) { return k::to_bitmask(q.dense.data(), q.rows, q.cols); });
+    // SELL is for small layers that stay in cache (SparseLinear considers it up to 512 KiB).
+    if (rows * cols <= (1 << 20))
+      prunus_format("sell", [](const Problem& q) { return k::to_sell(q.dense.data(), q.rows, q.cols); });
     // INT8 weights (per-row scales) and per-token INT8 activations, int32 accumulation.
     if (nm) {
       const int n = p.pattern[0] - '0', m = p.pattern[2] - '0';
@@ -350,11 +354,12 @@ void BM_Conv(benchmark::State& state, ConvCase c, const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool full = false;
+  bool full = false, lenet = false;
   std::vector<char*> rest;
   for (int i = 0; i < argc; ++i) {
     if (std::strcmp(argv[i], "--full") == 0) full = true;
     else if (std::strcmp(argv[i], "--hot") == 0) g_hot = true;
+    else if (std::strcmp(argv[i], "--lenet") == 0) lenet = g_hot = true;
     else rest.push_back(argv[i]);
   }
   int rc = static_cast<int>(rest.size());
@@ -365,6 +370,7 @@ int main(int argc, char** argv) {
              {11008, 4096, {1, 4, 16, 64, 256}},
              {4096, 11008, {1, 4, 16, 64, 256}},
              {768, 3072, {1, 4, 16, 64, 256}}};
+  if (lenet) cases = {{300, 784, {1, 4}}, {100, 300, {1, 4}}};  // LeNet-300-100's layers: in L2, so hot
   for (const auto& c : cases) register_shape(c, {1, 2});
   for (const auto& c : kConvCases)
     for (const char* path : {"im2col_openblas", "libtorch", "direct", "direct_planar", "direct_flat"}) {

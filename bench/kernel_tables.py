@@ -17,14 +17,18 @@ from collections import defaultdict
 
 PATTERNS = ["50%", "70%", "80%", "90%", "95%", "2:4", "4:8", "4x4 80%", "4x4 90%"]
 COLS = [("prunus_csr", "Prunus CSR"), ("prunus_bitmask", "Prunus bitmask"),
-        ("prunus_structured", "Prunus N:M / BSR 4×4"), ("eigen_sparse", "Eigen sparse"),
+        ("prunus_structured", "Prunus N:M / BSR 4×4"), ("prunus_sell", "Prunus SELL"), ("eigen_sparse", "Eigen sparse"),
         ("libtorch_sparse_csr", "libtorch sparse CSR")]
+
+
+HOT = False  # a run with --hot / --lenet: weights stay in cache
 
 
 def load(path):
     runs = json.load(open(path))["benchmarks"]
     groups = defaultdict(dict)  # (shape, batch, threads) -> {(kernel, pattern): seconds}
     bandwidth = None
+    global HOT
     for r in runs:
         if r.get("run_type") != "iteration":
             continue
@@ -38,6 +42,7 @@ def load(path):
         if not m:
             continue
         shape, batch, threads = m.group(1), int(m.group(2)), int(m.group(3))
+        HOT = HOT or name.endswith("/hot")
         pattern = parts[1] if not kernel.startswith("dense") else None
         if kernel in ("prunus_nm", "prunus_bsr4x4"):
             kernel = "prunus_structured"
@@ -63,7 +68,7 @@ def summary(path):
     for shape in shapes:
         cells = sorted((b, t) for (s, b, t) in groups if s == shape)
         cells.sort(key=lambda bt: (bt[1], bt[0]))
-        print(f"**{shape}** — best Prunus format ÷ best dense (OpenBLAS or libtorch), cold cache\n")
+        print(f"**{shape}** — best Prunus format ÷ best dense (OpenBLAS or libtorch), {'hot' if HOT else 'cold'} cache\n")
         print("| pattern | " + " | ".join(f"b{b} t{t}" for b, t in cells) + " |")
         print("|---" * (len(cells) + 1) + "|")
         dense_row = []
@@ -93,7 +98,7 @@ def lowest(groups):
                 ref = g.get((peer, p))
                 if ref is None:
                     continue
-                for key in ("prunus_csr", "prunus_bitmask", "prunus_structured"):
+                for key in ("prunus_csr", "prunus_bitmask", "prunus_structured", "prunus_sell"):
                     t = g.get((key, p))
                     if t is not None and (key not in worst or ref / t < worst[key][0]):
                         worst[key] = (ref / t, f"{shape} batch {batch}, {threads} thread(s), {p}")

@@ -55,7 +55,7 @@ grep -E '^fc1.weight .* 58800 +75.00% +unstructured' "$T/inspect" >/dev/null && 
   || bad "inspect fc1: $(grep fc1.weight "$T/inspect")"
 grep -E '^fc3.weight .* 250 +75.00%' "$T/inspect" >/dev/null && ok "inspect fc3" || bad "inspect fc3: $(grep fc3.weight "$T/inspect")"
 grep -q 'metadata prunus.arch = lenet300' "$T/inspect" && ok "architecture stored with the weights" || bad "no arch metadata"
-grep -qE '^fc1 +300x784 +58800 +(dense|csr|bitmask|bsr4x4|n:m) ' "$T/inspect" && grep -q 'dense/held = ' "$T/inspect" \
+grep -qE '^fc1 +300x784 +58800 +(dense|csr|bitmask|bsr4x4|n:m|sell) ' "$T/inspect" && grep -q 'dense/held = ' "$T/inspect" \
   && ok "inspect shows each layer's runtime format" || bad "inspect formats: $(tail -6 "$T/inspect")"
 "$PRUNUS" eval "$T/sparse.safetensors" --test-limit 500 | grep -q 'test accuracy' && ok "eval sparse" || bad "eval sparse"
 
@@ -82,7 +82,7 @@ ratio=$(( $(stat -c %s "$T/sparse.safetensors") / $(stat -c %s "$T/q8.safetensor
   || bad "INT8 file logits differ"
 "$PRUNUS" quantize "$T/sparse.safetensors" -o "$T/q8keep.safetensors" --keep-fp32 fc3 >/dev/null 2>&1
 "$PRUNUS" infer "$T/q8keep.safetensors" --test-limit 100 --int8 >"$T/keep.out" 2>&1
-[[ $(grep -c ' int8-' "$T/keep.out") -eq 2 ]] && grep -qE '^fc3 .* (dense|csr|bitmask) ' "$T/keep.out" \
+[[ $(grep -c ' int8-' "$T/keep.out") -eq 2 ]] && grep -qE '^fc3 .* (dense|csr|bitmask|sell) ' "$T/keep.out" \
   && ok "quantize --keep-fp32 fc3: fc3 stays fp32 under --int8" || bad "keep-fp32: $(head -6 "$T/keep.out")"
 for c in minmax percentile mse; do
   acc_c=$("$PRUNUS" infer "$T/q8.safetensors" --int8 --calibrate $c --calib-samples 64 --test-limit 500 --batch 16 \

@@ -189,6 +189,28 @@ TEST(Kernels, NmMatchesReference) {
     }
 }
 
+TEST(Kernels, SellMatchesReference) {
+  std::mt19937 rng(7);
+  for (const auto& c : kShapes) {
+    auto w = random_sparse(c.rows, c.cols, c.sparsity, rng);
+    auto f = k::to_sell(w.data(), c.rows, c.cols);
+    check_round_trip(f, w, c.rows, c.cols, "sell");
+    check_all_variants(f, w, c.rows, c.cols, rng, "sell " + std::to_string(c.rows) + "x" + std::to_string(c.cols));
+  }
+  // Rows of very different lengths (the sort puts them in different slices), empty rows, a
+  // full 32-column window, and a last window of one column.
+  auto w = random_sparse(45, 97, 0.9, rng);
+  for (std::int64_t c = 0; c < 97; ++c) w[3 * 97 + c] = 0.5f + float(c);  // a dense row
+  for (std::int64_t c = 0; c < 97; ++c) w[20 * 97 + c] = 0.0f;            // an empty row
+  for (std::int64_t r = 0; r < 45; ++r) w[r * 97 + 96] = r % 2 ? 0.0f : -1.5f;
+  auto f = k::to_sell(w.data(), 45, 97);
+  EXPECT_EQ(f.nnz, std::count_if(w.begin(), w.end(), [](float v) { return v != 0.0f; }));
+  check_round_trip(f, w, 45, 97, "sell ragged");
+  check_all_variants(f, w, 45, 97, rng, "sell ragged");
+  std::vector<float> wide(std::size_t(65536) * 32 + 1, 0.0f);
+  EXPECT_THROW(k::to_sell(wide.data(), 1, std::int64_t(wide.size())), std::invalid_argument);
+}
+
 TEST(Kernels, ColumnPanelsOfLargeBatchesMatchReference) {
   // Large batches walk the columns in panels sized to L2 (4096 columns at batch 256); a 4 KiB
   // budget makes every panel 64 columns wherever X^T passes 16 KiB (batch 17 on 1000 columns,
@@ -245,6 +267,13 @@ TEST(Kernels, SizesFollowTheFormats) {
   auto bm = k::to_bitmask(w.data(), 300, 784);
   EXPECT_EQ(bm.nnz(), csr.nnz());
   EXPECT_EQ(bm.bytes(), 300u * 13 * 8 + csr.nnz() * 4 + 301 * 4);
+  // SELL: 16 lanes a step (4-byte value, 1-byte position), a 4-byte descriptor per window.
+  auto sell = k::to_sell(w.data(), 300, 784);
+  EXPECT_EQ(sell.nnz, csr.nnz());
+  std::uint64_t steps = 0;
+  for (const auto& win : sell.windows) steps += win.steps;
+  EXPECT_EQ(sell.values.size(), steps * 16);
+  EXPECT_EQ(sell.bytes(), steps * 16 * 5 + sell.windows.size() * 4 + (300 + 2 * 20) * 4);
 }
 
 // The per-layer format choice: the product is the same whatever is chosen, a very sparse

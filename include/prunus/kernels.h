@@ -91,16 +91,45 @@ struct NM {
   std::uint64_t bytes() const;
 };
 
+// Sliced ELLPACK with column windows, for small layers whose weights stay in cache (SELL-16-σ,
+// Kreutzer et al., with the columns cut into windows of 32). Rows are sorted by their number of
+// non-zeros and cut into slices of 16, one vector lane per row. For each slice and each window
+// where a row of the slice has a non-zero, `steps` steps of 16 values and 16 byte positions
+// within the window; a row with fewer non-zeros there pads its lane with zeros. One step is one
+// permute of the window's 32 x values (two vectors) and one FMA: no gathers, no per-row sums
+// and no per-row tails, which is what a batch-1 CSR product of short rows spends its time on.
+// The padding costs bytes (LeNet-300-100's first layer at 92% zeros: 40% of the lanes hold a
+// weight, 2× CSR's bytes), so the format pays only where the weights are read from cache.
+struct Sell {
+  static constexpr std::int64_t kLanes = 16, kWindow = 32;
+  struct Window {
+    std::uint16_t index;  // columns [32·index, 32·index + 32)
+    std::uint16_t steps;  // ≤ 32
+  };
+  std::int64_t rows = 0, cols = 0, nnz = 0;
+  std::vector<std::uint32_t> row_of_lane;   // lane l of slice s computes row row_of_lane[16·s + l]
+  std::vector<std::uint32_t> slice_window;  // slices + 1: each slice's first window
+  std::vector<std::uint32_t> slice_step;    // slices + 1: each slice's first step (its work)
+  std::vector<Window> windows;
+  AlignedVector<float> values;              // steps × 16
+  AlignedVector<std::uint8_t> pos;          // steps × 16: column within the window
+  std::int64_t slices() const { return (rows + kLanes - 1) / kLanes; }
+  std::uint64_t bytes() const;
+};
+
 Csr to_csr(const float* w, std::int64_t rows, std::int64_t cols);
 Bitmask to_bitmask(const float* w, std::int64_t rows, std::int64_t cols);
 Bsr to_bsr(const float* w, std::int64_t rows, std::int64_t cols, std::int64_t br, std::int64_t bc);
 // Throws std::invalid_argument if a group has more than n non-zeros or cols % m != 0.
 NM to_nm(const float* w, std::int64_t rows, std::int64_t cols, std::int64_t n, std::int64_t m);
+// Throws std::invalid_argument if cols > 65536 · 32.
+Sell to_sell(const float* w, std::int64_t rows, std::int64_t cols);
 
 void to_dense(const Csr& a, float* out);
 void to_dense(const Bitmask& a, float* out);
 void to_dense(const Bsr& a, float* out);
 void to_dense(const NM& a, float* out);
+void to_dense(const Sell& a, float* out);
 
 // ------------------------------------------------------------------ kernels
 struct Options {
@@ -116,6 +145,8 @@ void matmul(const Csr& w, const float* x, std::int64_t batch, float* y, const Op
 void matmul(const Bitmask& w, const float* x, std::int64_t batch, float* y, const Options& opt = {});
 void matmul(const Bsr& w, const float* x, std::int64_t batch, float* y, const Options& opt = {});
 void matmul(const NM& w, const float* x, std::int64_t batch, float* y, const Options& opt = {});
+// Batch > 1 runs the batch-1 product once per row of X (the format is for batch-1 latency).
+void matmul(const Sell& w, const float* x, std::int64_t batch, float* y, const Options& opt = {});
 // ------------------------------------------------------------------ INT8
 // Weights quantized symmetrically per output row: s_r = max|w_r| / 127, q = round(w / s_r)
 // (a zero stays exactly zero). Activations are quantized per input row at each call (dynamic,
@@ -208,7 +239,7 @@ namespace prunus::kernels {
 // kept. Dense competes, so a sparse format is chosen only when it measured faster.
 class SparseLinear {
  public:
-  enum class Format { Dense, Csr, Bitmask, Bsr, NM, Int8Bitmask, Int8NM };
+  enum class Format { Dense, Csr, Bitmask, Bsr, NM, Int8Bitmask, Int8NM, Sell };
   static const char* format_name(Format f);
 
   static SparseLinear build(const float* w, std::int64_t rows, std::int64_t cols, std::int64_t batch_hint,
@@ -250,6 +281,7 @@ class SparseLinear {
   Bitmask bitmask_;
   Bsr bsr_;
   NM nm_;
+  Sell sell_;
   Int8Bitmask int8_bitmask_;
   Int8NM int8_nm_;
   double seconds_ = 0, dense_seconds_ = 0;

@@ -187,4 +187,42 @@ void nm(const NM& w, const Args& a, std::int64_t r0, std::int64_t r1) {
   detail::nm_batch<V8>(w, a, r0, r1);
 }
 
+// A slice's 16 lanes as two 8-lane halves; x values by gathers from the window (AVX2 has no
+// two-register permute). The positions point only at real columns, so no gather reads past x.
+void sell(const Sell& w, const Args& a, std::int64_t s0, std::int64_t s1) {
+  constexpr std::int64_t L = Sell::kLanes;
+  for (std::int64_t b = 0; b < a.batch; ++b) {
+    const float* x = a.x + b * w.cols;
+    float* y = a.y + b * w.rows;
+    for (std::int64_t s = s0; s < s1; ++s) {
+      const float* v = w.values.data() + std::size_t(w.slice_step[s]) * L;
+      const std::uint8_t* p = w.pos.data() + std::size_t(w.slice_step[s]) * L;
+      __m256 lo0 = _mm256_setzero_ps(), hi0 = _mm256_setzero_ps(), lo1 = _mm256_setzero_ps(), hi1 = _mm256_setzero_ps();
+      for (std::uint32_t wi = w.slice_window[s]; wi < w.slice_window[s + 1]; ++wi) {
+        const float* xw = x + std::int64_t(w.windows[wi].index) * Sell::kWindow;
+        auto gather = [&](const std::uint8_t* pk) {
+          return _mm256_i32gather_ps(xw, _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(pk))), 4);
+        };
+        std::int64_t n = w.windows[wi].steps;
+        for (; n >= 2; n -= 2, v += 2 * L, p += 2 * L) {
+          lo0 = _mm256_fmadd_ps(_mm256_loadu_ps(v), gather(p), lo0);
+          hi0 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), gather(p + 8), hi0);
+          lo1 = _mm256_fmadd_ps(_mm256_loadu_ps(v + L), gather(p + L), lo1);
+          hi1 = _mm256_fmadd_ps(_mm256_loadu_ps(v + L + 8), gather(p + L + 8), hi1);
+        }
+        if (n > 0) {
+          lo0 = _mm256_fmadd_ps(_mm256_loadu_ps(v), gather(p), lo0);
+          hi0 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), gather(p + 8), hi0);
+          v += L;
+          p += L;
+        }
+      }
+      alignas(32) float out[L];
+      _mm256_store_ps(out, _mm256_add_ps(lo0, lo1));
+      _mm256_store_ps(out + 8, _mm256_add_ps(hi0, hi1));
+      for (std::int64_t l = 0; l < std::min(L, w.rows - s * L); ++l) y[w.row_of_lane[s * L + l]] = out[l];
+    }
+  }
+}
+
 }  // namespace prunus::kernels::avx2

@@ -288,4 +288,49 @@ void nm(const NM& w, const Args& a, std::int64_t r0, std::int64_t r1) {
   detail::nm_batch<V16>(w, a, r0, r1);
 }
 
+// One step: 16 byte positions widened to lane indices pick 16 of the window's 32 x values
+// (vpermt2ps over two registers) for one FMA. Bound by the bytes it reads (storing the
+// positions as 32-bit indices, which saves the widening, ran 1.35× slower), so four
+// independent accumulators are enough. Measured on LeNet-300-100's first layer (300×784, 92%
+// zeros, L2-hot, Zen 4): 2.7–2.9 µs against 5.6–5.9 µs for the CSR GEMV and 10.5–11 µs dense.
+void sell(const Sell& w, const Args& a, std::int64_t s0, std::int64_t s1) {
+  constexpr std::int64_t L = Sell::kLanes;
+  for (std::int64_t b = 0; b < a.batch; ++b) {
+    const float* x = a.x + b * w.cols;
+    float* y = a.y + b * w.rows;
+    for (std::int64_t s = s0; s < s1; ++s) {
+      const float* v = w.values.data() + std::size_t(w.slice_step[s]) * L;
+      const std::uint8_t* p = w.pos.data() + std::size_t(w.slice_step[s]) * L;
+      __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(),
+             acc3 = _mm512_setzero_ps();
+      for (std::uint32_t wi = w.slice_window[s]; wi < w.slice_window[s + 1]; ++wi) {
+        const std::int64_t c0 = std::int64_t(w.windows[wi].index) * Sell::kWindow, left = w.cols - c0;
+        __m512 lo, hi;
+        if (left >= 32) {
+          lo = _mm512_loadu_ps(x + c0);
+          hi = _mm512_loadu_ps(x + c0 + 16);
+        } else {  // the last window: never read past x
+          lo = _mm512_maskz_loadu_ps(first_n(std::min<std::int64_t>(16, left)), x + c0);
+          hi = left > 16 ? _mm512_maskz_loadu_ps(first_n(left - 16), x + c0 + 16) : _mm512_setzero_ps();
+        }
+        auto step = [&](const float* vk, const std::uint8_t* pk, __m512 acc) {
+          const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pk)));
+          return _mm512_fmadd_ps(_mm512_loadu_ps(vk), _mm512_permutex2var_ps(lo, idx, hi), acc);
+        };
+        std::int64_t n = w.windows[wi].steps;
+        for (; n >= 4; n -= 4, v += 4 * L, p += 4 * L) {
+          acc0 = step(v, p, acc0);
+          acc1 = step(v + L, p + L, acc1);
+          acc2 = step(v + 2 * L, p + 2 * L, acc2);
+          acc3 = step(v + 3 * L, p + 3 * L, acc3);
+        }
+        for (; n > 0; --n, v += L, p += L) acc0 = step(v, p, acc0);
+      }
+      alignas(64) float out[L];
+      _mm512_store_ps(out, _mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
+      for (std::int64_t l = 0; l < std::min(L, w.rows - s * L); ++l) y[w.row_of_lane[s * L + l]] = out[l];
+    }
+  }
+}
+
 }  // namespace prunus::kernels::avx512

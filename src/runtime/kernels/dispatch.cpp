@@ -304,6 +304,19 @@ void matmul(const NM& w, const float* x, std::int64_t batch, float* y, const Opt
   run(w, w.rows, Uniform{}, double(w.values.size()), x, batch, y, opt, pick<NM>(opt.isa, scalar::nm, avx2::nm, avx512::nm));
 }
 
+void matmul(const Sell& w, const float* x, std::int64_t batch, float* y, const Options& opt) {
+  if (batch <= 0) return;
+  if (!isa_supported(opt.isa)) throw std::invalid_argument(std::string("ISA not supported here: ") + isa_name(opt.isa));
+  auto* kernel = pick<Sell>(opt.isa, scalar::sell, avx2::sell, avx512::sell);
+  const std::int64_t slices = w.slices();
+  const int parts = parts_for(opt, slices, double(w.nnz) * double(batch));
+  const Args a{batch == 1 ? aligned_x(x, w.cols) : x, nullptr, batch, y};
+  Pool::get().run(parts, [&](int p) {  // split by steps, the work a slice carries
+    const std::int64_t s0 = split_point(w.slice_step, slices, p, parts), s1 = split_point(w.slice_step, slices, p + 1, parts);
+    if (s0 < s1) kernel(w, a, s0, s1);
+  });
+}
+
 namespace {
 
 // Quantizes X to unsigned bytes (x_q + 128), rows padded to a multiple of 128 with the zero

@@ -2,6 +2,7 @@
 // zeros written as +0.0.
 #include <algorithm>
 #include <cstring>
+#include <numeric>
 #include <stdexcept>
 
 #include "prunus/kernels.h"
@@ -16,6 +17,10 @@ std::uint64_t Bitmask::bytes() const {
 }
 std::uint64_t Bsr::bytes() const { return values.size() * 4 + block_col.size() * 4 + block_ptr.size() * 4; }
 std::uint64_t NM::bytes() const { return values.size() * 4 + index.size() * 8; }
+std::uint64_t Sell::bytes() const {
+  return values.size() * 4 + pos.size() + windows.size() * sizeof(Window) +
+         (row_of_lane.size() + slice_window.size() + slice_step.size()) * 4;
+}
 
 Csr to_csr(const float* w, std::int64_t rows, std::int64_t cols) {
   Csr a;
@@ -160,6 +165,72 @@ void to_dense(const NM& a, float* out) {
       const float v = a.values[r * a.slots_per_row + s];
       out[r * a.cols + (s / a.n) * a.m + j] = v == 0.0f ? 0.0f : v;
     }
+}
+
+Sell to_sell(const float* w, std::int64_t rows, std::int64_t cols) {
+  constexpr std::int64_t L = Sell::kLanes, W = Sell::kWindow;
+  if (cols > 65536 * W) throw std::invalid_argument("SELL: more than 2,097,152 columns");
+  Sell a;
+  a.rows = rows;
+  a.cols = cols;
+  std::vector<std::int64_t> count(static_cast<std::size_t>(rows), 0);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) count[r] += w[r * cols + c] != 0.0f;
+  // Rows of like length share a slice, so few lanes are padding.
+  a.row_of_lane.resize(static_cast<std::size_t>(rows));
+  std::iota(a.row_of_lane.begin(), a.row_of_lane.end(), 0u);
+  std::stable_sort(a.row_of_lane.begin(), a.row_of_lane.end(),
+                   [&](std::uint32_t p, std::uint32_t q) { return count[p] > count[q]; });
+  a.slice_window.push_back(0);
+  a.slice_step.push_back(0);
+  std::uint32_t steps = 0;
+  for (std::int64_t s = 0; s < a.slices(); ++s) {
+    const std::int64_t lanes = std::min(L, rows - s * L);
+    for (std::int64_t c0 = 0; c0 < cols; c0 += W) {
+      const std::int64_t c1 = std::min(cols, c0 + W);
+      std::int64_t most = 0;
+      for (std::int64_t l = 0; l < lanes; ++l) {
+        const float* row = w + std::int64_t(a.row_of_lane[s * L + l]) * cols;
+        most = std::max<std::int64_t>(most, std::count_if(row + c0, row + c1, [](float v) { return v != 0.0f; }));
+      }
+      if (most == 0) continue;
+      const std::size_t at = a.values.size();
+      a.values.resize(at + static_cast<std::size_t>(most * L), 0.0f);
+      a.pos.resize(at + static_cast<std::size_t>(most * L), 0);
+      for (std::int64_t l = 0; l < lanes; ++l) {
+        const float* row = w + std::int64_t(a.row_of_lane[s * L + l]) * cols;
+        std::int64_t k = 0;
+        for (std::int64_t c = c0; c < c1; ++c)
+          if (row[c] != 0.0f) {
+            a.values[at + static_cast<std::size_t>(k * L + l)] = row[c];
+            a.pos[at + static_cast<std::size_t>(k * L + l)] = static_cast<std::uint8_t>(c - c0);
+            ++k;
+          }
+      }
+      a.windows.push_back({static_cast<std::uint16_t>(c0 / W), static_cast<std::uint16_t>(most)});
+      steps += static_cast<std::uint32_t>(most);
+    }
+    a.slice_window.push_back(static_cast<std::uint32_t>(a.windows.size()));
+    a.slice_step.push_back(steps);
+  }
+  for (auto n : count) a.nnz += n;
+  return a;
+}
+
+void to_dense(const Sell& a, float* out) {
+  constexpr std::int64_t L = Sell::kLanes;
+  std::fill(out, out + a.rows * a.cols, 0.0f);
+  for (std::int64_t s = 0; s < a.slices(); ++s) {
+    std::size_t step = a.slice_step[s];
+    for (std::uint32_t wi = a.slice_window[s]; wi < a.slice_window[s + 1]; ++wi)
+      for (std::int64_t k = 0; k < a.windows[wi].steps; ++k, ++step)
+        for (std::int64_t l = 0; l < std::min(L, a.rows - s * L); ++l) {
+          const float v = a.values[step * L + l];
+          if (v != 0.0f)
+            out[std::int64_t(a.row_of_lane[s * L + l]) * a.cols + std::int64_t(a.windows[wi].index) * Sell::kWindow +
+                a.pos[step * L + l]] = v;
+        }
+  }
 }
 
 }  // namespace prunus::kernels

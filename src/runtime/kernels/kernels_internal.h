@@ -1,6 +1,7 @@
 // Internal: the per-ISA kernel families. Each computes output rows [r0, r1) (for BSR: block
 // rows) of Y = X·Wᵀ. For batch 1 they read x; for batch > 1 they read xt, X transposed to
-// [cols × batch], so that one weight multiplies a contiguous run of the batch.
+// [cols × batch], so that one weight multiplies a contiguous run of the batch. SELL is the
+// exception: slices [s0, s1) of 16 rows, one row of X (never xt) at a time.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +23,7 @@ struct Args {
   void bitmask(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1); \
   void bsr(const Bsr& w, const Args& a, std::int64_t R0, std::int64_t R1);         \
   void nm(const NM& w, const Args& a, std::int64_t r0, std::int64_t r1);           \
+  void sell(const Sell& w, const Args& a, std::int64_t s0, std::int64_t s1);       \
   }
 
 PRUNUS_KERNEL_FAMILY(scalar)

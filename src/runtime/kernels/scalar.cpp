@@ -1,5 +1,7 @@
 // The scalar reference of every kernel family: plain loops, the definition the SIMD
 // variants are tested against. Accumulates in the order of the stored non-zeros.
+#include <algorithm>
+
 #include "kernels_internal.h"
 
 namespace prunus::kernels::scalar {
@@ -58,6 +60,25 @@ void nm(const NM& w, const Args& a, std::int64_t r0, std::int64_t r1) {
       }
       a.y[b * w.rows + r] = acc;
     }
+  }
+}
+
+// Lane by lane, step by step: each row's non-zeros in window order.
+void sell(const Sell& w, const Args& a, std::int64_t s0, std::int64_t s1) {
+  constexpr std::int64_t L = Sell::kLanes;
+  for (std::int64_t b = 0; b < a.batch; ++b) {
+    const float* x = a.x + b * w.cols;
+    for (std::int64_t s = s0; s < s1; ++s)
+      for (std::int64_t l = 0; l < std::min(L, w.rows - s * L); ++l) {
+        float acc = 0.0f;
+        std::size_t step = w.slice_step[s];
+        for (std::uint32_t wi = w.slice_window[s]; wi < w.slice_window[s + 1]; ++wi) {
+          const float* xw = x + std::int64_t(w.windows[wi].index) * Sell::kWindow;
+          for (std::int64_t k = 0; k < w.windows[wi].steps; ++k, ++step)
+            acc += w.values[step * L + l] * xw[w.pos[step * L + l]];
+        }
+        a.y[b * w.rows + w.row_of_lane[s * L + l]] = acc;
+      }
   }
 }
 

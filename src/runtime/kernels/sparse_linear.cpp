@@ -33,6 +33,7 @@ const char* SparseLinear::format_name(Format f) {
     case Format::NM: return "n:m";
     case Format::Int8Bitmask: return "int8-bitmask";
     case Format::Int8NM: return "int8-n:m";
+    case Format::Sell: return "sell";
   }
   return "?";
 }
@@ -46,6 +47,7 @@ std::uint64_t SparseLinear::bytes() const {
     case Format::NM: return nm_.bytes();
     case Format::Int8Bitmask: return int8_bitmask_.bytes();
     case Format::Int8NM: return int8_nm_.bytes();
+    case Format::Sell: return sell_.bytes();
   }
   return 0;
 }
@@ -85,6 +87,7 @@ void SparseLinear::forward(const float* x, std::int64_t batch, float* y) const {
     case Format::NM: return matmul(nm_, x, batch, y, opt_);
     case Format::Int8Bitmask: return matmul(int8_bitmask_, x, batch, y, opt_, act_scale_);
     case Format::Int8NM: return matmul(int8_nm_, x, batch, y, opt_, act_scale_);
+    case Format::Sell: return matmul(sell_, x, batch, y, opt_);
   }
 }
 
@@ -160,6 +163,16 @@ SparseLinear SparseLinear::build(const float* w, std::int64_t rows, std::int64_t
       }
     }
     if (have_nm) consider(Format::NM, time_call([&] { matmul(nm, x.data(), batch, y.data(), opt); }), nm.bytes());
+    // SELL only for layers whose weights stay in cache between calls: its padding makes it
+    // larger than CSR (2× on LeNet-300-100's first layer), a product from memory is bound by
+    // the bytes it reads, and this probe times every candidate hot, so it could not tell.
+    constexpr std::uint64_t kSellMaxBytes = 512 * 1024;  // half of a Zen 4 core's L2
+    Sell sell;
+    if (csr.bytes() <= kSellMaxBytes) {
+      sell = to_sell(w, rows, cols);
+      if (sell.bytes() <= kSellMaxBytes)
+        consider(Format::Sell, time_call([&] { matmul(sell, x.data(), batch, y.data(), opt); }), sell.bytes());
+    }
     // The fastest format wins, except that a smaller one within 3% of the fastest is kept
     // instead: timings this close are noise on a shared machine, and the bytes saved are not.
     double fastest = tried[0].seconds;
@@ -174,6 +187,7 @@ SparseLinear SparseLinear::build(const float* w, std::int64_t rows, std::int64_t
       case Format::Bitmask: s.bitmask_ = std::move(bm); break;
       case Format::Bsr: s.bsr_ = std::move(bsr); break;
       case Format::NM: s.nm_ = std::move(nm); break;
+      case Format::Sell: s.sell_ = std::move(sell); break;
       case Format::Dense: break;
     }
   }
