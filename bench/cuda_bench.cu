@@ -1,9 +1,9 @@
 // 2:4 sparse (cuSPARSELt, compressed once, plan + algorithm search cached per M) against dense
-// cuBLAS on the same pruned weights, fp16 and bf16, one JSON line per case; the 2:4 product
+// cuBLAS on the same pruned weights, fp16 and bf16 (or int8 codes with int32 sums), one JSON line per case; the 2:4 product
 // both as row-major Y (what a model reads) and as Yᵀ.
 // "auto" is cuda::Linear in auto mode (times both paths on its first call at an M, keeps the
 // faster): the column that shows the model never runs slower than dense.
-//   build-cuda/prunus_cuda_bench [--quick] [--row-only] [--dtype fp16|bf16] [--m M1,M2,...] [--shape KxN]
+//   build-cuda/prunus_cuda_bench [--quick] [--row-only] [--dtype fp16|bf16|int8] [--m M1,M2,...] [--shape KxN]
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -55,10 +55,91 @@ double time_us(F&& f, cudaStream_t s) {
   return 1000.0 * ms / iters;
 }
 
+// INT8 codes, int32 output: dense cuBLAS (int8 tensor cores) against 2:4 cuSPARSELt, both
+// exact (the outputs must be equal); one JSON line per (shape, M).
+int bench_int8(const cudaDeviceProp& prop, const std::vector<std::pair<std::int64_t, std::int64_t>>& shapes,
+               const std::vector<std::int64_t>& ms, bool want_t, cudaStream_t s) {
+  int failures = 0;
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int> code(-127, 127);
+  for (auto [k, n] : shapes) {
+    std::vector<std::int8_t> w(n * k);
+    for (std::int64_t g = 0; g < n * k; g += 4) {
+      const int a = int(rng() % 4), b = (a + 1 + int(rng() % 3)) % 4;
+      for (int j = 0; j < 4; ++j) w[g + j] = j == a || j == b ? 0 : std::int8_t(code(rng));
+    }
+    prunus::cuda::DenseLinear dense(w.data(), n, k);
+    prunus::cuda::Sparse24Linear sparse_row(w.data(), n, k), sparse_t(w.data(), n, k, prunus::cuda::Output::Transposed);
+    for (std::int64_t m : ms) {
+      const std::int64_t mp = (m + 15) / 16 * 16;
+      std::vector<std::int8_t> x(mp * k, 0);
+      for (std::int64_t i = 0; i < m * k; ++i) x[i] = std::int8_t(code(rng));
+      void *dx, *dyd, *dys;
+      ck(cudaMalloc(&dx, x.size()));
+      ck(cudaMalloc(&dyd, mp * n * 4));
+      ck(cudaMalloc(&dys, mp * n * 4));
+      ck(cudaMemcpy(dx, x.data(), x.size(), cudaMemcpyHostToDevice));
+      const double td = time_us([&] { dense.forward(dx, mp, dyd, s); }, s);
+      std::vector<std::int32_t> yd(mp * n), ys(mp * n);
+      ck(cudaStreamSynchronize(s));
+      ck(cudaMemcpy(yd.data(), dyd, yd.size() * 4, cudaMemcpyDeviceToHost));
+      double t_out[2] = {0, 0}, search_s[2] = {0, 0};
+      bool exact[2] = {true, true};
+      prunus::cuda::SparsePlanInfo info[2];
+      bool ok = true;
+      for (int o = 0; o < (want_t ? 2 : 1) && ok; ++o) {
+        auto& sp = o == 0 ? sparse_row : sparse_t;
+        try {
+          const auto t0 = std::chrono::steady_clock::now();
+          sp.forward(dx, mp, dys, s);
+          ck(cudaStreamSynchronize(s));
+          search_s[o] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        } catch (const std::exception& e) {
+          std::printf("{\"dtype\": \"int8\", \"k\": %lld, \"n\": %lld, \"m\": %lld, \"out\": %d, \"error\": \"%s\"}\n",
+                      (long long)k, (long long)n, (long long)m, o, e.what());
+          ok = false;
+          ++failures;
+          break;
+        }
+        t_out[o] = time_us([&] { sp.forward(dx, mp, dys, s); }, s);
+        info[o] = sp.plan_info(mp);
+        ck(cudaStreamSynchronize(s));
+        ck(cudaMemcpy(ys.data(), dys, ys.size() * 4, cudaMemcpyDeviceToHost));
+        for (std::int64_t i = 0; i < m && exact[o]; ++i)
+          for (std::int64_t c = 0; c < n; ++c)
+            if (yd[i * n + c] != (o == 1 ? ys[c * mp + i] : ys[i * n + c])) {
+              exact[o] = false;
+              break;
+            }
+        if (!exact[o]) {
+          std::fprintf(stderr, "int8 2:4 result differs from dense cuBLAS (%lldx%lld M=%lld)\n", (long long)n, (long long)k,
+                       (long long)m);
+          ++failures;
+        }
+      }
+      cudaFree(dx);
+      cudaFree(dyd);
+      cudaFree(dys);
+      if (!ok) continue;
+      const double ops = 2.0 * double(m) * double(n) * double(k);
+      std::printf(
+          "{\"device\": \"%s\", \"dtype\": \"int8\", \"k\": %lld, \"n\": %lld, \"m\": %lld, \"dense_us\": %.2f, "
+          "\"sparse_us\": %.2f, \"speedup\": %.3f, \"sparse_t_us\": %.2f, \"speedup_t\": %.3f, \"dense_tops\": %.1f, "
+          "\"sparse_tops_equiv\": %.1f, \"layout\": %d, \"alg\": %d, \"layout_t\": %d, \"alg_t\": %d, \"configs\": %d, "
+          "\"search_s\": %.2f, \"exact\": %s, \"compressed_bytes\": %zu, \"dense_bytes\": %lld}\n",
+          prop.name, (long long)k, (long long)n, (long long)m, td, t_out[0], td / t_out[0], t_out[1],
+          want_t ? td / t_out[1] : 0.0, ops / td / 1e6, ops / t_out[0] / 1e6, info[0].layout, info[0].alg, info[1].layout,
+          info[1].alg, info[0].configs_timed + info[1].configs_timed, search_s[0] + search_s[1],
+          exact[0] && exact[1] ? "true" : "false", sparse_row.compressed_bytes(), (long long)(n * k));
+    }
+  }
+  return failures;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, want_t = true;
+  bool quick = false, want_t = true, int8 = false;
   std::vector<DType> dtypes = {DType::F16, DType::BF16};
   std::vector<std::int64_t> only_ms;
   std::pair<long long, long long> only_shape{0, 0};
@@ -67,6 +148,7 @@ int main(int argc, char** argv) {
     else if (std::strcmp(argv[i], "--row-only") == 0) want_t = false;  // skip the Yᵀ column (halves the searches)
     else if (std::strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) {
       const std::string d = argv[++i];
+      int8 = d == "int8";
       dtypes = {d == "bf16" ? DType::BF16 : DType::F16};
     } else if (std::strcmp(argv[i], "--m") == 0 && i + 1 < argc) {
       for (const char* p = argv[++i]; *p;) {
@@ -79,7 +161,7 @@ int main(int argc, char** argv) {
       if (std::sscanf(argv[++i], "%lldx%lld", &k, &n) != 2) return 2;
       only_shape = {k, n};
     } else {
-      std::fprintf(stderr, "usage: prunus_cuda_bench [--quick] [--row-only] [--dtype fp16|bf16] [--m M1,M2,...] [--shape KxN]\n");
+      std::fprintf(stderr, "usage: prunus_cuda_bench [--quick] [--row-only] [--dtype fp16|bf16|int8] [--m M1,M2,...] [--shape KxN]\n");
       return 2;
     }
   }
@@ -107,6 +189,11 @@ int main(int argc, char** argv) {
   setenv("PRUNUS_CSLT_SEARCH_S", "25", 0);
   // Every row searched in full (PRUNUS_CSLT_SEARCH=1 measures the quick choice near a searched M).
   setenv("PRUNUS_CSLT_SEARCH", "full", 0);
+  if (int8) {
+    std::vector<std::pair<std::int64_t, std::int64_t>> kn;
+    for (auto sh : shapes) kn.push_back({sh.k, sh.n});
+    return bench_int8(prop, kn, ms, want_t, s) ? 2 : 0;
+  }
   for (DType dt : dtypes) {
     std::vector<std::uint16_t> w(1024 * 4096, to_bits(0.0f, dt));
     for (std::size_t i = 0; i < w.size(); i += 2) w[i] = to_bits(0.01f, dt);

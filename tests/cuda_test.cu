@@ -2,7 +2,8 @@
 // 2:4 cuSPARSELt in both output orientations after its algorithm search, auto) on random 2:4
 // weights and odd batch sizes; refusals of weights that are not 2:4; the LLaMA forward
 // (prefill and token-by-token decode through the KV cache, dense / 2:4 / auto, fp16 and bf16)
-// against a reference forward written out below. Without a GPU it says so and exits 77
+// against a reference forward written out below; INT8 GEMMs (dense and 2:4) against exact
+// host integer sums. Without a GPU it says so and exits 77
 // (ctest: skipped).
 #include <cuda_runtime.h>
 
@@ -243,6 +244,73 @@ void test_quick_choice_near_a_search(DType dt) {
   cuda::set_log(nullptr);
 }
 
+// INT8 (int8 codes, int32 sums): exact, so the GPU must give the host's integers bit for bit,
+// dense (cuBLAS) and 2:4 (cuSPARSELt, both orientations, after its search).
+void test_int8() {
+  std::mt19937 rng(21);
+  std::uniform_int_distribution<int> code(-127, 127);
+  for (auto [n, k] : {std::pair<std::int64_t, std::int64_t>{256, 512}, {96, 1024}}) {
+    std::vector<std::int8_t> w(n * k);
+    for (std::int64_t g = 0; g < n * k; g += 4) {
+      const int a = int(rng() % 4), b = (a + 1 + int(rng() % 3)) % 4;
+      for (int j = 0; j < 4; ++j) w[g + j] = j == a || j == b ? 0 : std::int8_t(code(rng));
+    }
+    expect(cuda::sparse24_unsupported(w.data(), n, k).empty(), "int8 weight is 2:4");
+    cuda::DenseLinear dense(w.data(), n, k);
+    cuda::Sparse24Linear row(w.data(), n, k), tr(w.data(), n, k, cuda::Output::Transposed);
+    for (std::int64_t m : {16, 48, 256}) {
+      std::vector<std::int8_t> x(m * k);
+      for (auto& v : x) v = std::int8_t(code(rng));
+      std::vector<std::int32_t> ref(m * n);
+      for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t o = 0; o < n; ++o) {
+          std::int64_t acc = 0;
+          for (std::int64_t j = 0; j < k; ++j) acc += std::int64_t(x[i * k + j]) * w[o * k + j];
+          ref[i * n + o] = std::int32_t(acc);
+        }
+      void *dx, *dy;
+      ck(cudaMalloc(&dx, x.size()));
+      ck(cudaMalloc(&dy, ref.size() * 4));
+      ck(cudaMemcpy(dx, x.data(), x.size(), cudaMemcpyHostToDevice));
+      const std::string what = "int8 " + std::to_string(n) + "x" + std::to_string(k) + " M=" + std::to_string(m);
+      auto fetch = [&](bool transposed) {
+        ck(cudaDeviceSynchronize());
+        std::vector<std::int32_t> y(ref.size());
+        ck(cudaMemcpy(y.data(), dy, y.size() * 4, cudaMemcpyDeviceToHost));
+        if (!transposed) return y;
+        std::vector<std::int32_t> t(y.size());
+        for (std::int64_t i = 0; i < m; ++i)
+          for (std::int64_t o = 0; o < n; ++o) t[i * n + o] = y[o * m + i];
+        return t;
+      };
+      try {
+        ck(cudaMemset(dy, 0xff, ref.size() * 4));
+        dense.forward(dx, m, dy, nullptr);
+        expect(fetch(false) == ref, "dense " + what + ": not the exact int32 sums");
+        for (auto* sp : {&row, &tr}) {
+          const bool t = sp == &tr;
+          ck(cudaMemset(dy, 0xff, ref.size() * 4));
+          sp->forward(dx, m, dy, nullptr);  // first call: search
+          sp->forward(dx, m, dy, nullptr);  // the cached plan
+          expect(fetch(t) == ref, "2:4 " + what + (t ? " (Yt)" : "") + ": not the exact int32 sums");
+          // One compressed copy a storage order (row N×K, column K×N), each below the int8 bytes
+          // (0.625× on 4096×11008 on H100); the search may keep both orders across M.
+          const std::size_t held = sp->compressed_bytes();
+          expect(held > 0 && held < std::size_t(2 * n * k), what + ": " + std::to_string(held) + " compressed bytes held");
+          if (m == 16) expect(held < std::size_t(n * k), what + ": one compressed copy below the int8 bytes (" + std::to_string(held) + ")");
+          const auto info = sp->plan_info(m);
+          std::printf("%s%s: layout %d alg %d, %d configurations, %.1f us\n", what.c_str(), t ? " (Yt)" : "", info.layout,
+                      info.alg, info.configs_timed, info.us);
+        }
+      } catch (const std::exception& e) {
+        expect(false, what + ": " + e.what());
+      }
+      cudaFree(dx);
+      cudaFree(dy);
+    }
+  }
+}
+
 void test_refusals() {
   std::mt19937 rng(5);
   auto w = random_24(32, 64, rng);
@@ -450,6 +518,7 @@ int main() {
   std::printf("device: %s (sm %d%d)\n", prop.name, prop.major, prop.minor);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   try {
+    test_int8();
     test_refusals();
     test_one_copy_for_every_m(DType::F16, 512, 1024, {16, 48, 256, 1024, 32, 16, 48}, 48, 3);
     test_one_copy_for_every_m(DType::BF16, 512, 1024, {16, 48, 256, 1024, 32, 16, 48}, 48, 3);

@@ -2,6 +2,7 @@
 --row-only JSON lines, PyTorch's bench/torch_semi_structured.py JSON lines) and the end-to-end
 table (prunus-cuda bench JSON lines).
   python3 bench/gpu/tables.py gemm PRUNUS.jsonl TORCH.jsonl
+  python3 bench/gpu/tables.py int8 PRUNUS_INT8.jsonl     (prunus_cuda_bench --dtype int8)
   python3 bench/gpu/tables.py e2e E2E.jsonl"""
 import json
 import sys
@@ -9,6 +10,16 @@ import sys
 
 def rows(path):
     return [json.loads(l) for l in open(path) if l.strip()]
+
+
+def int8(path):
+    print("| K×N | M | cuBLAS int8 µs | Prunus 2:4 int8 µs | ×cuBLAS | dense / 2:4 TOPS | layout/alg | int32 sums equal |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows(path):
+        if "dense_us" not in r:
+            continue
+        print(f"| {r['k']}×{r['n']} | {r['m']} | {r['dense_us']:.1f} | {r['sparse_us']:.1f} | **{r['speedup']:.2f}** | "
+              f"{r['dense_tops']:.0f} / {r['sparse_tops_equiv']:.0f} | {r['layout']}/{r['alg']} | {'yes' if r['exact'] else 'NO'} |")
 
 
 def gemm(prunus_path, torch_path):
@@ -53,4 +64,4 @@ def e2e(path):
 
 
 if __name__ == "__main__":
-    {"gemm": gemm, "e2e": e2e}[sys.argv[1]](*sys.argv[2:])
+    {"gemm": gemm, "e2e": e2e, "int8": int8}[sys.argv[1]](*sys.argv[2:])

@@ -24,6 +24,7 @@ float from_bits(std::uint16_t b, DType d);
 // Why `w` (N×K, 16-bit values) cannot go through cuSPARSELt 2:4: K or N not a multiple of 32,
 // or a group of four along K with more than two non-zeros (named). Empty when it can.
 std::string sparse24_unsupported(const std::uint16_t* w, std::int64_t n, std::int64_t k);
+std::string sparse24_unsupported(const std::int8_t* w, std::int64_t n, std::int64_t k);
 
 // Where the 2:4 product is written: row-major Y[M×N] (what a model's next layer reads) or
 // Yᵀ, row-major [N×M] (feature-major, PyTorch's cuSPARSELt orientation).
@@ -55,6 +56,10 @@ class Sparse24Linear {
   // sparse24_unsupported's reason) when it cannot run.
   Sparse24Linear(const std::uint16_t* host_w, std::int64_t n, std::int64_t k, DType dtype,
                  Output out = Output::RowMajor);
+  // INT8 (the stretch): int8 weight codes (per-row scales stay with the caller, as in
+  // `prunus quantize`'s files), int8 X, exact int32 sums: Y is int32 [M×N] (or its transpose).
+  // Dequantizing (y · s_x · s_w) is the caller's epilogue. Searched and recorded like fp16.
+  Sparse24Linear(const std::int8_t* host_w, std::int64_t n, std::int64_t k, Output out = Output::RowMajor);
   ~Sparse24Linear();
   Sparse24Linear(const Sparse24Linear&) = delete;
   Sparse24Linear& operator=(const Sparse24Linear&) = delete;
@@ -75,6 +80,8 @@ class Sparse24Linear {
 class DenseLinear {
  public:
   DenseLinear(const std::uint16_t* host_w, std::int64_t n, std::int64_t k, DType dtype);
+  // INT8 baseline: cublasGemmEx on int8 tensor cores, int32 Y[M×N] (K a multiple of 4).
+  DenseLinear(const std::int8_t* host_w, std::int64_t n, std::int64_t k);
   ~DenseLinear();
   DenseLinear(const DenseLinear&) = delete;
   DenseLinear& operator=(const DenseLinear&) = delete;

@@ -299,7 +299,10 @@ float from_bits(std::uint16_t b, DType d) {
   return __bfloat162float(__nv_bfloat16(r));
 }
 
-std::string sparse24_unsupported(const std::uint16_t* w, std::int64_t n, std::int64_t k) {
+namespace {
+bool is_zero(std::int8_t v) { return v == 0; }
+template <class T>
+std::string unsupported_24(const T* w, std::int64_t n, std::int64_t k) {
   if (k % 32 != 0 || n % 32 != 0)
     return "shape " + std::to_string(n) + "x" + std::to_string(k) + " is not a multiple of 32 (cuSPARSELt)";
   for (std::int64_t r = 0; r < n; ++r)
@@ -312,14 +315,26 @@ std::string sparse24_unsupported(const std::uint16_t* w, std::int64_t n, std::in
     }
   return {};
 }
+}  // namespace
+
+std::string sparse24_unsupported(const std::uint16_t* w, std::int64_t n, std::int64_t k) { return unsupported_24(w, n, k); }
+std::string sparse24_unsupported(const std::int8_t* w, std::int64_t n, std::int64_t k) { return unsupported_24(w, n, k); }
 
 // ------------------------------------------------------------------ Sparse24Linear
 
 struct Sparse24Linear::Impl {
   std::int64_t n = 0, k = 0;
   DType dtype = DType::F16;
+  bool int8 = false;  // int8 operands, int32 accumulation and output (dtype unused)
   Output out = Output::RowMajor;
-  std::vector<std::uint16_t> host_w;  // kept to compress for configurations the search picks later
+  std::vector<std::uint8_t> host_w;  // the weight's bytes, kept to compress for configurations the search picks later
+
+  cudaDataType in_type() const { return int8 ? CUDA_R_8I : cuda_type(dtype); }
+  cudaDataType out_type() const { return int8 ? CUDA_R_32I : cuda_type(dtype); }
+  cusparseComputeType compute_type() const { return int8 ? CUSPARSE_COMPUTE_32I : CUSPARSE_COMPUTE_32F; }
+  std::size_t out_bytes() const { return int8 ? 4 : 2; }
+  int type_key() const { return int8 ? 2 : int(dtype); }  // in the tuning record: 0 fp16, 1 bf16, 2 int8
+  const char* type_name() const { return int8 ? "int8" : dtype_name(dtype); }
 
   // The weight compressed once per storage order (0: row-major N×K, 1: column-major K×N) by
   // cusparseLtSpMMACompress2, whose output depends on the sparse descriptor alone; every plan
@@ -370,15 +385,18 @@ struct Sparse24Linear::Impl {
   std::unique_ptr<Problem> make_problem(std::int64_t m, int layout) {
     auto p = std::make_unique<Problem>();
     auto* h = lt_handle();
-    const auto t = cuda_type(dtype);
+    const auto t = in_type(), to = out_type();
     init_sparse_descriptor(order_of(layout), &p->a);
     check(cusparseLtDenseDescriptorInit(h, &p->b, k, m, k, 16, t, CUSPARSE_ORDER_COL), "B descriptor");
-    if (layout >= 2) check(cusparseLtDenseDescriptorInit(h, &p->d, n, m, m, 16, t, CUSPARSE_ORDER_ROW), "D descriptor");
-    else check(cusparseLtDenseDescriptorInit(h, &p->d, n, m, n, 16, t, CUSPARSE_ORDER_COL), "D descriptor");
+    if (layout >= 2) check(cusparseLtDenseDescriptorInit(h, &p->d, n, m, m, 16, to, CUSPARSE_ORDER_ROW), "D descriptor");
+    else check(cusparseLtDenseDescriptorInit(h, &p->d, n, m, n, 16, to, CUSPARSE_ORDER_COL), "D descriptor");
     const auto op_a = order_of(layout) == 0 ? CUSPARSE_OPERATION_NON_TRANSPOSE : CUSPARSE_OPERATION_TRANSPOSE;
-    check(cusparseLtMatmulDescriptorInit(h, &p->mm, op_a, CUSPARSE_OPERATION_NON_TRANSPOSE, &p->a, &p->b,
-                                         &p->d, &p->d, CUSPARSE_COMPUTE_32F),
-          "matmul descriptor");
+    // int8 may refuse some layouts (a refused layout is skipped by the search, like a refused algorithm).
+    if (cusparseLtMatmulDescriptorInit(h, &p->mm, op_a, CUSPARSE_OPERATION_NON_TRANSPOSE, &p->a, &p->b, &p->d, &p->d,
+                                       compute_type()) != CUSPARSE_STATUS_SUCCESS) {
+      destroy_problem(*p);
+      return nullptr;
+    }
     return p;
   }
 
@@ -422,8 +440,8 @@ struct Sparse24Linear::Impl {
   void* d_dense = nullptr;
   const void* dense_on_device() {
     if (!d_dense) {
-      check(cudaMalloc(&d_dense, host_w.size() * 2), "weight");
-      check(cudaMemcpy(d_dense, host_w.data(), host_w.size() * 2, cudaMemcpyHostToDevice), "weight upload");
+      check(cudaMalloc(&d_dense, host_w.size()), "weight");
+      check(cudaMemcpy(d_dense, host_w.data(), host_w.size(), cudaMemcpyHostToDevice), "weight upload");
     }
     return d_dense;
   }
@@ -473,7 +491,7 @@ struct Sparse24Linear::Impl {
   }
 
   void init_sparse_descriptor(int order, cusparseLtMatDescriptor_t* a) const {
-    const auto t = cuda_type(dtype);
+    const auto t = in_type();
     if (order == 0)
       check(cusparseLtStructuredDescriptorInit(lt_handle(), a, n, k, k, 16, t, CUSPARSE_ORDER_ROW, CUSPARSELT_SPARSITY_50_PERCENT),
             "structured descriptor");
@@ -511,6 +529,7 @@ struct Sparse24Linear::Impl {
   std::unique_ptr<Plan> try_plan(std::int64_t m, int layout, int alg, int split, bool use_default) {
     auto p = std::make_unique<Plan>();
     p->problem = make_problem(m, layout);
+    if (!p->problem) return nullptr;
     auto* h = lt_handle();
     if (cusparseLtMatmulAlgSelectionInit(h, &p->sel, &p->problem->mm, CUSPARSELT_MATMUL_ALG_DEFAULT) !=
         CUSPARSE_STATUS_SUCCESS) {
@@ -605,7 +624,7 @@ struct Sparse24Linear::Impl {
     }
     const bool search = search_enabled();
     auto& cache = tuning();
-    const int dt = int(dtype);
+    const int dt = type_key();
     char best_key[128];
     std::snprintf(best_key, sizeof best_key, "%d %d %lld %lld %lld", dt, int(out), (long long)n, (long long)k, (long long)m);
     if (forced_layout() < 0) {  // also with PRUNUS_CSLT_SEARCH=0: a recorded search is reused
@@ -654,7 +673,7 @@ struct Sparse24Linear::Impl {
     const std::int64_t y_elems = m * n;
     void* d_ref = nullptr;
     unsigned* d_scratch = nullptr;
-    check(cudaMalloc(&d_ref, y_elems * 2), "search buffer");
+    check(cudaMalloc(&d_ref, y_elems * out_bytes()), "search buffer");
     check(cudaMalloc(&d_scratch, 2 * sizeof(unsigned)), "search buffer");
     std::unique_ptr<Plan> best;
     int timed = 0;
@@ -712,7 +731,9 @@ struct Sparse24Linear::Impl {
             return -1;
           }
           t0 = std::chrono::steady_clock::now();
-          const double err = rel_diff(d_y, d_ref, y_elems, dtype, d_scratch, s);
+          // int32 sums are exact: every configuration must give the default's bytes.
+          const double err = int8 ? (same_bytes(d_y, d_ref, y_elems * 4, s) ? 0.0 : 1.0)
+                                  : rel_diff(d_y, d_ref, y_elems, dtype, d_scratch, s);
           phases.check += since(t0);
           if (!(err < 2e-2)) {  // a configuration that computes something else is never chosen
             log("cuSPARSELt: layout " + std::to_string(layout) + " alg " + std::to_string(alg) + " split-K " +
@@ -788,7 +809,7 @@ struct Sparse24Linear::Impl {
       std::snprintf(line, sizeof line,
                     "cuSPARSELt: %lldx%lld at M=%lld (%s): tried the winners at M=%s and the defaults (%d configurations "
                     "in %.2f s) instead of a full search; chose layout %d alg %d, %.1f us",
-                    (long long)n, (long long)k, (long long)m, dtype_name(dtype), from.c_str(), timed, since(search_started),
+                    (long long)n, (long long)k, (long long)m, type_name(), from.c_str(), timed, since(search_started),
                     best->info.layout, best->info.alg, best->info.us);
       log(line);
       cache.quick[best_key] = {double(best->info.layout), double(best->info.alg), double(best->info.split_k), best->info.us};
@@ -798,7 +819,7 @@ struct Sparse24Linear::Impl {
                     "cuSPARSELt: searched %lldx%lld at M=%lld (%s): %d configurations in %.2f s (plan %.2f, compress %.2f, "
                     "first run %.2f, check %.2f, timing %.2f, record %.2f), %d skipped for their own compressed arrangement; "
                     "chose layout %d alg %d, %.1f us",
-                    (long long)n, (long long)k, (long long)m, dtype_name(dtype), timed, since(search_started), phases.plan,
+                    (long long)n, (long long)k, (long long)m, type_name(), timed, since(search_started), phases.plan,
                     phases.compress, phases.first, phases.check, phases.timing, phases.record, skipped_own_format, best->info.layout,
                     best->info.alg, best->info.us);
       log(line);
@@ -825,7 +846,20 @@ Sparse24Linear::Sparse24Linear(const std::uint16_t* w, std::int64_t n, std::int6
   I.k = k;
   I.dtype = dtype;
   I.out = out;
-  I.host_w.assign(w, w + n * k);
+  I.host_w.resize(static_cast<std::size_t>(n * k) * 2);
+  std::memcpy(I.host_w.data(), w, I.host_w.size());
+}
+
+Sparse24Linear::Sparse24Linear(const std::int8_t* w, std::int64_t n, std::int64_t k, Output out)
+    : impl_(std::make_unique<Impl>()) {
+  if (auto why = sparse24_unsupported(w, n, k); !why.empty()) throw std::invalid_argument("2:4 int8 weight: " + why);
+  auto& I = *impl_;
+  I.n = n;
+  I.k = k;
+  I.int8 = true;
+  I.out = out;
+  I.host_w.resize(static_cast<std::size_t>(n * k));
+  std::memcpy(I.host_w.data(), w, I.host_w.size());
 }
 
 Sparse24Linear::~Sparse24Linear() {
@@ -857,6 +891,7 @@ std::int64_t Sparse24Linear::cols() const { return impl_->k; }
 struct DenseLinear::Impl {
   std::int64_t n, k;
   DType dtype;
+  bool int8 = false;
   void* d_w = nullptr;
 };
 
@@ -868,12 +903,28 @@ DenseLinear::DenseLinear(const std::uint16_t* w, std::int64_t n, std::int64_t k,
   check(cudaMalloc(&impl_->d_w, n * k * 2), "weight");
   check(cudaMemcpy(impl_->d_w, w, n * k * 2, cudaMemcpyHostToDevice), "weight upload");
 }
+DenseLinear::DenseLinear(const std::int8_t* w, std::int64_t n, std::int64_t k) : impl_(std::make_unique<Impl>()) {
+  impl_->n = n;
+  impl_->k = k;
+  impl_->dtype = DType::F16;
+  impl_->int8 = true;
+  check(cudaMalloc(&impl_->d_w, n * k), "weight");
+  check(cudaMemcpy(impl_->d_w, w, n * k, cudaMemcpyHostToDevice), "weight upload");
+}
 DenseLinear::~DenseLinear() { cudaFree(impl_->d_w); }
 const void* DenseLinear::device_weight() const { return impl_->d_w; }
 
 void DenseLinear::forward(const void* d_x, std::int64_t m, void* d_y, void* stream) {
   auto h = blas_handle();
   check(cublasSetStream(h, static_cast<cudaStream_t>(stream)), "cublasSetStream");
+  if (impl_->int8) {  // int8 tensor cores (IMMA) take this TN form; int32 scalars for COMPUTE_32I
+    const std::int32_t alpha = 1, beta = 0;
+    const int n = static_cast<int>(impl_->n), k = static_cast<int>(impl_->k), mm = static_cast<int>(m);
+    check(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, mm, k, &alpha, impl_->d_w, CUDA_R_8I, k, d_x, CUDA_R_8I, k, &beta,
+                       d_y, CUDA_R_32I, n, CUBLAS_COMPUTE_32I, CUBLAS_GEMM_DEFAULT),
+          "cublasGemmEx (int8)");
+    return;
+  }
   const float alpha = 1.0f, beta = 0.0f;
   const auto t = cuda_type(impl_->dtype);
   const int n = static_cast<int>(impl_->n), k = static_cast<int>(impl_->k), mm = static_cast<int>(m);
@@ -884,6 +935,7 @@ void DenseLinear::forward(const void* d_x, std::int64_t m, void* d_y, void* stre
 }
 
 void DenseLinear::forward_f32(const void* d_x, std::int64_t m, float* d_y, void* stream) {
+  if (impl_->int8) throw std::invalid_argument("DenseLinear::forward_f32: an int8 weight gives int32 (forward)");
   auto h = blas_handle();
   check(cublasSetStream(h, static_cast<cudaStream_t>(stream)), "cublasSetStream");
   const float alpha = 1.0f, beta = 0.0f;
