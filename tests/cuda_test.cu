@@ -249,7 +249,8 @@ void test_quick_choice_near_a_search(DType dt) {
 void test_int8() {
   std::mt19937 rng(21);
   std::uniform_int_distribution<int> code(-127, 127);
-  for (auto [n, k] : {std::pair<std::int64_t, std::int64_t>{256, 512}, {96, 1024}}) {
+  for (auto shape : {std::pair<std::int64_t, std::int64_t>{256, 512}, {96, 1024}}) {
+    const std::int64_t n = shape.first, k = shape.second;  // named: lambdas below capture them
     std::vector<std::int8_t> w(n * k);
     for (std::int64_t g = 0; g < n * k; g += 4) {
       const int a = int(rng() % 4), b = (a + 1 + int(rng() % 3)) % 4;
@@ -309,6 +310,64 @@ void test_int8() {
       cudaFree(dy);
     }
   }
+}
+
+// W8A8 on 2:4 (GemmMode::Int8Sparse24) against the same arithmetic on the host: weights per
+// row, activations with one scale for the call, s = max|·| / 127, codes rounded half to even,
+// exact int sums, y = Σ · (s_x · s_w) rounded to the 16-bit type.
+void test_int8_linear(DType dt) {
+  std::mt19937 rng(23);
+  const std::int64_t n = 128, k = 256;
+  const auto w = rounded(random_24(n, k, rng), dt);
+  cuda::Linear lin("w8a8", bits(w, dt).data(), n, k, dt, cuda::GemmMode::Int8Sparse24);
+  auto quantize_rows = [](const std::vector<float>& v, std::int64_t rows, std::int64_t cols, std::vector<int>& q,
+                          std::vector<float>& sc) {
+    q.assign(v.size(), 0);
+    sc.assign(rows, 1.0f);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      float amax = 0;
+      for (std::int64_t j = 0; j < cols; ++j) amax = std::max(amax, std::fabs(v[r * cols + j]));
+      sc[r] = amax > 0 ? amax / 127.0f : 1.0f;
+      for (std::int64_t j = 0; j < cols; ++j)
+        q[r * cols + j] = int(std::clamp(std::nearbyint(v[r * cols + j] / sc[r]), -127.0f, 127.0f));
+    }
+  };
+  std::vector<int> wq, xq;
+  std::vector<float> ws, xs;
+  quantize_rows(w, n, k, wq, ws);
+  for (std::int64_t m : {5, 16, 40, 80}) {  // 80 × 256 values: past the one-block quantizer
+    const auto x = random_batch(m, k, dt, rng);
+    quantize_rows(x, 1, m * k, xq, xs);  // one scale for the whole X
+    std::vector<float> want(m * n);
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t o = 0; o < n; ++o) {
+        std::int64_t acc = 0;
+        for (std::int64_t j = 0; j < k; ++j) acc += std::int64_t(xq[i * k + j]) * wq[o * k + j];
+        want[i * n + o] = cuda::from_bits(cuda::to_bits(float(acc) * (xs[0] * ws[o]), dt), dt);
+      }
+    const std::int64_t mp = (m + 15) / 16 * 16;
+    void *dx, *dy;
+    ck(cudaMalloc(&dx, mp * k * 2));
+    ck(cudaMalloc(&dy, mp * n * 2));
+    ck(cudaMemcpy(dx, bits(x, dt).data(), m * k * 2, cudaMemcpyHostToDevice));
+    lin.forward(dx, m, dy, nullptr);
+    ck(cudaDeviceSynchronize());
+    std::vector<std::uint16_t> yb(m * n);
+    ck(cudaMemcpy(yb.data(), dy, yb.size() * 2, cudaMemcpyDeviceToHost));
+    std::vector<float> got(m * n);
+    for (std::size_t i = 0; i < got.size(); ++i) got[i] = cuda::from_bits(yb[i], dt);
+    const std::string what = std::string("int8-2:4 linear ") + cuda::dtype_name(dt) + " M=" + std::to_string(m);
+    // Only a code that lands on a rounding tie could differ (float division on host and GPU is
+    // the same IEEE operation); the output's 16-bit rounding is shared.
+    expect(rel_err(got, want) < 1e-3, what + ": rel err " + std::to_string(rel_err(got, want)) + " against the host's W8A8");
+    // And within quantization error of the unquantized product.
+    const double eq = rel_err(got, host_linear(x, w, m, n, k));
+    expect(eq < 3e-2, what + ": rel err " + std::to_string(eq) + " against the fp32 product");
+    std::printf("%s: rel err %.2e against the host's W8A8, %.2e against fp32\n", what.c_str(), rel_err(got, want), eq);
+    cudaFree(dx);
+    cudaFree(dy);
+  }
+  expect(lin.sparse_at(16), "int8-2:4 runs on the sparse path");
 }
 
 void test_refusals() {
@@ -455,10 +514,11 @@ void test_llama(bool heads_pruned) {
   for (auto& t : toks) t = std::int32_t(rng() % V);
   const auto want = ref.forward(toks);
   for (DType dt : {DType::F16, DType::BF16})
-    for (auto mode : {cuda::GemmMode::Dense, cuda::GemmMode::Sparse24, cuda::GemmMode::Auto}) {
+    for (auto mode : {cuda::GemmMode::Dense, cuda::GemmMode::Sparse24, cuda::GemmMode::Auto, cuda::GemmMode::Int8Sparse24}) {
       const std::string what = std::string(heads_pruned ? "llama (heads pruned) " : "llama ") + cuda::dtype_name(dt) +
                                " " + cuda::gemm_mode_name(mode);
-      const double tol = dt == DType::F16 ? 2e-2 : 6e-2;
+      // W8A8 adds its quantization error (per-token activations, per-row weights) to the 16-bit one.
+      const double tol = mode == cuda::GemmMode::Int8Sparse24 ? 1e-1 : dt == DType::F16 ? 2e-2 : 6e-2;
       std::printf("%s\n", what.c_str());
       std::fflush(stdout);
       cuda::set_log([](const std::string&) {});
@@ -494,7 +554,9 @@ void test_llama(bool heads_pruned) {
       expect(std::fabs(nll - nll_ref) / nll_ref < tol, what + " nll " + std::to_string(nll) + " vs " + std::to_string(nll_ref));
       int sparse = 0;
       for (const auto& l : gpu.linears()) sparse += l.sparse_at(40);
-      if (mode == cuda::GemmMode::Sparse24) expect(sparse == 8, what + ": every decoder linear runs 2:4");
+      if (mode == cuda::GemmMode::Sparse24 || mode == cuda::GemmMode::Int8Sparse24)
+        expect(sparse == 8, what + ": every decoder linear runs 2:4");
+      if (mode == cuda::GemmMode::Int8Sparse24) std::printf("%s: logits rel err %.4f (prefill) %.4f (decode)\n", what.c_str(), e, es);
       if (mode == cuda::GemmMode::Dense) expect(sparse == 0, what + ": no 2:4");
       cuda::set_log(nullptr);
     }
@@ -519,6 +581,8 @@ int main() {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   try {
     test_int8();
+    test_int8_linear(DType::F16);
+    test_int8_linear(DType::BF16);
     test_refusals();
     test_one_copy_for_every_m(DType::F16, 512, 1024, {16, 48, 256, 1024, 32, 16, 48}, 48, 3);
     test_one_copy_for_every_m(DType::BF16, 512, 1024, {16, 48, 256, 1024, 32, 16, 48}, 48, 3);

@@ -60,6 +60,11 @@ class Sparse24Linear {
   // `prunus quantize`'s files), int8 X, exact int32 sums: Y is int32 [M×N] (or its transpose).
   // Dequantizing (y · s_x · s_w) is the caller's epilogue. Searched and recorded like fp16.
   Sparse24Linear(const std::int8_t* host_w, std::int64_t n, std::int64_t k, Output out = Output::RowMajor);
+  // INT8 in, `out_dtype` out: Y[i, j] = alpha[j] · Σ x_q w_q, alpha a device vector of N floats
+  // read at each call (cuSPARSELt's epilogue; the caller keeps it valid and may rewrite it
+  // between calls on the stream, e.g. s_x · s_w for a per-call activation scale).
+  Sparse24Linear(const std::int8_t* host_w, std::int64_t n, std::int64_t k, DType out_dtype, const float* d_alpha,
+                 Output out = Output::RowMajor);
   ~Sparse24Linear();
   Sparse24Linear(const Sparse24Linear&) = delete;
   Sparse24Linear& operator=(const Sparse24Linear&) = delete;
@@ -96,10 +101,12 @@ class DenseLinear {
 };
 
 // How a model's linear layers run: dense cuBLAS, 2:4 cuSPARSELt, or per batch size whichever
-// measured faster on this GPU (auto keeps both weights; the choice is logged).
-enum class GemmMode { Dense, Sparse24, Auto };
+// measured faster on this GPU (auto keeps both weights; the choice is logged); int8-2:4 is
+// W8A8 on 2:4: weights quantized per output row at load, activations with one scale per call
+// (dynamic), the int8 2:4 GEMM writing fp16/bf16 through a per-row scale epilogue.
+enum class GemmMode { Dense, Sparse24, Auto, Int8Sparse24 };
 const char* gemm_mode_name(GemmMode m);
-GemmMode parse_gemm_mode(const std::string& s);  // dense | 2:4 | auto; std::invalid_argument
+GemmMode parse_gemm_mode(const std::string& s);  // dense | 2:4 | auto | int8-2:4; std::invalid_argument
 
 // The cuSPARSELt library loaded at run time, as cusparseLtGetVersion gives it (0.8.0 → 800):
 // the one on LD_LIBRARY_PATH, which need not be the headers' version.

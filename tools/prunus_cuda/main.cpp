@@ -265,7 +265,7 @@ int main(int argc, char** argv) {
   ppl->add_option("text", text, "Text, one document a line")->required();
   ppl->add_option("--tokenizer", tok, "llama2.c tokenizer, tokenizer.json or tokenizer.model (default: the folder's tokenizer.json, else its tokenizer.model, else tok<vocab>.bin beside the model)");
   ppl->add_option("--dtype", dtype, "fp16 | bf16")->capture_default_str();
-  ppl->add_option("--gemm", gemm, "dense | 2:4 | auto (2:4 where it measured faster)")->capture_default_str();
+  ppl->add_option("--gemm", gemm, "dense | 2:4 | auto (2:4 where it measured faster) | int8-2:4 (W8A8 on 2:4)")->capture_default_str();
   ppl->add_option("--max-windows", max_windows, "Score at most this many windows (0: all)");
   auto* gen = app.add_subcommand("generate", "Greedy tokens from BOS on the GPU");
   gen->add_option("model", model)->required();
