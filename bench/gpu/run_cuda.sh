@@ -4,7 +4,7 @@
 # cudart, cuBLAS and cuSPARSELt. Binaries and data come in build-gpu-data/ (carried):
 #   bin/{prunus-cuda,prunus_cuda_bench,prunus_cuda_test}, stories260K*.bin, tok512.bin, text.
 # JSON lines and logs to ${OUT:-.}.
-#   bash bench/gpu/run_cuda.sh STEP...   STEP: env test gemm gemm-quick torch torch-quick ppl ppl-quick ppl-heads e2e e2e-quick
+#   bash bench/gpu/run_cuda.sh STEP...   STEP: env test gemm gemm-quick torch torch-quick ppl ppl-quick ppl-heads ppl-int8 e2e e2e-quick
 # cuSPARSELt searches are recorded in $PRUNUS_CSLT_CACHE (here $OUT/tuning.txt).
 set -uo pipefail
 OUT=${OUT:-.}
@@ -45,6 +45,12 @@ for step in "$@"; do
     torch-quick) LD_LIBRARY_PATH=$TORCH_LD python3 bench/torch_semi_structured.py --quick | tee "$OUT/torch_quick.jsonl" ;;
     ppl-quick)
       for args in "stories260K.bin --gemm dense" "stories260K_sgpt24.bin --gemm 2:4"; do
+        set -- $args
+        PRUNUS_CSLT_SEARCH=0 timeout -s KILL 60 $D/bin/prunus-cuda perplexity "$D/$1" $D/tinystories_valid.txt --tokenizer $D/tok512.bin "${@:2}" 2>>"$OUT/ppl.err" | tee -a "$OUT/ppl.jsonl"
+      done ;;
+    ppl-int8)  # W8A8 on 2:4 against the 16-bit paths, on the SparseGPT 2:4 model
+      for args in "stories260K_sgpt24.bin --gemm dense" "stories260K_sgpt24.bin --gemm 2:4" \
+                  "stories260K_sgpt24.bin --gemm int8-2:4" "stories260K_sgpt24.bin --gemm int8-2:4 --dtype bf16"; do
         set -- $args
         PRUNUS_CSLT_SEARCH=0 timeout -s KILL 60 $D/bin/prunus-cuda perplexity "$D/$1" $D/tinystories_valid.txt --tokenizer $D/tok512.bin "${@:2}" 2>>"$OUT/ppl.err" | tee -a "$OUT/ppl.jsonl"
       done ;;
