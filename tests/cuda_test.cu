@@ -370,6 +370,30 @@ void test_int8_linear(DType dt) {
   expect(lin.sparse_at(16), "int8-2:4 runs on the sparse path");
 }
 
+// Two layers of one shape at one M, same recorded configuration, interleaved calls: each gives
+// its own product. 1024×4096 fp16 at M = 32 (searched in full just before) chooses algorithm
+// 36 on H100, one of the ids that fault on a compressed copy their plan did not write. Sharing
+// one cuSPARSELt plan between such layers (to pay the ~0.2 s fp16 plan set-up once) was tried:
+// on H100 the second layer's product came out wrong with alg 36, so every layer keeps its own plan.
+void test_layers_share_plans() {
+  std::mt19937 rng(29);
+  const std::int64_t n = 1024, k = 4096, m = 32;
+  const DType dt = DType::F16;
+  const auto wa = rounded(random_24(n, k, rng), dt), wb = rounded(random_24(n, k, rng), dt);
+  cuda::Sparse24Linear a(bits(wa, dt).data(), n, k, dt), b(bits(wb, dt).data(), n, k, dt);
+  const auto x = random_batch(m, k, dt, rng);
+  const auto ya1 = run_on_gpu(a, x, m, n, dt);
+  const auto yb = run_on_gpu(b, x, m, n, dt);
+  const auto ya2 = run_on_gpu(a, x, m, n, dt);
+  const double tol = 1e-2;
+  expect(rel_err(ya1, host_linear(x, wa, m, n, k)) < tol, "two layers of one shape: first layer");
+  expect(rel_err(yb, host_linear(x, wb, m, n, k)) < tol, "two layers of one shape: second layer");
+  expect(ya2 == ya1, "two layers of one shape: first layer again, after the second ran");
+  const auto ia = a.plan_info(m), ib = b.plan_info(m);
+  expect(ia.layout == ib.layout && ia.alg == ib.alg, "two layers of one shape: the recorded configuration for both");
+  std::printf("two 1024x4096 layers at M=32: layout %d alg %d\n", ia.layout, ia.alg);
+}
+
 void test_refusals() {
   std::mt19937 rng(5);
   auto w = random_24(32, 64, rng);
@@ -592,6 +616,7 @@ int main() {
     setenv("PRUNUS_CSLT_SEARCH_S", "60", 1);  // every algorithm (106), not the first 3 s of them
     test_one_copy_for_every_m(DType::F16, 1024, 4096, {64, 32, 128, 64, 32}, 32, 60);
     unsetenv("PRUNUS_CSLT_SEARCH_S");
+    test_layers_share_plans();
     test_quick_choice_near_a_search(DType::F16);
     test_quick_choice_near_a_search(DType::BF16);
     test_gemm(DType::F16);
