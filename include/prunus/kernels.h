@@ -145,7 +145,7 @@ void matmul(const Csr& w, const float* x, std::int64_t batch, float* y, const Op
 void matmul(const Bitmask& w, const float* x, std::int64_t batch, float* y, const Options& opt = {});
 void matmul(const Bsr& w, const float* x, std::int64_t batch, float* y, const Options& opt = {});
 void matmul(const NM& w, const float* x, std::int64_t batch, float* y, const Options& opt = {});
-// Batch > 1 runs the batch-1 product once per row of X (the format is for batch-1 latency).
+// Batch > 1 takes up to four rows of X per pass over the weights (the format is for small batches).
 void matmul(const Sell& w, const float* x, std::int64_t batch, float* y, const Options& opt = {});
 // ------------------------------------------------------------------ INT8
 // Weights quantized symmetrically per output row: s_r = max|w_r| / 127, q = round(w / s_r)
