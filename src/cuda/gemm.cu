@@ -390,6 +390,13 @@ struct Sparse24Linear::Impl {
   const float* d_alpha = nullptr;  // int8 → 16-bit: per-row scales (device), read at each call
   Output out = Output::RowMajor;
   std::vector<std::uint8_t> host_w;  // the weight's bytes, kept to compress for configurations the search picks later
+  void keep_weight(const void* w, std::int64_t rows, std::int64_t cols, std::size_t elem_bytes, Output o) {
+    n = rows;
+    k = cols;
+    out = o;
+    host_w.resize(static_cast<std::size_t>(rows * cols) * elem_bytes);
+    std::memcpy(host_w.data(), w, host_w.size());
+  }
 
   cudaDataType in_type() const { return int8 ? CUDA_R_8I : cuda_type(dtype); }
   cudaDataType out_type() const { return out_int32 ? CUDA_R_32I : cuda_type(dtype); }
@@ -912,26 +919,15 @@ struct Sparse24Linear::Impl {
 Sparse24Linear::Sparse24Linear(const std::uint16_t* w, std::int64_t n, std::int64_t k, DType dtype, Output out)
     : impl_(std::make_unique<Impl>()) {
   if (auto why = sparse24_unsupported(w, n, k); !why.empty()) throw std::invalid_argument("2:4 weight: " + why);
-  auto& I = *impl_;
-  I.n = n;
-  I.k = k;
-  I.dtype = dtype;
-  I.out = out;
-  I.host_w.resize(static_cast<std::size_t>(n * k) * 2);
-  std::memcpy(I.host_w.data(), w, I.host_w.size());
+  impl_->dtype = dtype;
+  impl_->keep_weight(w, n, k, 2, out);
 }
 
 Sparse24Linear::Sparse24Linear(const std::int8_t* w, std::int64_t n, std::int64_t k, Output out)
     : impl_(std::make_unique<Impl>()) {
   if (auto why = sparse24_unsupported(w, n, k); !why.empty()) throw std::invalid_argument("2:4 int8 weight: " + why);
-  auto& I = *impl_;
-  I.n = n;
-  I.k = k;
-  I.int8 = true;
-  I.out_int32 = true;
-  I.out = out;
-  I.host_w.resize(static_cast<std::size_t>(n * k));
-  std::memcpy(I.host_w.data(), w, I.host_w.size());
+  impl_->int8 = impl_->out_int32 = true;
+  impl_->keep_weight(w, n, k, 1, out);
 }
 
 Sparse24Linear::Sparse24Linear(const std::int8_t* w, std::int64_t n, std::int64_t k, DType out_dtype, const float* d_alpha,
