@@ -207,6 +207,13 @@ TEST(Kernels, SellMatchesReference) {
   EXPECT_EQ(f.nnz, std::count_if(w.begin(), w.end(), [](float v) { return v != 0.0f; }));
   check_round_trip(f, w, 45, 97, "sell ragged");
   check_all_variants(f, w, 45, 97, rng, "sell ragged");
+  // The row grouping is a seeded search: the same weights give the same layout.
+  auto w2 = random_sparse(300, 784, 0.92, rng);
+  auto g1 = k::to_sell(w2.data(), 300, 784), g2 = k::to_sell(w2.data(), 300, 784);
+  EXPECT_EQ(g1.row_of_lane, g2.row_of_lane);
+  EXPECT_EQ(g1.pos, g2.pos);
+  EXPECT_TRUE(std::equal(g1.values.begin(), g1.values.end(), g2.values.begin(), g2.values.end()));
+  check_round_trip(g1, w2, 300, 784, "sell 300x784");
   std::vector<float> wide(std::size_t(65536) * 32 + 1, 0.0f);
   EXPECT_THROW(k::to_sell(wide.data(), 1, std::int64_t(wide.size())), std::invalid_argument);
 }
