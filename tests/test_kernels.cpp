@@ -148,6 +148,18 @@ TEST(Kernels, BitmaskMatchesReference) {
   }
   prunus::kernels::avx512::g_use_vbmi2 = vbmi2;
   prunus::kernels::avx512::g_vbmi2_max_density = 0.2;
+  // The AVX-512 batch-1 kernel takes rows in pairs on wide matrices: force it everywhere (odd
+  // row counts leave one row to the single-row loop).
+  const std::int64_t pair_cols = prunus::kernels::avx512::g_bitmask_pair_cols;
+  prunus::kernels::avx512::g_bitmask_pair_cols = 0;
+  prunus::kernels::avx512::g_use_vbmi2 = false;
+  for (const auto& c : kShapes) {
+    auto w = random_sparse(c.rows, c.cols, c.sparsity, rng);
+    check_all_variants(k::to_bitmask(w.data(), c.rows, c.cols), w, c.rows, c.cols, rng,
+                       "row-pair bitmask " + std::to_string(c.rows) + "x" + std::to_string(c.cols));
+  }
+  prunus::kernels::avx512::g_use_vbmi2 = vbmi2;
+  prunus::kernels::avx512::g_bitmask_pair_cols = pair_cols;
 }
 
 TEST(Kernels, BsrMatchesReference) {

@@ -130,6 +130,7 @@ bool g_csr_scalar_loads = [] {
   return !(v && v[0] == '1');
 }();
 double g_vbmi2_max_density = 0.2;
+std::int64_t g_bitmask_pair_cols = 8192;
 
 void csr(const Csr& w, const Args& a, std::int64_t r0, std::int64_t r1) {
   if (a.batch == 1) {
@@ -159,7 +160,65 @@ void bitmask(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1) 
     // the previous rule (L1 below 40% density).
     const bool prefetch_l2 = kPrefetchL2Bytes > 0 && density >= 0.23 && density < 0.45;
     const bool prefetch = kPrefetchBytes > 0 && (kPrefetchL2Bytes > 0 ? density < 0.23 : density < 0.4);
-    for (std::int64_t r = r0; r < r1; ++r) {
+    std::int64_t r = r0;
+    if (w.cols > g_bitmask_pair_cols) {
+      // x larger than L1 (11008 columns: 43 KiB) is read from L2 once a row, more bytes than
+      // the row's weights at 50% zeros. Two rows a pass share each x load (their value streams
+      // are adjacent, so the prefetcher still sees one region).
+      for (; r + 2 <= r1; r += 2) {
+        const std::uint64_t* bits0 = &w.bits[r * w.words_per_row];
+        const std::uint64_t* bits1 = bits0 + w.words_per_row;
+        const float* v0p = &w.values[w.row_ptr[r]];
+        const float* v1p = &w.values[w.row_ptr[r + 1]];
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
+        auto word = [](std::uint64_t bw, const float*& v, __m512 x0, __m512 x1, __m512 x2, __m512 x3, __m512& c0,
+                       __m512& c1, __m512& c2, __m512& c3) {
+          const __mmask16 m0 = __mmask16(bw), m1 = __mmask16(bw >> 16), m2 = __mmask16(bw >> 32), m3 = __mmask16(bw >> 48);
+          const int p0 = __builtin_popcount(m0), p1 = p0 + __builtin_popcount(m1), p2 = p1 + __builtin_popcount(m2);
+          __m512 u0 = _mm512_loadu_ps(v), u1 = _mm512_loadu_ps(v + p0), u2 = _mm512_loadu_ps(v + p1),
+                 u3 = _mm512_loadu_ps(v + p2);
+          asm("" : "+v"(u0), "+v"(u1), "+v"(u2), "+v"(u3));  // separate loads: see below
+          c0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m0, u0), x0, c0);
+          c1 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m1, u1), x1, c1);
+          c2 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m2, u2), x2, c2);
+          c3 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m3, u3), x3, c3);
+          v += __builtin_popcountll(bw);
+        };
+        std::int64_t wd = 0;
+        for (; wd < full_words; ++wd) {
+          if (prefetch) {
+            _mm_prefetch(reinterpret_cast<const char*>(v0p) + kPrefetchBytes, _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(v1p) + kPrefetchBytes, _MM_HINT_T0);
+          } else if (prefetch_l2) {
+            _mm_prefetch(reinterpret_cast<const char*>(v0p) + kPrefetchL2Bytes, _MM_HINT_T2);
+            _mm_prefetch(reinterpret_cast<const char*>(v0p + 16) + kPrefetchL2Bytes, _MM_HINT_T2);
+            _mm_prefetch(reinterpret_cast<const char*>(v1p) + kPrefetchL2Bytes, _MM_HINT_T2);
+            _mm_prefetch(reinterpret_cast<const char*>(v1p + 16) + kPrefetchL2Bytes, _MM_HINT_T2);
+          }
+          const float* x = a.x + wd * 64;
+          const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16), x2 = _mm512_loadu_ps(x + 32),
+                       x3 = _mm512_loadu_ps(x + 48);
+          word(bits0[wd], v0p, x0, x1, x2, x3, a0, a1, a2, a3);
+          word(bits1[wd], v1p, x0, x1, x2, x3, b0, b1, b2, b3);
+        }
+        if (wd < w.words_per_row) {  // partial last word: masked x loads never read past x
+          std::uint64_t w0 = bits0[wd], w1 = bits1[wd];
+          const float* x = a.x + wd * 64;
+          for (int q = 0; q < 4; ++q, w0 >>= 16, w1 >>= 16) {
+            const __mmask16 m0 = __mmask16(w0), m1 = __mmask16(w1);
+            const __m512 xq = _mm512_maskz_loadu_ps(__mmask16(m0 | m1), x + 16 * q);
+            a0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m0, _mm512_loadu_ps(v0p)), xq, a0);
+            b0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m1, _mm512_loadu_ps(v1p)), xq, b0);
+            v0p += __builtin_popcount(m0);
+            v1p += __builtin_popcount(m1);
+          }
+        }
+        a.y[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+        a.y[r + 1] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(b0, b1), _mm512_add_ps(b2, b3)));
+      }
+    }
+    for (; r < r1; ++r) {
       const std::uint64_t* bits = &w.bits[r * w.words_per_row];
       const float* v = &w.values[w.row_ptr[r]];
       __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(),
