@@ -92,6 +92,17 @@ const std::vector<Case> kShapes = {
     {33, 129, 0.7}, {100, 300, 0.95}, {17, 1000, 0.5}, {3, 4096, 0.8}, {40, 96, 0.99},
 };
 
+// Every shape of kShapes with a fresh random matrix: round trip, then every variant.
+template <class Convert>
+void check_on_every_shape(std::mt19937& rng, const std::string& name, Convert convert) {
+  for (const auto& c : kShapes) {
+    auto w = random_sparse(c.rows, c.cols, c.sparsity, rng);
+    auto f = convert(w.data(), c.rows, c.cols);
+    check_round_trip(f, w, c.rows, c.cols, name);
+    check_all_variants(f, w, c.rows, c.cols, rng, name + " " + std::to_string(c.rows) + "x" + std::to_string(c.cols));
+  }
+}
+
 }  // namespace
 
 TEST(Kernels, ReportsWhichIsasAreTested) {
@@ -105,12 +116,7 @@ TEST(Kernels, ReportsWhichIsasAreTested) {
 
 TEST(Kernels, CsrMatchesReference) {
   std::mt19937 rng(1);
-  for (const auto& c : kShapes) {
-    auto w = random_sparse(c.rows, c.cols, c.sparsity, rng);
-    auto f = k::to_csr(w.data(), c.rows, c.cols);
-    check_round_trip(f, w, c.rows, c.cols, "csr");
-    check_all_variants(f, w, c.rows, c.cols, rng, "csr " + std::to_string(c.rows) + "x" + std::to_string(c.cols));
-  }
+  check_on_every_shape(rng, "csr", k::to_csr);
   // Wide matrices use 32-bit column indices.
   // The AVX-512 batch-1 kernel has two ways to read x (scalar loads, gathers): both are checked.
   const bool scalar_loads = prunus::kernels::avx512::g_csr_scalar_loads;
@@ -138,13 +144,7 @@ TEST(Kernels, BitmaskMatchesReference) {
     if (use && !vbmi2) continue;
     prunus::kernels::avx512::g_use_vbmi2 = use;
     prunus::kernels::avx512::g_vbmi2_max_density = use ? 1.0 : 0.2;
-  for (const auto& c : kShapes) {
-    auto w = random_sparse(c.rows, c.cols, c.sparsity, rng);
-    auto f = k::to_bitmask(w.data(), c.rows, c.cols);
-    check_round_trip(f, w, c.rows, c.cols, "bitmask");
-    check_all_variants(f, w, c.rows, c.cols, rng,
-                       std::string(use ? "vbmi2 " : "") + "bitmask " + std::to_string(c.rows) + "x" + std::to_string(c.cols));
-  }
+  check_on_every_shape(rng, use ? "vbmi2 bitmask" : "bitmask", k::to_bitmask);
   }
   prunus::kernels::avx512::g_use_vbmi2 = vbmi2;
   prunus::kernels::avx512::g_vbmi2_max_density = 0.2;
@@ -153,11 +153,7 @@ TEST(Kernels, BitmaskMatchesReference) {
   const std::int64_t pair_cols = prunus::kernels::avx512::g_bitmask_pair_cols;
   prunus::kernels::avx512::g_bitmask_pair_cols = 0;
   prunus::kernels::avx512::g_use_vbmi2 = false;
-  for (const auto& c : kShapes) {
-    auto w = random_sparse(c.rows, c.cols, c.sparsity, rng);
-    check_all_variants(k::to_bitmask(w.data(), c.rows, c.cols), w, c.rows, c.cols, rng,
-                       "row-pair bitmask " + std::to_string(c.rows) + "x" + std::to_string(c.cols));
-  }
+  check_on_every_shape(rng, "row-pair bitmask", k::to_bitmask);
   prunus::kernels::avx512::g_use_vbmi2 = vbmi2;
   prunus::kernels::avx512::g_bitmask_pair_cols = pair_cols;
 }
@@ -203,12 +199,7 @@ TEST(Kernels, NmMatchesReference) {
 
 TEST(Kernels, SellMatchesReference) {
   std::mt19937 rng(7);
-  for (const auto& c : kShapes) {
-    auto w = random_sparse(c.rows, c.cols, c.sparsity, rng);
-    auto f = k::to_sell(w.data(), c.rows, c.cols);
-    check_round_trip(f, w, c.rows, c.cols, "sell");
-    check_all_variants(f, w, c.rows, c.cols, rng, "sell " + std::to_string(c.rows) + "x" + std::to_string(c.cols));
-  }
+  check_on_every_shape(rng, "sell", k::to_sell);
   // Rows of very different lengths (the sort puts them in different slices), empty rows, a
   // full 32-column window, and a last window of one column.
   auto w = random_sparse(45, 97, 0.9, rng);
