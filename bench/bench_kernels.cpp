@@ -147,14 +147,16 @@ void register_shape(const Case& c, const std::vector<int>& threads_list) {
   if (cols % 8 == 0) problems->push_back(make_problem(rows, cols, "nm", 0, 4, 8));  // not LeNet's 300
   problems->push_back(make_problem(rows, cols, "block", 0.8, 4, 4));
   problems->push_back(make_problem(rows, cols, "block", 0.9, 4, 4));
-  auto dense_w = std::make_shared<std::vector<std::vector<float>>>();
+  // Same allocator as the runtime and the sparse formats (64-byte lines, huge pages past 2 MiB),
+  // so dense and sparse read their weights through the same kind of pages.
+  auto dense_w = std::make_shared<std::vector<k::AlignedVector<float>>>();
   {
     std::mt19937 rng(7);
     std::vector<float> w(static_cast<std::size_t>(rows * cols));
     std::uniform_real_distribution<float> val(-1, 1);
     for (auto& v : w) v = val(rng);
     const std::size_t n = copies_for<float>(w.size() * 4);
-    for (std::size_t i = 0; i < n; ++i) dense_w->push_back(w);
+    for (std::size_t i = 0; i < n; ++i) dense_w->emplace_back(w.begin(), w.end());
   }
   const std::string shape = std::to_string(rows) + "x" + std::to_string(cols);
   // What one (batch, threads) cell shares: its input, output, key and name suffix.
@@ -279,7 +281,7 @@ void register_shape(const Case& c, const std::vector<int>& threads_list) {
 
 // Streaming read bandwidth of this machine, for the GB/s columns.
 void BM_MemoryReadBandwidth(benchmark::State& state) {
-  std::vector<float> a(std::size_t(256) << 20 >> 2, 1.0f);
+  k::AlignedVector<float> a(std::size_t(256) << 20 >> 2, 1.0f);  // pages as the weights have
   for (auto _ : state) {
     float s = 0;
     for (std::size_t i = 0; i < a.size(); i += 16) s += a[i];  // one touch per cache line

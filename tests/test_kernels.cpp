@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <random>
+#include <sstream>
 
 #include "kernels/kernels_internal.h"
 #include "prunus/kernels.h"
@@ -284,6 +286,47 @@ TEST(Kernels, SizesFollowTheFormats) {
   for (const auto& win : sell.windows) steps += win.steps;
   EXPECT_EQ(sell.values.size(), steps * 16);
   EXPECT_EQ(sell.bytes(), steps * 16 * 5 + sell.windows.size() * 4 + (300 + 2 * 20) * 4);
+}
+
+// The weight allocator: every array on a 64-byte line; arrays of 2 MiB and more start on a
+// 2 MiB boundary, end with their mapping (no huge page faulted past the end) and carry the
+// huge-page advice (VmFlags "hg"). Whether the kernel then backs them with huge pages depends
+// on its THP setting and free memory, so that is not asserted.
+TEST(Kernels, WeightArraysAreAlignedAndAdvisedIntoHugePages) {
+  k::AlignedVector<float> small(1000, 1.0f);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(small.data()) % 64, 0u);
+  if (const char* v = std::getenv("PRUNUS_HUGE_PAGES"); v && v[0] == '0')
+    GTEST_SKIP() << "PRUNUS_HUGE_PAGES=0: large arrays are plain 64-byte-aligned allocations";
+  const std::size_t n = (std::size_t(5) << 20) / 4 + 123;  // 5 MiB and a bit: a ragged end
+  k::AlignedVector<float> big(n, 2.0f);
+  const auto begin = reinterpret_cast<std::uintptr_t>(big.data());
+  EXPECT_EQ(begin % (std::size_t(2) << 20), 0u);
+  EXPECT_EQ(big.front(), 2.0f);
+  EXPECT_EQ(big.back(), 2.0f);
+  const std::uintptr_t end = begin + (n * 4 + 4095) / 4096 * 4096;
+  std::ifstream smaps("/proc/self/smaps");
+  if (!smaps) GTEST_SKIP() << "no /proc/self/smaps on this system: the huge-page advice is not checked";
+  std::string line;
+  bool found = false, advised = false;
+  std::uintptr_t lo = 0, hi = 0;
+  while (std::getline(smaps, line)) {
+    if (std::uintptr_t a, b; std::sscanf(line.c_str(), "%lx-%lx ", &a, &b) == 2) {  // a mapping's first line
+      found = a <= begin && begin < b;
+      if (found) lo = a, hi = b;
+    } else if (found && line.rfind("VmFlags:", 0) == 0) {
+      advised = line.find(" hg") != std::string::npos;
+      break;
+    }
+  }
+  EXPECT_EQ(lo, begin);
+  EXPECT_EQ(hi, end) << "the mapping must end with the array";
+  EXPECT_TRUE(advised) << "MADV_HUGEPAGE missing on the weight array's mapping";
+  // Copies and moves keep working through the same allocator (a vector reallocates).
+  k::AlignedVector<float> copy = big;
+  copy.push_back(3.0f);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(copy.data()) % (std::size_t(2) << 20), 0u);
+  EXPECT_EQ(copy[n - 1], 2.0f);
+  EXPECT_EQ(copy[n], 3.0f);
 }
 
 // The per-layer format choice: the product is the same whatever is chosen, a very sparse

@@ -25,17 +25,25 @@ std::vector<Isa> supported_isas(); // always includes Scalar
 std::string cpu_features();        // e.g. "avx2 fma avx512f avx512bw avx512vl avx512dq"
 
 // ------------------------------------------------------------------ formats
-// Storage whose first element sits on a 64-byte line: formats with fixed-size rows or blocks
-// (N:M, BSR) then load whole vectors without splitting a cache line (a split 64-byte load
-// costs two). std::vector's default allocation lands 16 bytes past a line for large arrays.
+// Storage for weights and activations. Every array starts on a 64-byte line: formats with
+// fixed-size rows or blocks (N:M, BSR) then load whole vectors without splitting a cache line
+// (a split 64-byte load costs two; std::vector's default lands 16 bytes past a line). Arrays of
+// 2 MiB and more start on a 2 MiB boundary and are advised into transparent huge pages: a
+// batch-1 product streams its weights once, and with 4 KiB pages each page costs a TLB walk
+// and restarts the hardware prefetcher (Zen 4, 4096² cold, huge pages for both dense and sparse:
+// OpenBLAS sgemv -9%, bitmask GEMV -11..-30%). PRUNUS_HUGE_PAGES=0 turns the advice off.
+namespace detail {
+void* allocate_aligned(std::size_t bytes);
+void free_aligned(void* p, std::size_t bytes) noexcept;
+}  // namespace detail
 template <class T>
 struct CacheLineAllocator {
   using value_type = T;
   CacheLineAllocator() = default;
   template <class U>
   CacheLineAllocator(const CacheLineAllocator<U>&) noexcept {}
-  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
-  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t{64}); }
+  T* allocate(std::size_t n) { return static_cast<T*>(detail::allocate_aligned(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t n) noexcept { detail::free_aligned(p, n * sizeof(T)); }
   template <class U>
   bool operator==(const CacheLineAllocator<U>&) const noexcept { return true; }
 };
@@ -49,9 +57,9 @@ using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
 struct Csr {
   std::int64_t rows = 0, cols = 0;
   std::vector<std::uint32_t> row_ptr;  // rows + 1
-  std::vector<std::uint16_t> col16;    // used when cols <= 65536
-  std::vector<std::uint32_t> col32;    // used otherwise
-  std::vector<float> values;
+  AlignedVector<std::uint16_t> col16;  // used when cols <= 65536
+  AlignedVector<std::uint32_t> col32;  // used otherwise
+  AlignedVector<float> values;
   bool narrow() const { return cols <= 65536; }
   std::int64_t nnz() const { return static_cast<std::int64_t>(values.size()); }
   std::uint64_t bytes() const;
@@ -61,9 +69,9 @@ struct Csr {
 struct Bitmask {
   std::int64_t rows = 0, cols = 0;
   std::int64_t words_per_row = 0;       // ceil(cols / 64)
-  std::vector<std::uint64_t> bits;      // rows × words_per_row
+  AlignedVector<std::uint64_t> bits;    // rows × words_per_row
   std::vector<std::uint32_t> row_ptr;   // offset of each row's first value (rows + 1)
-  std::vector<float> values;            // padded with 16 zeros so SIMD loads may run past the end
+  AlignedVector<float> values;          // padded with 16 zeros so SIMD loads may run past the end
   std::int64_t nnz() const { return row_ptr.empty() ? 0 : row_ptr.back(); }
   std::uint64_t bytes() const;
 };
@@ -276,7 +284,7 @@ class SparseLinear {
   Format format_ = Format::Dense;
   std::int64_t rows_ = 0, cols_ = 0, nnz_ = 0;
   Options opt_;
-  std::vector<float> dense_;
+  AlignedVector<float> dense_;
   Csr csr_;
   Bitmask bitmask_;
   Bsr bsr_;

@@ -1,14 +1,50 @@
 // Dense ⇄ sparse format conversion. Exact: to_dense(to_X(w)) reproduces w's bytes, with
 // zeros written as +0.0.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
 #include <stdexcept>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "prunus/kernels.h"
 
 namespace prunus::kernels {
+
+namespace detail {
+namespace {
+constexpr std::size_t kHugePage = std::size_t(2) << 20;
+const bool g_huge_pages = [] {
+  const char* v = std::getenv("PRUNUS_HUGE_PAGES");
+  return !(v && v[0] == '0');
+}();
+std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+}  // namespace
+
+void* allocate_aligned(std::size_t bytes) {
+  if (!g_huge_pages || bytes < kHugePage) return ::operator new(bytes, std::align_val_t{64});
+  // Map 2 MiB more than needed, keep the 2 MiB-aligned part, and give back the rest, so the
+  // mapping ends with the array: no huge page past its end is ever faulted in.
+  const std::size_t len = round_up(bytes, std::size_t(sysconf(_SC_PAGESIZE)));
+  void* raw = mmap(nullptr, len + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) throw std::bad_alloc();
+  char* const begin = static_cast<char*>(raw);
+  char* const aligned = begin + (kHugePage - reinterpret_cast<std::uintptr_t>(begin) % kHugePage) % kHugePage;
+  if (aligned > begin) munmap(begin, std::size_t(aligned - begin));
+  if (char* const end = begin + len + kHugePage; end > aligned + len) munmap(aligned + len, std::size_t(end - aligned - len));
+  madvise(aligned, len, MADV_HUGEPAGE);  // advice only: without THP the pages stay 4 KiB
+  return aligned;
+}
+
+void free_aligned(void* p, std::size_t bytes) noexcept {
+  if (!p) return;
+  if (!g_huge_pages || bytes < kHugePage) return ::operator delete(p, std::align_val_t{64});
+  munmap(p, round_up(bytes, std::size_t(sysconf(_SC_PAGESIZE))));
+}
+}  // namespace detail
 
 std::uint64_t Csr::bytes() const {
   return values.size() * 4 + col16.size() * 2 + col32.size() * 4 + row_ptr.size() * 4;

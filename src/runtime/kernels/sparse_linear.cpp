@@ -62,7 +62,7 @@ struct Probe {
   Probe(std::int64_t r, std::int64_t c, std::int64_t batch_hint)
       : rows(r), cols(c), batch(std::max<std::int64_t>(1, batch_hint)),
         x(static_cast<std::size_t>(batch * c), 1.0f), y(static_cast<std::size_t>(batch * r)) {}
-  double time_dense(const std::vector<float>& dense, const Options& opt) {
+  double time_dense(const AlignedVector<float>& dense, const Options& opt) {
     return time_call([&] { matmul_dense(dense.data(), rows, cols, x.data(), batch, y.data(), opt); });
   }
 };
@@ -95,7 +95,7 @@ SparseLinear SparseLinear::build_int8(const float* w, std::int64_t rows, std::in
                                       const Options& opt) {
   SparseLinear s = shell(w, rows, cols, opt);
   Probe p(rows, cols, batch_hint);
-  s.dense_seconds_ = p.time_dense(std::vector<float>(w, w + rows * cols), opt);
+  s.dense_seconds_ = p.time_dense(AlignedVector<float>(w, w + rows * cols), opt);
   const std::int64_t batch = p.batch;
   auto& x = p.x;
   auto& y = p.y;
@@ -130,7 +130,7 @@ SparseLinear SparseLinear::build(const float* w, std::int64_t rows, std::int64_t
                                  const Options& opt) {
   SparseLinear s = shell(w, rows, cols, opt);
   Probe p(rows, cols, batch_hint);
-  std::vector<float> dense(w, w + rows * cols);
+  AlignedVector<float> dense(w, w + rows * cols);
   s.dense_seconds_ = p.time_dense(dense, opt);
   const std::int64_t batch = p.batch;
   auto& x = p.x;
