@@ -122,6 +122,121 @@ float csr_dot(const Csr& w, const float* x, std::uint32_t begin, std::uint32_t e
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
 }
 
+
+// ---- batch-1 bitmask GEMV (expand kernel)
+// Each 64-column mask word is four 16-column chunks; a chunk's values are expanded into their
+// columns and multiplied with x densely. A cold GEMV at 50% zeros is limited by how many cache
+// lines one core keeps in flight, and that by how many instructions sit between the loads in
+// the reorder window: the loop is kept to ~28 instructions a word (offsets by and + popcnt on
+// the 64-bit word, masks by k-register shifts, pointers that advance, the prefetch mode a
+// template argument; the earlier loop had ~48). With the in-place expand below, the runtime's
+// 4096² cold GEMV on one thread (same weights, interleaved with sgemv in one process, library
+// before/after alternating): 50% zeros 2.11–2.43 -> 1.85–1.87 ms, 70% 1.06–1.13 -> 0.96–0.99 ms;
+// 11008×4096 at 50% 5.55–5.70 -> 4.90–4.94 ms; 4096×11008 at 70% 2.98–3.05 -> 2.37–2.45 ms.
+enum class BitmaskPrefetch { None, L1, L2 };
+
+template <BitmaskPrefetch P>
+[[gnu::always_inline]] inline void bitmask_prefetch(const float* v, const std::uint64_t* bits) {
+  if constexpr (P == BitmaskPrefetch::L1) {
+    _mm_prefetch(reinterpret_cast<const char*>(v) + kPrefetchBytes, _MM_HINT_T0);
+    if ((reinterpret_cast<std::uintptr_t>(bits) & 63) == 0)  // once a mask line
+      _mm_prefetch(reinterpret_cast<const char*>(bits) + kPrefetchBytes / 4, _MM_HINT_T0);
+  } else if constexpr (P == BitmaskPrefetch::L2) {  // a word's values span up to 256 B: two lines a word
+    _mm_prefetch(reinterpret_cast<const char*>(v) + kPrefetchL2Bytes, _MM_HINT_T2);
+    _mm_prefetch(reinterpret_cast<const char*>(v + 16) + kPrefetchL2Bytes, _MM_HINT_T2);
+    if ((reinterpret_cast<std::uintptr_t>(bits) & 63) == 0)
+      _mm_prefetch(reinterpret_cast<const char*>(bits) + kPrefetchL2Bytes / 8, _MM_HINT_T2);
+  }
+}
+
+// vexpandps into the register that holds its source. On Zen 4 the zeroing expand waits for its
+// destination's previous value: the compiler gave all four chunks of a word one destination
+// register, which chained the expands (4096² cold at 70% zeros 1.13 -> 1.9 ms; in a harness 30%
+// density 1.33 ms with distinct registers, 1.91 ms with one). Written in place, the only input
+// it waits for is the load it needs anyway. The asm also keeps the load a separate instruction:
+// folded into vexpandps's memory form it runs ~1.6× slower on Zen 4 (90% sparse 4096² GEMV).
+[[gnu::always_inline]] inline __m512 expand_in_place(__mmask16 m, __m512 v) {
+  asm("vexpandps %0, %0%{%1%}%{z%}" : "+v"(v) : "Yk"(m));
+  return v;
+}
+
+// One full mask word of one row: four chunks against x0..x3 (x's 64 columns).
+[[gnu::always_inline]] inline void bitmask_word(std::uint64_t word, const float*& v, __m512 x0, __m512 x1, __m512 x2,
+                                                __m512 x3, __m512& c0, __m512& c1, __m512& c2, __m512& c3) {
+  const __mmask64 k = _cvtu64_mask64(word);
+  const __mmask16 m0 = __mmask16(k), m1 = __mmask16(_kshiftri_mask64(k, 16)), m2 = __mmask16(_kshiftri_mask64(k, 32)),
+                  m3 = __mmask16(_kshiftri_mask64(k, 48));
+  const std::uint64_t p0 = _mm_popcnt_u64(word & 0xffffu), p1 = _mm_popcnt_u64(word & 0xffffffffu),
+                      p2 = _mm_popcnt_u64(word & 0xffffffffffffu);
+  // values are padded by 16 floats, so these loads never leave the array.
+  c0 = _mm512_fmadd_ps(expand_in_place(m0, _mm512_loadu_ps(v)), x0, c0);
+  c1 = _mm512_fmadd_ps(expand_in_place(m1, _mm512_loadu_ps(v + p0)), x1, c1);
+  c2 = _mm512_fmadd_ps(expand_in_place(m2, _mm512_loadu_ps(v + p1)), x2, c2);
+  c3 = _mm512_fmadd_ps(expand_in_place(m3, _mm512_loadu_ps(v + p2)), x3, c3);
+  v += _mm_popcnt_u64(word);
+}
+
+// The row's last, partial word (cols % 64 columns): masked x loads never read past x.
+[[gnu::always_inline]] inline void bitmask_tail(std::uint64_t word, const float*& v, const float* x, __m512& acc) {
+  for (int q = 0; q < 4; ++q, word >>= 16) {
+    const __mmask16 m = __mmask16(word);
+    acc = _mm512_fmadd_ps(expand_in_place(m, _mm512_loadu_ps(v)), _mm512_maskz_loadu_ps(m, x + 16 * q), acc);
+    v += __builtin_popcount(m);
+  }
+}
+
+inline float sum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+template <BitmaskPrefetch P>
+void bitmask_gemv(const Bitmask& w, const float* x, float* y, std::int64_t r0, std::int64_t r1) {
+  const std::int64_t full_words = w.cols / 64;
+  std::int64_t r = r0;
+  if (w.cols > g_bitmask_pair_cols) {
+    // x larger than L1 (11008 columns: 43 KiB) is read from L2 once a row, more bytes than
+    // the row's weights at 50% zeros. Two rows a pass share each x load (their value streams
+    // are adjacent, so the prefetcher still sees one region).
+    for (; r + 2 <= r1; r += 2) {
+      const std::uint64_t* bits0 = &w.bits[r * w.words_per_row];
+      const std::uint64_t* bits1 = bits0 + w.words_per_row;
+      const std::uint64_t* const end0 = bits0 + full_words;
+      const float* v0 = &w.values[w.row_ptr[r]];
+      const float* v1 = &w.values[w.row_ptr[r + 1]];
+      const float* xp = x;
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+      for (; bits0 < end0; ++bits0, ++bits1, xp += 64) {
+        bitmask_prefetch<P>(v0, bits0);
+        bitmask_prefetch<P>(v1, bits1);
+        __m512 x0 = _mm512_loadu_ps(xp), x1 = _mm512_loadu_ps(xp + 16), x2 = _mm512_loadu_ps(xp + 32),
+               x3 = _mm512_loadu_ps(xp + 48);
+        asm("" : "+v"(x0), "+v"(x1), "+v"(x2), "+v"(x3));  // loaded once for both rows, not folded twice
+        bitmask_word(*bits0, v0, x0, x1, x2, x3, a0, a1, a2, a3);
+        bitmask_word(*bits1, v1, x0, x1, x2, x3, b0, b1, b2, b3);
+      }
+      if (full_words < w.words_per_row) {
+        bitmask_tail(*bits0, v0, xp, a0);
+        bitmask_tail(*bits1, v1, xp, b0);
+      }
+      y[r] = sum4(a0, a1, a2, a3);
+      y[r + 1] = sum4(b0, b1, b2, b3);
+    }
+  }
+  for (; r < r1; ++r) {
+    const std::uint64_t* bits = &w.bits[r * w.words_per_row];
+    const std::uint64_t* const end = bits + full_words;
+    const float* v = &w.values[w.row_ptr[r]];
+    const float* xp = x;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (; bits < end; ++bits, xp += 64) {
+      bitmask_prefetch<P>(v, bits);
+      bitmask_word(*bits, v, _mm512_loadu_ps(xp), _mm512_loadu_ps(xp + 16), _mm512_loadu_ps(xp + 32),
+                   _mm512_loadu_ps(xp + 48), a0, a1, a2, a3);
+    }
+    if (full_words < w.words_per_row) bitmask_tail(*bits, v, xp, a0);
+    y[r] = sum4(a0, a1, a2, a3);
+  }
+}
 }  // namespace
 
 bool g_use_vbmi2 = __builtin_cpu_supports("avx512vbmi2") && !std::getenv("PRUNUS_NO_VBMI2");
@@ -148,10 +263,6 @@ void bitmask(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1) 
   const double density = w.rows > 0 && w.cols > 0 ? double(w.nnz()) / double(w.rows * w.cols) : 0.0;
   if (a.batch == 1 && g_use_vbmi2 && density < g_vbmi2_max_density) return bitmask_gemv_vbmi2(w, a, r0, r1);
   if (a.batch == 1) {
-    // Branch-free: each 64-column word is four 16-column chunks; a chunk's values are
-    // expanded into their columns and multiplied with x densely. Offsets of the chunks'
-    // values come from popcounts on the mask word, so nothing waits on a branch.
-    const std::int64_t full_words = w.cols / 64;
     // Software prefetch, by density (cold 4096², one thread, Zen 4; an in-process harness
     // interleaving the variants, medians of 9): at 50–55% zeros none is best (the hardware
     // prefetcher keeps up; 50%: none 2.07, L1 2 KiB ahead 2.32, L2 16 KiB ahead 2.42 ms); at
@@ -160,108 +271,13 @@ void bitmask(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1) 
     // the previous rule (L1 below 40% density).
     const bool prefetch_l2 = kPrefetchL2Bytes > 0 && density >= 0.23 && density < 0.45;
     const bool prefetch = kPrefetchBytes > 0 && (kPrefetchL2Bytes > 0 ? density < 0.23 : density < 0.4);
-    std::int64_t r = r0;
-    if (w.cols > g_bitmask_pair_cols) {
-      // x larger than L1 (11008 columns: 43 KiB) is read from L2 once a row, more bytes than
-      // the row's weights at 50% zeros. Two rows a pass share each x load (their value streams
-      // are adjacent, so the prefetcher still sees one region).
-      for (; r + 2 <= r1; r += 2) {
-        const std::uint64_t* bits0 = &w.bits[r * w.words_per_row];
-        const std::uint64_t* bits1 = bits0 + w.words_per_row;
-        const float* v0p = &w.values[w.row_ptr[r]];
-        const float* v1p = &w.values[w.row_ptr[r + 1]];
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-        __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
-        auto word = [](std::uint64_t bw, const float*& v, __m512 x0, __m512 x1, __m512 x2, __m512 x3, __m512& c0,
-                       __m512& c1, __m512& c2, __m512& c3) {
-          const __mmask16 m0 = __mmask16(bw), m1 = __mmask16(bw >> 16), m2 = __mmask16(bw >> 32), m3 = __mmask16(bw >> 48);
-          const int p0 = __builtin_popcount(m0), p1 = p0 + __builtin_popcount(m1), p2 = p1 + __builtin_popcount(m2);
-          __m512 u0 = _mm512_loadu_ps(v), u1 = _mm512_loadu_ps(v + p0), u2 = _mm512_loadu_ps(v + p1),
-                 u3 = _mm512_loadu_ps(v + p2);
-          asm("" : "+v"(u0), "+v"(u1), "+v"(u2), "+v"(u3));  // separate loads: see below
-          c0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m0, u0), x0, c0);
-          c1 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m1, u1), x1, c1);
-          c2 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m2, u2), x2, c2);
-          c3 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m3, u3), x3, c3);
-          v += __builtin_popcountll(bw);
-        };
-        std::int64_t wd = 0;
-        for (; wd < full_words; ++wd) {
-          if (prefetch) {
-            _mm_prefetch(reinterpret_cast<const char*>(v0p) + kPrefetchBytes, _MM_HINT_T0);
-            _mm_prefetch(reinterpret_cast<const char*>(v1p) + kPrefetchBytes, _MM_HINT_T0);
-          } else if (prefetch_l2) {
-            _mm_prefetch(reinterpret_cast<const char*>(v0p) + kPrefetchL2Bytes, _MM_HINT_T2);
-            _mm_prefetch(reinterpret_cast<const char*>(v0p + 16) + kPrefetchL2Bytes, _MM_HINT_T2);
-            _mm_prefetch(reinterpret_cast<const char*>(v1p) + kPrefetchL2Bytes, _MM_HINT_T2);
-            _mm_prefetch(reinterpret_cast<const char*>(v1p + 16) + kPrefetchL2Bytes, _MM_HINT_T2);
-          }
-          const float* x = a.x + wd * 64;
-          const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16), x2 = _mm512_loadu_ps(x + 32),
-                       x3 = _mm512_loadu_ps(x + 48);
-          word(bits0[wd], v0p, x0, x1, x2, x3, a0, a1, a2, a3);
-          word(bits1[wd], v1p, x0, x1, x2, x3, b0, b1, b2, b3);
-        }
-        if (wd < w.words_per_row) {  // partial last word: masked x loads never read past x
-          std::uint64_t w0 = bits0[wd], w1 = bits1[wd];
-          const float* x = a.x + wd * 64;
-          for (int q = 0; q < 4; ++q, w0 >>= 16, w1 >>= 16) {
-            const __mmask16 m0 = __mmask16(w0), m1 = __mmask16(w1);
-            const __m512 xq = _mm512_maskz_loadu_ps(__mmask16(m0 | m1), x + 16 * q);
-            a0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m0, _mm512_loadu_ps(v0p)), xq, a0);
-            b0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m1, _mm512_loadu_ps(v1p)), xq, b0);
-            v0p += __builtin_popcount(m0);
-            v1p += __builtin_popcount(m1);
-          }
-        }
-        a.y[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-        a.y[r + 1] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(b0, b1), _mm512_add_ps(b2, b3)));
-      }
+    const BitmaskPrefetch mode =
+        prefetch ? BitmaskPrefetch::L1 : prefetch_l2 ? BitmaskPrefetch::L2 : BitmaskPrefetch::None;
+    switch (mode) {
+      case BitmaskPrefetch::None: return bitmask_gemv<BitmaskPrefetch::None>(w, a.x, a.y, r0, r1);
+      case BitmaskPrefetch::L1: return bitmask_gemv<BitmaskPrefetch::L1>(w, a.x, a.y, r0, r1);
+      case BitmaskPrefetch::L2: return bitmask_gemv<BitmaskPrefetch::L2>(w, a.x, a.y, r0, r1);
     }
-    for (; r < r1; ++r) {
-      const std::uint64_t* bits = &w.bits[r * w.words_per_row];
-      const float* v = &w.values[w.row_ptr[r]];
-      __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(),
-             acc3 = _mm512_setzero_ps();
-      std::int64_t wd = 0;
-      for (; wd < full_words; ++wd) {
-        if (prefetch) {
-          _mm_prefetch(reinterpret_cast<const char*>(v) + kPrefetchBytes, _MM_HINT_T0);
-          if (wd % 8 == 0) _mm_prefetch(reinterpret_cast<const char*>(bits + wd) + kPrefetchBytes / 4, _MM_HINT_T0);
-        } else if (prefetch_l2) {  // a word's values span up to 256 B: two lines a word
-          _mm_prefetch(reinterpret_cast<const char*>(v) + kPrefetchL2Bytes, _MM_HINT_T2);
-          _mm_prefetch(reinterpret_cast<const char*>(v + 16) + kPrefetchL2Bytes, _MM_HINT_T2);
-          if (wd % 8 == 0) _mm_prefetch(reinterpret_cast<const char*>(bits + wd) + kPrefetchL2Bytes / 8, _MM_HINT_T2);
-        }
-        const std::uint64_t word = bits[wd];
-        const float* x = a.x + wd * 64;
-        const __mmask16 m0 = __mmask16(word), m1 = __mmask16(word >> 16), m2 = __mmask16(word >> 32),
-                        m3 = __mmask16(word >> 48);
-        const int p0 = __builtin_popcount(m0), p1 = p0 + __builtin_popcount(m1), p2 = p1 + __builtin_popcount(m2);
-        // values are padded by 16 floats, so these loads never leave the array. The empty asm
-        // keeps each load a separate instruction: folded into vexpandps's memory form it runs
-        // ~1.6× slower on Zen 4 (measured, 90% sparse 4096² GEMV).
-        __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + p0), v2 = _mm512_loadu_ps(v + p1),
-               v3 = _mm512_loadu_ps(v + p2);
-        asm("" : "+v"(v0), "+v"(v1), "+v"(v2), "+v"(v3));
-        acc0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m0, v0), _mm512_loadu_ps(x), acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m1, v1), _mm512_loadu_ps(x + 16), acc1);
-        acc2 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m2, v2), _mm512_loadu_ps(x + 32), acc2);
-        acc3 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m3, v3), _mm512_loadu_ps(x + 48), acc3);
-        v += __builtin_popcountll(word);
-      }
-      if (wd < w.words_per_row) {  // partial last word: masked x loads never read past x
-        std::uint64_t word = bits[wd];
-        const float* x = a.x + wd * 64;
-        for (int q = 0; q < 4; ++q, word >>= 16) {
-          const __mmask16 m = __mmask16(word);
-          acc0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m, _mm512_loadu_ps(v)), _mm512_maskz_loadu_ps(m, x + 16 * q), acc0);
-          v += __builtin_popcount(m);
-        }
-      }
-      a.y[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
-    }
-    return;
   }
   detail::bitmask_batch<V16>(w, a, r0, r1);
 }
