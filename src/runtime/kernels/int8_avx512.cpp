@@ -30,7 +30,10 @@ void bitmask_gemv(const Int8Bitmask& w, const Int8Args& a, std::int64_t r0, std:
     std::int64_t word = 0;
     auto step = [&](__m512i& acc, std::int64_t k) {
       const std::uint64_t m = bits[k];
-      const __m512i wv = _mm512_maskz_expand_epi8(m, _mm512_loadu_si512(v));
+      // In place (see expand_in_place in avx512.cpp): a zeroing vpexpandb waits on its
+      // destination's previous value on Zen 4, and the memory form is slower than a load.
+      __m512i wv = _mm512_loadu_si512(v);
+      asm("vpexpandb %0, %0%{%1%}%{z%}" : "+v"(wv) : "Yk"(__mmask64(m)));
       acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(x + k * 64), wv);
       v += std::popcount(m);
     };
