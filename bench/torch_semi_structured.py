@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.sparse import to_sparse_semi_structured, SparseSemiStructuredTensor
 
 quick = "--quick" in sys.argv
+int8 = "--int8" in sys.argv  # the INT8 peers instead: torch._int_mm and cuSPARSELt int8 through PyTorch
 ms = [16, 4096] if quick else [1, 16, 64, 256, 1024, 4096, 16384]
 SparseSemiStructuredTensor._FORCE_CUTLASS = False
 
@@ -31,8 +32,57 @@ def bench(fn):
         iters *= 4
 
 
+def two_of_four(w):
+    n, k = w.shape
+    keep = w.float().abs().reshape(n, k // 4, 4).argsort(-1)[..., 2:]
+    mask = torch.zeros(n, k // 4, 4, dtype=torch.bool, device="cuda").scatter_(-1, keep, True).reshape(n, k)
+    return w * mask
+
+
+def int8_peers():
+    """Y = X·Wᵀ in int8 with int32 sums: torch._int_mm (cuBLAS int8) against torch._cslt_sparse_mm
+    (cuSPARSELt int8 on a weight compressed once) and F.linear on to_sparse_semi_structured; the
+    2:4 results are checked against _int_mm exactly."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for k, n in ((4096, 4096), (11008, 4096), (4096, 11008)):
+        w = two_of_four(torch.randint(-127, 128, (n, k), dtype=torch.int8, device="cuda", generator=g))
+        wc = torch._cslt_compress(w)
+        try:
+            ws = to_sparse_semi_structured(w)
+        except Exception as e:  # noqa: BLE001
+            ws, ws_error = None, str(e).splitlines()[0][:120]
+        for m in ms:
+            x = torch.randint(-127, 128, (m, k), dtype=torch.int8, device="cuda", generator=g)
+            row = {"dtype": "int8", "k": k, "n": n, "m": m}
+            ref = None
+            try:  # cuBLAS int8 needs m > 16 and multiples of 8
+                ref = torch._int_mm(x, w.t())
+                row["torch_int_mm_us"] = bench(lambda: torch._int_mm(x, w.t()))
+            except Exception as e:  # noqa: BLE001
+                row["torch_int_mm_error"] = str(e).splitlines()[0][:120]
+            try:
+                xt = x.t().contiguous()
+                y = torch._cslt_sparse_mm(wc, xt, out_dtype=torch.int32)
+                if ref is not None:
+                    row["cslt_equals_int_mm"] = bool(torch.equal(y.t(), ref))
+                row["torch_cslt_int8_us"] = bench(lambda: torch._cslt_sparse_mm(wc, xt, out_dtype=torch.int32))
+            except Exception as e:  # noqa: BLE001
+                row["torch_cslt_int8_error"] = str(e).splitlines()[0][:120]
+            if ws is None:
+                row["torch_semi_structured_error"] = ws_error
+            else:
+                try:
+                    row["torch_semi_structured_us"] = bench(lambda: torch.mm(ws, x.t()))
+                except Exception as e:  # noqa: BLE001
+                    row["torch_semi_structured_error"] = str(e).splitlines()[0][:120]
+            print(json.dumps(row), flush=True)
+
+
 print(json.dumps({"torch": torch.__version__, "device": torch.cuda.get_device_name(),
                   "cusparselt": torch.backends.cusparselt.version()}))
+if int8:
+    int8_peers()
+    sys.exit(0)
 for dtype in (torch.float16, torch.bfloat16):
     for k, n in ((4096, 4096), (11008, 4096), (4096, 11008)):
         w = torch.randn(n, k, device="cuda", dtype=dtype) * 0.02
