@@ -29,9 +29,9 @@ std::string cpu_features();        // e.g. "avx2 fma avx512f avx512bw avx512vl a
 // fixed-size rows or blocks (N:M, BSR) then load whole vectors without splitting a cache line
 // (a split 64-byte load costs two; std::vector's default lands 16 bytes past a line). Arrays of
 // 2 MiB and more start on a 2 MiB boundary and are advised into transparent huge pages: a
-// batch-1 product streams its weights once, and with 4 KiB pages each page costs a TLB walk
-// and restarts the hardware prefetcher (Zen 4, 4096² cold, huge pages for both dense and sparse:
-// OpenBLAS sgemv -9%, bitmask GEMV -11..-30%). PRUNUS_HUGE_PAGES=0 turns the advice off.
+// batch-1 product streams its weights once, and with 4 KiB pages it walks the page table every
+// 4 KiB (Zen 4, 4096² cold, both on huge pages or both not, in one process: OpenBLAS sgemv
+// -9%, bitmask GEMV -11..-30%; LLaMA-shape decode -3..-10%). PRUNUS_HUGE_PAGES=0 turns it off.
 namespace detail {
 void* allocate_aligned(std::size_t bytes);
 void free_aligned(void* p, std::size_t bytes) noexcept;

@@ -122,7 +122,6 @@ float csr_dot(const Csr& w, const float* x, std::uint32_t begin, std::uint32_t e
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
 }
 
-
 // ---- batch-1 bitmask GEMV (expand kernel)
 // Each 64-column mask word is four 16-column chunks; a chunk's values are expanded into their
 // columns and multiplied with x densely. A cold GEMV at 50% zeros is limited by how many cache
