@@ -22,6 +22,24 @@ double time_call(const std::function<void()>& call) {
   return best;
 }
 
+// Best of a few calls of each candidate, taken in rounds that rotate the order: timings on a
+// shared machine drift by ±20% over seconds, and timing one candidate after the other hands
+// that drift to whichever ran in the slow stretch (a 4096×11008 layer at 50% zeros flipped
+// between bitmask and CSR from run to run).
+std::vector<double> time_interleaved(const std::vector<std::function<void()>>& calls) {
+  const std::size_t n = calls.size();
+  std::vector<double> best(n, std::numeric_limits<double>::infinity());
+  for (const auto& call : calls) call();  // warm-up
+  for (std::size_t round = 0; round < 5; ++round)
+    for (std::size_t j = 0; j < n; ++j) {
+      const std::size_t i = (j + round) % n;
+      const auto t0 = std::chrono::steady_clock::now();
+      calls[i]();
+      best[i] = std::min(best[i], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+  return best;
+}
+
 }  // namespace
 
 const char* SparseLinear::format_name(Format f) {
@@ -131,28 +149,30 @@ SparseLinear SparseLinear::build(const float* w, std::int64_t rows, std::int64_t
   SparseLinear s = shell(w, rows, cols, opt);
   Probe p(rows, cols, batch_hint);
   AlignedVector<float> dense(w, w + rows * cols);
-  s.dense_seconds_ = p.time_dense(dense, opt);
   const std::int64_t batch = p.batch;
   auto& x = p.x;
   auto& y = p.y;
   struct Candidate {
     Format format;
-    double seconds;
     std::uint64_t bytes;
+    std::function<void()> call;
+    double seconds = 0;
   };
-  std::vector<Candidate> tried = {{Format::Dense, s.dense_seconds_, static_cast<std::uint64_t>(rows * cols) * 4}};
-  auto consider = [&](Format f, double t, std::uint64_t bytes) { tried.push_back({f, t, bytes}); };
-  Format best_format = Format::Dense;
-  double best = s.dense_seconds_;
+  std::vector<Candidate> tried = {{Format::Dense, static_cast<std::uint64_t>(rows * cols) * 4,
+                                   [&] { matmul_dense(dense.data(), rows, cols, x.data(), batch, y.data(), opt); }}};
+  Csr csr;
+  Bitmask bm;
+  Bsr bsr;
+  NM nm;
+  Sell sell;
   if (s.nnz_ < rows * cols) {
-    Csr csr = to_csr(w, rows, cols);
-    consider(Format::Csr, time_call([&] { matmul(csr, x.data(), batch, y.data(), opt); }), csr.bytes());
-    Bitmask bm = to_bitmask(w, rows, cols);
-    consider(Format::Bitmask, time_call([&] { matmul(bm, x.data(), batch, y.data(), opt); }), bm.bytes());
-    Bsr bsr = to_bsr(w, rows, cols, 4, 4);
+    csr = to_csr(w, rows, cols);
+    tried.push_back({Format::Csr, csr.bytes(), [&] { matmul(csr, x.data(), batch, y.data(), opt); }});
+    bm = to_bitmask(w, rows, cols);
+    tried.push_back({Format::Bitmask, bm.bytes(), [&] { matmul(bm, x.data(), batch, y.data(), opt); }});
+    bsr = to_bsr(w, rows, cols, 4, 4);
     if (bsr.values.size() <= static_cast<std::size_t>(s.nnz_) * 5 / 4)  // zeros come in blocks
-      consider(Format::Bsr, time_call([&] { matmul(bsr, x.data(), batch, y.data(), opt); }), bsr.bytes());
-    NM nm;
+      tried.push_back({Format::Bsr, bsr.bytes(), [&] { matmul(bsr, x.data(), batch, y.data(), opt); }});
     bool have_nm = false;
     for (auto [n, m] : {std::pair{2, 4}, std::pair{4, 8}}) {
       if (have_nm || cols % m) continue;
@@ -162,34 +182,39 @@ SparseLinear SparseLinear::build(const float* w, std::int64_t rows, std::int64_t
       } catch (const std::invalid_argument&) {
       }
     }
-    if (have_nm) consider(Format::NM, time_call([&] { matmul(nm, x.data(), batch, y.data(), opt); }), nm.bytes());
+    if (have_nm) tried.push_back({Format::NM, nm.bytes(), [&] { matmul(nm, x.data(), batch, y.data(), opt); }});
     // SELL only for layers whose weights stay in cache between calls: its padding makes it
     // larger than CSR (2× on LeNet-300-100's first layer), a product from memory is bound by
     // the bytes it reads, and this probe times every candidate hot, so it could not tell.
     constexpr std::uint64_t kSellMaxBytes = 512 * 1024;  // half of a Zen 4 core's L2
-    Sell sell;
     if (csr.bytes() <= kSellMaxBytes) {
       sell = to_sell(w, rows, cols);
       if (sell.bytes() <= kSellMaxBytes)
-        consider(Format::Sell, time_call([&] { matmul(sell, x.data(), batch, y.data(), opt); }), sell.bytes());
+        tried.push_back({Format::Sell, sell.bytes(), [&] { matmul(sell, x.data(), batch, y.data(), opt); }});
     }
-    // The fastest format wins, except that a smaller one within 3% of the fastest is kept
-    // instead: timings this close are noise on a shared machine, and the bytes saved are not.
-    double fastest = tried[0].seconds;
-    for (const auto& c : tried) fastest = std::min(fastest, c.seconds);
-    const Candidate* pick = nullptr;
-    for (const auto& c : tried)
-      if (c.seconds <= fastest * 1.03 && (!pick || c.bytes < pick->bytes)) pick = &c;
-    best_format = pick->format;
-    best = pick->seconds;
-    switch (best_format) {
-      case Format::Csr: s.csr_ = std::move(csr); break;
-      case Format::Bitmask: s.bitmask_ = std::move(bm); break;
-      case Format::Bsr: s.bsr_ = std::move(bsr); break;
-      case Format::NM: s.nm_ = std::move(nm); break;
-      case Format::Sell: s.sell_ = std::move(sell); break;
-      case Format::Dense: break;
-    }
+  }
+  std::vector<std::function<void()>> calls;
+  for (const auto& c : tried) calls.push_back(c.call);
+  const std::vector<double> seconds = time_interleaved(calls);
+  for (std::size_t i = 0; i < tried.size(); ++i) tried[i].seconds = seconds[i];
+  s.dense_seconds_ = tried[0].seconds;
+  // The fastest format wins, except that a smaller one within 3% of the fastest is kept
+  // instead: timings this close are noise on a shared machine, and the bytes saved are not.
+  double fastest = tried[0].seconds;
+  for (const auto& c : tried) fastest = std::min(fastest, c.seconds);
+  const Candidate* pick = nullptr;
+  for (const auto& c : tried)
+    if (c.seconds <= fastest * 1.03 && (!pick || c.bytes < pick->bytes)) pick = &c;
+  const Format best_format = pick->format;
+  const double best = pick->seconds;
+  switch (best_format) {
+    case Format::Csr: s.csr_ = std::move(csr); break;
+    case Format::Bitmask: s.bitmask_ = std::move(bm); break;
+    case Format::Bsr: s.bsr_ = std::move(bsr); break;
+    case Format::NM: s.nm_ = std::move(nm); break;
+    case Format::Sell: s.sell_ = std::move(sell); break;
+    case Format::Dense: break;
+    default: break;
   }
   s.format_ = best_format;
   s.seconds_ = best;
