@@ -74,7 +74,7 @@ std::string layer0_formats(const prunus::runtime::Llama& model) {
 int main(int argc, char** argv) {
   std::int64_t dim = 4096, hidden = 11008, layers = 2, heads = 32, kv_heads = 32, vocab = 32000, seq = 256, tokens = 24;
   double sparsity = 0.0;
-  bool dense = false, compare = false;
+  bool dense = false, compare = false, prune_classifier = false;
   int threads = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -96,10 +96,11 @@ int main(int argc, char** argv) {
     else if (a == "--threads") threads = std::stoi(next());
     else if (a == "--dense") dense = true;
     else if (a == "--compare") compare = true;
+    else if (a == "--prune-classifier") prune_classifier = true;  // lm_head pruned like the decoder linears
     else {
       std::fprintf(stderr,
                    "usage: %s [--sparsity S] [--dense] [--threads N] [--dim 4096] [--hidden 11008] [--layers 2] "
-                   "[--heads 32] [--kv-heads 32] [--vocab 32000] [--tokens 24]\n",
+                   "[--heads 32] [--kv-heads 32] [--vocab 32000] [--tokens 24] [--prune-classifier]\n",
                    argv[0]);
       return 2;
     }
@@ -141,7 +142,7 @@ int main(int argc, char** argv) {
     add(p + "mlp.up_proj.weight", hidden, dim, true);
   }
   add("model.norm.weight", dim, 0, false);
-  add("lm_head.weight", vocab, dim, false);
+  add("lm_head.weight", vocab, dim, prune_classifier);
   const double make_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   prunus::runtime::LoadOptions lo;
@@ -181,10 +182,11 @@ int main(int argc, char** argv) {
         "{\"sparsity\": %.2f, \"mode\": \"compare\", \"threads\": %d, \"dim\": %lld, \"hidden\": %lld, "
         "\"layers\": %lld, \"vocab\": %lld, \"tokens\": %lld, \"dense_ms_per_token\": %.2f, "
         "\"sparse_ms_per_token\": %.2f, \"speedup_median_of_steps\": %.3f, \"dense_weight_mb\": %.1f, "
-        "\"sparse_weight_mb\": %.1f, \"formats_layer0\": \"%s\"}\n",
+        "\"sparse_weight_mb\": %.1f, \"pruned_classifier\": %s, \"formats_layer0\": \"%s\"}\n",
         sparsity, threads, static_cast<long long>(dim), static_cast<long long>(hidden), static_cast<long long>(layers),
         static_cast<long long>(vocab), static_cast<long long>(tokens), 1e3 * median(td), 1e3 * median(ts),
-        median(ratio), dense_model.weight_bytes() / 1e6, model.weight_bytes() / 1e6, formats.c_str());
+        median(ratio), dense_model.weight_bytes() / 1e6, model.weight_bytes() / 1e6,
+        prune_classifier ? "true" : "false", formats.c_str());
     return 0;
   }
   lo.dense = dense;
@@ -209,10 +211,10 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"sparsity\": %.2f, \"path\": \"%s\", \"threads\": %d, \"dim\": %lld, \"hidden\": %lld, \"layers\": %lld, "
       "\"vocab\": %lld, \"tokens\": %lld, \"tokens_per_s\": %.3f, \"ms_per_token\": %.2f, \"weight_mb\": %.1f, "
-      "\"rss_mb\": %.1f, \"load_s\": %.1f, \"make_s\": %.1f, \"formats_layer0\": \"%s\"}\n",
+      "\"rss_mb\": %.1f, \"load_s\": %.1f, \"make_s\": %.1f, \"pruned_classifier\": %s, \"formats_layer0\": \"%s\"}\n",
       sparsity, dense ? "dense" : "auto", threads, static_cast<long long>(dim), static_cast<long long>(hidden),
       static_cast<long long>(layers), static_cast<long long>(vocab), static_cast<long long>(tokens),
       double(tokens) / gen_s, 1e3 * gen_s / double(tokens), model.weight_bytes() / 1e6, rss_kb / 1024.0, load_s,
-      make_s, formats.c_str());
+      make_s, prune_classifier ? "true" : "false", formats.c_str());
   return 0;
 }

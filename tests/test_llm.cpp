@@ -473,7 +473,8 @@ TEST(HuggingFace, FolderRoundTripIsExactAndBadFoldersAreRejected) {
 
 // The runtime's decoder (no libtorch, KV cache, formats chosen by measurement) against the
 // libtorch forward: every position's logits within 1e-4 of the largest logit, dense and
-// with half of every linear pruned (so sparse formats compete), GQA and an unshared classifier.
+// with half of every linear pruned (so sparse formats compete), GQA and an unshared classifier
+// (pruned too in the pruned case: it then gets a measured format and a row in layers()).
 TEST(NativeRuntime, LogitsMatchTheLibtorchForward) {
   for (bool pruned : {false, true}) {
     auto m = tiny_model(5);
@@ -481,6 +482,7 @@ TEST(NativeRuntime, LogitsMatchTheLibtorchForward) {
       torch::manual_seed(9);
       for (int l = 0; l < m.config.n_layers; ++l)
         for (const auto& n : m.linear_names(l)) m.weights[n] *= (torch::rand(m.weights[n].sizes()) > 0.5).to(torch::kFloat32);
+      m.weights["lm_head.weight"] *= (torch::rand(m.weights["lm_head.weight"].sizes()) > 0.5).to(torch::kFloat32);
     }
     const auto tokens = random_tokens(16, 3);
     auto t = torch::from_blob(const_cast<std::int32_t*>(tokens.data()), {1, 16}, torch::kInt32).to(torch::kInt64);
@@ -498,6 +500,8 @@ TEST(NativeRuntime, LogitsMatchTheLibtorchForward) {
           worst = std::max(worst, std::abs(double(logits[v]) - row[v].item<double>()) / scale);
       }
       EXPECT_LT(worst, 1e-4) << (pruned ? "pruned" : "dense") << (dense ? " dense path" : " auto formats");
+      const bool has_head = !rt.layers().empty() && rt.layers().back().name == "lm_head";
+      EXPECT_EQ(has_head, pruned && !dense) << "the classifier is a measured layer exactly when it is pruned";
     }
   }
 }

@@ -188,7 +188,8 @@ class Llama {
                                             const std::function<void(std::int32_t)>& on_token = nullptr);
 
   const LlamaConfig& config() const { return cfg_; }
-  const std::vector<LayerInfo>& layers() const { return infos_; }  // decoder linears
+  // The decoder linears, then "lm_head" when an unshared classifier is pruned (≥ 10% zeros).
+  const std::vector<LayerInfo>& layers() const { return infos_; }
   std::uint64_t weight_bytes() const;  // all weights as held (formats chosen + embeddings + norms)
 
  private:

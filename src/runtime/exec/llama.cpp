@@ -97,7 +97,20 @@ Llama Llama::from_checkpoint(llama2c::Checkpoint ck, const LoadOptions& opt, flo
     m.classifier_ = kernels::SparseLinear::dense(emb.data(), V, D, opt.kernel);  // also the embedding table
   } else {
     auto cls = take("lm_head.weight", {V, D});
-    m.classifier_ = kernels::SparseLinear::dense(cls.data(), V, D, opt.kernel);
+    // A pruned classifier (at least 10% zeros) gets its format by measurement like the other
+    // linears, in fp32: with a 32,000-token vocabulary it is the largest matrix a token reads.
+    // An unpruned one stays dense without the probe. (A shared one stays dense: it is also the
+    // embedding table, read by rows.)
+    const auto zeros = std::count(cls.begin(), cls.end(), 0.0f);
+    if (!opt.dense && zeros * 10 >= std::int64_t(cls.size())) {
+      LoadOptions fp32 = opt;
+      fp32.int8 = false;
+      auto [lin, info] = build_layer("lm_head", cls, V, D, opt.batch_hint, fp32);
+      m.classifier_ = std::move(lin);
+      m.infos_.push_back(std::move(info));
+    } else {
+      m.classifier_ = kernels::SparseLinear::dense(cls.data(), V, D, opt.kernel);
+    }
     m.embedding_ = std::move(emb);
   }
   emb = {};
