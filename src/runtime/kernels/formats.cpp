@@ -17,15 +17,20 @@ namespace prunus::kernels {
 namespace detail {
 namespace {
 constexpr std::size_t kHugePage = std::size_t(2) << 20;
-const bool g_huge_pages = [] {
-  const char* v = std::getenv("PRUNUS_HUGE_PAGES");
-  return !(v && v[0] == '0');
-}();
+// Read on first use, not at static initialisation: an array allocated before this file's
+// statics were set up must be freed the way it was allocated.
+bool huge_pages() {
+  static const bool on = [] {
+    const char* v = std::getenv("PRUNUS_HUGE_PAGES");
+    return !(v && v[0] == '0');
+  }();
+  return on;
+}
 std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
 }  // namespace
 
 void* allocate_aligned(std::size_t bytes) {
-  if (!g_huge_pages || bytes < kHugePage) return ::operator new(bytes, std::align_val_t{64});
+  if (bytes < kHugePage || !huge_pages()) return ::operator new(bytes, std::align_val_t{64});
   // Map 2 MiB more than needed, keep the 2 MiB-aligned part, and give back the rest, so the
   // mapping ends with the array: no huge page past its end is ever faulted in.
   const std::size_t len = round_up(bytes, std::size_t(sysconf(_SC_PAGESIZE)));
@@ -41,7 +46,7 @@ void* allocate_aligned(std::size_t bytes) {
 
 void free_aligned(void* p, std::size_t bytes) noexcept {
   if (!p) return;
-  if (!g_huge_pages || bytes < kHugePage) return ::operator delete(p, std::align_val_t{64});
+  if (bytes < kHugePage || !huge_pages()) return ::operator delete(p, std::align_val_t{64});
   munmap(p, round_up(bytes, std::size_t(sysconf(_SC_PAGESIZE))));
 }
 }  // namespace detail
