@@ -10,18 +10,6 @@
 namespace prunus::kernels {
 namespace {
 
-// Best of a few timed calls (after one warm-up): robust to a stray interrupt.
-double time_call(const std::function<void()>& call) {
-  call();
-  double best = std::numeric_limits<double>::infinity();
-  for (int i = 0; i < 5; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    call();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
-
 // Best of a few calls of each candidate, taken in rounds that rotate the order: timings on a
 // shared machine drift by ±20% over seconds, and timing one candidate after the other hands
 // that drift to whichever ran in the slow stretch (a 4096×11008 layer at 50% zeros flipped
@@ -72,17 +60,13 @@ std::uint64_t SparseLinear::bytes() const {
 
 namespace {
 
-// A batch of ones at the expected batch size, for timing a layer's candidate formats, and
-// the dense baseline every candidate is compared with.
+// A batch of ones at the expected batch size, for timing a layer's candidate formats.
 struct Probe {
   std::int64_t rows, cols, batch;
   std::vector<float> x, y;
   Probe(std::int64_t r, std::int64_t c, std::int64_t batch_hint)
       : rows(r), cols(c), batch(std::max<std::int64_t>(1, batch_hint)),
         x(static_cast<std::size_t>(batch * c), 1.0f), y(static_cast<std::size_t>(batch * r)) {}
-  double time_dense(const AlignedVector<float>& dense, const Options& opt) {
-    return time_call([&] { matmul_dense(dense.data(), rows, cols, x.data(), batch, y.data(), opt); });
-  }
 };
 
 }  // namespace
@@ -113,27 +97,34 @@ SparseLinear SparseLinear::build_int8(const float* w, std::int64_t rows, std::in
                                       const Options& opt) {
   SparseLinear s = shell(w, rows, cols, opt);
   Probe p(rows, cols, batch_hint);
-  s.dense_seconds_ = p.time_dense(AlignedVector<float>(w, w + rows * cols), opt);
+  const AlignedVector<float> dense(w, w + rows * cols);
   const std::int64_t batch = p.batch;
   auto& x = p.x;
   auto& y = p.y;
   s.int8_bitmask_ = quantize_bitmask(w, rows, cols);
-  s.format_ = Format::Int8Bitmask;
-  s.seconds_ = time_call([&] { matmul(s.int8_bitmask_, x.data(), batch, y.data(), opt); });
+  Int8NM nm;
+  bool have_nm = false;
   for (auto [n, m] : {std::pair{2, 4}, std::pair{4, 8}}) {
-    if (cols % m) continue;
+    if (have_nm || cols % m) continue;
     try {
-      auto nm = quantize_nm(w, rows, cols, n, m);
-      const double t = time_call([&] { matmul(nm, x.data(), batch, y.data(), opt); });
-      if (t < s.seconds_) {
-        s.int8_nm_ = std::move(nm);
-        s.int8_bitmask_ = {};
-        s.format_ = Format::Int8NM;
-        s.seconds_ = t;
-      }
-      break;
+      nm = quantize_nm(w, rows, cols, n, m);
+      have_nm = true;
     } catch (const std::invalid_argument&) {
     }
+  }
+  std::vector<std::function<void()>> calls = {
+      [&] { matmul_dense(dense.data(), rows, cols, x.data(), batch, y.data(), opt); },
+      [&] { matmul(s.int8_bitmask_, x.data(), batch, y.data(), opt); }};
+  if (have_nm) calls.push_back([&] { matmul(nm, x.data(), batch, y.data(), opt); });
+  const std::vector<double> t = time_interleaved(calls);
+  s.dense_seconds_ = t[0];
+  s.format_ = Format::Int8Bitmask;
+  s.seconds_ = t[1];
+  if (have_nm && t[2] < t[1]) {
+    s.int8_nm_ = std::move(nm);
+    s.int8_bitmask_ = {};
+    s.format_ = Format::Int8NM;
+    s.seconds_ = t[2];
   }
   return s;
 }
