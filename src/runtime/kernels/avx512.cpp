@@ -25,6 +25,11 @@ struct V16 {
 
 inline __mmask16 first_n(std::int64_t n) { return __mmask16((1u << n) - 1); }
 
+// The sum of four accumulators' lanes.
+inline float sum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
 // How far ahead of use the batch-1 kernels prefetch their (cold) weight streams
 // (PRUNUS_PREFETCH bytes; 2 KiB measured best of 0/1/2/4 KiB, bitmask 70% 1.63 -> 1.39 ms).
 // Prefetching past the end of an array is harmless (no fault, at most a wasted line).
@@ -119,7 +124,7 @@ float csr_dot(const Csr& w, const float* x, std::uint32_t begin, std::uint32_t e
     const __m512 g = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, x, 4);
     acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, &w.values[i]), g, acc0);
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
+  return sum4(acc0, acc1, acc2, acc3);
 }
 
 // ---- batch-1 bitmask GEMV (expand kernel)
@@ -182,10 +187,6 @@ template <BitmaskPrefetch P>
     acc = _mm512_fmadd_ps(expand_in_place(m, _mm512_loadu_ps(v)), _mm512_maskz_loadu_ps(m, x + 16 * q), acc);
     v += __builtin_popcount(m);
   }
-}
-
-inline float sum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
 template <BitmaskPrefetch P>
@@ -268,15 +269,11 @@ void bitmask(const Bitmask& w, const Args& a, std::int64_t r0, std::int64_t r1) 
     // 60–75% zeros L2 16 KiB ahead (70%: 1.21 against 1.41 for L1 and 1.58 for none); from
     // ~78% zeros L1 2 KiB ahead (80%: 1.18 against 1.33 for L2). PRUNUS_PREFETCH_L2=0 restores
     // the previous rule (L1 below 40% density).
-    const bool prefetch_l2 = kPrefetchL2Bytes > 0 && density >= 0.23 && density < 0.45;
-    const bool prefetch = kPrefetchBytes > 0 && (kPrefetchL2Bytes > 0 ? density < 0.23 : density < 0.4);
-    const BitmaskPrefetch mode =
-        prefetch ? BitmaskPrefetch::L1 : prefetch_l2 ? BitmaskPrefetch::L2 : BitmaskPrefetch::None;
-    switch (mode) {
-      case BitmaskPrefetch::None: return bitmask_gemv<BitmaskPrefetch::None>(w, a.x, a.y, r0, r1);
-      case BitmaskPrefetch::L1: return bitmask_gemv<BitmaskPrefetch::L1>(w, a.x, a.y, r0, r1);
-      case BitmaskPrefetch::L2: return bitmask_gemv<BitmaskPrefetch::L2>(w, a.x, a.y, r0, r1);
-    }
+    if (kPrefetchBytes > 0 && (kPrefetchL2Bytes > 0 ? density < 0.23 : density < 0.4))
+      return bitmask_gemv<BitmaskPrefetch::L1>(w, a.x, a.y, r0, r1);
+    if (kPrefetchL2Bytes > 0 && density >= 0.23 && density < 0.45)
+      return bitmask_gemv<BitmaskPrefetch::L2>(w, a.x, a.y, r0, r1);
+    return bitmask_gemv<BitmaskPrefetch::None>(w, a.x, a.y, r0, r1);
   }
   detail::bitmask_batch<V16>(w, a, r0, r1);
 }

@@ -26,14 +26,18 @@ bool huge_pages() {
   }();
   return on;
 }
-std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+// The bytes a huge-page array maps: whole base pages, ending with the array.
+std::size_t mapped_length(std::size_t bytes) {
+  static const std::size_t page = std::size_t(sysconf(_SC_PAGESIZE));
+  return (bytes + page - 1) / page * page;
+}
 }  // namespace
 
 void* allocate_aligned(std::size_t bytes) {
   if (bytes < kHugePage || !huge_pages()) return ::operator new(bytes, std::align_val_t{64});
   // Map 2 MiB more than needed, keep the 2 MiB-aligned part, and give back the rest, so the
   // mapping ends with the array: no huge page past its end is ever faulted in.
-  const std::size_t len = round_up(bytes, std::size_t(sysconf(_SC_PAGESIZE)));
+  const std::size_t len = mapped_length(bytes);
   void* raw = mmap(nullptr, len + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED) throw std::bad_alloc();
   char* const begin = static_cast<char*>(raw);
@@ -47,7 +51,7 @@ void* allocate_aligned(std::size_t bytes) {
 void free_aligned(void* p, std::size_t bytes) noexcept {
   if (!p) return;
   if (bytes < kHugePage || !huge_pages()) return ::operator delete(p, std::align_val_t{64});
-  munmap(p, round_up(bytes, std::size_t(sysconf(_SC_PAGESIZE))));
+  munmap(p, mapped_length(bytes));
 }
 }  // namespace detail
 

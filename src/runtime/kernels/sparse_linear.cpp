@@ -204,12 +204,10 @@ SparseLinear SparseLinear::build(const float* w, std::int64_t rows, std::int64_t
     case Format::Bsr: s.bsr_ = std::move(bsr); break;
     case Format::NM: s.nm_ = std::move(nm); break;
     case Format::Sell: s.sell_ = std::move(sell); break;
-    case Format::Dense: break;
-    default: break;
+    default: s.dense_ = std::move(dense); break;  // Dense: the only other candidate
   }
   s.format_ = best_format;
   s.seconds_ = best;
-  if (best_format == Format::Dense) s.dense_ = std::move(dense);
   return s;
 }
 
