@@ -10,6 +10,7 @@ from torch.sparse import to_sparse_semi_structured, SparseSemiStructuredTensor
 
 quick = "--quick" in sys.argv
 int8 = "--int8" in sys.argv  # the INT8 peers instead: torch._int_mm and cuSPARSELt int8 through PyTorch
+fp8 = "--fp8" in sys.argv  # the FP8 peers instead: torch._scaled_mm and cuSPARSELt e4m3 through PyTorch
 ms = [16, 4096] if quick else [1, 16, 64, 256, 1024, 4096, 16384]
 SparseSemiStructuredTensor._FORCE_CUTLASS = False
 
@@ -78,10 +79,73 @@ def int8_peers():
             print(json.dumps(row), flush=True)
 
 
+def fp8_peers():
+    """Y = X·Wᵀ with E4M3 X and W, bf16 Y: torch._scaled_mm (cuBLASLt FP8, with and without
+    fast accumulation) against torch._cslt_sparse_mm on a weight compressed once and
+    to_sparse_semi_structured. M is rounded up to 16 (the FP8 kernels' granule), as in
+    prunus_cuda_bench --dtype e4m3. Each 2:4 result's difference from _scaled_mm is recorded."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    f8 = torch.float8_e4m3fn
+    one = torch.ones((), device="cuda")
+    for k, n in ((4096, 4096), (11008, 4096), (4096, 11008)):
+        w = two_of_four(torch.randn(n, k, device="cuda", generator=g)).to(f8)
+        try:
+            wc = torch._cslt_compress(w)
+        except Exception as e:  # noqa: BLE001
+            wc, wc_error = None, str(e).splitlines()[0][:120]
+        try:
+            ws = to_sparse_semi_structured(w)
+        except Exception as e:  # noqa: BLE001
+            ws, ws_error = None, str(e).splitlines()[0][:120]
+        for m in ms:
+            mp = (m + 15) // 16 * 16
+            x = torch.randn(mp, k, device="cuda", generator=g).to(f8)
+            row = {"dtype": "e4m3>bf16", "k": k, "n": n, "m": m}
+            ref = None
+            try:
+                ref = torch._scaled_mm(x, w.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+                row["torch_scaled_mm_us"] = bench(
+                    lambda: torch._scaled_mm(x, w.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16))
+                row["torch_scaled_mm_fast_accum_us"] = bench(
+                    lambda: torch._scaled_mm(x, w.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16,
+                                             use_fast_accum=True))
+            except Exception as e:  # noqa: BLE001
+                row["torch_scaled_mm_error"] = str(e).splitlines()[0][:120]
+            if wc is None:
+                row["torch_cslt_fp8_error"] = wc_error
+            else:
+                try:
+                    xt = x.t().contiguous()
+                    y = torch._cslt_sparse_mm(wc, xt, out_dtype=torch.bfloat16)
+                    if ref is not None:
+                        row["cslt_diff_vs_scaled_mm"] = float((y.t().float() - ref.float()).abs().max()
+                                                              / ref.float().pow(2).mean().sqrt())
+                    row["torch_cslt_fp8_us"] = bench(lambda: torch._cslt_sparse_mm(wc, xt, out_dtype=torch.bfloat16))
+                except Exception as e:  # noqa: BLE001
+                    row["torch_cslt_fp8_error"] = str(e).splitlines()[0][:200]
+                try:  # X^T as a view (B with op T): the other B layout PyTorch can describe
+                    xv = x.t()
+                    torch._cslt_sparse_mm(wc, xv, out_dtype=torch.bfloat16)
+                    row["torch_cslt_fp8_view_us"] = bench(lambda: torch._cslt_sparse_mm(wc, xv, out_dtype=torch.bfloat16))
+                except Exception as e:  # noqa: BLE001
+                    row["torch_cslt_fp8_view_error"] = str(e).splitlines()[0][:200]
+            if ws is None:
+                row["torch_semi_structured_error"] = ws_error
+            else:
+                try:
+                    row["torch_semi_structured_us"] = bench(lambda: torch.mm(ws, x.t()))
+                except Exception as e:  # noqa: BLE001
+                    row["torch_semi_structured_error"] = str(e).splitlines()[0][:300]
+            print(json.dumps(row), flush=True)
+
+
 print(json.dumps({"torch": torch.__version__, "device": torch.cuda.get_device_name(),
                   "cusparselt": torch.backends.cusparselt.version()}))
 if int8:
     int8_peers()
+    sys.exit(0)
+if fp8:
+    fp8_peers()
     sys.exit(0)
 for dtype in (torch.float16, torch.bfloat16):
     for k, n in ((4096, 4096), (11008, 4096), (4096, 11008)):

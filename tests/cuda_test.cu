@@ -3,8 +3,10 @@
 // weights and odd batch sizes; refusals of weights that are not 2:4; the LLaMA forward
 // (prefill and token-by-token decode through the KV cache, dense / 2:4 / auto, fp16 and bf16)
 // against a reference forward written out below; INT8 GEMMs (dense and 2:4) against exact
-// host integer sums. Without a GPU it says so and exits 77
+// host integer sums; FP8 E4M3 GEMMs (dense cuBLASLt and 2:4) against host sums of the decoded
+// codes. Without a GPU it says so and exits 77
 // (ctest: skipped).
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -312,6 +314,90 @@ void test_int8() {
   }
 }
 
+// FP8 E4M3 (the issue's stretch): dense cuBLASLt and 2:4 cuSPARSELt against the host's sum of
+// the decoded codes in double, to the 16-bit output's rounding; alpha scales the result; a
+// group with three non-zeros (a -0 code is a zero) is refused.
+void test_fp8() {
+  std::mt19937 rng(31);
+  std::normal_distribution<float> nd(0, 1);
+  auto code = [&] { return __nv_fp8_e4m3(nd(rng)).__x; };
+  auto value = [](std::uint8_t c) {
+    __nv_fp8_e4m3 v;
+    v.__x = c;
+    return double(float(v));
+  };
+  for (auto shape : {std::pair<std::int64_t, std::int64_t>{256, 512}, {96, 1024}}) {
+    const std::int64_t n = shape.first, k = shape.second;
+    std::vector<std::uint8_t> w(n * k);
+    for (std::int64_t g = 0; g < n * k; g += 4) {
+      const int a = int(rng() % 4), b = (a + 1 + int(rng() % 3)) % 4;
+      for (int j = 0; j < 4; ++j) w[g + j] = j == a ? 0 : j == b ? 0x80 : code();  // +0 and -0
+    }
+    expect(cuda::sparse24_unsupported(cuda::E4M3{w.data()}, n, k).empty(), "e4m3 weight (with -0 codes) is 2:4");
+    for (DType out : {DType::BF16, DType::F16}) {
+      const float alpha = out == DType::F16 ? 0.5f : 1.0f;
+      cuda::DenseLinear dense(cuda::E4M3{w.data()}, n, k, out, alpha);
+      cuda::Sparse24Linear sparse(cuda::E4M3{w.data()}, n, k, out, alpha);
+      for (std::int64_t m : {16, 48, 256}) {
+        std::vector<std::uint8_t> x(m * k);
+        for (auto& v : x) v = code();
+        std::vector<double> ref(m * n);
+        double ss = 0;
+        for (std::int64_t i = 0; i < m; ++i)
+          for (std::int64_t o = 0; o < n; ++o) {
+            double acc = 0;
+            for (std::int64_t j = 0; j < k; ++j) acc += value(x[i * k + j]) * value(w[o * k + j]);
+            ref[i * n + o] = alpha * acc;
+            ss += acc * acc * alpha * alpha;
+          }
+        const double rms = std::sqrt(ss / double(ref.size()));
+        void *dx, *dy;
+        ck(cudaMalloc(&dx, x.size()));
+        ck(cudaMalloc(&dy, ref.size() * 2));
+        ck(cudaMemcpy(dx, x.data(), x.size(), cudaMemcpyHostToDevice));
+        const std::string what = std::string("e4m3>") + cuda::dtype_name(out) + " " + std::to_string(n) + "x" +
+                                 std::to_string(k) + " M=" + std::to_string(m);
+        // Worst |y − ref| over max(|ref|, RMS): the 16-bit rounding is ≤ 2^-8 (bf16) of |y|.
+        auto err = [&] {
+          ck(cudaDeviceSynchronize());
+          std::vector<std::uint16_t> y(ref.size());
+          ck(cudaMemcpy(y.data(), dy, y.size() * 2, cudaMemcpyDeviceToHost));
+          double e = 0;
+          for (std::size_t i = 0; i < y.size(); ++i)
+            e = std::max(e, std::abs(double(cuda::from_bits(y[i], out)) - ref[i]) / std::max(std::abs(ref[i]), rms));
+          return e;
+        };
+        try {
+          ck(cudaMemset(dy, 0xff, ref.size() * 2));
+          dense.forward(dx, m, dy, nullptr);
+          const double ed = err();
+          expect(ed < 8e-3, "dense " + what + ": error " + std::to_string(ed));
+          ck(cudaMemset(dy, 0xff, ref.size() * 2));
+          sparse.forward(dx, m, dy, nullptr);  // first call: search
+          sparse.forward(dx, m, dy, nullptr);
+          const double es = err();
+          expect(es < 8e-3, "2:4 " + what + ": error " + std::to_string(es));
+          const auto info = sparse.plan_info(m);
+          std::printf("%s: dense error %.5f, 2:4 error %.5f (layout %d alg %d, %d configurations)\n", what.c_str(), ed, es,
+                      info.layout, info.alg, info.configs_timed);
+        } catch (const std::exception& e) {
+          expect(false, what + ": " + e.what());
+        }
+        cudaFree(dx);
+        cudaFree(dy);
+      }
+    }
+    w[1] = w[2] = w[3] = 0x38;  // 1.0: three non-zeros in the first group
+    bool refused = false;
+    try {
+      cuda::Sparse24Linear bad(cuda::E4M3{w.data()}, n, k, DType::BF16);
+    } catch (const std::invalid_argument& e) {
+      refused = std::string(e.what()).find("row 0, columns 0..3") != std::string::npos;
+    }
+    expect(refused, "an e4m3 weight that is not 2:4 is refused, naming the group");
+  }
+}
+
 // W8A8 on 2:4 (GemmMode::Int8Sparse24) against the same arithmetic on the host: weights per
 // row, activations with one scale for the call, s = max|·| / 127, codes rounded half to even,
 // exact int sums, y = Σ · (s_x · s_w) rounded to the 16-bit type.
@@ -604,6 +690,7 @@ int main() {
   std::printf("device: %s (sm %d%d)\n", prop.name, prop.major, prop.minor);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   try {
+    test_fp8();
     test_int8();
     test_int8_linear(DType::F16);
     test_int8_linear(DType::BF16);

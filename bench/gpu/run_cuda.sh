@@ -4,7 +4,7 @@
 # cudart, cuBLAS and cuSPARSELt. Binaries and data come in build-gpu-data/ (carried):
 #   bin/{prunus-cuda,prunus_cuda_bench,prunus_cuda_test}, stories260K*.bin, tok512.bin, text.
 # JSON lines and logs to ${OUT:-.}.
-#   bash bench/gpu/run_cuda.sh STEP...   STEP: env test gemm gemm-quick torch torch-int8 torch-quick ppl ppl-quick ppl-heads ppl-int8 e2e e2e-quick
+#   bash bench/gpu/run_cuda.sh STEP...   STEP: env test gemm gemm-quick torch torch-int8 torch-fp8 torch-quick ppl ppl-quick ppl-heads ppl-int8 e2e e2e-quick
 # cuSPARSELt searches are recorded in $PRUNUS_CSLT_CACHE (here $OUT/tuning.txt).
 set -uo pipefail
 OUT=${OUT:-.}
@@ -43,6 +43,7 @@ for step in "$@"; do
     gemm-quick) PRUNUS_CSLT_VERBOSE=1 timeout -s KILL $LIMIT $D/bin/prunus_cuda_bench --quick > "$OUT/gemm_quick.jsonl" 2> "$OUT/gemm_quick.err"; echo "rc=$?"; cat "$OUT/gemm_quick.jsonl" ;;
     torch) LD_LIBRARY_PATH=$TORCH_LD timeout -s KILL $LIMIT python3 bench/torch_semi_structured.py > "$OUT/torch.jsonl" 2> "$OUT/torch.err"; echo "rc=$?" ;;
     torch-int8) LD_LIBRARY_PATH=$TORCH_LD timeout -s KILL $LIMIT python3 bench/torch_semi_structured.py --int8 > "$OUT/torch_int8.jsonl" 2> "$OUT/torch_int8.err"; echo "rc=$?"; tail -3 "$OUT/torch_int8.err" ;;
+    torch-fp8) LD_LIBRARY_PATH=$TORCH_LD timeout -s KILL $LIMIT python3 bench/torch_semi_structured.py --fp8 > "$OUT/torch_fp8.jsonl" 2> "$OUT/torch_fp8.err"; echo "rc=$?"; tail -3 "$OUT/torch_fp8.err" ;;
     torch-quick) LD_LIBRARY_PATH=$TORCH_LD python3 bench/torch_semi_structured.py --quick | tee "$OUT/torch_quick.jsonl" ;;
     ppl-quick)
       for args in "stories260K.bin --gemm dense" "stories260K_sgpt24.bin --gemm 2:4"; do

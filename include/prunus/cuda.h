@@ -21,10 +21,17 @@ const char* dtype_name(DType d);
 std::uint16_t to_bits(float v, DType d);  // round to nearest even
 float from_bits(std::uint16_t b, DType d);
 
+// FP8 E4M3 codes, one byte each, as cuda_fp8.h's __nv_fp8_e4m3 stores them (Hopper's FP8
+// tensor cores; the stretch). A tag, so that they are not mistaken for int8 codes.
+struct E4M3 {
+  const std::uint8_t* codes;
+};
+
 // Why `w` (N×K, 16-bit values) cannot go through cuSPARSELt 2:4: K or N not a multiple of 32,
 // or a group of four along K with more than two non-zeros (named). Empty when it can.
 std::string sparse24_unsupported(const std::uint16_t* w, std::int64_t n, std::int64_t k);
 std::string sparse24_unsupported(const std::int8_t* w, std::int64_t n, std::int64_t k);
+std::string sparse24_unsupported(E4M3 w, std::int64_t n, std::int64_t k);  // ±0 codes are zeros
 
 // Where the 2:4 product is written: row-major Y[M×N] (what a model's next layer reads) or
 // Yᵀ, row-major [N×M] (feature-major, PyTorch's cuSPARSELt orientation).
@@ -65,6 +72,10 @@ class Sparse24Linear {
   // between calls on the stream, e.g. s_x · s_w for a per-call activation scale).
   Sparse24Linear(const std::int8_t* host_w, std::int64_t n, std::int64_t k, DType out_dtype, const float* d_alpha,
                  Output out = Output::RowMajor);
+  // FP8: E4M3 weight and X, fp32 accumulation, Y in `out_dtype` (fp16/bf16) times `alpha`
+  // (the product of the weight's and the activations' per-tensor scales).
+  Sparse24Linear(E4M3 w, std::int64_t n, std::int64_t k, DType out_dtype, float alpha = 1.0f,
+                 Output out = Output::RowMajor);
   ~Sparse24Linear();
   Sparse24Linear(const Sparse24Linear&) = delete;
   Sparse24Linear& operator=(const Sparse24Linear&) = delete;
@@ -87,6 +98,10 @@ class DenseLinear {
   DenseLinear(const std::uint16_t* host_w, std::int64_t n, std::int64_t k, DType dtype);
   // INT8 baseline: cublasGemmEx on int8 tensor cores, int32 Y[M×N] (K a multiple of 4).
   DenseLinear(const std::int8_t* host_w, std::int64_t n, std::int64_t k);
+  // FP8 baseline: cuBLASLt on FP8 tensor cores (E4M3 W and X, fp32 accumulation), Y in
+  // `out_dtype` times `alpha`. `fast_accum`: cuBLASLt's fast FP8 accumulation (fewer promotions
+  // of the partial sums to fp32: faster, less exact); off is the default, as in PyTorch's _scaled_mm.
+  DenseLinear(E4M3 w, std::int64_t n, std::int64_t k, DType out_dtype, float alpha = 1.0f, bool fast_accum = false);
   ~DenseLinear();
   DenseLinear(const DenseLinear&) = delete;
   DenseLinear& operator=(const DenseLinear&) = delete;

@@ -11,6 +11,7 @@
 // compressed once (cusparseLtSpMMACompress2, which depends on the sparse matrix's descriptor
 // alone) and that one copy serves every M and algorithm; each plan compresses into it once more
 // before its first run (same bytes; see reads_shared_copy for why).
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -361,6 +362,7 @@ float from_bits(std::uint16_t b, DType d) {
 
 namespace {
 bool is_zero(std::int8_t v) { return v == 0; }
+bool is_zero(std::uint8_t e4m3) { return (e4m3 & 0x7f) == 0; }  // +0 and -0
 template <class T>
 std::string unsupported_24(const T* w, std::int64_t n, std::int64_t k) {
   if (k % 32 != 0 || n % 32 != 0)
@@ -379,6 +381,7 @@ std::string unsupported_24(const T* w, std::int64_t n, std::int64_t k) {
 
 std::string sparse24_unsupported(const std::uint16_t* w, std::int64_t n, std::int64_t k) { return unsupported_24(w, n, k); }
 std::string sparse24_unsupported(const std::int8_t* w, std::int64_t n, std::int64_t k) { return unsupported_24(w, n, k); }
+std::string sparse24_unsupported(E4M3 w, std::int64_t n, std::int64_t k) { return unsupported_24(w.codes, n, k); }
 
 // ------------------------------------------------------------------ Sparse24Linear
 
@@ -388,6 +391,8 @@ struct Sparse24Linear::Impl {
   bool int8 = false;         // int8 operands, int32 accumulation
   bool out_int32 = false;    // int8 only: int32 output, else `dtype` scaled per row by d_alpha
   const float* d_alpha = nullptr;  // int8 → 16-bit: per-row scales (device), read at each call
+  bool fp8 = false;          // E4M3 operands, fp32 accumulation, `dtype` output times host_alpha
+  float host_alpha = 1.0f;
   Output out = Output::RowMajor;
   std::vector<std::uint8_t> host_w;  // the weight's bytes, kept to compress for configurations the search picks later
   void keep_weight(const void* w, std::int64_t rows, std::int64_t cols, std::size_t elem_bytes, Output o) {
@@ -398,13 +403,15 @@ struct Sparse24Linear::Impl {
     std::memcpy(host_w.data(), w, host_w.size());
   }
 
-  cudaDataType in_type() const { return int8 ? CUDA_R_8I : cuda_type(dtype); }
+  cudaDataType in_type() const { return fp8 ? CUDA_R_8F_E4M3 : int8 ? CUDA_R_8I : cuda_type(dtype); }
   cudaDataType out_type() const { return out_int32 ? CUDA_R_32I : cuda_type(dtype); }
   cusparseComputeType compute_type() const { return int8 ? CUSPARSE_COMPUTE_32I : CUSPARSE_COMPUTE_32F; }
   std::size_t out_bytes() const { return out_int32 ? 4 : 2; }
-  // In the tuning record: 0 fp16, 1 bf16, 2 int8 → int32, 3 int8 → fp16, 4 int8 → bf16.
-  int type_key() const { return int8 ? (out_int32 ? 2 : 3 + int(dtype)) : int(dtype); }
+  // In the tuning record: 0 fp16, 1 bf16, 2 int8 → int32, 3 int8 → fp16, 4 int8 → bf16,
+  // 5 e4m3 → fp16, 6 e4m3 → bf16.
+  int type_key() const { return fp8 ? 5 + int(dtype) : int8 ? (out_int32 ? 2 : 3 + int(dtype)) : int(dtype); }
   const char* type_name() const {
+    if (fp8) return dtype == DType::F16 ? "e4m3>fp16" : "e4m3>bf16";
     return !int8 ? dtype_name(dtype) : out_int32 ? "int8" : dtype == DType::F16 ? "int8>fp16" : "int8>bf16";
   }
 
@@ -641,7 +648,7 @@ struct Sparse24Linear::Impl {
 
   cusparseStatus_t run(Plan& p, const void* d_x, void* d_y, cudaStream_t s) {
     const float alpha = 1.0f, beta = 0.0f;
-    const void* a = int8 && !out_int32 ? static_cast<const void*>(d_alpha) : &alpha;
+    const void* a = int8 && !out_int32 ? static_cast<const void*>(d_alpha) : fp8 ? &host_alpha : &alpha;
     return cusparseLtMatmul(lt_handle(), &p.plan, a, p.weight, d_x, &beta, d_y, d_y, workspace, &s, 1);
   }
 
@@ -939,6 +946,15 @@ Sparse24Linear::Sparse24Linear(const std::int8_t* w, std::int64_t n, std::int64_
   impl_->d_alpha = d_alpha;
 }
 
+Sparse24Linear::Sparse24Linear(E4M3 w, std::int64_t n, std::int64_t k, DType out_dtype, float alpha, Output out)
+    : impl_(std::make_unique<Impl>()) {
+  if (auto why = sparse24_unsupported(w, n, k); !why.empty()) throw std::invalid_argument("2:4 e4m3 weight: " + why);
+  impl_->fp8 = true;
+  impl_->dtype = out_dtype;
+  impl_->host_alpha = alpha;
+  impl_->keep_weight(w.codes, n, k, 1, out);
+}
+
 Sparse24Linear::~Sparse24Linear() {
   for (auto& [m, p] : impl_->plans) Impl::destroy_plan(*p);
   cudaFree(impl_->packed[0].ptr);
@@ -970,6 +986,58 @@ struct DenseLinear::Impl {
   DType dtype;
   bool int8 = false;
   void* d_w = nullptr;
+
+  // FP8 through cuBLASLt (cublasGemmEx takes no FP8): one descriptor set and heuristic
+  // algorithm per M, made on the first call at that M, and one workspace.
+  bool fp8 = false, fast_accum = false;
+  float alpha = 1.0f;
+  struct LtPlan {
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+  };
+  std::map<std::int64_t, LtPlan> lt_plans;
+  void* workspace = nullptr;
+  static constexpr std::size_t kWorkspace = 32u << 20;
+
+  static cublasLtHandle_t lt() {
+    static cublasLtHandle_t h = [] {
+      cublasLtHandle_t x;
+      check(cublasLtCreate(&x), "cublasLtCreate");
+      return x;
+    }();
+    return h;
+  }
+  // Column-major view as for cublasGemmEx: Yᵀ[N×M] = op_T(W stored K×N) · Xᵀ[K×M], the "TN"
+  // form that Hopper's FP8 kernels require.
+  LtPlan& lt_plan(std::int64_t m) {
+    auto it = lt_plans.find(m);
+    if (it != lt_plans.end()) return it->second;
+    LtPlan p;
+    check(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), "transa");
+    check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), "transb");
+    const std::int8_t fast = fast_accum ? 1 : 0;
+    check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof fast), "fast accum");
+    check(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8F_E4M3, k, n, k), "A layout");
+    check(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, k, m, k), "B layout");
+    check(cublasLtMatrixLayoutCreate(&p.d, cuda_type(dtype), n, m, n), "D layout");
+    cublasLtMatmulPreference_t pref;
+    check(cublasLtMatmulPreferenceCreate(&pref), "preference");
+    const std::size_t ws = kWorkspace;
+    check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws), "workspace");
+    cublasLtMatmulHeuristicResult_t r{};
+    int found = 0;
+    const auto st = cublasLtMatmulAlgoGetHeuristic(lt(), p.desc, p.a, p.b, p.d, p.d, pref, 1, &r, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (st != CUBLAS_STATUS_SUCCESS || found == 0)
+      throw std::runtime_error("cuBLASLt has no FP8 algorithm for " + std::to_string(n) + "x" + std::to_string(k) +
+                               " at M=" + std::to_string(m) + " (status " + std::to_string(int(st)) + ")");
+    p.algo = r.algo;
+    if (!workspace) check(cudaMalloc(&workspace, kWorkspace), "cuBLASLt workspace");
+    return lt_plans[m] = p;
+  }
 };
 
 DenseLinear::DenseLinear(const std::uint16_t* w, std::int64_t n, std::int64_t k, DType dtype)
@@ -988,12 +1056,44 @@ DenseLinear::DenseLinear(const std::int8_t* w, std::int64_t n, std::int64_t k) :
   check(cudaMalloc(&impl_->d_w, n * k), "weight");
   check(cudaMemcpy(impl_->d_w, w, n * k, cudaMemcpyHostToDevice), "weight upload");
 }
-DenseLinear::~DenseLinear() { cudaFree(impl_->d_w); }
+DenseLinear::DenseLinear(E4M3 w, std::int64_t n, std::int64_t k, DType out_dtype, float alpha, bool fast_accum)
+    : impl_(std::make_unique<Impl>()) {
+  if (k % 16 != 0 || n % 16 != 0)
+    throw std::invalid_argument("FP8 weight " + std::to_string(n) + "x" + std::to_string(k) +
+                                ": cuBLASLt's FP8 kernels need both sides a multiple of 16");
+  impl_->n = n;
+  impl_->k = k;
+  impl_->dtype = out_dtype;
+  impl_->fp8 = true;
+  impl_->fast_accum = fast_accum;
+  impl_->alpha = alpha;
+  check(cudaMalloc(&impl_->d_w, n * k), "weight");
+  check(cudaMemcpy(impl_->d_w, w.codes, n * k, cudaMemcpyHostToDevice), "weight upload");
+}
+DenseLinear::~DenseLinear() {
+  for (auto& [m, p] : impl_->lt_plans) {
+    cublasLtMatrixLayoutDestroy(p.a);
+    cublasLtMatrixLayoutDestroy(p.b);
+    cublasLtMatrixLayoutDestroy(p.d);
+    cublasLtMatmulDescDestroy(p.desc);
+  }
+  cudaFree(impl_->workspace);
+  cudaFree(impl_->d_w);
+}
 const void* DenseLinear::device_weight() const { return impl_->d_w; }
 
 void DenseLinear::forward(const void* d_x, std::int64_t m, void* d_y, void* stream) {
   auto h = blas_handle();
   check(cublasSetStream(h, static_cast<cudaStream_t>(stream)), "cublasSetStream");
+  if (impl_->fp8) {
+    if (m % 16 != 0) throw std::invalid_argument("DenseLinear (FP8): M must be a multiple of 16 (pad the batch)");
+    auto& p = impl_->lt_plan(m);
+    const float beta = 0.0f;
+    check(cublasLtMatmul(Impl::lt(), p.desc, &impl_->alpha, impl_->d_w, p.a, d_x, p.b, &beta, d_y, p.d, d_y, p.d, &p.algo,
+                         impl_->workspace, Impl::kWorkspace, static_cast<cudaStream_t>(stream)),
+          "cublasLtMatmul (fp8)");
+    return;
+  }
   if (impl_->int8) {  // int8 tensor cores (IMMA) take this TN form; int32 scalars for COMPUTE_32I
     const std::int32_t alpha = 1, beta = 0;
     const int n = static_cast<int>(impl_->n), k = static_cast<int>(impl_->k), mm = static_cast<int>(m);
@@ -1012,7 +1112,8 @@ void DenseLinear::forward(const void* d_x, std::int64_t m, void* d_y, void* stre
 }
 
 void DenseLinear::forward_f32(const void* d_x, std::int64_t m, float* d_y, void* stream) {
-  if (impl_->int8) throw std::invalid_argument("DenseLinear::forward_f32: an int8 weight gives int32 (forward)");
+  if (impl_->int8 || impl_->fp8)
+    throw std::invalid_argument("DenseLinear::forward_f32: only for 16-bit weights (int8 and FP8 use forward)");
   auto h = blas_handle();
   check(cublasSetStream(h, static_cast<cudaStream_t>(stream)), "cublasSetStream");
   const float alpha = 1.0f, beta = 0.0f;
