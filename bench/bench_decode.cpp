@@ -8,6 +8,10 @@
 // --compare loads the pruned model twice, on the runtime's dense path and with the formats
 // chosen at load, and alternates their decode steps, so that both see the same machine: on
 // a shared VM, memory bandwidth drifts by ±20% between runs.
+// --file DIR writes the synthetic model to DIR as a llama2.c file (once per shape and sparsity)
+// and loads it with Llama::load, as `prunus generate --runtime native` does: the embedding table
+// is then read from the file (LoadOptions::map_embedding) and only the rows of tokens seen
+// become resident.
 // Prints one JSON line (docs/data/cpu_decode.jsonl keeps the runs of docs/benchmarks.md).
 #include <algorithm>
 #include <chrono>
@@ -15,13 +19,19 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
 
+#include "prunus/llama2c.h"
 #include "prunus/runtime.h"
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace {
 
@@ -75,6 +85,7 @@ int main(int argc, char** argv) {
   std::int64_t dim = 4096, hidden = 11008, layers = 2, heads = 32, kv_heads = 32, vocab = 32000, seq = 256, tokens = 24;
   double sparsity = 0.0;
   bool dense = false, compare = false, prune_classifier = false;
+  std::string file_dir;
   int threads = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -97,10 +108,11 @@ int main(int argc, char** argv) {
     else if (a == "--dense") dense = true;
     else if (a == "--compare") compare = true;
     else if (a == "--prune-classifier") prune_classifier = true;  // lm_head pruned like the decoder linears
+    else if (a == "--file") file_dir = next();
     else {
       std::fprintf(stderr,
                    "usage: %s [--sparsity S] [--dense] [--threads N] [--dim 4096] [--hidden 11008] [--layers 2] "
-                   "[--heads 32] [--kv-heads 32] [--vocab 32000] [--tokens 24] [--prune-classifier]\n",
+                   "[--heads 32] [--kv-heads 32] [--vocab 32000] [--tokens 24] [--prune-classifier] [--file DIR]\n",
                    argv[0]);
       return 2;
     }
@@ -143,16 +155,33 @@ int main(int argc, char** argv) {
   }
   add("model.norm.weight", dim, 0, false);
   add("lm_head.weight", vocab, dim, prune_classifier);
+  // With --file: the model as a llama2.c file (written once; the weights are seeded, so an
+  // existing file of the same name holds the same bytes), loaded by path.
+  std::string path;
+  if (!file_dir.empty()) {
+    path = fmt::format("{}/synthetic-d{}-h{}-l{}-q{}-kv{}-v{}-s{:.2f}{}.bin", file_dir, dim, hidden, layers, heads, kv_heads,
+                       vocab, sparsity, prune_classifier ? "-pc" : "");
+    if (!std::filesystem::exists(path)) {
+      std::filesystem::create_directories(file_dir);
+      prunus::llama2c::write_checkpoint(path, ck);
+    }
+    ck = {};
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+  }
   const double make_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto load = [&](prunus::runtime::LoadOptions o) {
+    return path.empty() ? prunus::runtime::Llama::from_checkpoint(ck, o) : prunus::runtime::Llama::load(path, o);
+  };
 
   prunus::runtime::LoadOptions lo;
   lo.kernel.threads = threads;
   if (compare) {
-    auto ck_dense = ck;
     lo.dense = true;
-    auto dense_model = prunus::runtime::Llama::from_checkpoint(std::move(ck_dense), lo);
+    auto dense_model = load(lo);
     lo.dense = false;
-    auto model = prunus::runtime::Llama::from_checkpoint(std::move(ck), lo);
+    auto model = path.empty() ? prunus::runtime::Llama::from_checkpoint(std::move(ck), lo) : load(lo);
     for (std::int64_t pos = 0; pos < 2; ++pos) {
       dense_model.step(static_cast<std::int32_t>(pos % vocab), pos);
       model.step(static_cast<std::int32_t>(pos % vocab), pos);
@@ -191,7 +220,7 @@ int main(int argc, char** argv) {
   }
   lo.dense = dense;
   const auto t1 = std::chrono::steady_clock::now();
-  auto model = prunus::runtime::Llama::from_checkpoint(std::move(ck), lo);
+  auto model = path.empty() ? prunus::runtime::Llama::from_checkpoint(std::move(ck), lo) : load(lo);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
   const std::int64_t rss_kb = proc_status_kb("VmRSS:");
 
@@ -204,6 +233,7 @@ int main(int argc, char** argv) {
     model.step(static_cast<std::int32_t>((pos * 7) % vocab), pos);
     step_s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t2).count());
   }
+  const std::int64_t rss_after_kb = proc_status_kb("VmRSS:");  // with the rows of the tokens seen
   std::sort(step_s.begin(), step_s.end());
   const double gen_s = step_s[step_s.size() / 2] * double(tokens);
 
@@ -211,10 +241,12 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"sparsity\": %.2f, \"path\": \"%s\", \"threads\": %d, \"dim\": %lld, \"hidden\": %lld, \"layers\": %lld, "
       "\"vocab\": %lld, \"tokens\": %lld, \"tokens_per_s\": %.3f, \"ms_per_token\": %.2f, \"weight_mb\": %.1f, "
-      "\"rss_mb\": %.1f, \"load_s\": %.1f, \"make_s\": %.1f, \"pruned_classifier\": %s, \"formats_layer0\": \"%s\"}\n",
+      "\"rss_mb\": %.1f, \"rss_after_decode_mb\": %.1f, \"load_s\": %.1f, \"make_s\": %.1f, \"pruned_classifier\": %s, "
+      "\"from_file\": %s, \"embedding_mapped\": %s, \"formats_layer0\": \"%s\"}\n",
       sparsity, dense ? "dense" : "auto", threads, static_cast<long long>(dim), static_cast<long long>(hidden),
       static_cast<long long>(layers), static_cast<long long>(vocab), static_cast<long long>(tokens),
-      double(tokens) / gen_s, 1e3 * gen_s / double(tokens), model.weight_bytes() / 1e6, rss_kb / 1024.0, load_s,
-      make_s, prune_classifier ? "true" : "false", formats.c_str());
+      double(tokens) / gen_s, 1e3 * gen_s / double(tokens), model.weight_bytes() / 1e6, rss_kb / 1024.0,
+      rss_after_kb / 1024.0, load_s, make_s, prune_classifier ? "true" : "false", path.empty() ? "false" : "true",
+      model.embedding_mapped() ? "true" : "false", formats.c_str());
   return 0;
 }

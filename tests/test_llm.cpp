@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <cstring>
 #include <filesystem>
@@ -504,6 +505,62 @@ TEST(NativeRuntime, LogitsMatchTheLibtorchForward) {
       EXPECT_EQ(has_head, pruned && !dense) << "the classifier is a measured layer exactly when it is pruned";
     }
   }
+}
+
+// Llama::load reads an unshared embedding table's rows from the file (mmap) instead of holding
+// a copy: the logits must be the copy's bit for bit — from a llama2.c file (fp32 after the
+// header) and from a Hugging Face folder whose table is BF16 in a shard the index names.
+TEST(NativeRuntime, EmbeddingReadFromTheFileGivesTheCopysLogits) {
+  test::TempDir dir;
+  auto m = tiny_model(11);
+  llm::save(dir.file("m.bin"), m);
+  const std::string folder = dir.file("hf");
+  llm::save_hf(folder, m);
+  {  // the table as BF16, in a shard named by an index
+    const auto f = safetensors::File::open(folder + "/model.safetensors");
+    std::vector<std::uint16_t> bf16;
+    std::vector<safetensors::TensorToWrite> out;
+    nlohmann::json weight_map;
+    for (const auto& t : f.tensors()) {
+      weight_map[t.name] = "model-00001-of-00001.safetensors";
+      if (t.name != "model.embed_tokens.weight") {
+        out.push_back({t.name, t.dtype, t.shape, t.data});
+        continue;
+      }
+      for (float v : t.to_f32()) {
+        std::uint32_t bits;
+        std::memcpy(&bits, &v, 4);
+        bf16.push_back(std::uint16_t(bits >> 16));
+      }
+      out.push_back({t.name, safetensors::DType::BF16, t.shape, bf16.data()});
+    }
+    safetensors::write(folder + "/model-00001-of-00001.safetensors", out);
+    std::ofstream(folder + "/model.safetensors.index.json") << nlohmann::json{{"metadata", nlohmann::json::object()},
+                                                                              {"weight_map", weight_map}}.dump();
+    fs::remove(folder + "/model.safetensors");
+  }
+  const auto tokens = random_tokens(16, 5);
+  for (const std::string path : {dir.file("m.bin"), folder}) {
+    runtime::LoadOptions copy;
+    copy.map_embedding = false;
+    auto held = runtime::Llama::load(path, copy);
+    auto mapped = runtime::Llama::load(path);
+    EXPECT_FALSE(held.embedding_mapped()) << path;
+    EXPECT_TRUE(mapped.embedding_mapped()) << path;
+    const std::uint64_t table = 40 * 32 * (path == folder ? 2 : 4);
+    EXPECT_EQ(mapped.weight_bytes() + 40 * 32 * 4, held.weight_bytes() + table) << path;
+    for (std::int64_t pos = 0; pos < 16; ++pos) {
+      const auto a = held.step(tokens[pos], pos);
+      const auto& b = mapped.step(tokens[pos], pos);
+      ASSERT_EQ(a, b) << path << " position " << pos;
+    }
+  }
+  // A shared classifier is the embedding table too (read whole every token): it stays in memory.
+  auto shared = m;
+  shared.config.shared_classifier = true;
+  shared.weights.erase("lm_head.weight");
+  llm::save(dir.file("shared.bin"), shared);
+  EXPECT_FALSE(runtime::Llama::load(dir.file("shared.bin")).embedding_mapped());
 }
 
 TEST(NativeRuntime, GreedyDecodingEqualsTheLibtorchPathOnStories260K) {

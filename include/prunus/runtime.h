@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,11 @@ struct LoadOptions {
   // quantization-aware training or `prunus quantize --calibrate`) where it has them; false or
   // absent: per-token scales at run time.
   bool stored_act_scales = true;
+  // Llama::load: an unshared embedding table is read row by row from the model file (memory-
+  // mapped; F32/F16/BF16 converted per row, exactly) instead of held as an fp32 copy, so only
+  // the rows of tokens seen become resident — 524 MB of LLaMA-7B's 32,000 × 4096 table
+  // otherwise. false: the copy.
+  bool map_embedding = true;
   // How fp32 convolutions run: Measured times im2col + the layer's format against the direct
   // kernel's layouts (channel-vector, planar, flat: kernels::DirectConv::Layout) at load and
   // keeps the fastest; the others force one path (tests: every path must give the same
@@ -191,6 +197,8 @@ class Llama {
   // The decoder linears, then "lm_head" when an unshared classifier is pruned (≥ 10% zeros).
   const std::vector<LayerInfo>& layers() const { return infos_; }
   std::uint64_t weight_bytes() const;  // all weights as held (formats chosen + embeddings + norms)
+  // Whether the embedding table is read from the model file (LoadOptions::map_embedding).
+  bool embedding_mapped() const { return embedding_file_.data != nullptr; }
 
  private:
   struct Block {
@@ -198,7 +206,10 @@ class Llama {
     kernels::SparseLinear wq, wk, wv, wo, w1, w2, w3;
   };
   LlamaConfig cfg_;
-  std::vector<float> embedding_;  // [vocab × dim]; empty when the classifier shares it
+  std::vector<float> embedding_;  // [vocab × dim]; empty when the classifier shares it or it is mapped
+  // The table in the model file (LoadOptions::map_embedding); data == nullptr: not mapped.
+  safetensors::TensorView embedding_file_{};
+  std::shared_ptr<const void> embedding_map_;  // keeps the file's mapping alive
   kernels::SparseLinear classifier_;
   std::vector<float> final_norm_;
   std::vector<Block> blocks_;
@@ -206,7 +217,8 @@ class Llama {
   // Activations and cache.
   std::vector<float> x_, xb_, q_, k_, v_, att_, hb_, hb2_, logits_, cos_, sin_;
   std::vector<std::vector<float>> key_cache_, value_cache_;  // per layer [seq_len × kv_dim]
-  const float* embedding_row(std::int32_t token) const;
+  void embed(std::int32_t token, float* out) const;  // the token's row of the embedding table
+  void map_embedding(const std::string& path);
 };
 
 }  // namespace prunus::runtime

@@ -39,6 +39,8 @@ struct TensorView {
   std::int64_t numel() const;
   // Converts F32/F16/BF16/F64 to float32; InputError for other dtypes.
   std::vector<float> to_f32() const;
+  // Elements [first, first + n) only, into out (the same conversions).
+  void to_f32(std::int64_t first, std::int64_t n, float* out) const;
 };
 
 // A validated, memory-mapped safetensors file. Validation (all fatal, InputError naming

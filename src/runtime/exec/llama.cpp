@@ -45,9 +45,49 @@ Llama Llama::load(const std::string& path, const LoadOptions& opt) {
                  static_cast<std::int32_t>(c.seq_len),    c.tie_word_embeddings,
                  static_cast<std::int32_t>(c.head_dim)};
     ck.tensors = std::move(f.tensors);
-    return from_checkpoint(std::move(ck), opt, static_cast<float>(c.norm_eps), static_cast<float>(c.rope_theta));
+    auto m = from_checkpoint(std::move(ck), opt, static_cast<float>(c.norm_eps), static_cast<float>(c.rope_theta));
+    if (opt.map_embedding && !m.cfg_.shared_classifier) m.map_embedding(path);
+    return m;
   }
-  return from_checkpoint(llama2c::read_checkpoint(path), opt);
+  auto m = from_checkpoint(llama2c::read_checkpoint(path), opt);
+  if (opt.map_embedding && !m.cfg_.shared_classifier) m.map_embedding(path);
+  return m;
+}
+
+// Points the embedding table at its bytes in the model file (already validated by the reader
+// that built the model) and drops the copy. A Hugging Face folder: the shard the index names
+// (or model.safetensors), if the tensor is F32/F16/BF16 of the model's shape; a llama2.c file:
+// fp32 right after its 28-byte header. Anything else keeps the copy.
+void Llama::map_embedding(const std::string& path) {
+  const std::string name = "model.embed_tokens.weight";
+  const std::vector<std::int64_t> shape = {cfg_.vocab_size, cfg_.dim};
+  if (std::filesystem::is_directory(path)) {
+    const auto dir = std::filesystem::path(path);
+    std::string shard = (dir / "model.safetensors").string();
+    if (const auto index = dir / "model.safetensors.index.json"; std::filesystem::exists(index)) {
+      const auto where = hf::parse_index(read_text_file(index.string()), index.string());
+      const auto it = where.find(name);
+      if (it == where.end()) return;
+      shard = (dir / it->second).string();
+    }
+    auto file = std::make_shared<safetensors::File>(safetensors::File::open(shard));
+    const auto* t = file->find(name);
+    if (!t || t->shape != shape ||
+        (t->dtype != safetensors::DType::F32 && t->dtype != safetensors::DType::F16 && t->dtype != safetensors::DType::BF16))
+      return;
+    embedding_file_ = *t;
+    embedding_map_ = std::move(file);
+  } else {
+    auto file = std::make_shared<MappedFile>(path);
+    const std::uint64_t bytes = std::uint64_t(cfg_.vocab_size) * std::uint64_t(cfg_.dim) * 4;
+    if (file->size() < 28 + bytes) return;
+    embedding_file_ = {name, safetensors::DType::F32, shape, file->data() + 28, bytes, 0};
+    embedding_map_ = std::move(file);
+  }
+  std::vector<float>().swap(embedding_);
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
 }
 
 Llama Llama::from_checkpoint(llama2c::Checkpoint ck, const LoadOptions& opt, float norm_eps, float rope_theta) {
@@ -142,13 +182,16 @@ Llama Llama::from_checkpoint(llama2c::Checkpoint ck, const LoadOptions& opt, flo
   return m;
 }
 
-const float* Llama::embedding_row(std::int32_t token) const {
+void Llama::embed(std::int32_t token, float* out) const {
+  const std::int64_t D = cfg_.dim;
+  if (embedding_file_.data) return embedding_file_.to_f32(std::int64_t(token) * D, D, out);
   const float* table = cfg_.shared_classifier ? classifier_.dense_data() : embedding_.data();
-  return table + std::int64_t(token) * cfg_.dim;
+  std::copy_n(table + std::int64_t(token) * D, D, out);
 }
 
 std::uint64_t Llama::weight_bytes() const {
-  std::uint64_t total = classifier_.bytes() + embedding_.size() * 4 + final_norm_.size() * 4;
+  // A mapped embedding table counts at its bytes in the file, resident or not.
+  std::uint64_t total = classifier_.bytes() + embedding_.size() * 4 + embedding_file_.nbytes + final_norm_.size() * 4;
   for (const auto& b : blocks_)
     total += (b.attn_norm.size() + b.ffn_norm.size()) * 4 + b.wq.bytes() + b.wk.bytes() + b.wv.bytes() +
              b.wo.bytes() + b.w1.bytes() + b.w2.bytes() + b.w3.bytes();
@@ -171,7 +214,7 @@ const std::vector<float>& Llama::step(std::int32_t token, std::int64_t pos) {
       v[i + 1] = a * sin[j] + b * cos[j];
     }
   };
-  std::copy_n(embedding_row(token), D, x_.begin());
+  embed(token, x_.data());
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   for (std::size_t l = 0; l < blocks_.size(); ++l) {
     auto& b = blocks_[l];

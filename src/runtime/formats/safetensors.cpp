@@ -75,11 +75,17 @@ std::int64_t TensorView::numel() const {
 }
 
 std::vector<float> TensorView::to_f32() const {
-  const std::size_t n = static_cast<std::size_t>(numel());
-  std::vector<float> out(n);
+  std::vector<float> out(static_cast<std::size_t>(numel()));
+  to_f32(0, numel(), out.data());
+  return out;
+}
+
+void TensorView::to_f32(std::int64_t first, std::int64_t count, float* out) const {
+  const std::size_t n = static_cast<std::size_t>(count);
+  const std::uint8_t* data = this->data + static_cast<std::size_t>(first) * dtype_size(dtype);
   switch (dtype) {
     case DType::F32:
-      if (n) std::memcpy(out.data(), data, n * 4);
+      if (n) std::memcpy(out, data, n * 4);
       break;
     case DType::F64:
       for (std::size_t i = 0; i < n; ++i) {
@@ -106,7 +112,6 @@ std::vector<float> TensorView::to_f32() const {
     default:
       fail(name, fmt::format("dtype {} is not a floating-point type", dtype_name(dtype)));
   }
-  return out;
 }
 
 File File::open(const std::string& path) {
