@@ -40,6 +40,17 @@ def two_of_four(w):
     return w * mask
 
 
+def time_semi_structured(row, ws, ws_error, x):
+    """torch.mm on a to_sparse_semi_structured weight into row, or why it cannot run."""
+    if ws is None:
+        row["torch_semi_structured_error"] = ws_error
+        return
+    try:
+        row["torch_semi_structured_us"] = bench(lambda: torch.mm(ws, x.t()))
+    except Exception as e:  # noqa: BLE001
+        row["torch_semi_structured_error"] = str(e).splitlines()[0][:300]
+
+
 def int8_peers():
     """Y = X·Wᵀ in int8 with int32 sums: torch._int_mm (cuBLAS int8) against torch._cslt_sparse_mm
     (cuSPARSELt int8 on a weight compressed once) and F.linear on to_sparse_semi_structured; the
@@ -48,10 +59,11 @@ def int8_peers():
     for k, n in ((4096, 4096), (11008, 4096), (4096, 11008)):
         w = two_of_four(torch.randint(-127, 128, (n, k), dtype=torch.int8, device="cuda", generator=g))
         wc = torch._cslt_compress(w)
+        ws, ws_error = None, None
         try:
             ws = to_sparse_semi_structured(w)
         except Exception as e:  # noqa: BLE001
-            ws, ws_error = None, str(e).splitlines()[0][:120]
+            ws_error = str(e).splitlines()[0][:300]
         for m in ms:
             x = torch.randint(-127, 128, (m, k), dtype=torch.int8, device="cuda", generator=g)
             row = {"dtype": "int8", "k": k, "n": n, "m": m}
@@ -69,13 +81,7 @@ def int8_peers():
                 row["torch_cslt_int8_us"] = bench(lambda: torch._cslt_sparse_mm(wc, xt, out_dtype=torch.int32))
             except Exception as e:  # noqa: BLE001
                 row["torch_cslt_int8_error"] = str(e).splitlines()[0][:120]
-            if ws is None:
-                row["torch_semi_structured_error"] = ws_error
-            else:
-                try:
-                    row["torch_semi_structured_us"] = bench(lambda: torch.mm(ws, x.t()))
-                except Exception as e:  # noqa: BLE001
-                    row["torch_semi_structured_error"] = str(e).splitlines()[0][:120]
+            time_semi_structured(row, ws, ws_error, x)
             print(json.dumps(row), flush=True)
 
 
@@ -93,10 +99,11 @@ def fp8_peers():
             wc = torch._cslt_compress(w)
         except Exception as e:  # noqa: BLE001
             wc, wc_error = None, str(e).splitlines()[0][:120]
+        ws, ws_error = None, None
         try:
             ws = to_sparse_semi_structured(w)
         except Exception as e:  # noqa: BLE001
-            ws, ws_error = None, str(e).splitlines()[0][:120]
+            ws_error = str(e).splitlines()[0][:300]
         for m in ms:
             mp = (m + 15) // 16 * 16
             x = torch.randn(mp, k, device="cuda", generator=g).to(f8)
@@ -129,13 +136,7 @@ def fp8_peers():
                     row["torch_cslt_fp8_view_us"] = bench(lambda: torch._cslt_sparse_mm(wc, xv, out_dtype=torch.bfloat16))
                 except Exception as e:  # noqa: BLE001
                     row["torch_cslt_fp8_view_error"] = str(e).splitlines()[0][:200]
-            if ws is None:
-                row["torch_semi_structured_error"] = ws_error
-            else:
-                try:
-                    row["torch_semi_structured_us"] = bench(lambda: torch.mm(ws, x.t()))
-                except Exception as e:  # noqa: BLE001
-                    row["torch_semi_structured_error"] = str(e).splitlines()[0][:300]
+            time_semi_structured(row, ws, ws_error, x)
             print(json.dumps(row), flush=True)
 
 
