@@ -8,6 +8,10 @@ source "$(dirname "$0")/cli_lib.sh"
 
 "$PRUNUS" generate "$M" --steps 30 | grep -q '^Once upon a time, there was a little girl named Lily' \
   && ok "generate reproduces the llama2.c sample" || bad "generate"
+# The native runtime loads the file itself (no libtorch copy) and must print the same story.
+"$PRUNUS" generate "$M" --steps 60 >"$T/torch.txt" && "$PRUNUS" generate "$M" --steps 60 --runtime native --stats \
+  >"$T/native.txt" 2>"$T/native.err" && cmp -s "$T/torch.txt" "$T/native.txt" && grep -q '^native runtime: auto-format' "$T/native.err" \
+  && ok "generate --runtime native prints the libtorch story" || bad "native generate: $(diff "$T/torch.txt" "$T/native.txt" | head -3) $(tail -1 "$T/native.err")"
 "$PRUNUS" perplexity "$M" "$TXT" --max-windows 2 | grep -q '384909 tokens, 2 windows of 512, 1022 predicted' \
   && ok "perplexity protocol counts" || bad "perplexity counts: $("$PRUNUS" perplexity "$M" "$TXT" --max-windows 2 2>&1)"
 

@@ -64,25 +64,24 @@ int generate_job(const std::string& model, const GenerateOptions& g, const LlmTe
   if (g.runtime != "torch" && g.runtime != "native")
     fail("--runtime", fmt::format("'{}' is not a runtime (torch | native)", g.runtime));
   threads(o.threads);
-  auto m = llm::load(model);
-  auto tok = tokenizer_for(model, m.config.vocab_size, o);
   if (g.runtime == "torch") {
+    auto m = llm::load(model);
+    auto tok = tokenizer_for(model, m.config.vocab_size, o);
     const auto out = llm::generate_greedy(m, g.steps);
     std::string text;
     for (std::size_t i = 1; i < out.size(); ++i) text += tok.decode_token(out[i - 1], out[i]);
     std::printf("%s\n", text.c_str());
     return 0;
   }
-  // The native runtime: the same weights, handed over without libtorch tensors.
+  // The native runtime reads the model itself (the same readers as llm::load), with no libtorch
+  // copy in between; an unshared embedding table stays in the file, mapped (map_embedding).
   runtime::LoadOptions lo;
   lo.dense = g.dense;
   lo.kernel.threads = std::max(1, o.threads);
   const auto t0 = std::chrono::steady_clock::now();
-  const float eps = static_cast<float>(m.config.norm_eps), theta = static_cast<float>(m.config.rope_theta);
-  auto ck = llm::to_llama2c(m);
-  m = {};
-  auto rt = runtime::Llama::from_checkpoint(std::move(ck), lo, eps, theta);
+  auto rt = runtime::Llama::load(model, lo);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto tok = tokenizer_for(model, rt.config().vocab_size, o);
   std::int32_t prev = llama2c::Tokenizer::kBos;
   const auto t1 = std::chrono::steady_clock::now();
   const auto out = rt.generate_greedy(g.steps, [&](std::int32_t t) {
@@ -99,8 +98,9 @@ int generate_job(const std::string& model, const GenerateOptions& g, const LlmTe
                    fmt::format("{}x{}", l.rows, l.cols).c_str(), l.format.c_str(),
                    static_cast<unsigned long long>(l.bytes), l.seconds > 0 ? l.dense_seconds / l.seconds : 1.0);
     const auto n = static_cast<double>(out.size() - 1);
-    std::fprintf(stderr, "native runtime: %s weights %.1f MB, load %.2f s, %lld tokens in %.3f s = %.1f tokens/s\n",
-                 g.dense ? "dense" : "auto-format", rt.weight_bytes() / 1e6, load_s,
+    std::fprintf(stderr, "native runtime: %s weights %.1f MB%s, load %.2f s, %lld tokens in %.3f s = %.1f tokens/s\n",
+                 g.dense ? "dense" : "auto-format", rt.weight_bytes() / 1e6,
+                 rt.embedding_mapped() ? " (embedding table read from the file)" : "", load_s,
                  static_cast<long long>(out.size() - 1), gen_s, n > 0 ? n / gen_s : 0.0);
   }
   return 0;
