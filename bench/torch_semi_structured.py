@@ -40,6 +40,14 @@ def two_of_four(w):
     return w * mask
 
 
+def semi_structured(w):
+    """to_sparse_semi_structured(w), or None and why it refused."""
+    try:
+        return to_sparse_semi_structured(w), None
+    except Exception as e:  # noqa: BLE001
+        return None, str(e).splitlines()[0][:300]
+
+
 def time_semi_structured(row, ws, ws_error, x):
     """torch.mm on a to_sparse_semi_structured weight into row, or why it cannot run."""
     if ws is None:
@@ -59,11 +67,7 @@ def int8_peers():
     for k, n in ((4096, 4096), (11008, 4096), (4096, 11008)):
         w = two_of_four(torch.randint(-127, 128, (n, k), dtype=torch.int8, device="cuda", generator=g))
         wc = torch._cslt_compress(w)
-        ws, ws_error = None, None
-        try:
-            ws = to_sparse_semi_structured(w)
-        except Exception as e:  # noqa: BLE001
-            ws_error = str(e).splitlines()[0][:300]
+        ws, ws_error = semi_structured(w)
         for m in ms:
             x = torch.randint(-127, 128, (m, k), dtype=torch.int8, device="cuda", generator=g)
             row = {"dtype": "int8", "k": k, "n": n, "m": m}
@@ -99,11 +103,7 @@ def fp8_peers():
             wc = torch._cslt_compress(w)
         except Exception as e:  # noqa: BLE001
             wc, wc_error = None, str(e).splitlines()[0][:120]
-        ws, ws_error = None, None
-        try:
-            ws = to_sparse_semi_structured(w)
-        except Exception as e:  # noqa: BLE001
-            ws_error = str(e).splitlines()[0][:300]
+        ws, ws_error = semi_structured(w)
         for m in ms:
             mp = (m + 15) // 16 * 16
             x = torch.randn(mp, k, device="cuda", generator=g).to(f8)
