@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "kernels/kernels_internal.h"
+#include "kernels/simd_batch.h"
 #include "prunus/kernels.h"
 
 namespace k = prunus::kernels;
@@ -249,6 +250,56 @@ TEST(Kernels, ColumnPanelsOfLargeBatchesMatchReference) {
                        "paneled " + std::to_string(n) + ":" + std::to_string(m));
   }
   k::detail::g_panel_bytes = saved;
+}
+
+TEST(Kernels, RowsThatShareColumnsMatchReference) {
+  // Batch > 1 products walk four rows at a time where they share their columns (a 4×4-block
+  // pattern held as CSR or a bitmask, BSR with 4-row blocks). Block rows are ragged here: 4×4
+  // blocks on 30 rows (a last block row of 2), rows 8..11 made to differ in one column, and
+  // thread ranges (2 and 3 threads) that start inside a group. With and without column panels,
+  // and with the grouping off, every variant against the reference.
+  std::mt19937 rng(11);
+  std::bernoulli_distribution keep(0.3);
+  std::uniform_real_distribution<float> val(-1, 1);
+  const std::int64_t rows = 30, cols = 200;
+  std::vector<float> w(static_cast<std::size_t>(rows * cols), 0.0f);
+  for (std::int64_t R = 0; R < rows; R += 4)
+    for (std::int64_t C = 0; C < cols; C += 4)
+      if (keep(rng))
+        for (std::int64_t i = R; i < std::min<std::int64_t>(rows, R + 4); ++i)
+          for (std::int64_t j = C; j < C + 4; ++j) w[i * cols + j] = val(rng);
+  w[9 * cols + 3] = w[9 * cols + 3] == 0.0f ? 0.5f : 0.0f;
+  const auto csr = k::to_csr(w.data(), rows, cols);
+  const auto bitmask = k::to_bitmask(w.data(), rows, cols);
+  const auto bsr = k::to_bsr(w.data(), rows, cols, 4, 4);
+  // The grouping sees what the pattern holds: rows 0..3 and 4..7 share, 8..11 and 2..5 do
+  // not (rows 28..29 are too few for a group and go one by one).
+  EXPECT_TRUE(k::detail::CsrRowGroups{csr}.shares(0));
+  EXPECT_TRUE(k::detail::BitmaskRowGroups{bitmask}.shares(4));
+  EXPECT_FALSE(k::detail::CsrRowGroups{csr}.shares(8));
+  EXPECT_FALSE(k::detail::BitmaskRowGroups{bitmask}.shares(8));
+  EXPECT_FALSE(k::detail::CsrRowGroups{csr}.shares(2));
+  const std::int64_t saved_panel = k::detail::g_panel_bytes;
+  const bool saved_groups = k::detail::g_row_groups;
+  for (std::int64_t panel : {saved_panel, std::int64_t{4096}})
+    for (bool groups : {true, false}) {
+      k::detail::g_panel_bytes = panel;
+      k::detail::g_row_groups = groups;
+      const std::string what = std::string(groups ? "grouped" : "ungrouped") + (panel == 4096 ? " paneled " : " ");
+      check_all_variants(csr, w, rows, cols, rng, what + "csr 4x4 blocks");
+      check_all_variants(bitmask, w, rows, cols, rng, what + "bitmask 4x4 blocks");
+      check_all_variants(bsr, w, rows, cols, rng, what + "bsr 4x4");
+    }
+  // Whole columns pruned: every row shares (wide matrix, 32-bit column indices).
+  std::vector<float> wide(static_cast<std::size_t>(9 * 70000), 0.0f);
+  for (std::int64_t c = 0; c < 70000; c += 97)
+    for (std::int64_t r = 0; r < 9; ++r) wide[r * 70000 + c] = val(rng);
+  const auto wide_csr = k::to_csr(wide.data(), 9, 70000);
+  EXPECT_FALSE(wide_csr.narrow());
+  EXPECT_TRUE(k::detail::CsrRowGroups{wide_csr}.shares(5));
+  check_all_variants(wide_csr, wide, 9, 70000, rng, "column-pruned csr");
+  k::detail::g_panel_bytes = saved_panel;
+  k::detail::g_row_groups = saved_groups;
 }
 
 TEST(Kernels, NmRejectsMatricesThatBreakThePattern) {

@@ -24,6 +24,11 @@ std::int64_t detail::g_panel_bytes = [] {
   return v && *v ? std::atoll(v) : std::int64_t{512} * 1024;
 }();
 
+bool detail::g_row_groups = [] {
+  const char* v = std::getenv("PRUNUS_ROW_GROUPS");
+  return !(v && *v && std::atoi(v) == 0);
+}();
+
 std::int64_t detail::prefetch_l2_bytes() {
   static const std::int64_t bytes = [] {
     const char* v = std::getenv("PRUNUS_PREFETCH_L2");

@@ -36,6 +36,9 @@ namespace detail {
 // panels off. PRUNUS_PANEL_BYTES overrides the default (512 KiB, half a Zen 4 L2); tests
 // shrink it so small shapes cross panel boundaries.
 extern std::int64_t g_panel_bytes;
+// Whether batch > 1 products walk rows that share their columns four at a time
+// (simd_batch.h); PRUNUS_ROW_GROUPS=0 turns it off, for comparison.
+extern bool g_row_groups;
 // How far ahead the batch-1 N:M and bitmask kernels prefetch their weights into L2
 // (PRUNUS_PREFETCH_L2 bytes, default 16 KiB; 0 turns it off). Measured on Zen 4: see avx512.cpp.
 std::int64_t prefetch_l2_bytes();
