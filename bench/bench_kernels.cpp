@@ -219,6 +219,26 @@ void register_shape(const Case& c, const std::vector<int>& threads_list) {
           k::matmul((*ws)[i], cell.x->data(), cell.batch, cell.y->data(), {k::best_isa(), cell.threads});
         }, cell.k_, false, double(ws->front().bytes()), nnz, cell.batch);
       });
+      // The same product feature-major (Xᵀ in, Yᵀ out): the layouts libtorch's sparse CSR and
+      // Eigen get below (their Xᵀ is made before the timing, their output is Yᵀ), so the
+      // ratio to them compares like with like. Batch 1 is the same call in both layouts.
+      if (fname == "sell" || fname.rfind("int8", 0) == 0) return;
+      for (const Cell& cell : cells) {
+        if (cell.batch == 1) continue;
+        benchmark::RegisterBenchmark(("prunus_" + fname + "_fm/" + p.pattern + cell.suffix).c_str(),
+                                     [=, &p, keep = problems](benchmark::State& st) {
+          using F = decltype(convert(p));
+          auto ws = cached<std::vector<F>>(slot + fname, [&] {
+            auto one = convert(p);
+            return std::vector<F>(copies_for<F>(one.bytes()), one);
+          });
+          k::Options opt{k::best_isa(), cell.threads};
+          opt.layout = k::ActivationLayout::FeatureMajor;
+          // cell.x holds one constant, so as Xᵀ [cols × batch] it is the same input.
+          run_timed(st, ws->size(), [&](std::size_t i) { k::matmul((*ws)[i], cell.x->data(), cell.batch, cell.y->data(), opt); },
+                    cell.k_, false, double(ws->front().bytes()), nnz, cell.batch);
+        });
+      }
     };
     const bool nm = p.pattern.find(':') != std::string::npos;
     const bool block = p.pattern.find('x') != std::string::npos;

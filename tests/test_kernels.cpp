@@ -67,15 +67,27 @@ void check_all_variants(const Format& f, const std::vector<float>& w, std::int64
     for (auto& v : x) v = val(rng);
     std::vector<double> ref, bound;
     reference(w, rows, cols, x, batch, ref, bound);
+    // The same product feature-major: Xᵀ in, Yᵀ out.
+    std::vector<float> xt(x.size());
+    for (std::int64_t b = 0; b < batch; ++b)
+      for (std::int64_t c = 0; c < cols; ++c) xt[c * batch + b] = x[b * cols + c];
     for (k::Isa isa : k::supported_isas())
-      for (int threads : {1, 2, 3}) {
-        std::vector<float> y(static_cast<std::size_t>(batch * rows), std::nanf(""));
-        k::matmul(f, x.data(), batch, y.data(), {isa, threads, 0.0});  // 0: split even tiny products
-        for (std::size_t i = 0; i < y.size(); ++i) {
-          ASSERT_LE(std::fabs(double(y[i]) - ref[i]), 1e-5 * bound[i] + 1e-6)
-              << what << " isa=" << k::isa_name(isa) << " threads=" << threads << " batch=" << batch << " i=" << i;
+      for (int threads : {1, 2, 3})
+        for (auto layout : {k::ActivationLayout::BatchMajor, k::ActivationLayout::FeatureMajor}) {
+          const bool fm = layout == k::ActivationLayout::FeatureMajor;
+          std::vector<float> y(static_cast<std::size_t>(batch * rows), std::nanf(""));
+          k::Options opt{isa, threads, 0.0};  // 0: split even tiny products
+          opt.layout = layout;
+          k::matmul(f, fm ? xt.data() : x.data(), batch, y.data(), opt);
+          for (std::int64_t b = 0; b < batch; ++b)
+            for (std::int64_t r = 0; r < rows; ++r) {
+              const std::size_t i = std::size_t(b * rows + r);
+              const float got = fm ? y[std::size_t(r * batch + b)] : y[i];
+              ASSERT_LE(std::fabs(double(got) - ref[i]), 1e-5 * bound[i] + 1e-6)
+                  << what << " isa=" << k::isa_name(isa) << " threads=" << threads << " batch=" << batch
+                  << (fm ? " feature-major" : "") << " row=" << r << " sample=" << b;
+            }
         }
-      }
   }
 }
 
@@ -318,6 +330,16 @@ TEST(Kernels, DensePathMatchesReference) {
       reference(w, c.rows, c.cols, x, batch, ref, bound);
       k::matmul_dense(w.data(), c.rows, c.cols, x.data(), batch, y.data(), {k::best_isa(), 2});
       for (std::size_t i = 0; i < y.size(); ++i) ASSERT_LE(std::fabs(y[i] - ref[i]), 1e-5 * bound[i] + 1e-6);
+      // Feature-major: Xᵀ in (x is constant, so Xᵀ holds the same values), Yᵀ out.
+      k::Options fm{k::best_isa(), 2, 0.0};
+      fm.layout = k::ActivationLayout::FeatureMajor;
+      std::vector<float> yt(y.size(), std::nanf(""));
+      k::matmul_dense(w.data(), c.rows, c.cols, x.data(), batch, yt.data(), fm);
+      for (std::int64_t b = 0; b < batch; ++b)
+        for (std::int64_t r = 0; r < c.rows; ++r) {
+          const std::size_t i = std::size_t(b * c.rows + r);
+          ASSERT_LE(std::fabs(yt[std::size_t(r * batch + b)] - ref[i]), 1e-5 * bound[i] + 1e-6);
+        }
     }
   }
 }
@@ -454,6 +476,16 @@ void check_int8_variants(const Format& f, const std::vector<float>& w, std::int6
               << what << " isa=" << k::isa_name(isa) << " threads=" << threads << " batch=" << batch
               << " static=" << (act_scale > 0);
         }
+      // Feature-major (Xᵀ in, Yᵀ out) gives the same bits, transposed.
+      std::vector<float> xt(x.size()), yt(expect.size(), std::nanf(""));
+      for (std::int64_t b = 0; b < batch; ++b)
+        for (std::int64_t c = 0; c < cols; ++c) xt[c * batch + b] = x[b * cols + c];
+      k::Options fm{k::best_isa(), 2, 0.0};
+      fm.layout = k::ActivationLayout::FeatureMajor;
+      k::matmul(f, xt.data(), batch, yt.data(), fm, act_scale);
+      for (std::int64_t b = 0; b < batch; ++b)
+        for (std::int64_t r = 0; r < rows; ++r)
+          ASSERT_EQ(yt[r * batch + b], expect[b * rows + r]) << what << " feature-major batch=" << batch;
     }
   }
 }
@@ -621,4 +653,10 @@ TEST(Kernels, DirectConvMatchesReference) {
     }
   }
   EXPECT_THROW(k::pack_direct_conv(nullptr, nullptr, 1, 1, 5, 1, 0, 3, 3), std::invalid_argument);
+  // Convolutions read NHWC activations only: a feature-major request is refused, not misread.
+  std::vector<float> cw(9, 1.0f), cb(1, 0.0f), cx(2 * 16, 1.0f), cy(2 * 4);
+  const auto small = k::pack_direct_conv(cw.data(), cb.data(), 1, 1, 3, 1, 0, 4, 4);
+  k::Options fm;
+  fm.layout = k::ActivationLayout::FeatureMajor;
+  EXPECT_THROW(k::conv_direct(small, cx.data(), 2, cy.data(), fm), std::invalid_argument);
 }

@@ -245,6 +245,31 @@ const float* transpose(const float* x, std::int64_t batch, std::int64_t cols, Is
   return out;
 }
 
+// in [n × m] → out [m × n] (AVX2 blocks where the CPU has them).
+void transpose_into(const float* in, std::int64_t n, std::int64_t m, float* out) {
+  if (isa_supported(Isa::Avx2)) transpose_avx2(in, n, m, out, 0, m);
+  else transpose_scalar(in, n, m, out, 0, m);
+}
+
+// A FeatureMajor call (Xᵀ in, Yᵀ out) through a path that reads only batch-major X (the
+// scalar references, SELL, INT8, BSR with blocks over 16 rows): X is transposed in, Y out.
+template <class Fn>
+void via_batch_major(const float* xt, std::int64_t batch, std::int64_t cols, float* yt, std::int64_t rows, Fn fn) {
+  thread_local AlignedVector<float> xb, yb;
+  xb.resize(static_cast<std::size_t>(batch * cols));
+  yb.resize(static_cast<std::size_t>(batch * rows));
+  transpose_into(xt, cols, batch, xb.data());
+  fn(xb.data(), yb.data());
+  transpose_into(yb.data(), batch, rows, yt);
+}
+
+Options batch_major(Options opt) {
+  opt.layout = ActivationLayout::BatchMajor;
+  return opt;
+}
+
+bool feature_major(const Options& opt, std::int64_t batch) { return opt.layout == ActivationLayout::FeatureMajor && batch > 1; }
+
 // The batch-1 kernels read x in 64-byte vectors; from a misaligned x nearly every one of those
 // loads splits across two cache lines, which cost the bitmask GEMV 15–20% (4096 columns,
 // L2-hot, Zen 4: 4.2–4.4 -> 3.7 ns per 64 columns). Such an x is copied to an aligned
@@ -299,9 +324,14 @@ void run(const W& w, std::int64_t items, const Prefix& prefix, double macs, cons
          const Options& opt, Kernel kernel) {
   if (batch <= 0) return;
   if (!isa_supported(opt.isa)) throw std::invalid_argument(std::string("ISA not supported here: ") + isa_name(opt.isa));
+  const bool fm = feature_major(opt, batch);
+  if (fm && opt.isa == Isa::Scalar)
+    return via_batch_major(x, batch, w.cols, y, w.rows, [&](const float* xb, float* yb) {
+      run(w, items, prefix, macs, xb, batch, yb, batch_major(opt), kernel);
+    });
   const int parts = parts_for(opt, items, macs * double(batch));
-  Args a{batch == 1 ? aligned_x(x, w.cols) : x,
-         batch > 1 && opt.isa != Isa::Scalar ? transpose(x, batch, w.cols, opt.isa, parts) : nullptr, batch, y};
+  const float* xt = batch == 1 || opt.isa == Isa::Scalar ? nullptr : fm ? x : transpose(x, batch, w.cols, opt.isa, parts);
+  const Args a{batch == 1 ? aligned_x(x, w.cols) : fm ? nullptr : x, xt, batch, y, fm};
   run_chunks(parts, [&](int c, int chunks) {
     const std::int64_t r0 = split_point(prefix, items, c, chunks), r1 = split_point(prefix, items, c + 1, chunks);
     if (r0 < r1) kernel(w, a, r0, r1);
@@ -330,6 +360,9 @@ void matmul(const Bitmask& w, const float* x, std::int64_t batch, float* y, cons
       pick<Bitmask>(opt.isa, scalar::bitmask, avx2::bitmask, avx512::bitmask));
 }
 void matmul(const Bsr& w, const float* x, std::int64_t batch, float* y, const Options& opt) {
+  if (feature_major(opt, batch) && w.br > 16)  // blocks this tall take the scalar kernel
+    return via_batch_major(x, batch, w.cols, y, w.rows,
+                           [&](const float* xb, float* yb) { matmul(w, xb, batch, yb, batch_major(opt)); });
   run(w, w.block_rows, w.block_ptr, double(w.values.size()), x, batch, y, opt,
       pick<Bsr>(opt.isa, scalar::bsr, avx2::bsr, avx512::bsr));
 }
@@ -339,6 +372,9 @@ void matmul(const NM& w, const float* x, std::int64_t batch, float* y, const Opt
 
 void matmul(const Sell& w, const float* x, std::int64_t batch, float* y, const Options& opt) {
   if (batch <= 0) return;
+  if (feature_major(opt, batch))
+    return via_batch_major(x, batch, w.cols, y, w.rows,
+                           [&](const float* xb, float* yb) { matmul(w, xb, batch, yb, batch_major(opt)); });
   if (!isa_supported(opt.isa)) throw std::invalid_argument(std::string("ISA not supported here: ") + isa_name(opt.isa));
   auto* kernel = pick<Sell>(opt.isa, scalar::sell, avx2::sell, avx512::sell);
   const std::int64_t slices = w.slices();
@@ -395,6 +431,10 @@ template <class W, class Prefix, class Kernel>
 void run_int8(const W& w, const Prefix& prefix, double macs, const float* x, std::int64_t batch, float* y,
               const Options& opt, float act_scale, Kernel s, Kernel v2, Kernel v5) {
   if (batch <= 0) return;
+  if (feature_major(opt, batch))
+    return via_batch_major(x, batch, w.cols, y, w.rows, [&](const float* xb, float* yb) {
+      run_int8(w, prefix, macs, xb, batch, yb, batch_major(opt), act_scale, s, v2, v5);
+    });
   if (!isa_supported(opt.isa)) throw std::invalid_argument(std::string("ISA not supported here: ") + isa_name(opt.isa));
   // The AVX-512 INT8 kernels need VNNI and VBMI/VBMI2; otherwise AVX2 runs.
   const Kernel kernel = opt.isa == Isa::Avx512 && int8_vnni_supported() ? v5 : opt.isa == Isa::Scalar ? s : v2;
@@ -434,6 +474,10 @@ void matmul_dense(const float* w, std::int64_t rows, std::int64_t cols, const fl
     if (batch == 1)
       cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(r1 - r0), static_cast<int>(cols), 1.0f, w + r0 * cols,
                   static_cast<int>(cols), x, 1, 0.0f, y + r0, 1);
+    else if (opt.layout == ActivationLayout::FeatureMajor)  // Yᵀ rows [r0, r1) = W rows [r0, r1) · Xᵀ
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(r1 - r0), static_cast<int>(batch),
+                  static_cast<int>(cols), 1.0f, w + r0 * cols, static_cast<int>(cols), x, static_cast<int>(batch), 0.0f,
+                  y + r0 * batch, static_cast<int>(batch));
     else
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(batch), static_cast<int>(r1 - r0),
                   static_cast<int>(cols), 1.0f, x, static_cast<int>(cols), w + r0 * cols, static_cast<int>(cols), 0.0f,
@@ -446,6 +490,8 @@ void matmul_dense(const float* w, std::int64_t rows, std::int64_t cols, const fl
 namespace prunus::kernels {
 void conv_direct(const DirectConv& c, const float* x, std::int64_t batch, float* y, const Options& opt) {
   if (batch <= 0) return;
+  if (opt.layout != ActivationLayout::BatchMajor)
+    throw std::invalid_argument("conv_direct: activations are NHWC (ActivationLayout::BatchMajor); FeatureMajor is for matmul");
   if (!isa_supported(opt.isa)) throw std::invalid_argument(std::string("ISA not supported here: ") + isa_name(opt.isa));
   auto* kernel = opt.isa == Isa::Avx512 ? &avx512::conv_direct : opt.isa == Isa::Avx2 ? &avx2::conv_direct
                                                                                       : &scalar::conv_direct;

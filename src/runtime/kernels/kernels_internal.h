@@ -11,10 +11,11 @@
 namespace prunus::kernels {
 
 struct Args {
-  const float* x;   // [batch × cols]
+  const float* x;   // [batch × cols] (null for a FeatureMajor call at batch > 1: SIMD only)
   const float* xt;  // [cols × batch] (batch > 1 only)
   std::int64_t batch;
-  float* y;         // [batch × rows]
+  float* y;         // [batch × rows], or [rows × batch] when y_feature_major (batch > 1, SIMD only)
+  bool y_feature_major = false;
 };
 
 #define PRUNUS_KERNEL_FAMILY(ns)                                                   \

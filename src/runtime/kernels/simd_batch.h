@@ -208,9 +208,14 @@ void batch_rows(const Args& a, std::int64_t rows, std::int64_t cols, std::int64_
     if constexpr (kGroups) return g_row_groups && r + kGroupRows <= end && groups.shares(r);
     else return false;
   };
-  // Y is batch-major: copy scratch rows [rb, re) out 16 rows at a time, so each store run is
-  // 64 contiguous bytes.
+  // Scratch rows [rb, re) out to Y: rows of Yᵀ as they are; into a batch-major Y 16 rows at a
+  // time, so each store run is 64 contiguous bytes.
   auto write_rows = [&](std::int64_t rb, std::int64_t re) {
+    if (a.y_feature_major) {
+      for (std::int64_t r = rb; r < re; ++r)
+        std::memcpy(a.y + r * a.batch, &scratch[(r - rb) * stride], static_cast<std::size_t>(a.batch) * sizeof(float));
+      return;
+    }
     for (std::int64_t rt = rb; rt < re; rt += 16) {
       const std::int64_t rt_end = std::min(re, rt + 16);
       for (std::int64_t b = 0; b < a.batch; ++b)
@@ -229,7 +234,7 @@ void batch_rows(const Args& a, std::int64_t rows, std::int64_t cols, std::int64_
         r += kGroupRows;
       } else {
         row_walk<Vec>(a, segment(r, 0, cols, state), nullptr, scratch.data());
-        for (std::int64_t b = 0; b < a.batch; ++b) a.y[b * rows + r] = scratch[b];
+        write_rows(r, r + 1);
         ++r;
       }
     }
@@ -465,7 +470,9 @@ void bsr_batch(const Bsr& w, const Args& a, std::int64_t R0, std::int64_t R1) {
       }
       for (std::int64_t i = 0; i < br && R * br + i < w.rows; ++i) {
         Vec::store(out, acc[i]);
-        for (std::int64_t b = 0; b < nb; ++b) a.y[(b0 + b) * w.rows + R * br + i] = out[b];
+        float* y = a.y_feature_major ? a.y + (R * br + i) * a.batch + b0 : a.y + b0 * w.rows + R * br + i;
+        const std::int64_t step = a.y_feature_major ? 1 : w.rows;
+        for (std::int64_t b = 0; b < nb; ++b) y[b * step] = out[b];
       }
     }
 }
