@@ -164,7 +164,9 @@ void register_shape(const Case& c, const std::vector<int>& threads_list) {
     int threads;
     std::int64_t batch;
     std::string k_, suffix;
-    std::shared_ptr<std::vector<float>> x, y;
+    // 64-byte aligned, as a caller's activations (and libtorch's tensors) would be: the
+    // feature-major rows read Xᵀ in place, where a misaligned buffer splits vector loads.
+    std::shared_ptr<k::AlignedVector<float>> x, y;
   };
   std::vector<Cell> cells;
   for (int threads : threads_list)
@@ -172,8 +174,8 @@ void register_shape(const Case& c, const std::vector<int>& threads_list) {
       cells.push_back({threads, batch, key(rows, cols, batch, threads),
                        "/" + shape + "/batch:" + std::to_string(batch) + "/threads:" + std::to_string(threads) +
                            (g_hot ? "/hot" : ""),
-                       std::make_shared<std::vector<float>>(static_cast<std::size_t>(batch * cols), 0.5f),
-                       std::make_shared<std::vector<float>>(static_cast<std::size_t>(batch * rows))});
+                       std::make_shared<k::AlignedVector<float>>(static_cast<std::size_t>(batch * cols), 0.5f),
+                       std::make_shared<k::AlignedVector<float>>(static_cast<std::size_t>(batch * rows))});
   const double dense_bytes = double(rows * cols * 4);
   // Baselines first (every sparse row reports its ratio to the best of them).
   for (const Cell& cell : cells) {

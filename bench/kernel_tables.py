@@ -46,6 +46,8 @@ def load(path):
         pattern = parts[1] if not kernel.startswith("dense") else None
         if kernel in ("prunus_nm", "prunus_bsr4x4"):
             kernel = "prunus_structured"
+        if kernel in ("prunus_nm_fm", "prunus_bsr4x4_fm"):
+            kernel = "prunus_structured_fm"
         unit = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[r["time_unit"]]
         groups[(shape, batch, threads)][(kernel, pattern)] = r["real_time"] * unit
     return groups, bandwidth
@@ -90,7 +92,10 @@ def summary(path):
 
 def lowest(groups):
     # The "every format ≥ 2× libtorch sparse CSR": each Prunus fp32 format against
-    # libtorch's sparse CSR product (and Eigen's) in every cell that has both.
+    # libtorch's sparse CSR product (and Eigen's) in every cell that has both. The peers get
+    # Xᵀ made before the timing and return Yᵀ; "_fm" is Prunus in that same layout
+    # (prunus_*_fm rows; at batch 1 the two layouts are the same call).
+    has_fm = any(k[0].endswith("_fm") for g in groups.values() for k in g)
     for peer in ("libtorch_sparse_csr", "eigen_sparse"):
         worst = {}
         for (shape, batch, threads), g in groups.items():
@@ -99,9 +104,11 @@ def lowest(groups):
                 if ref is None:
                     continue
                 for key in ("prunus_csr", "prunus_bitmask", "prunus_structured", "prunus_sell"):
-                    t = g.get((key, p))
-                    if t is not None and (key not in worst or ref / t < worst[key][0]):
-                        worst[key] = (ref / t, f"{shape} batch {batch}, {threads} thread(s), {p}")
+                    fm = g.get((key + "_fm", p)) if batch > 1 else g.get((key, p))
+                    pairs = [(key, g.get((key, p)))] + ([(key + " (same layout)", fm)] if has_fm else [])
+                    for label, t in pairs:
+                        if t is not None and (label not in worst or ref / t < worst[label][0]):
+                            worst[label] = (ref / t, f"{shape} batch {batch}, {threads} thread(s), {p}")
         name = "libtorch sparse CSR" if peer.startswith("libtorch") else "Eigen sparse"
         for key, (ratio, where) in sorted(worst.items()):
             print(f"{key} vs {name}: at least {ratio:.2f}× (lowest: {where})")

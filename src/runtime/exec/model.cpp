@@ -564,8 +564,10 @@ std::vector<float> Model::forward_impl(const float* x, std::int64_t batch, const
   // call: at a steady batch size no call allocates, zero-fills or page-faults its values (at
   // LeNet-5's batch 64 that was 7% of the forward). A forward started from inside another (an
   // observer that runs a model) gets buffers of its own.
+  // Values start on cache lines: the batch > 1 kernels write Y in 64-byte runs, and into a
+  // malloc'd buffer (16 bytes past a line) every run split across two lines.
   struct Workspace {
-    std::vector<std::vector<float>> values;
+    std::vector<kernels::AlignedVector<float>> values;
     std::vector<float> cols;
     bool busy = false;
   };
