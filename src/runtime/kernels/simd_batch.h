@@ -320,7 +320,12 @@ void csr_batch(const Csr& w, const Args& a, std::int64_t r0, std::int64_t r1) {
         const std::uint32_t begin = c0 == 0 ? w.row_ptr[r] : state;
         const std::uint32_t end = csr_run_end(w, r, begin, c1);
         state = end;
-        return [&w, begin, end](auto&& fn) { csr_each(w, begin, end, [&](std::int64_t c, const float* v) { fn(c, *v); }); };
+        return [&w, begin, end](auto&& fn) {
+          if (w.narrow())
+            for (std::uint32_t i = begin; i < end; ++i) fn(w.col16[i], w.values[i]);
+          else
+            for (std::uint32_t i = begin; i < end; ++i) fn(w.col32[i], w.values[i]);
+        };
       },
       CsrRowGroups{w});
 }
