@@ -49,8 +49,17 @@ def load(path):
         if kernel in ("prunus_nm_fm", "prunus_bsr4x4_fm"):
             kernel = "prunus_structured_fm"
         unit = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[r["time_unit"]]
-        groups[(shape, batch, threads)][(kernel, pattern)] = r["real_time"] * unit
+        seconds = r["real_time"] * unit
+        groups[(shape, batch, threads)][(kernel, pattern)] = seconds
+        # Google Benchmark's rate counters divide by the main thread's CPU time; per call from
+        # the wall time instead (two threads would otherwise read up to 2x high).
+        if "FLOP/s" in r and "MB" in r:
+            RATES[(shape, batch, threads, kernel, pattern)] = (
+                r["FLOP/s"] * r["cpu_time"] * unit / seconds, r["MB"] * 1e6 / seconds)
     return groups, bandwidth
+
+
+RATES = {}  # (shape, batch, threads, kernel, pattern) -> (FLOP/s, weight bytes/s), from wall time
 
 
 def best_prunus(g, p):
@@ -127,6 +136,8 @@ def main(path):
         what = "sgemv" if batch == 1 else "sgemm"
         print(f"**{shape}, batch {batch}, {threads} thread{'s' if threads > 1 else ''}** — dense: OpenBLAS {what} "
               f"{blas * 1e3:.3f} ms ({gbs:.1f} GB/s of weights), libtorch {torch * 1e3:.3f} ms\n")
+        print("Each cell: time per call (÷ best dense), GFLOP/s of useful work (2 per stored non-zero and "
+              "sample), GB/s of the format's weight bytes and their share of the streaming bandwidth above.\n")
         print("| pattern | " + " | ".join(c[1] for c in COLS) + " | best Prunus ×dense |")
         print("|---" * (len(COLS) + 2) + "|")
         for p in PATTERNS:
@@ -136,7 +147,13 @@ def main(path):
                 if t is None:
                     cells.append("—")
                     continue
-                cells.append(f"{t * 1e3:.3f} ms ({best / t:.2f}×)")
+                cell = f"{t * 1e3:.3f} ms ({best / t:.2f}×)"
+                rate = RATES.get((shape, batch, threads, key, p))
+                if rate:
+                    flops, bps = rate
+                    pct = f", {100 * bps / bandwidth:.0f}%" if bandwidth else ""
+                    cell += f" {flops / 1e9:.1f} GF/s {bps / 1e9:.1f} GB/s{pct}"
+                cells.append(cell)
                 if key.startswith("prunus"):
                     prunus_best = t if prunus_best is None else min(prunus_best, t)
             if prunus_best is None:
