@@ -270,6 +270,15 @@ Options batch_major(Options opt) {
 
 bool feature_major(const Options& opt, std::int64_t batch) { return opt.layout == ActivationLayout::FeatureMajor && batch > 1; }
 
+// Threads for transposing n floats of X. The split is static, so the caller waits for a
+// worker to wake (14–53 µs on this VM) before the product starts: below ~1 MiB of X the
+// caller alone is done sooner (768×3072 at batch 16: 196 KiB, ~10 µs of copying).
+int transpose_parts(std::int64_t n, int parts) {
+  const char* v = std::getenv("PRUNUS_TRANSPOSE_PAR_FLOATS");
+  static const std::int64_t min_floats = v && *v ? std::atoll(v) : std::int64_t{256} * 1024;
+  return n >= min_floats ? parts : 1;
+}
+
 // The batch-1 kernels read x in 64-byte vectors; from a misaligned x nearly every one of those
 // loads splits across two cache lines, which cost the bitmask GEMV 15–20% (4096 columns,
 // L2-hot, Zen 4: 4.2–4.4 -> 3.7 ns per 64 columns). Such an x is copied to an aligned
@@ -332,7 +341,7 @@ void run(const W& w, std::int64_t items, const Prefix& prefix, double macs, cons
   const int parts = parts_for(opt, items, macs * double(batch));
   const float* xt = batch == 1 || opt.isa == Isa::Scalar ? nullptr
                     : fm ? aligned_x(x, batch * w.cols)  // a misaligned Xᵀ split every vector load (90%: 3.3 -> 3.5-3.7 ms)
-                         : transpose(x, batch, w.cols, opt.isa, parts);
+                         : transpose(x, batch, w.cols, opt.isa, transpose_parts(batch * w.cols, parts));
   const Args a{batch == 1 ? aligned_x(x, w.cols) : fm ? nullptr : x, xt, batch, y, fm};
   run_chunks(parts, [&](int c, int chunks) {
     const std::int64_t r0 = split_point(prefix, items, c, chunks), r1 = split_point(prefix, items, c + 1, chunks);
