@@ -274,8 +274,10 @@ bool feature_major(const Options& opt, std::int64_t batch) { return opt.layout =
 // worker to wake (14–53 µs on this VM) before the product starts: below ~1 MiB of X the
 // caller alone is done sooner (768×3072 at batch 16: 196 KiB, ~10 µs of copying).
 int transpose_parts(std::int64_t n, int parts) {
-  const char* v = std::getenv("PRUNUS_TRANSPOSE_PAR_FLOATS");
-  static const std::int64_t min_floats = v && *v ? std::atoll(v) : std::int64_t{256} * 1024;
+  static const std::int64_t min_floats = [] {
+    const char* v = std::getenv("PRUNUS_TRANSPOSE_PAR_FLOATS");
+    return v && *v ? std::atoll(v) : std::int64_t{256} * 1024;
+  }();
   return n >= min_floats ? parts : 1;
 }
 
