@@ -144,7 +144,7 @@ void to_dense(const Sell& a, float* out);
 // out, one sample after another (a model's activations). FeatureMajor: Xᵀ[cols × batch] in,
 // Yᵀ[rows × batch] out, the form of torch::mm(W, Xᵀ), for a pipeline that keeps activations
 // feature by feature. The batch > 1 SIMD kernels walk Xᵀ, so FeatureMajor skips the transposes
-// of X and of Y (768×3072 at batch 256: ~0.4 ms of a 95%-sparse product's ~2 ms). At batch 1
+// of X and of Y (768×3072 at 95%, batch 256: 1.74 -> 1.36 ms). At batch 1
 // the two are the same bytes.
 enum class ActivationLayout { BatchMajor, FeatureMajor };
 
